@@ -1,0 +1,548 @@
+//! JobQueue: claims due jobs from the ledger under a lease, runs them, and records the outcome.
+//!
+//! The ledger is the queue; this actor only decides when to look. It looks when nudged (work was
+//! enqueued), when a job finishes, at the moment the next delayed job falls due, and on a slow
+//! sweep that also renews the leases of the jobs it runs. A job's outcome is recorded by the task
+//! that ran it, so a restart of this actor loses nothing: leases of jobs it was running are
+//! released by the tasks (or lapse), and the new incarnation claims them again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::ledger::jobs::{self, ClaimedJob, FailOutcome, JobId, RetryPolicy};
+use crate::ledger::{Ledger, LedgerError, now_ms};
+use crate::supervision::{ChildSpec, Children, Decision, RestartPolicy, Telemetry};
+
+pub type JobQueueRef = ActorRef<JobQueueMsg>;
+
+pub enum JobQueueMsg {
+    /// Work was enqueued, or may have become claimable.
+    Nudge,
+    /// The periodic safety net: renew leases, look for due work.
+    Sweep,
+    /// A job this queue ran has been recorded as finished.
+    Finished(JobId),
+    /// Cancellation of this job was recorded in the ledger; stop it if it runs here.
+    Cancel(JobId),
+    RestartChild(usize),
+    #[cfg(any(test, feature = "fault-injection"))]
+    InjectPanic,
+}
+
+/// Why a job attempt did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth trying again later (with backoff) while attempts remain.
+    #[error("{0}")]
+    Retry(String),
+    /// Trying again cannot help.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// What a job's executor gets besides the job.
+#[derive(Clone)]
+pub struct JobContext {
+    pub ledger: Ledger,
+    /// Cancelled when the job is cancelled or the queue shuts down. Executors stop their
+    /// external processes when it fires; one that does not is dropped after a grace period.
+    pub cancel: CancellationToken,
+}
+
+/// Executes jobs of one kind.
+pub trait JobHandler: Send + Sync + 'static {
+    fn run(&self, job: ClaimedJob, ctx: JobContext) -> JobFuture;
+}
+
+/// How jobs of one kind are run.
+#[derive(Debug, Clone, Copy)]
+pub struct KindConfig {
+    /// How many jobs of this kind may run at once.
+    pub concurrency: usize,
+    /// The longest one attempt may take; past it the attempt fails and is retried.
+    pub deadline: Duration,
+}
+
+impl Default for KindConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            deadline: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The executors this queue knows, by job kind. Jobs of kinds not listed stay queued.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    kinds: HashMap<String, (Arc<dyn JobHandler>, KindConfig)>,
+}
+
+impl Handlers {
+    pub fn register(mut self, kind: &str, handler: impl JobHandler, config: KindConfig) -> Self {
+        self.kinds
+            .insert(kind.to_string(), (Arc::new(handler), config));
+        self
+    }
+
+    fn kinds(&self) -> Vec<&str> {
+        self.kinds.keys().map(String::as_str).collect()
+    }
+}
+
+/// Succeeds after sleeping `payload.sleep_ms` (default 0): a diagnostic job for checking the
+/// queue end to end and measuring its throughput.
+pub struct NoopHandler;
+
+impl JobHandler for NoopHandler {
+    fn run(&self, job: ClaimedJob, ctx: JobContext) -> JobFuture {
+        let sleep = job
+            .payload
+            .get("sleep_ms")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        Box::pin(async move {
+            if sleep > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
+                    _ = ctx.cancel.cancelled() => return Err(JobError::Retry("cancelled".into())),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// For job kinds the product defines but cannot execute yet: the job fails, saying so.
+pub struct NotImplemented(pub &'static str);
+
+impl JobHandler for NotImplemented {
+    fn run(&self, job: ClaimedJob, _ctx: JobContext) -> JobFuture {
+        let why = format!("no executor for job kind '{}' yet: {}", job.kind, self.0);
+        Box::pin(async move { Err(JobError::Fatal(why)) })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    pub lease: Duration,
+    pub sweep: Duration,
+    pub retry: RetryPolicy,
+    /// Set when this queue is the only worker on the ledger: at start it requeues jobs left
+    /// running by a previous process at once, instead of waiting for their leases to lapse.
+    pub exclusive: bool,
+    /// How long a cancelled executor may take to stop before it is dropped.
+    pub cancel_grace: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            sweep: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            exclusive: true,
+            cancel_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct JobQueueArgs {
+    pub ledger: Ledger,
+    /// Names this process in job leases.
+    pub worker: String,
+    pub handlers: Handlers,
+    pub config: QueueConfig,
+    /// Supervised children (the DeployerSupervisor).
+    pub children: Vec<Arc<dyn ChildSpec>>,
+    pub restart_policy: RestartPolicy,
+    pub telemetry: Arc<Telemetry>,
+}
+
+pub struct JobQueueState {
+    runner: Runner,
+    running: HashMap<JobId, (String, CancellationToken)>,
+    wake: Option<tokio::task::AbortHandle>,
+    children: Children,
+    /// Cancels every running job's token when this incarnation's state is dropped, whatever
+    /// the reason (stop or panic), so no executor outlives the actor unnoticed.
+    _jobs_guard: DropGuard,
+    jobs_token: CancellationToken,
+}
+
+/// Everything needed to claim and run jobs, shared by the actor and [`run_one`].
+#[derive(Clone)]
+pub struct Runner {
+    pub ledger: Ledger,
+    pub worker: String,
+    pub handlers: Handlers,
+    pub config: QueueConfig,
+}
+
+#[derive(Default)]
+pub struct JobQueue;
+
+impl Actor for JobQueue {
+    type Msg = JobQueueMsg;
+    type State = JobQueueState;
+    type Arguments = JobQueueArgs;
+
+    async fn pre_start(
+        &self,
+        myself: JobQueueRef,
+        args: JobQueueArgs,
+    ) -> Result<JobQueueState, ActorProcessingErr> {
+        let runner = Runner {
+            ledger: args.ledger,
+            worker: args.worker,
+            handlers: args.handlers,
+            config: args.config,
+        };
+        if runner.config.exclusive {
+            let worker = runner.worker.clone();
+            let n = runner
+                .ledger
+                .run(move |c| jobs::recover_interrupted(c, &worker))
+                .await?;
+            if n > 0 {
+                tracing::warn!(jobs = n, "requeued jobs interrupted by a previous stop");
+            }
+        }
+        let mut children = Children::new(args.children, args.restart_policy, args.telemetry);
+        children.start_all(&myself.get_cell()).await?;
+        myself.send_interval(runner.config.sweep, || JobQueueMsg::Sweep);
+        myself.send_message(JobQueueMsg::Nudge)?;
+        let jobs_token = CancellationToken::new();
+        Ok(JobQueueState {
+            runner,
+            running: HashMap::new(),
+            wake: None,
+            children,
+            _jobs_guard: jobs_token.clone().drop_guard(),
+            jobs_token,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: JobQueueRef,
+        msg: JobQueueMsg,
+        state: &mut JobQueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JobQueueMsg::Nudge => state.fill(&myself).await,
+            JobQueueMsg::Sweep => {
+                state.renew_leases().await;
+                state.fill(&myself).await
+            }
+            JobQueueMsg::Finished(id) => {
+                state.running.remove(&id);
+                state.fill(&myself).await
+            }
+            JobQueueMsg::Cancel(id) => {
+                if let Some((_, token)) = state.running.get(&id) {
+                    token.cancel();
+                }
+                Ok(())
+            }
+            JobQueueMsg::RestartChild(child) => {
+                match state.children.restart(child, &myself.get_cell()).await {
+                    Decision::Restart { child, after } => {
+                        myself.send_after(after, move || JobQueueMsg::RestartChild(child));
+                        Ok(())
+                    }
+                    Decision::Escalate(why) => Err(why.into()),
+                    Decision::Ignore => Ok(()),
+                }
+            }
+            #[cfg(any(test, feature = "fault-injection"))]
+            JobQueueMsg::InjectPanic => panic!("injected fault in JobQueue"),
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: JobQueueRef,
+        event: SupervisionEvent,
+        state: &mut JobQueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        match state.children.on_event(&event) {
+            Decision::Restart { child, after } => {
+                myself.send_after(after, move || JobQueueMsg::RestartChild(child));
+                Ok(())
+            }
+            Decision::Escalate(why) => Err(why.into()),
+            Decision::Ignore => Ok(()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: JobQueueRef,
+        state: &mut JobQueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Give running jobs a bounded time to stop and record where they are.
+        state.jobs_token.cancel();
+        let deadline = tokio::time::Instant::now() + state.runner.config.cancel_grace;
+        while !state.running.is_empty() && tokio::time::Instant::now() < deadline {
+            let ids: Vec<JobId> = state.running.keys().copied().collect();
+            let ledger = state.runner.ledger.clone();
+            let worker = state.runner.worker.clone();
+            let still: Vec<JobId> = ledger
+                .run(move |c| {
+                    let mut still = Vec::new();
+                    for id in ids {
+                        if jobs::get(c, id)?.is_some_and(|j| {
+                            j.state == "running" && j.locked_by.as_deref() == Some(&worker)
+                        }) {
+                            still.push(id);
+                        }
+                    }
+                    Ok(still)
+                })
+                .await
+                .unwrap_or_default();
+            state.running.retain(|id, _| still.contains(id));
+            if !state.running.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        state.children.stop_all(Duration::from_secs(5)).await;
+        Ok(())
+    }
+}
+
+impl JobQueueState {
+    /// Claims and starts due jobs while kinds have free slots, then schedules a wake-up for the
+    /// next delayed job.
+    async fn fill(&mut self, myself: &JobQueueRef) -> Result<(), ActorProcessingErr> {
+        loop {
+            let free: Vec<String> = self
+                .runner
+                .handlers
+                .kinds
+                .iter()
+                .filter(|(kind, (_, cfg))| {
+                    self.running.values().filter(|(k, _)| k == *kind).count() < cfg.concurrency
+                })
+                .map(|(kind, _)| kind.clone())
+                .collect();
+            if free.is_empty() {
+                return Ok(());
+            }
+            let Some(job) = self.runner.claim(free).await? else {
+                break;
+            };
+            let token = self.jobs_token.child_token();
+            self.running
+                .insert(job.id, (job.kind.clone(), token.clone()));
+            let runner = self.runner.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let id = job.id;
+                runner.execute(job, token).await;
+                let _ = me.send_message(JobQueueMsg::Finished(id));
+            });
+        }
+        self.schedule_wake(myself).await;
+        Ok(())
+    }
+
+    async fn schedule_wake(&mut self, myself: &JobQueueRef) {
+        let kinds: Vec<String> = self
+            .runner
+            .handlers
+            .kinds()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let next = self
+            .runner
+            .ledger
+            .run(move |c| {
+                let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                jobs::next_due_at(c, &kinds)
+            })
+            .await;
+        if let Some(w) = self.wake.take() {
+            w.abort();
+        }
+        if let Ok(Some(at)) = next {
+            let wait = at - now_ms();
+            if wait > 0 {
+                // Wake a little after the due time so the job is due when claimed.
+                let wait = Duration::from_millis(wait as u64 + 5).min(self.runner.config.sweep);
+                self.wake = Some(
+                    myself
+                        .send_after(wait, || JobQueueMsg::Nudge)
+                        .abort_handle(),
+                );
+            }
+        }
+    }
+
+    async fn renew_leases(&self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let worker = self.runner.worker.clone();
+        let lease = self.runner.config.lease;
+        if let Err(e) = self
+            .runner
+            .ledger
+            .run(move |c| jobs::renew_leases(c, &worker, lease))
+            .await
+        {
+            tracing::error!(error = %e, "renewing job leases failed");
+        }
+    }
+}
+
+impl Runner {
+    async fn claim(&self, kinds: Vec<String>) -> Result<Option<ClaimedJob>, LedgerError> {
+        let worker = self.worker.clone();
+        let lease = self.config.lease;
+        self.ledger
+            .run(move |c| {
+                let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                jobs::claim(c, &worker, lease, &kinds)
+            })
+            .await
+    }
+
+    /// Runs one claimed job to its end and records the outcome in the ledger.
+    pub async fn execute(&self, job: ClaimedJob, cancel: CancellationToken) -> JobResult {
+        let Some((handler, kind_config)) = self.handlers.kinds.get(&job.kind).cloned() else {
+            return self
+                .record(
+                    &job,
+                    Err(JobError::Fatal(format!(
+                        "no executor for job kind '{}'",
+                        job.kind
+                    ))),
+                )
+                .await;
+        };
+        let ctx = JobContext {
+            ledger: self.ledger.clone(),
+            cancel: cancel.clone(),
+        };
+        let grace = self.config.cancel_grace;
+        let run = handler.run(job.clone(), ctx);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(kind_config.deadline, run) => match r {
+                Ok(r) => r,
+                Err(_) => Err(JobError::Retry(format!(
+                    "timed out after {} s", kind_config.deadline.as_secs()
+                ))),
+            },
+            _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+                Err(JobError::Retry("stopped: the executor did not stop in time after cancellation".into()))
+            }
+        };
+        if cancel.is_cancelled() && outcome.is_err() {
+            // Either the job was cancelled (the ledger has cancel_requested, and `fail` ends it
+            // cancelled) or the queue is shutting down: give the attempt back.
+            let id = job.id;
+            let cancelled = self
+                .ledger
+                .run(move |c| jobs::is_cancel_requested(c, id))
+                .await
+                .unwrap_or(false);
+            if !cancelled {
+                return self.release(&job).await;
+            }
+        }
+        self.record(&job, outcome).await
+    }
+
+    async fn release(&self, job: &ClaimedJob) -> JobResult {
+        let (id, worker) = (job.id, self.worker.clone());
+        match self
+            .ledger
+            .run(move |c| jobs::release(c, id, &worker))
+            .await
+        {
+            Ok(_) => JobResult::Released,
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "releasing a job failed; its lease will lapse");
+                JobResult::Released
+            }
+        }
+    }
+
+    async fn record(&self, job: &ClaimedJob, outcome: Result<(), JobError>) -> JobResult {
+        let (id, worker) = (job.id, self.worker.clone());
+        let result = match outcome {
+            Ok(()) => self
+                .ledger
+                .run(move |c| jobs::complete(c, id, &worker))
+                .await
+                .map(|held| {
+                    if held {
+                        JobResult::Succeeded
+                    } else {
+                        JobResult::LostLease
+                    }
+                }),
+            Err(err) => {
+                let retry = matches!(err, JobError::Retry(_));
+                let delay = jobs::backoff(self.config.retry, job.attempts, rand::random::<f64>());
+                let message = err.to_string();
+                tracing::warn!(job = id, kind = %job.kind, attempt = job.attempts, error = %message, "job attempt failed");
+                self.ledger
+                    .run(move |c| jobs::fail(c, id, &worker, &message, retry, delay))
+                    .await
+                    .map(|o| match o {
+                        FailOutcome::Retrying(at) => JobResult::Retrying(at),
+                        FailOutcome::Dead => JobResult::Dead,
+                        FailOutcome::Cancelled => JobResult::Cancelled,
+                        FailOutcome::LostLease => JobResult::LostLease,
+                    })
+            }
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!(job = id, error = %e, "recording a job outcome failed; its lease will lapse");
+            JobResult::LostLease
+        })
+    }
+}
+
+/// What became of one run of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobResult {
+    Succeeded,
+    Retrying(i64),
+    Dead,
+    Cancelled,
+    /// Given back unfinished (shutdown); claimable again at once, the attempt not counted.
+    Released,
+    /// Another worker took the job over; this run's outcome was not recorded.
+    LostLease,
+}
+
+/// Claims one due job and runs it to its end: a deterministic step for tests and tools.
+pub async fn run_one(runner: &Runner) -> Result<Option<(JobId, JobResult)>, LedgerError> {
+    let kinds = runner
+        .handlers
+        .kinds()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let Some(job) = runner.claim(kinds).await? else {
+        return Ok(None);
+    };
+    let id = job.id;
+    Ok(Some((
+        id,
+        runner.execute(job, CancellationToken::new()).await,
+    )))
+}

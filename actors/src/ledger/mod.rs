@@ -1,0 +1,148 @@
+//! The SQLite ledger: the durable truth of Rustploy.
+//!
+//! Everything that must survive a crash is committed here before it is acknowledged. All access
+//! goes through [`Ledger::run`], which moves the work onto tokio's blocking pool so that no SQLite
+//! call ever runs on an async runtime thread.
+
+pub mod jobs;
+mod migrate;
+
+use std::path::Path;
+use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+pub use migrate::{SCHEMA_VERSION, schema_version};
+
+/// Milliseconds since the Unix epoch: the unit of every timestamp in the ledger.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("could not get a database connection: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error(
+        "the database at {path} has schema version {found}, newer than this Rustploy supports ({supported}); \
+         run a newer Rustploy or restore a backup made by this version"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("migrating the database failed: {0}")]
+    Migration(String),
+    #[error("a ledger task was lost: {0}")]
+    Join(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Tunables of the connection pool; the defaults suit one control plane on a small host.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub max_connections: u32,
+    pub busy_timeout: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of SQLite connections to one ledger file. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` and applies pending migrations.
+    /// This blocks: call it before the runtime starts or from a blocking context.
+    pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
+        let busy_ms = config.busy_timeout.as_millis();
+        let manager = SqliteConnectionManager::file(path).with_init(move |c| {
+            c.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = {busy_ms};
+                 PRAGMA cache_size = -2000;"
+            ))
+        });
+        let pool = r2d2::Pool::builder()
+            .max_size(config.max_connections)
+            .min_idle(Some(1))
+            .connection_timeout(config.busy_timeout)
+            .build(manager)?;
+        let mut conn = pool.get()?;
+        migrate::apply(&mut conn, &path.display().to_string())?;
+        drop(conn);
+        Ok(Self { pool })
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| LedgerError::Join(e.to_string()))?
+    }
+
+    /// Runs `f` on the calling thread. For command-line tools and code already off the runtime.
+    pub fn blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+
+    /// Proves the ledger accepts writes: a write transaction that is rolled back.
+    pub async fn check_writable(&self) -> Result<(), LedgerError> {
+        self.run(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS _rp_probe (x)", [])?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Copies the live database to `dest` with SQLite's online backup API.
+    pub fn backup_to(&self, dest: &Path) -> Result<(), LedgerError> {
+        let conn = self.pool.get()?;
+        let mut out = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
+        backup.run_to_completion(256, Duration::from_millis(5), None)?;
+        Ok(())
+    }
+}

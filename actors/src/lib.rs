@@ -1,0 +1,14 @@
+//! Rustploy's actors: the supervision tree, the SQLite ledger, and the adapters to the outside.
+//!
+//! The ledger is the truth and messages are only nudges: every actor rebuilds its state from the
+//! ledger when it starts, so a restart by its supervisor, or a crash of the whole process, loses
+//! nothing that was acknowledged.
+
+pub mod deployer;
+pub mod heartbeat_monitor;
+pub mod job_queue;
+pub mod ledger;
+pub mod router_sync;
+pub mod supervision;
+pub mod tree;
+pub mod webhook_intake;

@@ -1,0 +1,1 @@
+//! Wire types and a typed client for /api/v1.

@@ -1,0 +1,187 @@
+//! The command line: `serve` (the default), `admin`, `migrate` and `backup`.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use rusqlite::{OptionalExtension, params};
+use rustploy_actors::ledger::{Ledger, SCHEMA_VERSION, now_ms, schema_version};
+
+use crate::config::{AdminCommand, Cli, Command, FileConfig, ServeArgs, Settings};
+use crate::{http, open_ledger, secrets};
+
+/// Runs a parsed command line. Errors come back as one line for `main` to print.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = FileConfig::load(cli.global.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let serve_args = match &command {
+        Command::Serve(args) => args,
+        _ => &ServeArgs::default(),
+    };
+    let settings = Settings::resolve(&cli.global, serve_args, file).map_err(anyhow::Error::msg)?;
+    match command {
+        Command::Serve(_) => serve(settings),
+        Command::Migrate => {
+            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                format!(
+                    "cannot create data directory {}",
+                    settings.data_dir.display()
+                )
+            })?;
+            let ledger = open_ledger(&settings)?;
+            let v = ledger.blocking(|c| schema_version(c))?;
+            println!(
+                "ledger {} is at schema version {v} (this build: {SCHEMA_VERSION})",
+                settings.ledger_path().display()
+            );
+            Ok(())
+        }
+        Command::Backup { path } => backup(&settings, &path),
+        Command::Admin(cmd) => admin(&settings, cmd),
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::launch(settings, listener, shutdown_signal()))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn existing_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
+    let path = settings.ledger_path();
+    if !path.exists() {
+        bail!(
+            "no ledger at {}: start the server once, or pass the --data-dir it uses",
+            path.display()
+        );
+    }
+    open_ledger(settings)
+}
+
+fn backup(settings: &Settings, dest: &Path) -> anyhow::Result<()> {
+    if dest.exists() {
+        bail!(
+            "{} already exists; choose a new file for the backup",
+            dest.display()
+        );
+    }
+    let ledger = existing_ledger(settings)?;
+    ledger
+        .backup_to(dest)
+        .with_context(|| format!("backing up to {} failed", dest.display()))?;
+    println!(
+        "backed up {} to {}",
+        settings.ledger_path().display(),
+        dest.display()
+    );
+    Ok(())
+}
+
+fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
+    let ledger = existing_ledger(settings)?;
+    match cmd {
+        AdminCommand::CreateUser { email, role, .. } => {
+            let email = email.trim().to_string();
+            if !email.contains('@') || email.len() > 254 {
+                bail!("'{email}' is not a valid email address");
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from standard input failed")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            secrets::check_password_rules(password).map_err(anyhow::Error::msg)?;
+            let hash = secrets::hash_password(password);
+            let id = ledger.blocking(|c| {
+                let now = now_ms();
+                let inserted = c.execute(
+                    "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![email, hash, role, now],
+                );
+                match inserted {
+                    Ok(_) => Ok(Some(c.last_insert_rowid())),
+                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            })?;
+            let Some(id) = id else {
+                bail!("a user with email {email} already exists")
+            };
+            println!("created user {id}: {email} ({role})");
+        }
+        AdminCommand::CreateToken {
+            name,
+            scopes,
+            expires_in_days,
+        } => {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.len() > 100 {
+                bail!("the token name must have 1 to 100 characters");
+            }
+            let mut scopes: Vec<String> = scopes.iter().map(|s| s.trim().to_string()).collect();
+            scopes.sort();
+            scopes.dedup();
+            if let Some(bad) = scopes
+                .iter()
+                .find(|s| !http::auth::SCOPES.contains(&s.as_str()))
+            {
+                bail!("unknown scope '{bad}': use read, deploy, admin or agent");
+            }
+            let issued = secrets::issue_token();
+            let expires = expires_in_days.map(|d| now_ms() + d as i64 * 86_400_000);
+            ledger.blocking(|c| {
+                c.execute(
+                    "INSERT INTO api_tokens (public_id, name, secret_hash, scopes, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![issued.public_id, name, issued.secret_hash, scopes.join(","), now_ms(), expires],
+                )?;
+                Ok(())
+            })?;
+            eprintln!(
+                "token '{name}' with scopes {} (shown once; store it now):",
+                scopes.join(",")
+            );
+            println!("{}", issued.token);
+        }
+        AdminCommand::ResetPassword { email } => {
+            let token = secrets::random_secret();
+            let found = ledger.blocking(|c| {
+                let user: Option<i64> = c
+                    .query_row("SELECT id FROM users WHERE email = ?1", [&email], |r| r.get(0))
+                    .optional()?;
+                let Some(user) = user else { return Ok(false) };
+                let now = now_ms();
+                c.execute(
+                    "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![user, secrets::hash_secret(&token), now, now + http::setup::RESET_TOKEN_MS],
+                )?;
+                Ok(true)
+            })?;
+            if !found {
+                bail!("no user with email {email}");
+            }
+            eprintln!("one-time password reset link for {email} (valid 30 minutes):");
+            println!("{}/reset-password?token={token}", settings.public_url);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Command line and settings. Each setting is layered: built-in default, then `rustploy.toml`,
+//! then its `RUSTPLOY_*` environment variable, then its flag.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rustploy-server",
+    version,
+    about = "Rustploy: a self-hosted platform-as-a-service"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Settings file (TOML). Default: ./rustploy.toml when it exists.
+    #[arg(long, global = true, env = "RUSTPLOY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the ledger, repositories and keys live. Default: ./rustploy-data
+    #[arg(long, global = true, env = "RUSTPLOY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Manage users and tokens from the host.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Apply pending ledger migrations and exit.
+    Migrate,
+    /// Copy the ledger to PATH with SQLite's online backup (safe while the server runs).
+    Backup { path: PathBuf },
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Address the API and dashboard listen on. Default: 127.0.0.1:8080
+    #[arg(long, env = "RUSTPLOY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The URL people reach the dashboard at, used in links the server prints.
+    #[arg(long, env = "RUSTPLOY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Caddy's admin endpoint. Default: http://127.0.0.1:2019
+    #[arg(long, env = "RUSTPLOY_CADDY_ADMIN")]
+    pub caddy_admin: Option<String>,
+    /// How many apps may deploy at the same time. Default: 2
+    #[arg(long, env = "RUSTPLOY_DEPLOY_CONCURRENCY")]
+    pub deploy_concurrency: Option<usize>,
+    /// How long a claimed job's lease lasts before another worker may take it over. Default: 60
+    #[arg(long, env = "RUSTPLOY_JOB_LEASE_SECS")]
+    pub job_lease_secs: Option<u64>,
+    /// How often the job queue sweeps the ledger as a safety net. Default: 30
+    #[arg(long, env = "RUSTPLOY_JOB_SWEEP_SECS")]
+    pub job_sweep_secs: Option<u64>,
+    /// Delay before the first retry of a failed job; later ones double. Default: 2000
+    #[arg(long, env = "RUSTPLOY_JOB_RETRY_BASE_MS")]
+    pub job_retry_base_ms: Option<u64>,
+    /// How long shutdown waits for running work. Default: 20
+    #[arg(long, env = "RUSTPLOY_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// How often agents are checked for missed heartbeats. Default: 5000
+    #[arg(long, env = "RUSTPLOY_HEARTBEAT_TICK_MS")]
+    pub heartbeat_tick_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user. The password is read from standard input.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["owner", "maintainer", "viewer"])]
+        role: String,
+        /// Read the password from standard input (required: passwords never go in arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Create an API token and print it once.
+    CreateToken {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read, deploy, admin, agent.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Days until the token expires. Default: never.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Print a one-time password reset link for a user.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// `rustploy.toml`: the same settings as the flags, all optional. Unknown keys are refused so
+/// that a typo does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub caddy_admin: Option<String>,
+    pub deploy_concurrency: Option<usize>,
+    pub job_lease_secs: Option<u64>,
+    pub job_sweep_secs: Option<u64>,
+    pub job_retry_base_ms: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub heartbeat_tick_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads `explicit`, or `./rustploy.toml` when it exists.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, String> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("rustploy.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(format!("cannot read settings file {}: {e}", path.display())),
+        };
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            format!("settings file {} is invalid: {msg}", path.display())
+        })
+    }
+}
+
+/// The resolved settings of a running server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub caddy_admin: String,
+    pub deploy_concurrency: usize,
+    pub job_lease: Duration,
+    pub job_sweep: Duration,
+    pub job_retry_base: Duration,
+    pub shutdown_grace: Duration,
+    pub heartbeat_tick: Duration,
+}
+
+impl Settings {
+    pub fn resolve(
+        global: &GlobalArgs,
+        serve: &ServeArgs,
+        file: FileConfig,
+    ) -> Result<Self, String> {
+        let listen = serve
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default"));
+        let public_url = serve
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = public_url.trim_end_matches('/').to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(format!(
+                "public URL must start with http:// or https://, got {public_url}"
+            ));
+        }
+        let deploy_concurrency = serve
+            .deploy_concurrency
+            .or(file.deploy_concurrency)
+            .unwrap_or(2);
+        if deploy_concurrency == 0 {
+            return Err("deploy concurrency must be at least 1".into());
+        }
+        let secs = |flag: Option<u64>, file: Option<u64>, default: u64, what: &str| {
+            let v = flag.or(file).unwrap_or(default);
+            if v == 0 {
+                Err(format!("{what} must be greater than 0"))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Self {
+            data_dir: global
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("rustploy-data")),
+            listen,
+            public_url,
+            caddy_admin: serve
+                .caddy_admin
+                .clone()
+                .or(file.caddy_admin)
+                .unwrap_or_else(|| "http://127.0.0.1:2019".into())
+                .trim_end_matches('/')
+                .to_string(),
+            deploy_concurrency,
+            job_lease: Duration::from_secs(secs(
+                serve.job_lease_secs,
+                file.job_lease_secs,
+                60,
+                "job lease",
+            )?),
+            job_sweep: Duration::from_secs(secs(
+                serve.job_sweep_secs,
+                file.job_sweep_secs,
+                30,
+                "job sweep",
+            )?),
+            job_retry_base: Duration::from_millis(secs(
+                serve.job_retry_base_ms,
+                file.job_retry_base_ms,
+                2000,
+                "job retry base",
+            )?),
+            shutdown_grace: Duration::from_secs(secs(
+                serve.shutdown_grace_secs,
+                file.shutdown_grace_secs,
+                20,
+                "shutdown grace",
+            )?),
+            heartbeat_tick: Duration::from_millis(secs(
+                serve.heartbeat_tick_ms,
+                file.heartbeat_tick_ms,
+                5000,
+                "heartbeat tick",
+            )?),
+        })
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.data_dir.join("rustploy.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rustploy-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let cli = parse(&["serve", "--listen", "127.0.0.1:9999"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let file: FileConfig =
+            toml::from_str("listen = '127.0.0.1:7777'\ndeploy_concurrency = 5").unwrap();
+        let s = Settings::resolve(&cli.global, &serve, file).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.deploy_concurrency, 5);
+        assert_eq!(s.job_lease, Duration::from_secs(60));
+        assert_eq!(s.public_url, "http://127.0.0.1:9999");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let err = toml::from_str::<FileConfig>("lisen = '1.2.3.4:5'").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+}

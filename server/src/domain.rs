@@ -1,0 +1,123 @@
+//! Validated values, parsed once at the edge; code inside takes the newtype.
+
+use std::fmt;
+
+use rustploy_actors::ledger::Millis;
+
+/// An app's name: a DNS label (it names the compose project and the default subdomain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_len = (1..=63).contains(&s.len());
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok_ends = !s.starts_with('-') && !s.ends_with('-');
+        if !(ok_len && ok_chars && ok_ends) {
+            return Err(format!(
+                "'{s}' is not a valid app name: use 1 to 63 lowercase letters, digits and hyphens, \
+                 not starting or ending with a hyphen"
+            ));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "'{s}' is not a valid app name: it must contain a letter (numbers are app ids)"
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A branch, tag or commit to deploy. Refused: anything git could read as an option, and the
+/// forms `git check-ref-format` refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitRef(String);
+
+impl GitRef {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("'{s}' is not a valid git ref: {why}"));
+        if s.is_empty() || s.len() > 255 {
+            return bad("it must have 1 to 255 characters");
+        }
+        if s.starts_with('-') {
+            return bad("it must not start with '-'");
+        }
+        if s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+        {
+            return bad("it must not contain spaces, control characters or any of ~ ^ : ? * [ \\");
+        }
+        if s.contains("..") || s.contains("@{") || s.contains("//") {
+            return bad("it must not contain '..', '@{' or '//'");
+        }
+        if s.starts_with('/') || s.ends_with('/') || s.ends_with('.') || s.ends_with(".lock") {
+            return bad("it must not start or end with '/', or end with '.' or '.lock'");
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Formats a ledger timestamp as RFC 3339 (UTC).
+pub fn rfc3339(ms: Millis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_are_dns_labels() {
+        assert!(AppName::parse("web-1").is_ok());
+        for bad in ["", "-web", "web-", "Web", "web_1", "123", &"a".repeat(64)] {
+            assert!(AppName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refs_that_git_could_misread_are_refused() {
+        assert!(GitRef::parse("main").is_ok());
+        assert!(GitRef::parse("feature/x").is_ok());
+        assert!(GitRef::parse("0123456789abcdef0123456789abcdef01234567").is_ok());
+        for bad in [
+            "",
+            "--upload-pack=x",
+            "a..b",
+            "a b",
+            "x:y",
+            "a/",
+            "a.lock",
+            "@{-1}x",
+        ] {
+            assert!(GitRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_render_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.5Z");
+    }
+}

@@ -1,0 +1,674 @@
+//! `/api/v1`: the route table (each route with the access it needs) and its handlers.
+
+use axum::Extension;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, delete, get, post};
+use rusqlite::{Connection, OptionalExtension, params};
+use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
+use rustploy_actors::ledger::{LedgerError, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Need, Principal, require};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::domain::{AppName, GitRef, rfc3339};
+
+/// Every `/api/v1` operation: method, path, the access it needs, and its handler. `openapi.yaml`
+/// is tested against this table.
+fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
+    use Method as M;
+    vec![
+        (M::GET, "/api/v1/auth/me", Need::Authenticated, get(me)),
+        (M::GET, "/api/v1/apps", Need::Read, get(list_apps)),
+        (M::POST, "/api/v1/apps", Need::Deploy, post(create_app)),
+        (M::GET, "/api/v1/apps/{app}", Need::Read, get(get_app)),
+        (
+            M::DELETE,
+            "/api/v1/apps/{app}",
+            Need::Admin,
+            delete(delete_app),
+        ),
+        (
+            M::GET,
+            "/api/v1/apps/{app}/deployments",
+            Need::Read,
+            get(list_deployments),
+        ),
+        (
+            M::POST,
+            "/api/v1/apps/{app}/deployments",
+            Need::Deploy,
+            post(request_deployment),
+        ),
+        (
+            M::GET,
+            "/api/v1/deployments/{id}",
+            Need::Read,
+            get(get_deployment),
+        ),
+        (
+            M::POST,
+            "/api/v1/deployments/{id}/cancel",
+            Need::Deploy,
+            post(cancel_deployment),
+        ),
+        (
+            M::GET,
+            "/api/v1/deployments/{id}/logs",
+            Need::Read,
+            get(deployment_logs),
+        ),
+        (M::GET, "/api/v1/jobs", Need::Read, get(list_jobs)),
+        (M::POST, "/api/v1/jobs", Need::Admin, post(enqueue_jobs)),
+        (M::GET, "/api/v1/jobs/{id}", Need::Read, get(get_job)),
+        (
+            M::POST,
+            "/api/v1/jobs/{id}/cancel",
+            Need::Admin,
+            post(cancel_job),
+        ),
+    ]
+}
+
+/// The operations as (method, path, need), for tests and the contract check.
+pub fn operations() -> Vec<(Method, &'static str, Need)> {
+    table().into_iter().map(|(m, p, n, _)| (m, p, n)).collect()
+}
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, need, handler)| {
+            let guarded = handler.route_layer(axum::middleware::from_fn_with_state(
+                (state.clone(), need),
+                require,
+            ));
+            router.route(path, guarded)
+        })
+}
+
+async fn me(Extension(who): Extension<Principal>) -> impl IntoResponse {
+    ApiJson(match who {
+        Principal::User {
+            id, email, role, ..
+        } => json!({ "kind": "user", "id": id, "email": email, "role": role }),
+        Principal::Token { id, name, scopes } => {
+            json!({ "kind": "token", "id": id, "name": name, "scopes": scopes })
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    state: Option<String>,
+}
+
+impl Page {
+    /// The page size (1 to 200, default 50) and the id to continue after.
+    fn bounds(&self) -> ApiResult<(i64, i64)> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                "limit must be between 1 and 200",
+            ));
+        }
+        let after = match &self.cursor {
+            None => i64::MAX,
+            Some(c) => c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::invalid("cursor", "cursor must be a value returned as next_cursor")
+            })?,
+        };
+        Ok((limit as i64, after))
+    }
+}
+
+/// Lists are newest first; `next_cursor` continues after the last item.
+fn page_of(items: Vec<Value>, limit: i64) -> Value {
+    let next = (items.len() as i64 == limit)
+        .then(|| {
+            items
+                .last()
+                .and_then(|i| i["id"].as_i64())
+                .map(|id| id.to_string())
+        })
+        .flatten();
+    json!({ "items": items, "next_cursor": next })
+}
+
+fn app_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+    let app = c
+        .prepare_cached("SELECT id, name, created_at, updated_at FROM apps WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?,
+                "name": r.get::<_, String>(1)?,
+                "created_at": rfc3339(r.get(2)?),
+                "updated_at": rfc3339(r.get(3)?),
+            }))
+        })
+        .optional()?;
+    let Some(mut app) = app else { return Ok(None) };
+    let last: Option<i64> = c
+        .prepare_cached("SELECT MAX(id) FROM deployments WHERE app_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    app["last_deployment"] = match last {
+        Some(d) => deployment_json(c, d)?.unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    Ok(Some(app))
+}
+
+fn deployment_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+    Ok(c.prepare_cached(
+        "SELECT d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
+                d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+           FROM deployments d JOIN apps a ON a.id = d.app_id WHERE d.id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(json!({
+            "id": r.get::<_, i64>(0)?,
+            "app_id": r.get::<_, i64>(1)?,
+            "app": r.get::<_, String>(2)?,
+            "state": r.get::<_, String>(3)?,
+            "step": r.get::<_, Option<String>>(4)?,
+            "requested_ref": r.get::<_, Option<String>>(5)?,
+            "commit_sha": r.get::<_, Option<String>>(6)?,
+            "trigger": r.get::<_, String>(7)?,
+            "triggered_by": r.get::<_, Option<String>>(8)?,
+            "reason": r.get::<_, Option<String>>(9)?,
+            "created_at": rfc3339(r.get(10)?),
+            "started_at": r.get::<_, Option<i64>>(11)?.map(rfc3339),
+            "finished_at": r.get::<_, Option<i64>>(12)?.map(rfc3339),
+            "rollback_of": r.get::<_, Option<i64>>(13)?,
+        }))
+    })
+    .optional()?)
+}
+
+/// Resolves `{app}`: a numeric id, or the app's unique name.
+fn resolve_app(c: &Connection, key: &str) -> Result<Option<i64>, LedgerError> {
+    let by_id = key.parse::<i64>().ok();
+    Ok(
+        c.prepare_cached("SELECT id FROM apps WHERE id = ?1 OR name = ?2")?
+            .query_row(params![by_id, key], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+fn no_app(key: &str) -> ApiError {
+    ApiError::not_found(format!("no app with id or name '{key}'"))
+}
+
+async fn list_apps(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, after) = page.bounds()?;
+    let items = state
+        .ledger
+        .run(move |c| {
+            let ids: Vec<i64> = c
+                .prepare_cached("SELECT id FROM apps WHERE id < ?1 ORDER BY id DESC LIMIT ?2")?
+                .query_map(params![after, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.into_iter()
+                .filter_map(|id| app_json(c, id).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(ApiJson(page_of(items, limit)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    name: String,
+}
+
+async fn create_app(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateApp>,
+) -> ApiResult<impl IntoResponse> {
+    let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let taken = name.to_string();
+    let app = state
+        .ledger
+        .run(move |c| {
+            let now = now_ms();
+            let inserted = c.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
+                params![name.as_str(), now],
+            );
+            match inserted {
+                Ok(_) => app_json(c, c.last_insert_rowid()).map(Some),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+    match app {
+        Some(app) => Ok((StatusCode::CREATED, ApiJson(app))),
+        None => Err(ApiError::conflict(format!(
+            "an app named '{taken}' already exists"
+        ))),
+    }
+}
+
+async fn get_app(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let k = key.clone();
+    let app = state
+        .ledger
+        .run(move |c| match resolve_app(c, &k)? {
+            Some(id) => app_json(c, id),
+            None => Ok(None),
+        })
+        .await?;
+    app.map(ApiJson).ok_or_else(|| no_app(&key))
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let k = key.clone();
+    let outcome = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let Some(id) = resolve_app(&tx, &k)? else {
+                return Ok(None);
+            };
+            let running: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
+                [id],
+                |r| r.get(0),
+            )?;
+            if running > 0 {
+                return Ok(Some(false));
+            }
+            tx.execute("DELETE FROM apps WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(Some(true))
+        })
+        .await?;
+    match outcome {
+        None => Err(no_app(&key)),
+        Some(false) => Err(ApiError::conflict(
+            "a deployment of this app is running; cancel it and delete the app when it has stopped",
+        )),
+        Some(true) => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+async fn list_deployments(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, after) = page.bounds()?;
+    let k = key.clone();
+    let items = state
+        .ledger
+        .run(move |c| {
+            let Some(app) = resolve_app(c, &k)? else { return Ok(None) };
+            let ids: Vec<i64> = c
+                .prepare_cached("SELECT id FROM deployments WHERE app_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3")?
+                .query_map(params![app, after, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.into_iter()
+                .filter_map(|id| deployment_json(c, id).transpose())
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+        .await?;
+    items
+        .map(|items| ApiJson(page_of(items, limit)))
+        .ok_or_else(|| no_app(&key))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+/// Queues a deployment. While one of the app's deployments waits in the queue, further requests
+/// join it (taking the newest ref) instead of queueing more.
+async fn request_deployment(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let request: DeployRequest = optional_json(&body)?;
+    let git_ref = match request.git_ref {
+        Some(r) => Some(GitRef::parse(&r).map_err(|e| ApiError::invalid("ref", e))?),
+        None => None,
+    };
+    let k = key.clone();
+    let by = who.describe();
+    let created = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let Some(app) = resolve_app(&tx, &k)? else { return Ok(None) };
+            let queued: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM deployments WHERE app_id = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+                    [app],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let (id, coalesced) = match queued {
+                Some(id) => {
+                    if let Some(r) = &git_ref {
+                        tx.execute("UPDATE deployments SET requested_ref = ?2 WHERE id = ?1", params![id, r.as_str()])?;
+                    }
+                    (id, true)
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO deployments (app_id, state, requested_ref, trigger, triggered_by, created_at)
+                         VALUES (?1, 'queued', ?2, 'api', ?3, ?4)",
+                        params![app, git_ref.as_ref().map(|r| r.as_str()), by, now_ms()],
+                    )?;
+                    let id = tx.last_insert_rowid();
+                    jobs::enqueue(
+                        &tx,
+                        &NewJob::new("deploy").app(app).deployment(id).key(format!("deploy:{id}")).max_attempts(3),
+                    )?;
+                    (id, false)
+                }
+            };
+            let d = deployment_json(&tx, id)?;
+            tx.commit()?;
+            Ok(d.map(|d| (d, coalesced)))
+        })
+        .await?;
+    let Some((mut deployment, coalesced)) = created else {
+        return Err(no_app(&key));
+    };
+    state.job_queue.nudge(JobQueueMsg::Nudge);
+    deployment["coalesced"] = json!(coalesced);
+    Ok((StatusCode::ACCEPTED, ApiJson(deployment)))
+}
+
+async fn get_deployment(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let d = state.ledger.run(move |c| deployment_json(c, id)).await?;
+    d.map(ApiJson)
+        .ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))
+}
+
+async fn cancel_deployment(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let outcome = state
+        .ledger
+        .run(move |c| {
+            let job: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM jobs WHERE deployment_id = ?1 ORDER BY id DESC LIMIT 1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let exists: bool = c.query_row(
+                "SELECT COUNT(*) FROM deployments WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            let outcome = match job {
+                Some(job) => Some((job, jobs::cancel(c, job)?)),
+                None => None,
+            };
+            Ok((exists, outcome, deployment_json(c, id)?))
+        })
+        .await?;
+    match outcome {
+        (false, ..) => Err(ApiError::not_found(format!("no deployment {id}"))),
+        (_, Some((job, CancelOutcome::Requested)), Some(d)) => {
+            state.job_queue.nudge(JobQueueMsg::Cancel(job));
+            Ok((StatusCode::ACCEPTED, ApiJson(d)))
+        }
+        (_, Some((_, CancelOutcome::Cancelled)), Some(d)) => Ok((StatusCode::OK, ApiJson(d))),
+        _ => Err(ApiError::conflict(format!(
+            "deployment {id} has already finished"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn deployment_logs(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=5000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 5000",
+        ));
+    }
+    let lines = state
+        .ledger
+        .run(move |c| {
+            let exists: bool = c.query_row(
+                "SELECT COUNT(*) FROM deployments WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(None);
+            }
+            let lines = c
+                .prepare_cached(
+                    "SELECT seq, at, stream, line FROM deployment_logs
+                      WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?
+                .query_map(params![id, after, limit], |r| {
+                    Ok(json!({
+                        "seq": r.get::<_, i64>(0)?,
+                        "at": rfc3339(r.get(1)?),
+                        "stream": r.get::<_, String>(2)?,
+                        "line": r.get::<_, String>(3)?,
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(lines))
+        })
+        .await?;
+    let lines = lines.ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))?;
+    let next_after = lines
+        .last()
+        .and_then(|l| l["seq"].as_i64())
+        .unwrap_or(after);
+    Ok(ApiJson(json!({ "lines": lines, "next_after": next_after })))
+}
+
+/// A JSON body that may be left out entirely (then the defaults apply).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let code = if e.is_data() { "invalid" } else { "bad_json" };
+        ApiError::new(
+            status,
+            code,
+            format!("the body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+fn job_json(j: jobs::JobRow) -> Value {
+    json!({
+        "id": j.id,
+        "kind": j.kind,
+        "key": j.key,
+        "state": j.state,
+        "attempts": j.attempts,
+        "max_attempts": j.max_attempts,
+        "next_run_at": rfc3339(j.next_run_at),
+        "locked_until": j.locked_until.map(rfc3339),
+        "last_error": j.last_error,
+        "cancel_requested": j.cancel_requested,
+        "created_at": rfc3339(j.created_at),
+        "finished_at": j.finished_at.map(rfc3339),
+    })
+}
+
+const JOB_STATES: &[&str] = &["queued", "running", "succeeded", "dead", "cancelled"];
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, after) = page.bounds()?;
+    if let Some(s) = &page.state {
+        if !JOB_STATES.contains(&s.as_str()) {
+            return Err(ApiError::invalid(
+                "state",
+                format!("state must be one of {}", JOB_STATES.join(", ")),
+            ));
+        }
+    }
+    let filter = page.state.clone();
+    let items = state
+        .ledger
+        .run(move |c| {
+            let ids: Vec<i64> = c
+                .prepare_cached(
+                    "SELECT id FROM jobs WHERE id < ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id DESC LIMIT ?3",
+                )?
+                .query_map(params![after, filter, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(j) = jobs::get(c, id)? {
+                    out.push(job_json(j));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(ApiJson(page_of(items, limit)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueJobs {
+    kind: String,
+    count: Option<u32>,
+    sleep_ms: Option<u64>,
+}
+
+/// Queues diagnostic `noop` jobs, to check the queue end to end. Real work (deployments,
+/// backups) is requested through its own resource, never as a raw job.
+async fn enqueue_jobs(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnqueueJobs>,
+) -> ApiResult<impl IntoResponse> {
+    if body.kind != "noop" {
+        return Err(ApiError::invalid(
+            "kind",
+            "only 'noop' jobs can be queued directly; deployments are requested at /api/v1/apps/{app}/deployments",
+        ));
+    }
+    let count = body.count.unwrap_or(1);
+    if !(1..=10_000).contains(&count) {
+        return Err(ApiError::invalid(
+            "count",
+            "count must be between 1 and 10000",
+        ));
+    }
+    let sleep_ms = body.sleep_ms.unwrap_or(0);
+    if sleep_ms > 600_000 {
+        return Err(ApiError::invalid(
+            "sleep_ms",
+            "sleep_ms must be at most 600000",
+        ));
+    }
+    let ids = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction()?;
+            let mut ids = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                ids.push(
+                    jobs::enqueue(
+                        &tx,
+                        &NewJob::new("noop").payload(json!({ "sleep_ms": sleep_ms })),
+                    )?
+                    .id(),
+                );
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await?;
+    state.job_queue.nudge(JobQueueMsg::Nudge);
+    Ok((StatusCode::ACCEPTED, ApiJson(json!({ "ids": ids }))))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
+    job.map(|j| ApiJson(job_json(j)))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let outcome = state.ledger.run(move |c| jobs::cancel(c, id)).await?;
+    let status = match outcome {
+        CancelOutcome::NotFound => return Err(ApiError::not_found(format!("no job {id}"))),
+        CancelOutcome::AlreadyFinished => {
+            return Err(ApiError::conflict(format!("job {id} has already finished")));
+        }
+        CancelOutcome::Requested => {
+            state.job_queue.nudge(JobQueueMsg::Cancel(id));
+            StatusCode::ACCEPTED
+        }
+        CancelOutcome::Cancelled => StatusCode::OK,
+    };
+    let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
+    Ok((status, ApiJson(job.map(job_json).unwrap_or(Value::Null))))
+}

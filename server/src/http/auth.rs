@@ -1,0 +1,299 @@
+//! Who is asking, and may they? The one place where access rules are enforced.
+//!
+//! Each route declares the access it needs ([`Need`]) in the route table; the layer built by
+//! [`require`] resolves the caller from an API token or a session cookie, checks the need,
+//! enforces CSRF protection for cookie-authenticated writes, and leaves a [`Principal`] in the
+//! request's extensions. Every token-authenticated request is audited with its final status.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rusqlite::{OptionalExtension, params};
+use rustploy_actors::ledger::{Ledger, now_ms};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::secrets;
+
+pub const SESSION_COOKIE: &str = "rp_session";
+
+/// The access a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any signed-in user or token.
+    Authenticated,
+    Read,
+    Deploy,
+    Admin,
+    /// Agent endpoints: the agent scope (or admin).
+    Agent,
+}
+
+impl Need {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Authenticated => "authenticated",
+            Need::Read => "read",
+            Need::Deploy => "deploy",
+            Need::Admin => "admin",
+            Need::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User {
+        id: i64,
+        email: String,
+        role: String,
+        csrf_token: String,
+    },
+    Token {
+        id: i64,
+        name: String,
+        scopes: Vec<String>,
+    },
+}
+
+impl Principal {
+    pub fn allows(&self, need: Need) -> bool {
+        match self {
+            Principal::User { role, .. } => match need {
+                Need::Authenticated => true,
+                Need::Read => matches!(role.as_str(), "viewer" | "maintainer" | "owner"),
+                Need::Deploy => matches!(role.as_str(), "maintainer" | "owner"),
+                Need::Admin => role == "owner",
+                Need::Agent => false,
+            },
+            Principal::Token { scopes, .. } => {
+                let has = |s: &str| scopes.iter().any(|x| x == s);
+                match need {
+                    Need::Authenticated => true,
+                    Need::Read => has("read") || has("deploy") || has("admin"),
+                    Need::Deploy => has("deploy") || has("admin"),
+                    Need::Admin => has("admin"),
+                    Need::Agent => has("agent") || has("admin"),
+                }
+            }
+        }
+    }
+
+    /// A short description for `triggered_by` columns and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::User { email, .. } => format!("user:{email}"),
+            Principal::Token { name, id, .. } => format!("token:{name}#{id}"),
+        }
+    }
+}
+
+pub const SCOPES: &[&str] = &["read", "deploy", "admin", "agent"];
+
+/// The route layer: authenticate, authorise, and audit token use.
+pub async fn require(
+    State((state, need)): State<(AppState, Need)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers().clone();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let client = super::client_addr(&req);
+    let principal = match authenticate(&state.ledger, &headers).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::unauthenticated().into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let response = if !principal.allows(need) {
+        ApiError::forbidden(need.as_str()).into_response()
+    } else if let Err(e) = check_csrf(&principal, &method, &headers, &state.settings.public_url) {
+        e.into_response()
+    } else {
+        req.extensions_mut().insert(principal.clone());
+        next.run(req).await
+    };
+    if let Principal::Token { id, .. } = principal {
+        let status = response.status().as_u16();
+        let recorded = state
+            .ledger
+            .run(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO token_audit_events (token_id, method, path, status, client_addr, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![id, method.as_str(), path, status, client, now_ms()])?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            return ApiError::internal(format!("recording the token audit event failed: {e}"))
+                .into_response();
+        }
+    }
+    response
+}
+
+async fn authenticate(ledger: &Ledger, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+            return Ok(None);
+        };
+        return authenticate_token(ledger, token.trim().to_string()).await;
+    }
+    match session_cookie(headers) {
+        Some(secret) => authenticate_session(ledger, secret).await,
+        None => Ok(None),
+    }
+}
+
+async fn authenticate_token(ledger: &Ledger, token: String) -> Result<Option<Principal>, ApiError> {
+    let Some((public_id, secret)) = secrets::parse_token(&token) else {
+        return Ok(None);
+    };
+    let (public_id, presented) = (public_id.to_string(), secrets::hash_secret(secret));
+    Ok(ledger
+        .run(move |c| {
+            let now = now_ms();
+            let row: Option<(i64, String, Vec<u8>, String)> = c
+                .prepare_cached(
+                    "SELECT id, name, secret_hash, scopes FROM api_tokens
+                      WHERE public_id = ?1 AND revoked_at IS NULL
+                        AND (expires_at IS NULL OR expires_at > ?2)",
+                )?
+                .query_row(params![public_id, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            let Some((id, name, stored, scopes)) = row else {
+                return Ok(None);
+            };
+            if !secrets::hashes_equal(&stored, &presented) {
+                return Ok(None);
+            }
+            c.prepare_cached("UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1")?
+                .execute(params![id, now])?;
+            Ok(Some(Principal::Token {
+                id,
+                name,
+                scopes: scopes.split(',').map(str::to_string).collect(),
+            }))
+        })
+        .await?)
+}
+
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Sessions last at most this long, and lapse after this long unused.
+pub const SESSION_ABSOLUTE_MS: i64 = 7 * 24 * 3600 * 1000;
+pub const SESSION_IDLE_MS: i64 = 12 * 3600 * 1000;
+
+async fn authenticate_session(
+    ledger: &Ledger,
+    secret: String,
+) -> Result<Option<Principal>, ApiError> {
+    let hash = secrets::hash_secret(&secret);
+    Ok(ledger
+        .run(move |c| {
+            let now = now_ms();
+            let row: Option<(i64, i64, String, String, String)> = c
+                .prepare_cached(
+                    "SELECT s.id, u.id, u.email, u.role, s.csrf_token
+                       FROM sessions s JOIN users u ON u.id = s.user_id
+                      WHERE s.secret_hash = ?1 AND s.revoked_at IS NULL
+                        AND s.expires_at > ?2 AND s.idle_expires_at > ?2",
+                )?
+                .query_row(params![hash, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()?;
+            let Some((session, id, email, role, csrf_token)) = row else {
+                return Ok(None);
+            };
+            c.prepare_cached(
+                "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = MIN(expires_at, ?2 + ?3) WHERE id = ?1",
+            )?
+            .execute(params![session, now, SESSION_IDLE_MS])?;
+            Ok(Some(Principal::User {
+                id,
+                email,
+                role,
+                csrf_token,
+            }))
+        })
+        .await?)
+}
+
+/// Creates a session for `user_id` and returns the cookie secret.
+pub fn create_session(
+    c: &rusqlite::Connection,
+    user_id: i64,
+    client_addr: Option<&str>,
+) -> Result<String, rustploy_actors::ledger::LedgerError> {
+    let secret = secrets::random_secret();
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO sessions (user_id, secret_hash, csrf_token, created_at, last_seen_at,
+                               idle_expires_at, expires_at, client_addr)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+        params![
+            user_id,
+            secrets::hash_secret(&secret),
+            secrets::random_secret(),
+            now,
+            now + SESSION_IDLE_MS,
+            now + SESSION_ABSOLUTE_MS,
+            client_addr
+        ],
+    )?;
+    Ok(secret)
+}
+
+pub fn session_cookie_header(secret: &str, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        SESSION_ABSOLUTE_MS / 1000,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// A cookie-authenticated request that changes state must prove it came from our own pages:
+/// an `X-CSRF-Token` header matching the session's, or an Origin/Referer of our public URL.
+fn check_csrf(
+    principal: &Principal,
+    method: &Method,
+    headers: &HeaderMap,
+    public_url: &str,
+) -> Result<(), ApiError> {
+    let Principal::User { csrf_token, .. } = principal else {
+        return Ok(());
+    };
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let header_token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    if header_token.is_some_and(|t| secrets::hashes_equal(t.as_bytes(), csrf_token.as_bytes())) {
+        return Ok(());
+    }
+    let same_origin = |v: &str| v == public_url || v.starts_with(&format!("{public_url}/"));
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(same_origin) || (origin.is_none() && referer.is_some_and(same_origin)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "csrf",
+        "this request changes state but carries no valid CSRF token or same-origin header",
+    ))
+}

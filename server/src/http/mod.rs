@@ -1,0 +1,199 @@
+//! The HttpActor: serves the API, the operations endpoints and the dashboard with axum.
+//!
+//! Handlers read the ledger, write desired state to it, and nudge actors; they never do slow
+//! work themselves.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ops;
+pub mod setup;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::Ledger;
+use rustploy_actors::supervision::{Slot, Telemetry};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Ledger,
+    pub settings: Arc<Settings>,
+    pub job_queue: Slot<JobQueueMsg>,
+    pub telemetry: Arc<Telemetry>,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+}
+
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::routes(&state))
+        .merge(ops::routes())
+        .merge(setup::routes())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(middleware::from_fn(body_too_large))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route pattern, for `/metrics`.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state.metrics.observe_http(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Bodies over the limit are refused with our error body, whichever extractor noticed.
+async fn body_too_large(req: Request, next: Next) -> Response {
+    if req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > BODY_LIMIT)
+    {
+        return error::too_large().into_response();
+    }
+    let response = next.run(req).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
+        return error::too_large().into_response();
+    }
+    response
+}
+
+pub fn client_addr(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip().to_string())
+}
+
+pub type HttpActorRef = ActorRef<HttpMsg>;
+
+pub enum HttpMsg {
+    /// The server task ended on its own (an I/O error): fail, so the supervisor restarts us.
+    ServerExited(String),
+    #[cfg(feature = "fault-injection")]
+    InjectPanic,
+}
+
+pub struct HttpArgs {
+    /// Shared so that each incarnation of the actor serves the same socket.
+    pub listener: Arc<std::net::TcpListener>,
+    pub state: AppState,
+    pub drain: Duration,
+}
+
+pub struct HttpState {
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    drain: Duration,
+}
+
+#[derive(Default)]
+pub struct HttpActor;
+
+impl Actor for HttpActor {
+    type Msg = HttpMsg;
+    type State = HttpState;
+    type Arguments = HttpArgs;
+
+    async fn pre_start(
+        &self,
+        myself: HttpActorRef,
+        args: HttpArgs,
+    ) -> Result<HttpState, ActorProcessingErr> {
+        let listener = args.listener.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = router(args.state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let server = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await;
+            if let Err(e) = result {
+                let _ = myself.send_message(HttpMsg::ServerExited(e.to_string()));
+            }
+        });
+        Ok(HttpState {
+            stop,
+            server,
+            drain: args.drain,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: HttpActorRef,
+        msg: HttpMsg,
+        _state: &mut HttpState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HttpMsg::ServerExited(why) => Err(format!("the HTTP server stopped: {why}").into()),
+            #[cfg(feature = "fault-injection")]
+            HttpMsg::InjectPanic => panic!("injected fault in HttpActor"),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: HttpActorRef,
+        state: &mut HttpState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stop accepting, and let requests in flight finish within the drain time.
+        state.stop.cancel();
+        if tokio::time::timeout(state.drain, &mut state.server)
+            .await
+            .is_err()
+        {
+            state.server.abort();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The Rustploy control plane as a library: `main` is a thin shell around [`cli::run`], and
+//! tests start the real server with [`launch`] on a port of their choosing.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod probes;
+pub mod secrets;
+
+use std::fs::File;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ractor::ActorRef;
+use rustploy_actors::deployer::{DeployHandler, DeployerSupervisor, DeployerSupervisorArgs};
+use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
+use rustploy_actors::job_queue::{
+    Handlers, JobQueue, JobQueueArgs, KindConfig, NoopHandler, QueueConfig,
+};
+use rustploy_actors::ledger::jobs::RetryPolicy;
+use rustploy_actors::ledger::{Ledger, LedgerConfig};
+use rustploy_actors::router_sync::{RouterSync, RouterSyncArgs};
+use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
+use rustploy_actors::tree::{Root, RootArgs, RootMsg};
+use rustploy_actors::webhook_intake::{WebhookIntake, WebhookIntakeArgs};
+
+use crate::config::Settings;
+use crate::http::{AppState, HttpActor, HttpArgs};
+
+/// Creates the data directory and takes its lock: one server per data directory, because the
+/// job queue treats jobs left running at its start as interrupted.
+pub fn prepare_data_dir(settings: &Settings) -> anyhow::Result<File> {
+    let dir = &settings.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let path = dir.join("rustploy.lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another rustploy-server is already using data directory {}",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock data directory {}", dir.display()))
+        }
+    }
+}
+
+pub fn open_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
+    Ledger::open(&settings.ledger_path(), &LedgerConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        secrets::random_public_id()
+    )
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then stops the actor tree in order
+/// within the grace period. Returns an error if the tree fails past its restart budgets.
+pub async fn launch(
+    settings: Settings,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let _lock = prepare_data_dir(&settings)?;
+    let ledger = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || open_ledger(&s)).await??
+    };
+    if let Some(token) = ledger.run(|c| http::setup::issue_setup_token(c)).await? {
+        tracing::warn!(
+            "no user exists yet: open {}/setup?token={token} to create the owner (the link works once)",
+            settings.public_url
+        );
+    }
+
+    let settings = Arc::new(settings);
+    let telemetry = Arc::new(Telemetry::default());
+    let job_queue = Slot::default();
+    let deployers = Slot::default();
+    let policy = RestartPolicy::default();
+
+    let deployer_spec = {
+        let (ledger, telemetry) = (ledger.clone(), telemetry.clone());
+        ActorSpec::<DeployerSupervisor>::new("deployer_supervisor", deployers.clone(), move || {
+            DeployerSupervisorArgs {
+                ledger: ledger.clone(),
+                policy,
+                telemetry: telemetry.clone(),
+            }
+        })
+    };
+    let handlers = Handlers::default()
+        .register("noop", NoopHandler, KindConfig::default())
+        .register(
+            "deploy",
+            DeployHandler {
+                supervisor: deployers,
+                timeout: Duration::from_secs(3600),
+            },
+            KindConfig {
+                concurrency: settings.deploy_concurrency,
+                deadline: Duration::from_secs(3600),
+            },
+        );
+    let queue_config = QueueConfig {
+        lease: settings.job_lease,
+        sweep: settings.job_sweep,
+        retry: RetryPolicy {
+            base: settings.job_retry_base,
+            ..RetryPolicy::default()
+        },
+        exclusive: true,
+        cancel_grace: settings.shutdown_grace / 2,
+    };
+    let worker = worker_id();
+    let job_queue_spec = {
+        let (ledger, telemetry) = (ledger.clone(), telemetry.clone());
+        let deployer_spec: Arc<dyn ChildSpec> = deployer_spec;
+        ActorSpec::<JobQueue>::new("job_queue", job_queue.clone(), move || JobQueueArgs {
+            ledger: ledger.clone(),
+            worker: worker.clone(),
+            handlers: handlers.clone(),
+            config: queue_config,
+            children: vec![deployer_spec.clone()],
+            restart_policy: policy,
+            telemetry: telemetry.clone(),
+        })
+    };
+    let router_spec = {
+        let ledger = ledger.clone();
+        ActorSpec::<RouterSync>::new("router_sync", Slot::default(), move || RouterSyncArgs {
+            ledger: ledger.clone(),
+        })
+    };
+    let webhook_spec = {
+        let ledger = ledger.clone();
+        ActorSpec::<WebhookIntake>::new("webhook_intake", Slot::default(), move || {
+            WebhookIntakeArgs {
+                ledger: ledger.clone(),
+            }
+        })
+    };
+    let heartbeat_spec = {
+        let ledger = ledger.clone();
+        let config = HeartbeatConfig {
+            tick: settings.heartbeat_tick,
+            ..HeartbeatConfig::default()
+        };
+        ActorSpec::<HeartbeatMonitor>::new("heartbeat_monitor", Slot::default(), move || {
+            HeartbeatMonitorArgs {
+                ledger: ledger.clone(),
+                config,
+            }
+        })
+    };
+    let state = AppState {
+        ledger: ledger.clone(),
+        settings: settings.clone(),
+        job_queue,
+        telemetry: telemetry.clone(),
+        metrics: Arc::default(),
+        started: Instant::now(),
+    };
+    let listener = Arc::new(listener);
+    let drain = settings.shutdown_grace / 2;
+    let http_spec = ActorSpec::<HttpActor>::new("http", Slot::default(), move || HttpArgs {
+        listener: listener.clone(),
+        state: state.clone(),
+        drain,
+    });
+
+    // HTTP starts last, so every actor it nudges exists, and stops first.
+    let children: Vec<Arc<dyn ChildSpec>> = vec![
+        job_queue_spec,
+        router_spec,
+        webhook_spec,
+        heartbeat_spec,
+        http_spec,
+    ];
+    let (root, mut tree) = Root::start(RootArgs {
+        children,
+        policy,
+        telemetry,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the actor tree failed: {e}"))?;
+    tracing::info!(listen = %settings.listen, "rustploy-server ready");
+
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            stop_tree(&root, settings.shutdown_grace).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut tree).await;
+            Ok(())
+        }
+        _ = &mut tree => anyhow::bail!("the actor tree stopped after repeated failures; see the log above"),
+    }
+}
+
+async fn stop_tree(root: &ActorRef<RootMsg>, grace: Duration) {
+    let per_child = grace / 2;
+    if ractor::call_t!(
+        root,
+        RootMsg::Shutdown,
+        grace.as_millis() as u64 + 1000,
+        per_child
+    )
+    .is_err()
+    {
+        tracing::warn!("shutdown did not finish within the grace period");
+        root.stop(Some("shutdown timed out".into()));
+    }
+}

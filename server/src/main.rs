@@ -1,0 +1,40 @@
+use clap::Parser;
+use clap::error::ErrorKind;
+use rustploy_server::cli;
+use rustploy_server::config::Cli;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    // A panic is a bug; say so in one line rather than a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("rustploy-server: internal error: {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "rustploy-server: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RUSTPLOY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = cli::run(cli) {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("rustploy-server: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

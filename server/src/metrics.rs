@@ -1,0 +1,117 @@
+//! `/metrics`: Prometheus text. HTTP counters and latencies are kept in memory; job, deployment
+//! and restart figures are read when scraped, so they are never stale.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<Labels, Counter>,
+    http_latency: Family<Labels, Histogram>,
+    jobs: Family<Labels, Gauge>,
+    deployments: Family<Labels, Gauge>,
+    restarts: Family<Labels, Gauge>,
+    /// Scrapes rewrite the gauges; one at a time.
+    scrape: Mutex<()>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rustploy");
+        let http_requests = Family::<Labels, Counter>::default();
+        let http_latency = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let jobs = Family::<Labels, Gauge>::default();
+        let deployments = Family::<Labels, Gauge>::default();
+        let restarts = Family::<Labels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_latency.clone(),
+        );
+        registry.register("jobs", "Jobs in the ledger by state", jobs.clone());
+        registry.register(
+            "deployments",
+            "Deployments in the ledger by state",
+            deployments.clone(),
+        );
+        registry.register(
+            "actor_restarts",
+            "Restarts of each actor since the server started",
+            restarts.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_latency,
+            jobs,
+            deployments,
+            restarts,
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_http(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.http_requests
+            .get_or_create(&vec![
+                ("method", method.to_string()),
+                ("route", route.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.http_latency
+            .get_or_create(&vec![("route", route.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Renders the registry after setting the gauges from fresh figures.
+    pub fn render(
+        &self,
+        jobs: &[(String, i64)],
+        deployments: &[(String, i64)],
+        restarts: &std::collections::BTreeMap<&'static str, u64>,
+    ) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.jobs.clear();
+        for (state, n) in jobs {
+            self.jobs
+                .get_or_create(&vec![("state", state.clone())])
+                .set(*n);
+        }
+        self.deployments.clear();
+        for (state, n) in deployments {
+            self.deployments
+                .get_or_create(&vec![("state", state.clone())])
+                .set(*n);
+        }
+        for (actor, n) in restarts {
+            self.restarts
+                .get_or_create(&vec![("actor", actor.to_string())])
+                .set(*n as i64);
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
