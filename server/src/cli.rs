@@ -41,9 +41,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(settings: Settings) -> anyhow::Result<()> {
+fn serve(mut settings: Settings) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // With port 0 the system picks the port: links the server prints must name the real one.
+    if settings.public_url == format!("http://{}", settings.listen) {
+        settings.public_url = format!("http://{}", listener.local_addr()?);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

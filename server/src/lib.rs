@@ -179,6 +179,7 @@ pub async fn launch(
         metrics: Arc::default(),
         started: Instant::now(),
     };
+    let local = listener.local_addr().context("reading the listening address")?;
     let listener = Arc::new(listener);
     let drain = settings.shutdown_grace / 2;
     let http_spec = ActorSpec::<HttpActor>::new("http", Slot::default(), move || HttpArgs {
@@ -202,7 +203,7 @@ pub async fn launch(
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the actor tree failed: {e}"))?;
-    tracing::info!(listen = %settings.listen, "rustploy-server ready");
+    tracing::info!("rustploy-server ready on http://{local}");
 
     tokio::select! {
         _ = shutdown => {
