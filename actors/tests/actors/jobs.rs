@@ -1,0 +1,495 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ractor::Actor;
+use rustploy_actors::job_queue::{
+    Handlers, JobContext, JobError, JobFuture, JobHandler, JobQueue, JobQueueArgs, JobQueueMsg,
+    JobResult, KindConfig, NoopHandler, QueueConfig, Runner, run_one,
+};
+use rustploy_actors::ledger::jobs::{
+    self, CancelOutcome, ClaimedJob, Enqueued, NewJob, RetryPolicy, backoff,
+};
+use rustploy_actors::ledger::{Ledger, now_ms};
+use rustploy_actors::supervision::{RestartPolicy, Telemetry};
+use serde_json::json;
+
+use super::helpers::{eventually, ledger};
+
+/// Fails every attempt, with a retryable or a fatal error, and counts attempts.
+struct Failing {
+    fatal: bool,
+    calls: Arc<AtomicU32>,
+}
+
+impl JobHandler for Failing {
+    fn run(&self, _job: ClaimedJob, _ctx: JobContext) -> JobFuture {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let err = if self.fatal {
+            JobError::Fatal("broken for good".into())
+        } else {
+            JobError::Retry("flaky".into())
+        };
+        Box::pin(async move { Err(err) })
+    }
+}
+
+fn runner(ledger: &Ledger, handlers: Handlers, retry_base: Duration) -> Runner {
+    Runner {
+        ledger: ledger.clone(),
+        worker: "test-worker".into(),
+        handlers,
+        config: QueueConfig {
+            retry: RetryPolicy {
+                base: retry_base,
+                cap: Duration::from_secs(60),
+            },
+            ..QueueConfig::default()
+        },
+    }
+}
+
+async fn enqueue(ledger: &Ledger, job: NewJob) -> Enqueued {
+    ledger.run(move |c| jobs::enqueue(c, &job)).await.unwrap()
+}
+
+async fn get(ledger: &Ledger, id: i64) -> jobs::JobRow {
+    ledger
+        .run(move |c| jobs::get(c, id))
+        .await
+        .unwrap()
+        .expect("job exists")
+}
+
+#[tokio::test]
+async fn a_key_is_queued_once_while_its_job_is_active() {
+    let t = ledger();
+    let first = enqueue(&t.ledger, NewJob::new("noop").key("k")).await;
+    let second = enqueue(&t.ledger, NewJob::new("noop").key("k")).await;
+    assert!(matches!(first, Enqueued::Created(_)));
+    assert_eq!(second, Enqueued::Existing(first.id()));
+
+    let r = runner(
+        &t.ledger,
+        Handlers::default().register("noop", NoopHandler, KindConfig::default()),
+        Duration::from_millis(1),
+    );
+    assert_eq!(
+        run_one(&r).await.unwrap(),
+        Some((first.id(), JobResult::Succeeded))
+    );
+    // Once the job is done, the same key is new work again.
+    let third = enqueue(&t.ledger, NewJob::new("noop").key("k")).await;
+    assert!(matches!(third, Enqueued::Created(id) if id != first.id()));
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_lets_another_worker_take_the_job_and_fences_the_first() {
+    let t = ledger();
+    let id = enqueue(&t.ledger, NewJob::new("noop")).await.id();
+    let lease = Duration::from_millis(100);
+    let a = t
+        .ledger
+        .run(move |c| jobs::claim(c, "worker-a", lease, &["noop"]))
+        .await
+        .unwrap()
+        .expect("a claims");
+    assert_eq!((a.id, a.attempts), (id, 1));
+    let b_early = t
+        .ledger
+        .run(move |c| jobs::claim(c, "worker-b", lease, &["noop"]))
+        .await
+        .unwrap();
+    assert!(b_early.is_none(), "a live lease must not be taken over");
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = t
+        .ledger
+        .run(move |c| jobs::claim(c, "worker-b", lease, &["noop"]))
+        .await
+        .unwrap()
+        .expect("b takes over the lapsed lease");
+    assert_eq!((b.id, b.attempts), (id, 2));
+    // Worker A lost the job: its late completion must not count.
+    assert!(
+        !t.ledger
+            .run(move |c| jobs::complete(c, id, "worker-a"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.ledger
+            .run(move |c| jobs::complete(c, id, "worker-b"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(get(&t.ledger, id).await.state, "succeeded");
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+    let policy = RetryPolicy {
+        base: Duration::from_secs(2),
+        cap: Duration::from_secs(20),
+    };
+    let steps: Vec<u64> = (1..=6).map(|n| backoff(policy, n, 1.0).as_secs()).collect();
+    assert_eq!(steps, vec![2, 4, 8, 16, 20, 20]);
+    let low: Vec<u64> = (1..=6).map(|n| backoff(policy, n, 0.0).as_secs()).collect();
+    assert_eq!(low, vec![1, 2, 4, 8, 10, 10]);
+    let mid = backoff(policy, 3, 0.5);
+    assert!(
+        mid > Duration::from_secs(4) && mid < Duration::from_secs(8),
+        "{mid:?}"
+    );
+    // Huge attempt numbers do not overflow.
+    assert_eq!(backoff(policy, u32::MAX, 1.0), Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn retryable_failures_back_off_then_the_job_dies_with_its_last_error() {
+    let t = ledger();
+    let calls = Arc::new(AtomicU32::new(0));
+    let handlers = Handlers::default().register(
+        "flaky",
+        Failing {
+            fatal: false,
+            calls: calls.clone(),
+        },
+        KindConfig::default(),
+    );
+    let id = enqueue(&t.ledger, NewJob::new("flaky").max_attempts(3))
+        .await
+        .id();
+
+    // With a one-second base the retry is not due at once.
+    let slow = runner(&t.ledger, handlers.clone(), Duration::from_secs(1));
+    let before = now_ms();
+    let Some((_, JobResult::Retrying(at))) = run_one(&slow).await.unwrap() else {
+        panic!("should retry")
+    };
+    assert!(
+        at >= before + 500,
+        "the first retry waits at least half the base"
+    );
+    assert!(run_one(&slow).await.unwrap().is_none(), "not due yet");
+    let row = get(&t.ledger, id).await;
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.last_error.as_deref()),
+        ("queued", 1, Some("flaky"))
+    );
+
+    // Make it due now and use up the attempts.
+    t.ledger
+        .run(move |c| Ok(c.execute("UPDATE jobs SET next_run_at = 0 WHERE id = ?1", [id])?))
+        .await
+        .unwrap();
+    let fast = runner(&t.ledger, handlers, Duration::from_millis(1));
+    assert!(matches!(
+        run_one(&fast).await.unwrap(),
+        Some((_, JobResult::Retrying(_)))
+    ));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(run_one(&fast).await.unwrap(), Some((id, JobResult::Dead)));
+    assert!(
+        run_one(&fast).await.unwrap().is_none(),
+        "a dead job is never claimed again"
+    );
+    let row = get(&t.ledger, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("dead", 3));
+    assert_eq!(row.last_error.as_deref(), Some("flaky"));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn fatal_failures_are_not_retried() {
+    let t = ledger();
+    let calls = Arc::new(AtomicU32::new(0));
+    let handlers = Handlers::default().register(
+        "broken",
+        Failing {
+            fatal: true,
+            calls: calls.clone(),
+        },
+        KindConfig::default(),
+    );
+    let id = enqueue(&t.ledger, NewJob::new("broken").max_attempts(5))
+        .await
+        .id();
+    let r = runner(&t.ledger, handlers, Duration::from_millis(1));
+    assert_eq!(run_one(&r).await.unwrap(), Some((id, JobResult::Dead)));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        get(&t.ledger, id).await.last_error.as_deref(),
+        Some("broken for good")
+    );
+}
+
+#[tokio::test]
+async fn a_dying_job_ends_its_deployment_so_none_is_stranded() {
+    let t = ledger();
+    let (app, deployment) = t
+        .ledger
+        .run(|c| {
+            c.execute("INSERT INTO apps (name, created_at, updated_at) VALUES ('web', 1, 1)", [])?;
+            let app = c.last_insert_rowid();
+            c.execute(
+                "INSERT INTO deployments (app_id, state, trigger, created_at) VALUES (?1, 'running', 'api', 1)",
+                [app],
+            )?;
+            Ok((app, c.last_insert_rowid()))
+        })
+        .await
+        .unwrap();
+    enqueue(
+        &t.ledger,
+        NewJob::new("broken").app(app).deployment(deployment),
+    )
+    .await;
+    let handlers = Handlers::default().register(
+        "broken",
+        Failing {
+            fatal: true,
+            calls: Arc::default(),
+        },
+        KindConfig::default(),
+    );
+    run_one(&runner(&t.ledger, handlers, Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let (state, reason): (String, String) = t
+        .ledger
+        .run(move |c| {
+            Ok(c.query_row(
+                "SELECT state, reason FROM deployments WHERE id = ?1",
+                [deployment],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("failed", "broken for good")
+    );
+}
+
+#[tokio::test]
+async fn jobs_of_one_app_never_run_side_by_side() {
+    let t = ledger();
+    let (a, b) = t
+        .ledger
+        .run(|c| {
+            c.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES ('a', 1, 1), ('b', 1, 1)",
+                [],
+            )?;
+            Ok((1, 2))
+        })
+        .await
+        .unwrap();
+    let first = enqueue(&t.ledger, NewJob::new("noop").app(a)).await.id();
+    let second = enqueue(&t.ledger, NewJob::new("noop").app(a)).await.id();
+    let other = enqueue(&t.ledger, NewJob::new("noop").app(b)).await.id();
+    let lease = Duration::from_secs(60);
+    let claim = |l: Ledger| async move {
+        l.run(move |c| jobs::claim(c, "w", lease, &["noop"]))
+            .await
+            .unwrap()
+            .map(|j| j.id)
+    };
+    assert_eq!(claim(t.ledger.clone()).await, Some(first));
+    assert_eq!(
+        claim(t.ledger.clone()).await,
+        Some(other),
+        "app a is busy, app b is not"
+    );
+    assert_eq!(claim(t.ledger.clone()).await, None);
+    t.ledger
+        .run(move |c| jobs::complete(c, first, "w"))
+        .await
+        .unwrap();
+    assert_eq!(claim(t.ledger.clone()).await, Some(second));
+}
+
+#[tokio::test]
+async fn a_restart_requeues_interrupted_jobs_at_once_or_buries_the_exhausted() {
+    let t = ledger();
+    let lease = Duration::from_secs(600);
+    let retried = enqueue(&t.ledger, NewJob::new("noop").max_attempts(3))
+        .await
+        .id();
+    let exhausted = enqueue(&t.ledger, NewJob::new("noop").max_attempts(1))
+        .await
+        .id();
+    for _ in 0..2 {
+        t.ledger
+            .run(move |c| jobs::claim(c, "old-process", lease, &["noop"]))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let n = t
+        .ledger
+        .run(|c| jobs::recover_interrupted(c, "new-process"))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let row = get(&t.ledger, retried).await;
+    assert_eq!(row.state, "queued");
+    assert!(row.next_run_at <= now_ms());
+    assert!(row.last_error.unwrap().starts_with("interrupted"));
+    let row = get(&t.ledger, exhausted).await;
+    assert_eq!(row.state, "dead");
+    assert!(row.last_error.unwrap().starts_with("interrupted"));
+}
+
+#[tokio::test]
+async fn a_queued_job_cancels_at_once_and_is_never_claimed() {
+    let t = ledger();
+    let id = enqueue(&t.ledger, NewJob::new("noop")).await.id();
+    assert_eq!(
+        t.ledger.run(move |c| jobs::cancel(c, id)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        t.ledger.run(move |c| jobs::cancel(c, id)).await.unwrap(),
+        CancelOutcome::AlreadyFinished
+    );
+    assert_eq!(
+        t.ledger.run(|c| jobs::cancel(c, 999)).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    let r = runner(
+        &t.ledger,
+        Handlers::default().register("noop", NoopHandler, KindConfig::default()),
+        Duration::from_millis(1),
+    );
+    assert!(run_one(&r).await.unwrap().is_none());
+    assert_eq!(get(&t.ledger, id).await.state, "cancelled");
+}
+
+fn queue_args(ledger: &Ledger, sweep: Duration) -> JobQueueArgs {
+    JobQueueArgs {
+        ledger: ledger.clone(),
+        worker: "queue-test".into(),
+        handlers: Handlers::default().register("noop", NoopHandler, KindConfig::default()),
+        config: QueueConfig {
+            sweep,
+            cancel_grace: Duration::from_secs(2),
+            ..QueueConfig::default()
+        },
+        children: vec![],
+        restart_policy: RestartPolicy::default(),
+        telemetry: Arc::new(Telemetry::default()),
+    }
+}
+
+async fn state_of(ledger: &Ledger, id: i64) -> String {
+    get(ledger, id).await.state
+}
+
+#[tokio::test]
+async fn the_queue_runs_work_when_nudged_and_when_delayed_work_falls_due_without_polling() {
+    let t = ledger();
+    // An hour-long sweep: only nudges and the scheduled wake-up can explain prompt progress.
+    let (queue, handle) = Actor::spawn(
+        None,
+        JobQueue,
+        queue_args(&t.ledger, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let now = enqueue(&t.ledger, NewJob::new("noop")).await.id();
+    queue.send_message(JobQueueMsg::Nudge).unwrap();
+    let l = t.ledger.clone();
+    eventually(Duration::from_secs(5), "the nudged job succeeded", || {
+        let l = l.clone();
+        async move { state_of(&l, now).await == "succeeded" }
+    })
+    .await;
+
+    let later = enqueue(&t.ledger, NewJob::new("noop").run_at(now_ms() + 300))
+        .await
+        .id();
+    queue.send_message(JobQueueMsg::Nudge).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state_of(&t.ledger, later).await, "queued", "not due yet");
+    eventually(
+        Duration::from_secs(5),
+        "the delayed job ran when due",
+        || {
+            let l = l.clone();
+            async move { state_of(&l, later).await == "succeeded" }
+        },
+    )
+    .await;
+    queue.stop(None);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_it() {
+    let t = ledger();
+    let (queue, handle) = Actor::spawn(
+        None,
+        JobQueue,
+        queue_args(&t.ledger, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let id = enqueue(
+        &t.ledger,
+        NewJob::new("noop").payload(json!({ "sleep_ms": 60_000 })),
+    )
+    .await
+    .id();
+    queue.send_message(JobQueueMsg::Nudge).unwrap();
+    let l = t.ledger.clone();
+    eventually(Duration::from_secs(5), "the job runs", || {
+        let l = l.clone();
+        async move { state_of(&l, id).await == "running" }
+    })
+    .await;
+    assert_eq!(
+        t.ledger.run(move |c| jobs::cancel(c, id)).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    queue.send_message(JobQueueMsg::Cancel(id)).unwrap();
+    eventually(Duration::from_secs(5), "the job is cancelled", || {
+        let l = l.clone();
+        async move { state_of(&l, id).await == "cancelled" }
+    })
+    .await;
+    queue.stop(None);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn stopping_the_queue_gives_running_jobs_back_without_spending_an_attempt() {
+    let t = ledger();
+    let (queue, handle) = Actor::spawn(
+        None,
+        JobQueue,
+        queue_args(&t.ledger, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let id = enqueue(
+        &t.ledger,
+        NewJob::new("noop").payload(json!({ "sleep_ms": 60_000 })),
+    )
+    .await
+    .id();
+    queue.send_message(JobQueueMsg::Nudge).unwrap();
+    let l = t.ledger.clone();
+    eventually(Duration::from_secs(5), "the job runs", || {
+        let l = l.clone();
+        async move { state_of(&l, id).await == "running" }
+    })
+    .await;
+    queue.stop(Some("shutdown".into()));
+    handle.await.unwrap();
+    let row = get(&t.ledger, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("queued", 0));
+    assert!(row.locked_by.is_none());
+}

@@ -1,0 +1,91 @@
+use rustploy_actors::ledger::{Ledger, LedgerConfig, LedgerError, SCHEMA_VERSION, schema_version};
+
+const TABLES: &[&str] = &[
+    "apps",
+    "app_import_configs",
+    "app_env_vars",
+    "deployments",
+    "deployment_logs",
+    "jobs",
+    "app_runtimes",
+    "domains",
+    "managed_services",
+    "github_integrations",
+    "api_tokens",
+    "token_audit_events",
+    "users",
+    "sessions",
+    "password_reset_tokens",
+    "agents",
+    "agent_heartbeats",
+    "webhook_deliveries",
+];
+
+#[test]
+fn a_fresh_ledger_has_every_table_and_its_pragmas() {
+    let t = super::helpers::ledger();
+    t.ledger
+        .blocking(|c| {
+            for table in TABLES {
+                let n: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )?;
+                assert_eq!(n, 1, "table {table} is missing");
+            }
+            let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            assert_eq!(mode, "wal");
+            let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+            assert_eq!(fk, 1);
+            let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            assert_eq!(sync, 1, "synchronous should be NORMAL");
+            let busy: i64 = c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+            assert!(busy >= 1000, "busy timeout {busy}");
+            assert_eq!(schema_version(c)?, SCHEMA_VERSION);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn reopening_applies_nothing_and_keeps_data() {
+    let t = super::helpers::ledger();
+    let path = t.dir.path().join("test.db");
+    t.ledger
+        .blocking(|c| {
+            c.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES ('kept', 1, 1)",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    drop(t.ledger);
+    // A migration applied twice would fail on CREATE TABLE; the data must still be there.
+    let again = Ledger::open(&path, &LedgerConfig::default()).expect("reopen");
+    let n: i64 = again
+        .blocking(|c| {
+            Ok(
+                c.query_row("SELECT COUNT(*) FROM apps WHERE name = 'kept'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_ledger_from_a_newer_version_is_refused_with_a_clear_message() {
+    let t = super::helpers::ledger();
+    let path = t.dir.path().join("test.db");
+    t.ledger
+        .blocking(|c| Ok(c.pragma_update(None, "user_version", SCHEMA_VERSION + 7)?))
+        .unwrap();
+    drop(t.ledger);
+    let err = Ledger::open(&path, &LedgerConfig::default()).expect_err("must refuse");
+    assert!(matches!(err, LedgerError::TooNew { found, .. } if found == SCHEMA_VERSION + 7));
+    let msg = err.to_string();
+    assert!(msg.contains("newer than this Rustploy supports"), "{msg}");
+}
