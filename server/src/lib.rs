@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ractor::ActorRef;
+use rustploy_actors::crypto::SecretBox;
 use rustploy_actors::deployer::{DeployHandler, DeployerSupervisor, DeployerSupervisorArgs};
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
 use rustploy_actors::job_queue::{
@@ -91,6 +92,11 @@ pub async fn launch(
         );
     }
 
+    let secret_box = {
+        let dir = settings.data_dir.clone();
+        let env_key = std::env::var("RUSTPLOY_SECRET_KEY").ok();
+        tokio::task::spawn_blocking(move || SecretBox::load(&dir, env_key.as_deref())).await??
+    };
     let settings = Arc::new(settings);
     let telemetry = Arc::new(Telemetry::default());
     let job_queue = Slot::default();
@@ -173,13 +179,16 @@ pub async fn launch(
     };
     let state = AppState {
         ledger: ledger.clone(),
+        secrets: secret_box,
         settings: settings.clone(),
         job_queue,
         telemetry: telemetry.clone(),
         metrics: Arc::default(),
         started: Instant::now(),
     };
-    let local = listener.local_addr().context("reading the listening address")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
     let listener = Arc::new(listener);
     let drain = settings.shutdown_grace / 2;
     let http_spec = ActorSpec::<HttpActor>::new("http", Slot::default(), move || HttpArgs {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod deploy_api;
 pub mod error;
 pub mod ops;
 pub mod setup;
@@ -32,6 +33,7 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Ledger,
+    pub secrets: rustploy_actors::crypto::SecretBox,
     pub settings: Arc<Settings>,
     pub job_queue: Slot<JobQueueMsg>,
     pub telemetry: Arc<Telemetry>,
