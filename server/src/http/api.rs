@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, get, post};
 use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
@@ -27,12 +27,6 @@ fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
         (M::GET, "/api/v1/apps", Need::Read, get(list_apps)),
         (M::POST, "/api/v1/apps", Need::Deploy, post(create_app)),
         (M::GET, "/api/v1/apps/{app}", Need::Read, get(get_app)),
-        (
-            M::DELETE,
-            "/api/v1/apps/{app}",
-            Need::Admin,
-            delete(delete_app),
-        ),
         (M::GET, "/api/v1/jobs", Need::Read, get(list_jobs)),
         (M::POST, "/api/v1/jobs", Need::Admin, post(enqueue_jobs)),
         (M::GET, "/api/v1/jobs/{id}", Need::Read, get(get_job)),
@@ -253,40 +247,6 @@ async fn get_app(
         })
         .await?;
     app.map(ApiJson).ok_or_else(|| no_app(&key))
-}
-
-async fn delete_app(
-    State(state): State<AppState>,
-    ApiPath(key): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
-    let k = key.clone();
-    let outcome = state
-        .ledger
-        .run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(id) = resolve_app(&tx, &k)? else {
-                return Ok(None);
-            };
-            let running: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
-                [id],
-                |r| r.get(0),
-            )?;
-            if running > 0 {
-                return Ok(Some(false));
-            }
-            tx.execute("DELETE FROM apps WHERE id = ?1", [id])?;
-            tx.commit()?;
-            Ok(Some(true))
-        })
-        .await?;
-    match outcome {
-        None => Err(no_app(&key)),
-        Some(false) => Err(ApiError::conflict(
-            "a deployment of this app is running; cancel it and delete the app when it has stopped",
-        )),
-        Some(true) => Ok(StatusCode::NO_CONTENT),
-    }
 }
 
 /// A JSON body that may be left out entirely (then the defaults apply).

@@ -23,6 +23,12 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;
     vec![
         (
+            M::DELETE,
+            "/api/v1/apps/{app}",
+            Need::Admin,
+            axum::routing::delete(delete_app),
+        ),
+        (
             M::GET,
             "/api/v1/apps/{app}/deployments",
             Need::Read,
@@ -251,4 +257,38 @@ async fn deployment_logs(
         .and_then(|l| l["seq"].as_i64())
         .unwrap_or(after);
     Ok(ApiJson(json!({ "lines": lines, "next_after": next_after })))
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let k = key.clone();
+    let outcome = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let Some(id) = resolve_app(&tx, &k)? else {
+                return Ok(None);
+            };
+            let running: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
+                [id],
+                |r| r.get(0),
+            )?;
+            if running > 0 {
+                return Ok(Some(false));
+            }
+            tx.execute("DELETE FROM apps WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(Some(true))
+        })
+        .await?;
+    match outcome {
+        None => Err(no_app(&key)),
+        Some(false) => Err(ApiError::conflict(
+            "a deployment of this app is running; cancel it and delete the app when it has stopped",
+        )),
+        Some(true) => Ok(StatusCode::NO_CONTENT),
+    }
 }
