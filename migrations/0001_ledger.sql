@@ -58,9 +58,12 @@ CREATE TABLE api_tokens (
     last_used_at    INTEGER
 );
 
+-- Who did what through the API: every token-authenticated request, and sensitive actions of
+-- signed-in users (revealing secrets). Exactly one of token_id and user_id is set.
 CREATE TABLE token_audit_events (
     id              INTEGER PRIMARY KEY,
-    token_id        INTEGER NOT NULL REFERENCES api_tokens (id) ON DELETE CASCADE,
+    token_id        INTEGER REFERENCES api_tokens (id) ON DELETE CASCADE,
+    user_id         INTEGER REFERENCES users (id) ON DELETE SET NULL,
     method          TEXT    NOT NULL,
     path            TEXT    NOT NULL,
     status          INTEGER NOT NULL,

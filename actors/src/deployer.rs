@@ -3,17 +3,37 @@
 //! Deploy jobs reach the DeployerSupervisor through [`DeployHandler`]; it hands each to the
 //! Deployer of the job's app, spawning it on first use. A Deployer runs its app's deployments one
 //! at a time (the queue also never claims two jobs of one app at once).
+//!
+//! A deployment runs as its own compose project beside the live release (blue/green): fetch,
+//! prepare, build, start, health, switch. Only a healthy release is switched to; then the
+//! previous release is torn down. A failed or cancelled deployment tears down only its own
+//! project, so the live release never notices. The decisions live in [`crate::deploy::plan`]
+//! and [`crate::deploy::health`]; this module carries them out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+use crate::crypto::{SecretBox, env_context};
+use crate::deploy::compose::{self, ComposeFile, RuntimeSpec};
+use crate::deploy::detect::{self, Detection};
+use crate::deploy::docker::{ComposeRun, ContainerObs, Engine, EngineError};
+use crate::deploy::git::{Credentials, Git};
+use crate::deploy::health::{self, Probe, Verdict};
+use crate::deploy::plan::{self, Failure, Start, Step};
+use crate::deploy::process::{ProcessError, Stream};
+use crate::deploy::redact::Redactor;
+use crate::deploy::{DeployConfig, contexts};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::jobs::ClaimedJob;
 use crate::ledger::{Ledger, LedgerError, now_ms};
+use crate::router_sync::RouterSyncMsg;
 use crate::supervision::{RestartBudget, RestartPolicy, Slot, Telemetry};
 
 pub type DeployerSupervisorRef = ActorRef<DeployerSupervisorMsg>;
@@ -41,10 +61,22 @@ pub struct DeployerSupervisorArgs {
     pub ledger: Ledger,
     pub policy: RestartPolicy,
     pub telemetry: Arc<Telemetry>,
+    pub deps: DeployDeps,
+}
+
+/// What every Deployer shares: cheap to clone.
+#[derive(Clone)]
+pub struct DeployDeps {
+    pub config: Arc<DeployConfig>,
+    pub secrets: SecretBox,
+    pub engine: Arc<dyn Engine>,
+    /// Nudged after a switch, so the new release is routed.
+    pub router: Slot<RouterSyncMsg>,
 }
 
 pub struct DeployerSupervisorState {
     ledger: Ledger,
+    deps: DeployDeps,
     deployers: HashMap<i64, DeployerRef>,
     /// Failures of any Deployer: one app's crashing deploys are contained, but a supervisor
     /// whose deployers keep crashing escalates.
@@ -67,6 +99,7 @@ impl Actor for DeployerSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(DeployerSupervisorState {
             ledger: args.ledger,
+            deps: args.deps,
             deployers: HashMap::new(),
             budget: RestartBudget::new(args.policy),
             telemetry: args.telemetry,
@@ -96,6 +129,7 @@ impl Actor for DeployerSupervisor {
                             DeployerArgs {
                                 app_id: app,
                                 ledger: state.ledger.clone(),
+                                deps: state.deps.clone(),
                             },
                             myself.get_cell(),
                         )
@@ -150,11 +184,13 @@ impl Actor for DeployerSupervisor {
 pub struct DeployerArgs {
     pub app_id: i64,
     pub ledger: Ledger,
+    pub deps: DeployDeps,
 }
 
 pub struct DeployerState {
     app_id: i64,
     ledger: Ledger,
+    deps: DeployDeps,
 }
 
 #[derive(Default)]
@@ -173,6 +209,7 @@ impl Actor for Deployer {
         Ok(DeployerState {
             app_id: args.app_id,
             ledger: args.ledger,
+            deps: args.deps,
         })
     }
 
@@ -182,28 +219,862 @@ impl Actor for Deployer {
         msg: DeployerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let DeployerMsg::Run(job, _ctx, reply) = msg;
-        let outcome = state.deploy(&job).await;
+        let DeployerMsg::Run(job, ctx, reply) = msg;
+        let outcome = state.deploy(&job, &ctx.cancel).await;
         let _ = reply.send(outcome);
         Ok(())
     }
 }
 
+/// Everything an attempt reads from the ledger before it starts.
+struct Loaded {
+    state: String,
+    app: String,
+    requested_ref: Option<String>,
+    snapshot: Option<Vec<u8>>,
+    import: Option<ImportRow>,
+    app_env: BTreeMap<String, String>,
+    live: Option<i64>,
+}
+
+struct ImportRow {
+    repo_url: String,
+    branch: String,
+    compose_path: Option<String>,
+    credentials: Credentials,
+}
+
 impl DeployerState {
-    async fn deploy(&self, job: &ClaimedJob) -> Result<(), JobError> {
+    async fn deploy(&self, job: &ClaimedJob, cancel: &CancellationToken) -> Result<(), JobError> {
         let Some(deployment) = job.deployment_id else {
             return Err(JobError::Fatal(
                 "a deploy job must name its deployment".into(),
             ));
         };
-        let why = "the deploy executor is not implemented yet: nothing was built or started";
-        let app = self.app_id;
-        self.ledger
-            .run(move |c| append_log(c, deployment, "system", why).map(|_| ()))
+        let loaded = self
+            .load(deployment)
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?;
-        tracing::warn!(app, deployment, "{why}");
-        Err(JobError::Fatal(why.into()))
+        let Some(loaded) = loaded else {
+            return Err(JobError::Fatal(format!(
+                "deployment {deployment} no longer exists"
+            )));
+        };
+        if plan::on_start(&loaded.state) == Start::AlreadyDone {
+            return Ok(());
+        }
+        let mut redactor = Redactor::new(loaded.app_env.values().cloned());
+        if let Some(import) = &loaded.import {
+            if let Some(k) = &import.credentials.deploy_key {
+                redactor.add(k.clone());
+            }
+            if let Some(t) = &import.credentials.https_token {
+                redactor.add(t.clone());
+            }
+        }
+        let log = LogSink::start(self.ledger.clone(), deployment, redactor);
+        let mut attempt = Attempt {
+            st: self,
+            deployment,
+            project: self.deps.config.project(&loaded.app, deployment),
+            loaded,
+            log,
+            cancel: cancel.clone(),
+            timings: BTreeMap::new(),
+        };
+        attempt.log.system(format!(
+            "attempt {} of {} (job {})",
+            job.attempts, job.max_attempts, job.id
+        ));
+        let outcome = attempt.run().await;
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(failure) => Err(attempt
+                .fail(failure, job.attempts >= job.max_attempts)
+                .await),
+        };
+        attempt.log.close().await;
+        result
+    }
+
+    async fn load(&self, deployment: i64) -> Result<Option<Loaded>, LedgerError> {
+        let secrets = self.deps.secrets.clone();
+        let app_id = self.app_id;
+        self.ledger
+            .run(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT d.state, d.requested_ref, d.env_snapshot_enc, a.name
+                           FROM deployments d JOIN apps a ON a.id = d.app_id
+                          WHERE d.id = ?1 AND d.app_id = ?2",
+                        params![deployment, app_id],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, Option<String>>(1)?,
+                                r.get::<_, Option<Vec<u8>>>(2)?,
+                                r.get::<_, String>(3)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((state, requested_ref, snapshot, app)) = row else {
+                    return Ok(None);
+                };
+                let import = c
+                    .query_row(
+                        "SELECT repo_url, branch, compose_path, deploy_key_enc, https_token_enc
+                           FROM app_import_configs WHERE app_id = ?1",
+                        [app_id],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                                r.get::<_, Option<Vec<u8>>>(3)?,
+                                r.get::<_, Option<Vec<u8>>>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let open =
+                    |ctx: String, v: Option<Vec<u8>>| -> Result<Option<String>, LedgerError> {
+                        v.map(|v| secrets.open_string(&ctx, &v))
+                            .transpose()
+                            .map_err(|e| LedgerError::Invalid(e.to_string()))
+                    };
+                let import = match import {
+                    None => None,
+                    Some((repo_url, branch, compose_path, key, token)) => Some(ImportRow {
+                        repo_url,
+                        branch,
+                        compose_path,
+                        credentials: Credentials {
+                            deploy_key: open(contexts::deploy_key(app_id), key)?,
+                            https_token: open(contexts::https_token(app_id), token)?,
+                        },
+                    }),
+                };
+                let mut app_env = BTreeMap::new();
+                let mut stmt =
+                    c.prepare_cached("SELECT key, value_enc FROM app_env_vars WHERE app_id = ?1")?;
+                let rows = stmt
+                    .query_map([app_id], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (k, v) in rows {
+                    let value = secrets
+                        .open_string(&env_context(app_id, &k), &v)
+                        .map_err(|e| LedgerError::Invalid(format!("env var {k}: {e}")))?;
+                    app_env.insert(k, value);
+                }
+                // A snapshot (a retry, or a rollback) replaces the app's current env.
+                if let Some(s) = &snapshot {
+                    let text = secrets
+                        .open_string(&contexts::deployment_env(deployment), s)
+                        .map_err(|e| LedgerError::Invalid(format!("env snapshot: {e}")))?;
+                    app_env = serde_json::from_str(&text)
+                        .map_err(|e| LedgerError::Invalid(format!("env snapshot: {e}")))?;
+                }
+                let live = live_deployment(c, app_id)?;
+                Ok(Some(Loaded {
+                    state,
+                    app,
+                    requested_ref,
+                    snapshot,
+                    import,
+                    app_env,
+                    live,
+                }))
+            })
+            .await
+    }
+}
+
+/// The deployment whose containers take the app's traffic now.
+pub fn live_deployment(c: &rusqlite::Connection, app_id: i64) -> Result<Option<i64>, LedgerError> {
+    Ok(
+        c.prepare_cached("SELECT MAX(deployment_id) FROM app_runtimes WHERE app_id = ?1")?
+            .query_row([app_id], |r| r.get::<_, Option<i64>>(0))?,
+    )
+}
+
+/// One attempt at one deployment.
+struct Attempt<'a> {
+    st: &'a DeployerState,
+    deployment: i64,
+    project: String,
+    loaded: Loaded,
+    log: LogSink,
+    cancel: CancellationToken,
+    timings: BTreeMap<&'static str, u64>,
+}
+
+/// What the prepare step settled.
+struct Prepared {
+    detection: Detection,
+    runtime_file: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Attempt<'_> {
+    fn config(&self) -> &DeployConfig {
+        &self.st.deps.config
+    }
+
+    fn engine(&self) -> &dyn Engine {
+        self.st.deps.engine.as_ref()
+    }
+
+    async fn run(&mut self) -> Result<(), Failure> {
+        let Some(import) = self.loaded.import.as_ref() else {
+            return Err(Failure::User(
+                "this app has no repository: import it with POST /api/v1/apps/import".into(),
+            ));
+        };
+        let (url, branch) = (import.repo_url.clone(), import.branch.clone());
+        let git_ref = self.loaded.requested_ref.clone().unwrap_or(branch);
+        self.begin().await?;
+        self.engine().ping().await.map_err(engine_failure)?;
+        self.clean_stale().await?;
+
+        let t = self.step(Step::Fetch).await?;
+        let sha = self.fetch(&url, &git_ref).await?;
+        self.done(Step::Fetch, t);
+        let sha2 = sha.clone();
+        self.record(move |c, id| {
+            c.execute(
+                "UPDATE deployments SET commit_sha = ?2 WHERE id = ?1",
+                params![id, sha2],
+            )?;
+            Ok(())
+        })
+        .await?;
+
+        let t = self.step(Step::Prepare).await?;
+        let prepared = self.prepare().await?;
+        self.done(Step::Prepare, t);
+
+        let t = self.step(Step::Build).await?;
+        let start = self.up(&prepared).await?;
+        self.timings
+            .insert(Step::Build.as_str(), (start - t).as_millis() as u64);
+        self.done(Step::Start, start);
+
+        let t = self.step(Step::Health).await?;
+        let routed = self.wait_healthy(&prepared).await?;
+        self.done(Step::Health, t);
+
+        let t = self.step(Step::Switch).await?;
+        self.switch(&prepared, routed, t).await
+    }
+
+    /// Marks the deployment running (a retry keeps its first start time).
+    async fn begin(&mut self) -> Result<(), Failure> {
+        self.record(|c, id| {
+            c.execute(
+                "UPDATE deployments SET state = 'running', step = 'fetch', reason = NULL,
+                        started_at = COALESCE(started_at, ?2)
+                  WHERE id = ?1 AND state IN ('queued', 'running')",
+                params![id, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Tears down what earlier attempts or crashes left: every project of the app but the
+    /// live release's.
+    async fn clean_stale(&mut self) -> Result<(), Failure> {
+        let app = self.loaded.app.clone();
+        let found = self
+            .engine()
+            .app_projects(&app)
+            .await
+            .map_err(engine_failure)?;
+        let stale = plan::stale_projects(
+            &self.config().project_prefix,
+            &app,
+            &found,
+            self.loaded.live,
+        );
+        for project in stale {
+            self.log
+                .system(format!("removing leftover containers of {project}"));
+            self.engine()
+                .teardown(&project, Duration::ZERO)
+                .await
+                .map_err(engine_failure)?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: Step) -> Result<Instant, Failure> {
+        if self.cancel.is_cancelled() {
+            return Err(Failure::Cancelled);
+        }
+        self.log.system(format!("== {}", step.as_str()));
+        self.record(move |c, id| {
+            c.execute(
+                "UPDATE deployments SET step = ?2 WHERE id = ?1 AND state = 'running'",
+                params![id, step.as_str()],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(Instant::now())
+    }
+
+    fn done(&mut self, step: Step, started: Instant) {
+        self.timings
+            .insert(step.as_str(), started.elapsed().as_millis() as u64);
+    }
+
+    async fn record(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection, i64) -> Result<(), LedgerError> + Send + 'static,
+    ) -> Result<(), Failure> {
+        let id = self.deployment;
+        self.st
+            .ledger
+            .run(move |c| f(c, id))
+            .await
+            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))
+    }
+
+    async fn fetch(&mut self, url: &str, git_ref: &str) -> Result<String, Failure> {
+        let import = self.loaded.import.as_ref().expect("checked in run");
+        let git = Git {
+            timeout: self.config().git_timeout,
+            allow_local: self.config().allow_local_repos,
+            credentials: import.credentials.clone(),
+            scratch: self.config().app_dir(&self.loaded.app).join("ssh"),
+        };
+        let dir = self.config().src_dir(&self.loaded.app);
+        self.log.system(format!("fetching {git_ref}"));
+        let log = self.log.clone();
+        let sha = git
+            .checkout(url, git_ref, &dir, &self.cancel, &mut |s, l| log.line(s, l))
+            .await
+            .map_err(|e| process_failure("fetching the repository", e))?;
+        self.log.system(format!("checked out {sha}"));
+        Ok(sha)
+    }
+
+    async fn prepare(&mut self) -> Result<Prepared, Failure> {
+        let src = self.config().src_dir(&self.loaded.app);
+        let explicit = self
+            .loaded
+            .import
+            .as_ref()
+            .and_then(|i| i.compose_path.clone());
+        let root = src.clone();
+        let detection =
+            tokio::task::spawn_blocking(move || detect::detect(&root, explicit.as_deref()))
+                .await
+                .map_err(|e| Failure::Transient(e.to_string()))?
+                .map_err(|e| Failure::User(e.to_string()))?;
+        for w in &detection.warnings {
+            self.log.system(format!("warning: {w}"));
+        }
+        for r in &detection.reasons {
+            self.log.system(r.clone());
+        }
+        let defaults: BTreeMap<String, String> = detection
+            .manifest
+            .as_ref()
+            .map(|m| {
+                m.env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_env_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let env = plan::deployment_env(&defaults, &self.loaded.app_env);
+        if self.loaded.snapshot.is_none() {
+            // The snapshot is the app's env at the first attempt; retries and rollbacks reuse it.
+            let sealed = self.st.deps.secrets.seal(
+                &contexts::deployment_env(self.deployment),
+                serde_json::to_string(&self.loaded.app_env)
+                    .expect("a map of strings serialises")
+                    .as_bytes(),
+            );
+            self.loaded.snapshot = Some(sealed.clone());
+            self.record(move |c, id| {
+                c.execute(
+                    "UPDATE deployments SET env_snapshot_enc = ?2 WHERE id = ?1",
+                    params![id, sealed],
+                )?;
+                Ok(())
+            })
+            .await?;
+        }
+        let file = match &detection.compose_path {
+            Some(p) => {
+                let text = std::fs::read_to_string(src.join(p))
+                    .map_err(|e| Failure::User(format!("cannot read {p}: {e}")))?;
+                ComposeFile::parse(p, &text).map_err(|e| Failure::User(e.0))?
+            }
+            None => ComposeFile::for_dockerfile(
+                detect::DOCKERFILE_SERVICE,
+                detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
+            ),
+        };
+        let spec = RuntimeSpec {
+            app_scope: self.config().app_scope(&self.loaded.app),
+            app: self.loaded.app.clone(),
+            deployment: self.deployment,
+            network: self.config().network.clone(),
+            routed_service: detection.routed_service.clone(),
+            env: env.clone(),
+        };
+        let (doc, notes) = compose::runtime(&file, &spec).map_err(|e| Failure::User(e.0))?;
+        for n in notes {
+            self.log.system(n);
+        }
+        // Beside the app's own file, so relative paths (build contexts, env files) resolve
+        // the same way.
+        let dir = match &detection.compose_path {
+            Some(p) => Path::new(p)
+                .parent()
+                .map(|d| src.join(d))
+                .unwrap_or(src.clone()),
+            None => src.clone(),
+        };
+        let runtime_file = dir.join(format!(".rustploy-d{}.compose.json", self.deployment));
+        let text = serde_json::to_vec_pretty(&doc).expect("JSON serialises");
+        tokio::fs::write(&runtime_file, text).await.map_err(|e| {
+            Failure::Transient(format!("cannot write {}: {e}", runtime_file.display()))
+        })?;
+        self.log.system(format!(
+            "wrote the runtime compose file {} (project {})",
+            runtime_file.display(),
+            self.project
+        ));
+        self.engine()
+            .ensure_network(&self.config().network)
+            .await
+            .map_err(engine_failure)?;
+        Ok(Prepared {
+            detection,
+            runtime_file,
+            env,
+        })
+    }
+
+    /// Builds and starts the project with one `up -d --build`, as a person would: a second
+    /// compose invocation costs a whole CLI start-up. The step turns from build to start at
+    /// the first container compose creates; returns when that was.
+    async fn up(&mut self, p: &Prepared) -> Result<Instant, Failure> {
+        let run = ComposeRun {
+            project: &self.project,
+            file: p.runtime_file.clone(),
+            args: ["up", "-d", "--build"].map(String::from).to_vec(),
+            env: p.env.clone(),
+            timeout: self.config().build_timeout,
+        };
+        let log = self.log.clone();
+        let engine = self.st.deps.engine.clone();
+        let (ledger, id, project) = (
+            self.st.ledger.clone(),
+            self.deployment,
+            self.project.clone(),
+        );
+        let mut start: Option<Instant> = None;
+        let outcome = engine
+            .compose(run, &self.cancel, &mut |stream, line| {
+                if start.is_none() && plan::is_start_line(&project, &line) {
+                    start = Some(Instant::now());
+                    log.system(format!("== {}", Step::Start.as_str()));
+                    let ledger = ledger.clone();
+                    tokio::spawn(async move {
+                        let _ = ledger
+                            .run(move |c| {
+                                c.execute(
+                                    "UPDATE deployments SET step = 'start' WHERE id = ?1 AND state = 'running' AND step = 'build'",
+                                    [id],
+                                )?;
+                                Ok(())
+                            })
+                            .await;
+                    });
+                }
+                log.line(stream, line)
+            })
+            .await;
+        let what = if start.is_some() { "start" } else { "build" };
+        outcome.map_err(|e| process_failure(what, e))?;
+        Ok(start.unwrap_or_else(Instant::now))
+    }
+
+    /// Waits until the release is healthy, and returns its routed containers and their port.
+    async fn wait_healthy(&mut self, p: &Prepared) -> Result<(Vec<ContainerObs>, u16), Failure> {
+        let deadline = Instant::now() + self.config().health_deadline;
+        let routed = p.detection.routed_service.clone();
+        let network = self.config().network.clone();
+        let mut probe: Option<(Probe, u16)> = None;
+        let mut last = String::new();
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Failure::Cancelled);
+            }
+            let containers = self
+                .engine()
+                .containers(&self.project, &network)
+                .await
+                .map_err(engine_failure)?;
+            let routed_now: Vec<&ContainerObs> =
+                containers.iter().filter(|c| c.service == routed).collect();
+            if probe.is_none()
+                && let Some(first) = routed_now.first()
+            {
+                let port = plan::routed_port(p.detection.port, &first.exposed_ports)
+                    .map_err(Failure::User)?;
+                let how = Probe::choose(
+                    first.health.is_some(),
+                    p.detection.healthcheck_path.as_deref(),
+                );
+                self.log.system(format!(
+                    "waiting up to {} s for service '{routed}' (port {port}) to pass {}",
+                    self.config().health_deadline.as_secs(),
+                    how.describe()
+                ));
+                probe = Some((how, port));
+            }
+            let probed = match &probe {
+                Some((how @ (Probe::Http { .. } | Probe::Tcp), port)) if !routed_now.is_empty() => {
+                    let mut result = Ok(());
+                    for c in &routed_now {
+                        let Some(addr) = &c.address else {
+                            result = Err(format!("{} has no address yet", c.name));
+                            break;
+                        };
+                        if let Err(e) =
+                            health::probe_once(how, addr, *port, Duration::from_secs(2)).await
+                        {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    Some(result)
+                }
+                _ => None,
+            };
+            let how = probe.as_ref().map(|(h, _)| h.clone()).unwrap_or(Probe::Tcp);
+            match health::verdict(&containers, &routed, &how, probed.as_ref()) {
+                Verdict::Healthy => {
+                    let port = probe
+                        .map(|(_, p)| p)
+                        .expect("a verdict of healthy needs a probe");
+                    let routed: Vec<ContainerObs> = containers
+                        .into_iter()
+                        .filter(|c| c.service == routed)
+                        .collect();
+                    self.log.system(format!(
+                        "healthy: {}",
+                        routed
+                            .iter()
+                            .map(|c| format!(
+                                "{} at {}:{port}",
+                                c.name,
+                                c.address.as_deref().unwrap_or("?")
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    return Ok((routed, port));
+                }
+                Verdict::Failed(why) => return Err(Failure::User(format!("not healthy: {why}"))),
+                Verdict::Waiting(why) => {
+                    if why != last {
+                        self.log.system(format!("waiting: {why}"));
+                        last = why;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::User(format!(
+                    "not healthy within {} s: {last}",
+                    self.config().health_deadline.as_secs()
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.cancel.cancelled() => return Err(Failure::Cancelled),
+            }
+        }
+    }
+
+    /// Points the app's runtime at the new release, records it healthy, routes it, and only
+    /// then stops the release it replaces.
+    async fn switch(
+        &mut self,
+        p: &Prepared,
+        (routed, port): (Vec<ContainerObs>, u16),
+        started: Instant,
+    ) -> Result<(), Failure> {
+        let all = self
+            .engine()
+            .containers(&self.project, &self.config().network)
+            .await
+            .map_err(engine_failure)?;
+        let images: BTreeMap<String, String> = all
+            .iter()
+            .filter_map(|c| Some((c.service.clone(), c.image_id.clone()?)))
+            .collect();
+        let images = serde_json::to_string(&images).expect("serialises");
+        self.done(Step::Switch, started);
+        let timings = serde_json::to_string(&self.timings).expect("serialises");
+        let service = p.detection.routed_service.clone();
+        let app_id = self.st.app_id;
+        let rows: Vec<(String, String)> = routed
+            .into_iter()
+            .filter_map(|c| Some((c.id, c.address?)))
+            .collect();
+        let previous = self.loaded.live;
+        let deployment = self.deployment;
+        let switched = self
+            .st
+            .ledger
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                // A cancel that arrived during the health check wins: nothing is switched.
+                let cancelled: bool = tx.query_row(
+                    "SELECT COALESCE(MAX(cancel_requested), 0) FROM jobs WHERE deployment_id = ?1 AND state = 'running'",
+                    [deployment],
+                    |r| r.get(0),
+                )?;
+                let running: bool = tx.query_row(
+                    "SELECT COUNT(*) FROM deployments WHERE id = ?1 AND state = 'running'",
+                    [deployment],
+                    |r| r.get(0),
+                )?;
+                if cancelled || !running {
+                    return Ok(false);
+                }
+                tx.execute("DELETE FROM app_runtimes WHERE app_id = ?1", [app_id])?;
+                for (container, address) in &rows {
+                    tx.execute(
+                        "INSERT INTO app_runtimes (app_id, container_id, deployment_id, service, address, port, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![app_id, container, deployment, service, address, port, now],
+                    )?;
+                }
+                tx.execute(
+                    "UPDATE deployments SET state = 'superseded'
+                      WHERE app_id = ?1 AND state = 'healthy' AND id != ?2",
+                    params![app_id, deployment],
+                )?;
+                tx.execute(
+                    "UPDATE deployments SET state = 'healthy', step = NULL, reason = NULL, finished_at = ?2,
+                            step_timings_json = ?3, image_ids_json = ?4
+                      WHERE id = ?1",
+                    params![deployment, now, timings, images],
+                )?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))?;
+        if !switched {
+            return Err(Failure::Cancelled);
+        }
+        self.st.deps.router.nudge(RouterSyncMsg::Nudge);
+        self.log.system(format!(
+            "switched: the app now runs deployment {} ({})",
+            self.deployment, self.project
+        ));
+        if let Some(old) = previous.filter(|old| *old != self.deployment) {
+            self.retire(old, &p.detection.services);
+        }
+        Ok(())
+    }
+
+    /// Stops a replaced release and drops its images, in the background: the new release is
+    /// already live, and the app's next deployment should not wait for the old one's stop
+    /// grace. If this is interrupted (a crash), the next deployment's cleanup finishes it.
+    fn retire(&mut self, old: i64, services: &[String]) {
+        let project = self.config().project(&self.loaded.app, old);
+        let grace = self.config().stop_grace;
+        let scope = self.config().app_scope(&self.loaded.app);
+        let images: Vec<String> = services
+            .iter()
+            .map(|s| compose::image_tag(&scope, s, old))
+            .collect();
+        self.log
+            .system(format!("stopping the previous release ({project})"));
+        let engine = self.st.deps.engine.clone();
+        tokio::spawn(async move {
+            match engine.teardown(&project, grace).await {
+                Ok(()) => engine.remove_images(&images).await,
+                Err(e) => {
+                    tracing::warn!(%project, error = %e, "the previous release could not be removed yet; the next deployment retries")
+                }
+            }
+        });
+    }
+
+    /// Ends a failed attempt: removes this deployment's own containers (the live release is
+    /// untouched), says why in the log, and turns the failure into the job's outcome.
+    async fn fail(&mut self, failure: Failure, last_attempt: bool) -> JobError {
+        let what = match &failure {
+            Failure::Cancelled => "stopped".to_string(),
+            Failure::User(r) => format!("failed: {r}"),
+            Failure::Transient(r) if last_attempt => format!("failed: {r}"),
+            Failure::Transient(r) => format!("attempt failed, will retry: {r}"),
+        };
+        self.log.system(what);
+        if let Err(e) = self.engine().teardown(&self.project, Duration::ZERO).await {
+            self.log.system(format!(
+                "could not remove this deployment's containers: {e}"
+            ));
+        }
+        if matches!(failure, Failure::Cancelled) {
+            // Stopped without a cancel request: the server is shutting down and gives the job
+            // back; the deployment waits in the queue for the next start instead of claiming to
+            // run.
+            let _ = self
+                .record(|c, id| {
+                    c.execute(
+                        "UPDATE deployments SET state = 'queued', step = NULL,
+                                reason = 'interrupted: the server stopped; it resumes at the next start'
+                          WHERE id = ?1 AND state = 'running'
+                            AND NOT EXISTS (SELECT 1 FROM jobs WHERE deployment_id = ?1 AND cancel_requested = 1)",
+                        [id],
+                    )?;
+                    Ok(())
+                })
+                .await;
+        }
+        if let Failure::Transient(r) = &failure
+            && !last_attempt
+        {
+            let r = r.clone();
+            let _ = self
+                .record(move |c, id| {
+                    c.execute(
+                        "UPDATE deployments SET state = 'queued', step = NULL, reason = ?2
+                          WHERE id = ?1 AND state = 'running'",
+                        params![id, format!("retrying: {r}")],
+                    )?;
+                    Ok(())
+                })
+                .await;
+        }
+        failure.into_job_error()
+    }
+}
+
+fn engine_failure(e: EngineError) -> Failure {
+    match e {
+        EngineError::Unreachable { .. } => Failure::Transient(e.to_string()),
+        EngineError::Api(_) => Failure::User(e.to_string()),
+    }
+}
+
+/// A one-line reason for a failed external program: what was being done, and the last thing
+/// the program said.
+fn process_failure(what: &str, e: ProcessError) -> Failure {
+    match e {
+        ProcessError::Cancelled => Failure::Cancelled,
+        ProcessError::Spawn { .. } => Failure::Transient(format!("{what}: {e}")),
+        ProcessError::TimedOut { .. } => Failure::User(format!("{what}: {e}")),
+        ProcessError::Failed { ref tail, .. } => {
+            let said = telling_line(tail)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            Failure::User(format!("{what}: {e}{said}"))
+        }
+    }
+}
+
+/// The line of a failed program's output that says best what went wrong: its last error
+/// line, else its last line.
+pub fn telling_line(tail: &[String]) -> Option<&str> {
+    let is_error = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("ERROR")
+            || t.starts_with("Error")
+            || t.starts_with("error")
+            || t.starts_with("fatal:")
+            || t.contains("error:")
+            || t.contains("Error response")
+    };
+    tail.iter()
+        .rev()
+        .find(|l| is_error(l))
+        .or_else(|| tail.iter().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| l.trim())
+}
+
+/// Writes a deployment's log lines in order, batched, off the caller's path. Lines are
+/// redacted before they are stored.
+#[derive(Clone)]
+struct LogSink {
+    tx: mpsc::UnboundedSender<LogCmd>,
+}
+
+enum LogCmd {
+    Line(&'static str, String),
+    Flush(oneshot::Sender<()>),
+}
+
+impl LogSink {
+    fn start(ledger: Ledger, deployment: i64, redactor: Redactor) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogCmd>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                let mut next = Some(first);
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        LogCmd::Line(stream, line) => batch.push((stream, redactor.line(&line))),
+                        LogCmd::Flush(done) => flushes.push(done),
+                    }
+                    if batch.len() < 500 {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() {
+                    let written = ledger
+                        .run(move |c| {
+                            let tx = c.transaction()?;
+                            for (stream, line) in &batch {
+                                append_log(&tx, deployment, stream, line)?;
+                            }
+                            tx.commit()?;
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(e) = written {
+                        tracing::error!(deployment, error = %e, "writing deployment log lines failed");
+                    }
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    fn line(&self, stream: Stream, line: String) {
+        let _ = self.tx.send(LogCmd::Line(stream.as_str(), line));
+    }
+
+    fn system(&self, line: impl Into<String>) {
+        let _ = self.tx.send(LogCmd::Line("system", line.into()));
+    }
+
+    /// Waits until every line sent so far is stored.
+    async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(LogCmd::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        }
     }
 }
 
@@ -255,5 +1126,37 @@ impl JobHandler for DeployHandler {
                 )),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_quotes_the_error_line_not_the_last_one() {
+        let tail: Vec<String> = [
+            "Creating x ...",
+            "ERROR: for web  Cannot create container for service web: invalid restart policy 'sometimes'",
+            "Encountered errors while bringing up the project.",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(
+            telling_line(&tail)
+                .unwrap()
+                .contains("invalid restart policy")
+        );
+        let tail = vec![
+            "Cloning...".to_string(),
+            "fatal: repository '/x' does not exist".into(),
+            "".into(),
+        ];
+        assert_eq!(
+            telling_line(&tail),
+            Some("fatal: repository '/x' does not exist")
+        );
+        assert_eq!(telling_line(&["all good".to_string()]), Some("all good"));
+        assert_eq!(telling_line(&[]), None);
     }
 }

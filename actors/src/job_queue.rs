@@ -24,8 +24,10 @@ pub type JobQueueRef = ActorRef<JobQueueMsg>;
 pub enum JobQueueMsg {
     /// Work was enqueued, or may have become claimable.
     Nudge,
-    /// The periodic safety net: renew leases, look for due work.
+    /// The periodic safety net: look for due work.
     Sweep,
+    /// Extend the leases of the jobs this queue runs (every third of a lease).
+    Renew,
     /// A job this queue ran has been recorded as finished.
     Finished(JobId),
     /// Cancellation of this job was recorded in the ledger; stop it if it runs here.
@@ -219,6 +221,7 @@ impl Actor for JobQueue {
         let mut children = Children::new(args.children, args.restart_policy, args.telemetry);
         children.start_all(&myself.get_cell()).await?;
         myself.send_interval(runner.config.sweep, || JobQueueMsg::Sweep);
+        myself.send_interval(runner.config.lease / 3, || JobQueueMsg::Renew);
         myself.send_message(JobQueueMsg::Nudge)?;
         let jobs_token = CancellationToken::new();
         Ok(JobQueueState {
@@ -239,9 +242,10 @@ impl Actor for JobQueue {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             JobQueueMsg::Nudge => state.fill(&myself).await,
-            JobQueueMsg::Sweep => {
+            JobQueueMsg::Sweep => state.fill(&myself).await,
+            JobQueueMsg::Renew => {
                 state.renew_leases().await;
-                state.fill(&myself).await
+                Ok(())
             }
             JobQueueMsg::Finished(id) => {
                 state.running.remove(&id);

@@ -5,6 +5,7 @@
 //! nothing that was acknowledged.
 
 pub mod crypto;
+pub mod deploy;
 pub mod deployer;
 pub mod heartbeat_monitor;
 pub mod job_queue;

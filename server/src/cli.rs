@@ -54,17 +54,20 @@ fn serve(mut settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(crate::launch(settings, listener, shutdown_signal()))
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    runtime.block_on(async {
+        // Install the handlers before the server says it is ready, so that a SIGTERM sent right
+        // after that line shuts down gracefully instead of killing the process.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        crate::launch(settings, listener, shutdown).await
+    })
 }
 
 fn existing_ledger(settings: &Settings) -> anyhow::Result<Ledger> {

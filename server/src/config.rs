@@ -31,6 +31,8 @@ pub struct GlobalArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+// Parsed once at start-up: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
@@ -73,6 +75,34 @@ pub struct ServeArgs {
     /// How often agents are checked for missed heartbeats. Default: 5000
     #[arg(long, env = "RUSTPLOY_HEARTBEAT_TICK_MS")]
     pub heartbeat_tick_ms: Option<u64>,
+    /// Where password reset mails go out, e.g. smtp://user:pass@mail.example.com:587 or
+    /// smtps://... Without it, reset links are written to the server log.
+    #[arg(long, env = "RUSTPLOY_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The From address of mails. Default: rustploy@<public URL host>
+    #[arg(long, env = "RUSTPLOY_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Allow importing `file://` URLs and absolute paths (for tests and single-host setups).
+    #[arg(long, env = "RUSTPLOY_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+    /// Prefix of every compose project, volume and image this server creates. Default: rp
+    #[arg(long, env = "RUSTPLOY_PROJECT_PREFIX")]
+    pub project_prefix: Option<String>,
+    /// The Docker bridge network routed services join (created when missing). Default: rustploy
+    #[arg(long, env = "RUSTPLOY_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
+    /// The longest a deployment's build (and its start) may take, in seconds. Default: 900
+    #[arg(long, env = "RUSTPLOY_BUILD_TIMEOUT_SECS")]
+    pub build_timeout_secs: Option<u64>,
+    /// How long a new release has to become healthy, in seconds. Default: 120
+    #[arg(long, env = "RUSTPLOY_HEALTH_DEADLINE_SECS")]
+    pub health_deadline_secs: Option<u64>,
+    /// The longest one git command may take, in seconds. Default: 300
+    #[arg(long, env = "RUSTPLOY_GIT_TIMEOUT_SECS")]
+    pub git_timeout_secs: Option<u64>,
+    /// How long a replaced release's containers get to stop, in seconds (0: kill). Default: 10
+    #[arg(long, env = "RUSTPLOY_STOP_GRACE_SECS")]
+    pub stop_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +150,15 @@ pub struct FileConfig {
     pub job_retry_base_ms: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub heartbeat_tick_ms: Option<u64>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    pub allow_local_repos: Option<bool>,
+    pub project_prefix: Option<String>,
+    pub docker_network: Option<String>,
+    pub build_timeout_secs: Option<u64>,
+    pub health_deadline_secs: Option<u64>,
+    pub git_timeout_secs: Option<u64>,
+    pub stop_grace_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -143,6 +182,17 @@ impl FileConfig {
     }
 }
 
+/// The deployment settings, resolved together before they join [`Settings`].
+struct DeploySettings {
+    allow_local_repos: bool,
+    project_prefix: String,
+    docker_network: String,
+    build_timeout: Duration,
+    health_deadline: Duration,
+    git_timeout: Duration,
+    stop_grace: Duration,
+}
+
 /// The resolved settings of a running server.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -156,6 +206,29 @@ pub struct Settings {
     pub job_retry_base: Duration,
     pub shutdown_grace: Duration,
     pub heartbeat_tick: Duration,
+    pub smtp: Option<Smtp>,
+    pub allow_local_repos: bool,
+    pub project_prefix: String,
+    pub docker_network: String,
+    pub build_timeout: Duration,
+    pub health_deadline: Duration,
+    pub git_timeout: Duration,
+    pub stop_grace: Duration,
+}
+
+/// Outgoing mail. The URL may hold a password, so it is never printed.
+#[derive(Clone)]
+pub struct Smtp {
+    pub url: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -194,7 +267,89 @@ impl Settings {
                 Ok(v)
             }
         };
+        let smtp = match serve.smtp_url.clone().or(file.smtp_url) {
+            None => None,
+            Some(url) => {
+                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                    return Err("the SMTP URL must start with smtp:// or smtps://".into());
+                }
+                let host = public_url.split("://").nth(1).unwrap_or("localhost");
+                let host = host.split([':', '/']).next().unwrap_or("localhost");
+                let from = serve
+                    .smtp_from
+                    .clone()
+                    .or(file.smtp_from)
+                    .unwrap_or_else(|| format!("rustploy@{host}"));
+                Some(Smtp { url, from })
+            }
+        };
+        let project_prefix = serve
+            .project_prefix
+            .clone()
+            .or(file.project_prefix)
+            .unwrap_or_else(|| "rp".into());
+        let prefix_ok = (1..=20).contains(&project_prefix.len())
+            && project_prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && project_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !prefix_ok {
+            return Err(format!(
+                "project prefix '{project_prefix}' must be 1 to 20 lowercase letters, digits and \
+                 hyphens, starting with a letter"
+            ));
+        }
+        let docker_network = serve
+            .docker_network
+            .clone()
+            .or(file.docker_network)
+            .unwrap_or_else(|| "rustploy".into());
+        let network_ok = (1..=64).contains(&docker_network.len())
+            && docker_network.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && docker_network
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !network_ok {
+            return Err(format!(
+                "docker network '{docker_network}' must be 1 to 64 letters, digits, '_', '.' and '-', \
+                 starting with a letter or digit"
+            ));
+        }
+        let deploy = DeploySettings {
+            allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
+            project_prefix,
+            docker_network,
+            build_timeout: Duration::from_secs(secs(
+                serve.build_timeout_secs,
+                file.build_timeout_secs,
+                900,
+                "build timeout",
+            )?),
+            health_deadline: Duration::from_secs(secs(
+                serve.health_deadline_secs,
+                file.health_deadline_secs,
+                120,
+                "health deadline",
+            )?),
+            git_timeout: Duration::from_secs(secs(
+                serve.git_timeout_secs,
+                file.git_timeout_secs,
+                300,
+                "git timeout",
+            )?),
+            stop_grace: Duration::from_secs(
+                serve.stop_grace_secs.or(file.stop_grace_secs).unwrap_or(10),
+            ),
+        };
         Ok(Self {
+            smtp,
+            allow_local_repos: deploy.allow_local_repos,
+            project_prefix: deploy.project_prefix,
+            docker_network: deploy.docker_network,
+            build_timeout: deploy.build_timeout,
+            health_deadline: deploy.health_deadline,
+            git_timeout: deploy.git_timeout,
+            stop_grace: deploy.stop_grace,
             data_dir: global
                 .data_dir
                 .clone()
@@ -241,6 +396,20 @@ impl Settings {
                 "heartbeat tick",
             )?),
         })
+    }
+
+    /// How the Deployers work on this host.
+    pub fn deploy_config(&self) -> rustploy_actors::deploy::DeployConfig {
+        rustploy_actors::deploy::DeployConfig {
+            data_dir: self.data_dir.clone(),
+            project_prefix: self.project_prefix.clone(),
+            network: self.docker_network.clone(),
+            build_timeout: self.build_timeout,
+            health_deadline: self.health_deadline,
+            git_timeout: self.git_timeout,
+            allow_local_repos: self.allow_local_repos,
+            stop_grace: self.stop_grace,
+        }
     }
 
     pub fn ledger_path(&self) -> PathBuf {

@@ -73,6 +73,37 @@ impl GitRef {
     }
 }
 
+/// An environment variable's name: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvKey(String);
+
+impl EnvKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut bytes = s.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+        let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !(first_ok && rest_ok) || s.len() > 256 {
+            return Err(format!(
+                "'{s}' is not a valid variable name: use letters, digits and '_', not starting with a digit, \
+                 at most 256 bytes"
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Formats a ledger timestamp as RFC 3339 (UTC).
 pub fn rfc3339(ms: Millis) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -112,6 +143,15 @@ mod tests {
             "@{-1}x",
         ] {
             assert!(GitRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_keys_are_shell_names() {
+        assert!(EnvKey::parse("DATABASE_URL").is_ok());
+        assert!(EnvKey::parse("_x1").is_ok());
+        for bad in ["", "1X", "A-B", "A B", "Ä", &"A".repeat(257)] {
+            assert!(EnvKey::parse(bad).is_err(), "{bad}");
         }
     }
 

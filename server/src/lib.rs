@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod probes;
 pub mod secrets;
@@ -12,12 +13,15 @@ pub mod secrets;
 use std::fs::File;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use ractor::ActorRef;
 use rustploy_actors::crypto::SecretBox;
-use rustploy_actors::deployer::{DeployHandler, DeployerSupervisor, DeployerSupervisorArgs};
+use rustploy_actors::deploy::docker::DockerEngine;
+use rustploy_actors::deployer::{
+    DeployDeps, DeployHandler, DeployerSupervisor, DeployerSupervisorArgs,
+};
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
 use rustploy_actors::job_queue::{
     Handlers, JobQueue, JobQueueArgs, KindConfig, NoopHandler, QueueConfig,
@@ -103,6 +107,13 @@ pub async fn launch(
     let deployers = Slot::default();
     let policy = RestartPolicy::default();
 
+    let router = Slot::default();
+    let deploy_deps = DeployDeps {
+        config: Arc::new(settings.deploy_config()),
+        secrets: secret_box.clone(),
+        engine: Arc::new(DockerEngine),
+        router: router.clone(),
+    };
     let deployer_spec = {
         let (ledger, telemetry) = (ledger.clone(), telemetry.clone());
         ActorSpec::<DeployerSupervisor>::new("deployer_supervisor", deployers.clone(), move || {
@@ -110,6 +121,7 @@ pub async fn launch(
                 ledger: ledger.clone(),
                 policy,
                 telemetry: telemetry.clone(),
+                deps: deploy_deps.clone(),
             }
         })
     };
@@ -152,7 +164,7 @@ pub async fn launch(
     };
     let router_spec = {
         let ledger = ledger.clone();
-        ActorSpec::<RouterSync>::new("router_sync", Slot::default(), move || RouterSyncArgs {
+        ActorSpec::<RouterSync>::new("router_sync", router, move || RouterSyncArgs {
             ledger: ledger.clone(),
         })
     };
@@ -178,13 +190,9 @@ pub async fn launch(
         })
     };
     let state = AppState {
-        ledger: ledger.clone(),
-        secrets: secret_box,
-        settings: settings.clone(),
         job_queue,
         telemetry: telemetry.clone(),
-        metrics: Arc::default(),
-        started: Instant::now(),
+        ..AppState::new(ledger.clone(), secret_box, settings.clone())
     };
     let local = listener
         .local_addr()

@@ -1,1 +1,11 @@
+//! End-to-end tests: the real `rustploy-server` binary, a real SQLite ledger in a temporary
+//! directory, and real HTTP on a port the system picks. Nothing is mocked.
+//!
+//! Build the binary first (`cargo build --workspace --bins`); `scripts/test` does both.
 
+mod cli;
+mod deploy;
+mod deploying;
+mod lifecycle;
+mod ops;
+mod queue;

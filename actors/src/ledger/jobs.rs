@@ -206,6 +206,9 @@ pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<Enqueued, LedgerError>
 
 /// Claims the most overdue job of one of `kinds` for `worker`, under a lease of `lease`.
 ///
+/// A lapsed lease of another worker is taken over; a lapsed lease of `worker` itself is not,
+/// since that job may still be running here (its renewal was merely late).
+///
 /// Jobs of an app never run side by side: a job whose app has another job running (under a live
 /// lease) waits. A job whose lease lapsed after its last allowed attempt is declared dead here,
 /// with the reason that its worker was interrupted.
@@ -227,7 +230,7 @@ pub fn claim(
               WHERE id = (
                     SELECT j.id FROM jobs j
                      WHERE ((j.state = 'queued' AND j.next_run_at <= ?3)
-                            OR (j.state = 'running' AND j.locked_until < ?3))
+                            OR (j.state = 'running' AND j.locked_until < ?3 AND j.locked_by != ?1))
                        AND j.kind IN (SELECT value FROM json_each(?4))
                        AND (j.app_id IS NULL OR NOT EXISTS (
                             SELECT 1 FROM jobs r

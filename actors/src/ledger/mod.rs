@@ -59,7 +59,7 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
-            max_connections: 4,
+            max_connections: 12,
             busy_timeout: Duration::from_secs(5),
         }
     }

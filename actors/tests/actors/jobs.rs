@@ -103,6 +103,16 @@ async fn a_lapsed_lease_lets_another_worker_take_the_job_and_fences_the_first() 
     assert!(b_early.is_none(), "a live lease must not be taken over");
 
     tokio::time::sleep(Duration::from_millis(150)).await;
+    // The lapsed job may still be running at worker A (a late renewal): A never claims it twice.
+    let a_again = t
+        .ledger
+        .run(move |c| jobs::claim(c, "worker-a", lease, &["noop"]))
+        .await
+        .unwrap();
+    assert!(
+        a_again.is_none(),
+        "a worker must not re-claim its own running job"
+    );
     let b = t
         .ledger
         .run(move |c| jobs::claim(c, "worker-b", lease, &["noop"]))
@@ -492,4 +502,32 @@ async fn stopping_the_queue_gives_running_jobs_back_without_spending_an_attempt(
     let row = get(&t.ledger, id).await;
     assert_eq!((row.state.as_str(), row.attempts), ("queued", 0));
     assert!(row.locked_by.is_none());
+}
+
+#[tokio::test]
+async fn a_job_longer_than_its_lease_keeps_it_by_renewal_and_runs_once() {
+    let t = ledger();
+    let mut args = queue_args(&t.ledger, Duration::from_secs(3600));
+    args.config.lease = Duration::from_millis(300);
+    let (queue, handle) = Actor::spawn(None, JobQueue, args).await.unwrap();
+    let id = enqueue(
+        &t.ledger,
+        NewJob::new("noop").payload(json!({ "sleep_ms": 1_200 })),
+    )
+    .await
+    .id();
+    queue.send_message(JobQueueMsg::Nudge).unwrap();
+    let l = t.ledger.clone();
+    eventually(Duration::from_secs(10), "the long job succeeded", || {
+        let l = l.clone();
+        async move { state_of(&l, id).await == "succeeded" }
+    })
+    .await;
+    assert_eq!(
+        get(&t.ledger, id).await.attempts,
+        1,
+        "renewed leases never let the job run twice"
+    );
+    queue.stop(None);
+    handle.await.unwrap();
 }

@@ -1,6 +1,5 @@
 //! `/api/v1`: the route table (each route with the access it needs) and its handlers.
 
-use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::{Need, Principal, require};
+use super::auth::{Need, require};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::domain::{AppName, rfc3339};
 
@@ -23,10 +22,15 @@ use crate::domain::{AppName, rfc3339};
 fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;
     vec![
-        (M::GET, "/api/v1/auth/me", Need::Authenticated, get(me)),
         (M::GET, "/api/v1/apps", Need::Read, get(list_apps)),
         (M::POST, "/api/v1/apps", Need::Deploy, post(create_app)),
         (M::GET, "/api/v1/apps/{app}", Need::Read, get(get_app)),
+        (
+            M::PATCH,
+            "/api/v1/apps/{app}",
+            Need::Deploy,
+            axum::routing::patch(update_app),
+        ),
         (M::GET, "/api/v1/jobs", Need::Read, get(list_jobs)),
         (M::POST, "/api/v1/jobs", Need::Admin, post(enqueue_jobs)),
         (M::GET, "/api/v1/jobs/{id}", Need::Read, get(get_job)),
@@ -38,6 +42,8 @@ fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
         ),
     ]
     .into_iter()
+    .chain(super::access_api::table())
+    .chain(super::env_api::table())
     .chain(super::deploy_api::table())
     .collect()
 }
@@ -59,23 +65,12 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         })
 }
 
-async fn me(Extension(who): Extension<Principal>) -> impl IntoResponse {
-    ApiJson(match who {
-        Principal::User {
-            id, email, role, ..
-        } => json!({ "kind": "user", "id": id, "email": email, "role": role }),
-        Principal::Token { id, name, scopes } => {
-            json!({ "kind": "token", "id": id, "name": name, "scopes": scopes })
-        }
-    })
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Page {
-    limit: Option<u32>,
-    cursor: Option<String>,
-    state: Option<String>,
+    pub(super) limit: Option<u32>,
+    pub(super) cursor: Option<String>,
+    pub(super) state: Option<String>,
 }
 
 impl Page {
@@ -111,54 +106,63 @@ pub(super) fn page_of(items: Vec<Value>, limit: i64) -> Value {
     json!({ "items": items, "next_cursor": next })
 }
 
-pub(super) fn app_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
-    let app = c
-        .prepare_cached("SELECT id, name, created_at, updated_at FROM apps WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?,
-                "name": r.get::<_, String>(1)?,
-                "created_at": rfc3339(r.get(2)?),
-                "updated_at": rfc3339(r.get(3)?),
-            }))
-        })
-        .optional()?;
-    let Some(mut app) = app else { return Ok(None) };
-    let last: Option<i64> = c
-        .prepare_cached("SELECT MAX(id) FROM deployments WHERE app_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
-    app["last_deployment"] = match last {
-        Some(d) => deployment_json(c, d)?.unwrap_or(Value::Null),
+/// An app with its newest deployment, in one query.
+const APP_SELECT: &str = "SELECT a.id, a.name, a.created_at, a.updated_at,
+        d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
+        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+   FROM apps a
+   LEFT JOIN deployments d ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)";
+
+fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let last = match r.get::<_, Option<i64>>(4)? {
+        Some(_) => deployment_from_row(r, 4)?,
         None => Value::Null,
     };
-    Ok(Some(app))
+    Ok(json!({
+        "id": r.get::<_, i64>(0)?,
+        "name": r.get::<_, String>(1)?,
+        "created_at": rfc3339(r.get(2)?),
+        "updated_at": rfc3339(r.get(3)?),
+        "last_deployment": last,
+    }))
 }
 
+pub(super) fn app_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+    Ok(c.prepare_cached(&format!("{APP_SELECT} WHERE a.id = ?1"))?
+        .query_row([id], app_from_row)
+        .optional()?)
+}
+
+/// Reads the deployment columns of [`DEPLOYMENT_SELECT`] starting at column `at`.
+fn deployment_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Value> {
+    Ok(json!({
+        "id": r.get::<_, i64>(at)?,
+        "app_id": r.get::<_, i64>(at + 1)?,
+        "app": r.get::<_, String>(at + 2)?,
+        "state": r.get::<_, String>(at + 3)?,
+        "step": r.get::<_, Option<String>>(at + 4)?,
+        "requested_ref": r.get::<_, Option<String>>(at + 5)?,
+        "commit_sha": r.get::<_, Option<String>>(at + 6)?,
+        "trigger": r.get::<_, String>(at + 7)?,
+        "triggered_by": r.get::<_, Option<String>>(at + 8)?,
+        "reason": r.get::<_, Option<String>>(at + 9)?,
+        "created_at": rfc3339(r.get(at + 10)?),
+        "started_at": r.get::<_, Option<i64>>(at + 11)?.map(rfc3339),
+        "finished_at": r.get::<_, Option<i64>>(at + 12)?.map(rfc3339),
+        "rollback_of": r.get::<_, Option<i64>>(at + 13)?,
+    }))
+}
+
+const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha,
+        d.trigger, d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+   FROM deployments d JOIN apps a ON a.id = d.app_id";
+
 pub(super) fn deployment_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
-    Ok(c.prepare_cached(
-        "SELECT d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
-                d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
-           FROM deployments d JOIN apps a ON a.id = d.app_id WHERE d.id = ?1",
-    )?
-    .query_row([id], |r| {
-        Ok(json!({
-            "id": r.get::<_, i64>(0)?,
-            "app_id": r.get::<_, i64>(1)?,
-            "app": r.get::<_, String>(2)?,
-            "state": r.get::<_, String>(3)?,
-            "step": r.get::<_, Option<String>>(4)?,
-            "requested_ref": r.get::<_, Option<String>>(5)?,
-            "commit_sha": r.get::<_, Option<String>>(6)?,
-            "trigger": r.get::<_, String>(7)?,
-            "triggered_by": r.get::<_, Option<String>>(8)?,
-            "reason": r.get::<_, Option<String>>(9)?,
-            "created_at": rfc3339(r.get(10)?),
-            "started_at": r.get::<_, Option<i64>>(11)?.map(rfc3339),
-            "finished_at": r.get::<_, Option<i64>>(12)?.map(rfc3339),
-            "rollback_of": r.get::<_, Option<i64>>(13)?,
-        }))
-    })
-    .optional()?)
+    Ok(
+        c.prepare_cached(&format!("{DEPLOYMENT_SELECT} WHERE d.id = ?1"))?
+            .query_row([id], |r| deployment_from_row(r, 0))
+            .optional()?,
+    )
 }
 
 /// Resolves `{app}`: a numeric id, or the app's unique name.
@@ -183,13 +187,13 @@ async fn list_apps(
     let items = state
         .ledger
         .run(move |c| {
-            let ids: Vec<i64> = c
-                .prepare_cached("SELECT id FROM apps WHERE id < ?1 ORDER BY id DESC LIMIT ?2")?
-                .query_map(params![after, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.into_iter()
-                .filter_map(|id| app_json(c, id).transpose())
-                .collect::<Result<Vec<_>, _>>()
+            let apps = c
+                .prepare_cached(&format!(
+                    "{APP_SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT ?2"
+                ))?
+                .query_map(params![after, limit], app_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(apps)
         })
         .await?;
     Ok(ApiJson(page_of(items, limit)))
@@ -250,6 +254,77 @@ async fn get_app(
 }
 
 /// A JSON body that may be left out entirely (then the defaults apply).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppPatch {
+    name: Option<String>,
+}
+
+enum Rename {
+    Done(Value),
+    Missing,
+    Deployed,
+    Taken,
+}
+
+/// Renames an app. Only before its first deployment: the name is part of the names of its
+/// containers, volumes and domains once it has run.
+async fn update_app(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<AppPatch>,
+) -> ApiResult<impl IntoResponse> {
+    let name = body
+        .name
+        .as_deref()
+        .map(AppName::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("name", e))?;
+    let k = key.clone();
+    let outcome = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let Some(id) = resolve_app(&tx, &k)? else {
+                return Ok(Rename::Missing);
+            };
+            if let Some(name) = &name {
+                let deployed: bool = tx.query_row(
+                    "SELECT COUNT(*) > 0 FROM deployments WHERE app_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?;
+                if deployed {
+                    return Ok(Rename::Deployed);
+                }
+                match tx.execute(
+                    "UPDATE apps SET name = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, name.as_str(), now_ms()],
+                ) {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Ok(Rename::Taken);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let app = app_json(&tx, id)?.unwrap_or(Value::Null);
+            tx.commit()?;
+            Ok(Rename::Done(app))
+        })
+        .await?;
+    match outcome {
+        Rename::Done(app) => Ok(ApiJson(app)),
+        Rename::Missing => Err(no_app(&key)),
+        Rename::Deployed => Err(ApiError::conflict(
+            "this app has been deployed, so its name is part of its containers and volumes; create a new app instead",
+        )),
+        Rename::Taken => Err(ApiError::conflict("another app has that name")),
+    }
+}
+
 pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -406,4 +481,58 @@ async fn cancel_job(
     };
     let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
     Ok((status, ApiJson(job.map(job_json).unwrap_or(Value::Null))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `openapi.yaml` is the contract: every operation it documents exists, and every
+    /// operation the router serves is documented, with matching security.
+    #[test]
+    fn the_router_and_openapi_yaml_agree() {
+        let spec: serde_json::Value =
+            serde_norway::from_str(include_str!("../../../openapi.yaml")).unwrap();
+        let mut documented = BTreeSet::new();
+        let mut public = BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    let key = (method.to_uppercase(), path.clone());
+                    if op
+                        .get("security")
+                        .is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()))
+                    {
+                        public.insert(key.clone());
+                    }
+                    documented.insert(key);
+                }
+            }
+        }
+        let served: BTreeSet<(String, String)> = operations()
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty(),
+            "served but not in openapi.yaml: {undocumented:?}"
+        );
+        assert!(
+            unserved.is_empty(),
+            "in openapi.yaml but not served: {unserved:?}"
+        );
+        let served_public: BTreeSet<(String, String)> = operations()
+            .iter()
+            .filter(|(_, _, need)| *need == Need::Public)
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(
+            served_public, public,
+            "operations without credentials must be marked `security: []`"
+        );
+    }
 }

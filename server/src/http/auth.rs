@@ -21,6 +21,8 @@ pub const SESSION_COOKIE: &str = "rp_session";
 /// The access a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
+    /// No credentials needed (signing in, password reset).
+    Public,
     /// Any signed-in user or token.
     Authenticated,
     Read,
@@ -33,6 +35,7 @@ pub enum Need {
 impl Need {
     pub fn as_str(self) -> &'static str {
         match self {
+            Need::Public => "public",
             Need::Authenticated => "authenticated",
             Need::Read => "read",
             Need::Deploy => "deploy",
@@ -61,7 +64,7 @@ impl Principal {
     pub fn allows(&self, need: Need) -> bool {
         match self {
             Principal::User { role, .. } => match need {
-                Need::Authenticated => true,
+                Need::Public | Need::Authenticated => true,
                 Need::Read => matches!(role.as_str(), "viewer" | "maintainer" | "owner"),
                 Need::Deploy => matches!(role.as_str(), "maintainer" | "owner"),
                 Need::Admin => role == "owner",
@@ -70,7 +73,7 @@ impl Principal {
             Principal::Token { scopes, .. } => {
                 let has = |s: &str| scopes.iter().any(|x| x == s);
                 match need {
-                    Need::Authenticated => true,
+                    Need::Public | Need::Authenticated => true,
                     Need::Read => has("read") || has("deploy") || has("admin"),
                     Need::Deploy => has("deploy") || has("admin"),
                     Need::Admin => has("admin"),
@@ -101,6 +104,9 @@ pub async fn require(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let client = super::client_addr(&req);
+    if need == Need::Public {
+        return next.run(req).await;
+    }
     let principal = match authenticate(&state.ledger, &headers).await {
         Ok(Some(p)) => p,
         Ok(None) => return ApiError::unauthenticated().into_response(),
@@ -115,19 +121,15 @@ pub async fn require(
         next.run(req).await
     };
     if let Principal::Token { id, .. } = principal {
-        let status = response.status().as_u16();
-        let recorded = state
-            .ledger
-            .run(move |c| {
-                c.prepare_cached(
-                    "INSERT INTO token_audit_events (token_id, method, path, status, client_addr, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![id, method.as_str(), path, status, client, now_ms()])?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = recorded {
+        let event = super::audit::AuditEvent {
+            token_id: id,
+            method: method.to_string(),
+            path,
+            status: response.status().as_u16(),
+            client_addr: client,
+            at: now_ms(),
+        };
+        if let Err(e) = state.audit.record(event).await {
             return ApiError::internal(format!("recording the token audit event failed: {e}"))
                 .into_response();
         }
@@ -172,8 +174,6 @@ async fn authenticate_token(ledger: &Ledger, token: String) -> Result<Option<Pri
             if !secrets::hashes_equal(&stored, &presented) {
                 return Ok(None);
             }
-            c.prepare_cached("UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1")?
-                .execute(params![id, now])?;
             Ok(Some(Principal::Token {
                 id,
                 name,

@@ -1,32 +1,76 @@
-//! `/api/v1` routes of deployments: request, list, inspect, cancel, and their logs.
+//! `/api/v1` routes of apps' code and releases: import a repository, request, list, inspect and
+//! cancel deployments, read and stream their logs, roll back, see the live runtime and its
+//! container logs, and delete an app with its containers.
+
+use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{MethodRouter, get, post};
 use rusqlite::{OptionalExtension, params};
+use rustploy_actors::deploy::detect::{self, DetectError};
+use rustploy_actors::deploy::docker::{self, EngineError};
+use rustploy_actors::deploy::git::{self, Credentials, Git};
+use rustploy_actors::deploy::plan::{self, Past};
+use rustploy_actors::deploy::process::ProcessError;
+use rustploy_actors::deploy::redact::{Redactor, url_credentials};
+use rustploy_actors::deploy::{compose, contexts};
 use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
-use rustploy_actors::ledger::now_ms;
+use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::api::{Page, deployment_json, no_app, optional_json, page_of, resolve_app};
 use super::auth::{Need, Principal};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
-use crate::domain::{GitRef, rfc3339};
+use crate::domain::{AppName, GitRef, rfc3339};
 
 /// The deployment operations, merged into the `/api/v1` route table.
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;
     vec![
         (
+            M::POST,
+            "/api/v1/apps/import",
+            Need::Deploy,
+            post(import_app),
+        ),
+        (
             M::DELETE,
             "/api/v1/apps/{app}",
             Need::Admin,
             axum::routing::delete(delete_app),
+        ),
+        (
+            M::POST,
+            "/api/v1/apps/{app}/rollback",
+            Need::Deploy,
+            post(rollback),
+        ),
+        (
+            M::GET,
+            "/api/v1/apps/{app}/runtime",
+            Need::Read,
+            get(runtime),
+        ),
+        (
+            M::GET,
+            "/api/v1/apps/{app}/containers/{id}/logs",
+            Need::Read,
+            get(container_logs),
+        ),
+        (
+            M::GET,
+            "/api/v1/deployments/{id}/logs/stream",
+            Need::Read,
+            get(stream_logs),
         ),
         (
             M::GET,
@@ -159,7 +203,26 @@ async fn get_deployment(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
-    let d = state.ledger.run(move |c| deployment_json(c, id)).await?;
+    let d = state
+        .ledger
+        .run(move |c| {
+            let Some(mut d) = deployment_json(c, id)? else {
+                return Ok(None);
+            };
+            let (timings, images): (Option<String>, Option<String>) = c.query_row(
+                "SELECT step_timings_json, image_ids_json FROM deployments WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let parse = |t: Option<String>| {
+                t.and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .unwrap_or(Value::Null)
+            };
+            d["step_timings_ms"] = parse(timings);
+            d["image_ids"] = parse(images);
+            Ok(Some(d))
+        })
+        .await?;
     d.map(ApiJson)
         .ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))
 }
@@ -259,36 +322,732 @@ async fn deployment_logs(
     Ok(ApiJson(json!({ "lines": lines, "next_after": next_after })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    purge_volumes: Option<bool>,
+}
+
+/// Deletes an app: its compose projects are torn down (volumes kept unless
+/// `?purge_volumes=true`), its images and checkout removed, then its rows.
 async fn delete_app(
     State(state): State<AppState>,
     ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let k = key.clone();
-    let outcome = state
+    let found = state
+        .ledger
+        .run(move |c| {
+            let Some(id) = resolve_app(c, &k)? else {
+                return Ok(None);
+            };
+            let name: String =
+                c.query_row("SELECT name FROM apps WHERE id = ?1", [id], |r| r.get(0))?;
+            let running: i64 = c.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
+                [id],
+                |r| r.get(0),
+            )?;
+            let started: i64 = c.query_row(
+                "SELECT COUNT(*) FROM deployments WHERE app_id = ?1 AND started_at IS NOT NULL",
+                [id],
+                |r| r.get(0),
+            )?;
+            Ok(Some((id, name, running > 0, started > 0)))
+        })
+        .await?;
+    let Some((id, name, running, started)) = found else {
+        return Err(no_app(&key));
+    };
+    if running {
+        return Err(ApiError::conflict(
+            "a deployment of this app is running; cancel it and delete the app when it has stopped",
+        ));
+    }
+    let config = state.settings.deploy_config();
+    match teardown_app(&config, &name, q.purge_volumes.unwrap_or(false)).await {
+        Ok(()) => {}
+        // An app that never started anything has nothing on the engine to lose track of.
+        Err(e @ EngineError::Unreachable { .. }) if started => {
+            return Err(ApiError::unavailable(format!(
+                "{e}: the app's containers could not be removed, so the app was kept; try again"
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(app = %name, error = %e, "tearing down a deleted app's containers failed")
+        }
+    }
+    let deleted = state
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(id) = resolve_app(&tx, &k)? else {
-                return Ok(None);
-            };
             let running: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
                 [id],
                 |r| r.get(0),
             )?;
             if running > 0 {
-                return Ok(Some(false));
+                return Ok(false);
             }
             tx.execute("DELETE FROM apps WHERE id = ?1", [id])?;
             tx.commit()?;
-            Ok(Some(true))
+            Ok(true)
         })
         .await?;
-    match outcome {
+    if !deleted {
+        return Err(ApiError::conflict(
+            "a deployment of this app started meanwhile; cancel it and delete the app when it has stopped",
+        ));
+    }
+    let dir = config.app_dir(&name);
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn teardown_app(
+    config: &rustploy_actors::deploy::DeployConfig,
+    app: &str,
+    purge_volumes: bool,
+) -> Result<(), EngineError> {
+    use rustploy_actors::deploy::docker::{DockerEngine, Engine};
+    let projects = DockerEngine.app_projects(app).await?;
+    for project in projects {
+        if plan::project_deployment(&config.project_prefix, app, &project).is_some() {
+            docker::teardown(&project, config.stop_grace).await?;
+        }
+    }
+    let scope = config.app_scope(app);
+    if purge_volumes {
+        docker::remove_app_volumes(app, &scope).await?;
+    }
+    docker::remove_app_images(&scope).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    name: String,
+    repo_url: String,
+    branch: Option<String>,
+    compose_path: Option<String>,
+    /// An SSH private key with read access to the repository.
+    deploy_key: Option<String>,
+    /// A token for HTTPS access (sent as basic auth `x-access-token:<token>`).
+    https_token: Option<String>,
+}
+
+/// Imports a repository: validates it, clones it shallowly, detects what it holds, and creates
+/// the app. Nothing is deployed yet.
+async fn import_app(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ImportRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let settings = &state.settings;
+    git::validate_repo_url(&body.repo_url, settings.allow_local_repos)
+        .map_err(|e| ApiError::invalid("repo_url", e))?;
+    let branch = GitRef::parse(body.branch.as_deref().unwrap_or("main"))
+        .map_err(|e| ApiError::invalid("branch", e))?;
+    if let Some(p) = &body.compose_path {
+        detect::check_repo_path(p).map_err(|e| ApiError::invalid("compose_path", e))?;
+    }
+    if let Some(k) = &body.deploy_key
+        && !k.contains("PRIVATE KEY-----")
+    {
+        return Err(ApiError::invalid(
+            "deploy_key",
+            "deploy_key must be an SSH private key (PEM or OpenSSH format)",
+        ));
+    }
+    if let Some(t) = &body.https_token
+        && (t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ApiError::invalid(
+            "https_token",
+            "https_token must be non-empty, without spaces",
+        ));
+    }
+    let taken = name.as_str().to_string();
+    let exists = state
+        .ledger
+        .run(move |c| Ok(resolve_app(c, &taken)?.is_some()))
+        .await?;
+    if exists {
+        return Err(ApiError::conflict(format!(
+            "an app named '{name}' already exists"
+        )));
+    }
+
+    let config = settings.deploy_config();
+    let staging = config
+        .data_dir
+        .join("apps")
+        .join(format!(".import-{}", crate::secrets::random_public_id()));
+    let credentials = Credentials {
+        deploy_key: body.deploy_key.clone(),
+        https_token: body.https_token.clone(),
+    };
+    let redactor = Redactor::new(
+        [body.deploy_key.clone(), body.https_token.clone()]
+            .into_iter()
+            .flatten(),
+    );
+    let git = Git {
+        timeout: config.git_timeout,
+        allow_local: config.allow_local_repos,
+        credentials,
+        scratch: staging.join("ssh"),
+    };
+    let src = staging.join("src");
+    let cloned = git
+        .checkout(
+            &body.repo_url,
+            branch.as_str(),
+            &src,
+            &CancellationToken::new(),
+            &mut |_, _| {},
+        )
+        .await;
+    let cleanup = |dir: std::path::PathBuf| async move {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    };
+    let sha = match cloned {
+        Ok(sha) => sha,
+        Err(e) => {
+            cleanup(staging).await;
+            let why = match &e {
+                ProcessError::Failed { tail, .. } => rustploy_actors::deployer::telling_line(tail)
+                    .map(|l| redactor.line(l))
+                    .unwrap_or_else(|| e.to_string()),
+                other => other.to_string(),
+            };
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "repository_unavailable",
+                format!(
+                    "cannot clone branch '{}' of {}: {why}",
+                    branch.as_str(),
+                    url_credentials(&body.repo_url)
+                ),
+            )
+            .details(json!({ "field": "repo_url" })));
+        }
+    };
+    let root = src.clone();
+    let explicit = body.compose_path.clone();
+    let detected = tokio::task::spawn_blocking(move || detect::detect(&root, explicit.as_deref()))
+        .await
+        .map_err(ApiError::internal)?;
+    let detection = match detected {
+        Ok(d) => d,
+        Err(e) => {
+            cleanup(staging).await;
+            return Err(match e {
+                DetectError::Manifest(m) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_manifest",
+                    m.to_string(),
+                )
+                .details(json!({ "field": format!("rustploy.yaml:{}", m.path), "path": m.path })),
+                DetectError::Invalid { field, message } => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "undeployable", message)
+                        .details(json!({ "field": field }))
+                }
+            });
+        }
+    };
+
+    let secrets = state.secrets.clone();
+    let (app_name, repo_url, branch_s) = (
+        name.as_str().to_string(),
+        body.repo_url.clone(),
+        branch.as_str().to_string(),
+    );
+    let (deploy_key, https_token) = (body.deploy_key.clone(), body.https_token.clone());
+    let d = detection.clone();
+    let created = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let inserted = tx.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
+                params![app_name, now],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let id = tx.last_insert_rowid();
+            let key_enc = deploy_key.map(|k| secrets.seal(&contexts::deploy_key(id), k.as_bytes()));
+            let token_enc =
+                https_token.map(|t| secrets.seal(&contexts::https_token(id), t.as_bytes()));
+            tx.execute(
+                "INSERT INTO app_import_configs (app_id, repo_url, branch, compose_path, build_mode,
+                        routed_service, port, healthcheck_path, manifest_json, detection_json,
+                        deploy_key_enc, https_token_enc, imported_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    id,
+                    repo_url,
+                    branch_s,
+                    d.compose_path,
+                    d.build_mode.as_str(),
+                    d.routed_service,
+                    d.port,
+                    d.healthcheck_path,
+                    d.manifest.as_ref().map(|m| serde_json::to_string(m).expect("serialises")),
+                    serde_json::to_string(&d).expect("serialises"),
+                    key_enc,
+                    token_enc,
+                    now,
+                ],
+            )?;
+            let app = super::api::app_json(&tx, id)?;
+            tx.commit()?;
+            Ok(app)
+        })
+        .await;
+    let app = match created {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            cleanup(staging).await;
+            return Err(ApiError::conflict(format!(
+                "an app named '{name}' already exists"
+            )));
+        }
+        Err(e) => {
+            cleanup(staging).await;
+            return Err(e.into());
+        }
+    };
+    let dest = config.app_dir(name.as_str());
+    let moved = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&staging, &dest)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if let Err(e) = moved {
+        // The app exists; its first deployment clones again.
+        tracing::warn!(app = %name, error = %e, "keeping the imported checkout failed");
+    }
+    let mut app = app;
+    app["import"] = import_json(
+        &url_credentials(&body.repo_url),
+        branch.as_str(),
+        &sha,
+        &detection,
+    );
+    Ok((StatusCode::CREATED, ApiJson(app)))
+}
+
+fn import_json(repo_url: &str, branch: &str, sha: &str, d: &detect::Detection) -> Value {
+    json!({
+        "repo_url": repo_url,
+        "branch": branch,
+        "commit_sha": sha,
+        "compose_path": d.compose_path,
+        "build_mode": d.build_mode.as_str(),
+        "routed_service": d.routed_service,
+        "port": d.port,
+        "healthcheck_path": d.healthcheck_path,
+        "services": d.services,
+        "manifest": d.manifest,
+        "warnings": d.warnings,
+        "reasons": d.reasons,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    deployment_id: Option<i64>,
+}
+
+/// Deploys a previous healthy deployment's exact commit with its env snapshot (default: the
+/// release before the live one).
+async fn rollback(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let request: RollbackRequest = optional_json(&body)?;
+    let k = key.clone();
+    let by = who.describe();
+    let secrets = state.secrets.clone();
+    let created = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let Some(app) = resolve_app(&tx, &k)? else {
+                return Ok(None);
+            };
+            let history: Vec<Past> = tx
+                .prepare_cached(
+                    "SELECT id, state, commit_sha FROM deployments WHERE app_id = ?1 ORDER BY id DESC",
+                )?
+                .query_map([app], |r| {
+                    Ok(Past {
+                        id: r.get(0)?,
+                        state: r.get(1)?,
+                        commit_sha: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let target = match plan::rollback_target(&history, request.deployment_id) {
+                Ok(t) => t,
+                Err(why) => return Ok(Some(Err(why))),
+            };
+            let (sha, snapshot): (String, Option<Vec<u8>>) = tx.query_row(
+                "SELECT commit_sha, env_snapshot_enc FROM deployments WHERE id = ?1",
+                [target],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            tx.execute(
+                "INSERT INTO deployments (app_id, state, requested_ref, trigger, triggered_by, rollback_of, created_at)
+                 VALUES (?1, 'queued', ?2, 'rollback', ?3, ?4, ?5)",
+                params![app, sha, by, target, now_ms()],
+            )?;
+            let id = tx.last_insert_rowid();
+            if let Some(snapshot) = snapshot {
+                // The snapshot is bound to its deployment: re-seal it for the new one.
+                let plain = secrets
+                    .open(&contexts::deployment_env(target), &snapshot)
+                    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+                let sealed = secrets.seal(&contexts::deployment_env(id), &plain);
+                tx.execute(
+                    "UPDATE deployments SET env_snapshot_enc = ?2 WHERE id = ?1",
+                    params![id, sealed],
+                )?;
+            }
+            jobs::enqueue(
+                &tx,
+                &NewJob::new("deploy")
+                    .app(app)
+                    .deployment(id)
+                    .key(format!("deploy:{id}"))
+                    .max_attempts(3),
+            )?;
+            let d = deployment_json(&tx, id)?;
+            tx.commit()?;
+            Ok(Some(Ok(d)))
+        })
+        .await?;
+    match created {
         None => Err(no_app(&key)),
-        Some(false) => Err(ApiError::conflict(
-            "a deployment of this app is running; cancel it and delete the app when it has stopped",
-        )),
-        Some(true) => Ok(StatusCode::NO_CONTENT),
+        Some(Err(why)) => Err(ApiError::conflict(why)),
+        Some(Ok(d)) => {
+            state.job_queue.nudge(JobQueueMsg::Nudge);
+            Ok((StatusCode::ACCEPTED, ApiJson(d.unwrap_or(Value::Null))))
+        }
+    }
+}
+
+/// The live release: where it answers (the route), and its containers as the engine sees them.
+async fn runtime(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let k = key.clone();
+    let found =
+        state
+            .ledger
+            .run(move |c| {
+                let Some(app) = resolve_app(c, &k)? else {
+                    return Ok(None);
+                };
+                let name: String =
+                    c.query_row("SELECT name FROM apps WHERE id = ?1", [app], |r| r.get(0))?;
+                let route: Vec<(String, i64, String, String, i64)> = c
+                .prepare_cached(
+                    "SELECT container_id, deployment_id, service, address, port FROM app_runtimes
+                      WHERE app_id = ?1 ORDER BY container_id",
+                )?
+                .query_map([app], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<Result<_, _>>()?;
+                let live = route.iter().map(|r| r.1).max();
+                let deployment = match live {
+                    Some(d) => deployment_json(c, d)?,
+                    None => None,
+                };
+                Ok(Some((app, name, route, live, deployment)))
+            })
+            .await?;
+    let Some((app, name, route, live, deployment)) = found else {
+        return Err(no_app(&key));
+    };
+    let config = state.settings.deploy_config();
+    let route_json: Vec<Value> = route
+        .iter()
+        .map(|(container, d, service, address, port)| {
+            json!({
+                "container_id": container,
+                "deployment_id": d,
+                "service": service,
+                "address": address,
+                "port": port,
+                "url": format!("http://{address}:{port}"),
+            })
+        })
+        .collect();
+    let (containers, engine) = match live {
+        None => (json!([]), json!({ "ok": true })),
+        Some(d) => {
+            let project = config.project(&name, d);
+            match docker::project_containers(&project, Some(&config.network)).await {
+                Ok(list) => (
+                    Value::Array(list.iter().map(container_json).collect()),
+                    json!({ "ok": true }),
+                ),
+                Err(e) => (Value::Null, json!({ "ok": false, "error": e.to_string() })),
+            }
+        }
+    };
+    Ok(ApiJson(json!({
+        "app_id": app,
+        "app": name,
+        "deployment": deployment,
+        "project": live.map(|d| config.project(&name, d)),
+        "route": route_json,
+        "containers": containers,
+        "engine": engine,
+    })))
+}
+
+fn container_json(c: &docker::ContainerObs) -> Value {
+    let uptime = c
+        .started_at
+        .as_deref()
+        .filter(|_| c.state == "running")
+        .and_then(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0));
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "service": c.service,
+        "state": c.state,
+        "health": c.health,
+        "address": c.address,
+        "image_id": c.image_id,
+        "started_at": c.started_at,
+        "uptime_secs": uptime,
+        "restart_count": c.restart_count,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainerLogQuery {
+    tail: Option<u64>,
+    follow: Option<bool>,
+}
+
+/// A container's logs as text; with `follow=true` the answer streams until the container stops
+/// or the client goes away. Only containers of the app's own deployments are shown.
+async fn container_logs(
+    State(state): State<AppState>,
+    ApiPath((key, id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ContainerLogQuery>,
+) -> ApiResult<impl IntoResponse> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(ApiError::invalid("id", "a container id or name"));
+    }
+    let k = key.clone();
+    let name = state
+        .ledger
+        .run(move |c| match resolve_app(c, &k)? {
+            Some(app) => Ok(Some(c.query_row(
+                "SELECT name FROM apps WHERE id = ?1",
+                [app],
+                |r| r.get::<_, String>(0),
+            )?)),
+            None => Ok(None),
+        })
+        .await?;
+    let Some(name) = name else {
+        return Err(no_app(&key));
+    };
+    let engine_error = |e: EngineError| match e {
+        EngineError::Unreachable { .. } => ApiError::unavailable(e.to_string()),
+        EngineError::Api(_) => ApiError::internal(e),
+    };
+    let labels = docker::container_labels(&id).await.map_err(engine_error)?;
+    let prefix = &state.settings.project_prefix;
+    let owned = labels.is_some_and(|l| {
+        l.get(compose::LABEL_APP) == Some(&name)
+            && l.get(docker::LABEL_PROJECT)
+                .is_some_and(|p| plan::project_deployment(prefix, &name, p).is_some())
+    });
+    if !owned {
+        return Err(ApiError::not_found(format!(
+            "app '{name}' has no container '{id}'"
+        )));
+    }
+    let stream =
+        docker::container_logs(&id, Some(q.tail.unwrap_or(200)), q.follow.unwrap_or(false))
+            .await
+            .map_err(engine_error)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(stream),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    after: Option<i64>,
+}
+
+/// The deployment's log as server-sent events: every line after `Last-Event-ID` (or `after`),
+/// then new lines as they are written; an `end` event closes the stream once the deployment
+/// has finished and every line was sent.
+async fn stream_logs(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    // The stream stays open while the deployment runs, which a client that reads a whole body
+    // would wait on for minutes: only clients that ask for events get them.
+    let wants_events = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if !wants_events {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this is a server-sent event stream: send 'Accept: text/event-stream' (or read \
+             /api/v1/deployments/{id}/logs?after=SEQ for pages of lines)",
+        ));
+    }
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(q.after)
+        .unwrap_or(0);
+    let exists = state
+        .ledger
+        .run(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM deployments WHERE id = ?1",
+                [id],
+                |r| r.get::<_, bool>(0),
+            )?)
+        })
+        .await?;
+    if !exists {
+        return Err(ApiError::not_found(format!("no deployment {id}")));
+    }
+    let start = LogCursor {
+        ledger: state.ledger.clone(),
+        id,
+        after,
+        pending: std::collections::VecDeque::new(),
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut cur| async move {
+        cur.next_event()
+            .await
+            .map(|e| (Ok::<_, Infallible>(e), cur))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct LogCursor {
+    ledger: Ledger,
+    id: i64,
+    after: i64,
+    pending: std::collections::VecDeque<Event>,
+    ended: bool,
+}
+
+impl LogCursor {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            let (id, after) = (self.id, self.after);
+            let read = self
+                .ledger
+                .run(move |c| {
+                    let state: Option<(String, Option<String>)> = c
+                        .query_row(
+                            "SELECT state, reason FROM deployments WHERE id = ?1",
+                            [id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    let lines: Vec<(i64, i64, String, String)> = c
+                        .prepare_cached(
+                            "SELECT seq, at, stream, line FROM deployment_logs
+                              WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 500",
+                        )?
+                        .query_map(params![id, after], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    Ok((state, lines))
+                })
+                .await;
+            let Ok((state, lines)) = read else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            if !lines.is_empty() {
+                for (seq, at, stream, line) in lines {
+                    self.after = seq;
+                    let data =
+                        json!({ "seq": seq, "at": rfc3339(at), "stream": stream, "line": line });
+                    self.pending.push_back(
+                        Event::default()
+                            .id(seq.to_string())
+                            .event("log")
+                            .data(data.to_string()),
+                    );
+                }
+                continue;
+            }
+            match state {
+                None => {
+                    self.ended = true;
+                    return Some(
+                        Event::default()
+                            .event("end")
+                            .data(json!({ "state": null }).to_string()),
+                    );
+                }
+                Some((s, reason)) if !matches!(s.as_str(), "queued" | "running") => {
+                    self.ended = true;
+                    return Some(
+                        Event::default()
+                            .event("end")
+                            .data(json!({ "state": s, "reason": reason }).to_string()),
+                    );
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 }

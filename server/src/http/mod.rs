@@ -3,10 +3,14 @@
 //! Handlers read the ledger, write desired state to it, and nudge actors; they never do slow
 //! work themselves.
 
+pub mod access_api;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod deploy_api;
+pub mod env_api;
 pub mod error;
+pub mod limiter;
 pub mod ops;
 pub mod setup;
 
@@ -39,6 +43,29 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
+    pub login_limiter: Arc<limiter::LoginLimiter>,
+    pub audit: Arc<audit::AuditLog>,
+}
+
+impl AppState {
+    /// A state with fresh in-memory parts and no actors attached yet (slots start empty).
+    pub fn new(
+        ledger: Ledger,
+        secrets: rustploy_actors::crypto::SecretBox,
+        settings: Arc<Settings>,
+    ) -> Self {
+        Self {
+            secrets,
+            settings,
+            job_queue: Slot::default(),
+            telemetry: Arc::default(),
+            metrics: Arc::default(),
+            started: Instant::now(),
+            login_limiter: Arc::default(),
+            audit: Arc::new(audit::AuditLog::start(ledger.clone())),
+            ledger,
+        }
+    }
 }
 
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -38,6 +38,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         probes::docker(timeout),
         probes::caddy(&state.settings.caddy_admin, timeout)
     );
+    let mut docker = docker;
+    // Which compose implementation deployments use (detected once).
+    docker["compose"] = match rustploy_actors::deploy::docker::compose_cli().await {
+        Ok(cli) => json!({ "ok": true, "cli": cli.describe() }),
+        Err(e) => json!({ "ok": false, "error": e }),
+    };
     let ready = ledger["ok"] == true;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },

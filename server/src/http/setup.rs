@@ -274,9 +274,26 @@ async fn reset_submit(State(state): State<AppState>, Form(form): Form<ResetForm>
         Ok(h) => h,
         Err(e) => return super::error::ApiError::internal(e).into_response(),
     };
-    let token = form.token.clone();
-    let done = state
-        .ledger
+    let done = apply_reset(&state.ledger, form.token.clone(), hash).await;
+    match done {
+        Ok(true) => page(
+            StatusCode::OK,
+            "Password changed",
+            html! { p { "Your password was changed. Sign in with it." } },
+        ),
+        Ok(false) => reset_invalid_page(),
+        Err(e) => super::error::ApiError::from(e).into_response(),
+    }
+}
+
+/// Uses up a reset token: sets the new password hash and ends the user's sessions. Returns
+/// false when the token is unknown, used or expired.
+pub async fn apply_reset(
+    ledger: &rustploy_actors::ledger::Ledger,
+    token: String,
+    hash: String,
+) -> Result<bool, LedgerError> {
+    ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some((id, user)) = valid_reset_token(&tx, &token)? else {
@@ -298,14 +315,5 @@ async fn reset_submit(State(state): State<AppState>, Form(form): Form<ResetForm>
             tx.commit()?;
             Ok(true)
         })
-        .await;
-    match done {
-        Ok(true) => page(
-            StatusCode::OK,
-            "Password changed",
-            html! { p { "Your password was changed. Sign in with it." } },
-        ),
-        Ok(false) => reset_invalid_page(),
-        Err(e) => super::error::ApiError::from(e).into_response(),
-    }
+        .await
 }

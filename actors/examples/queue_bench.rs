@@ -1,0 +1,352 @@
+//! Durable job queue throughput, measured through the real code, next to a bare SQLite baseline.
+//!
+//! ```text
+//! cargo run --release -p rustploy-actors --example queue_bench -- [--jobs N] [--tasks 1,2,4]
+//!     [--enqueue-batch B] [--budget-secs S] [--skip-queue] [--skip-baseline] [--probe]
+//! ```
+//!
+//! `queue`: opens a real [`Ledger`] on a temporary file, enqueues N `noop` jobs with
+//! [`jobs::enqueue`], each in its own transaction (one commit per job, batched B jobs per
+//! [`Ledger::run`] call), then drains them with [`job_queue::run_one`] from T concurrent tasks.
+//! Jobs per second = N / (enqueue time + drain time). Each task count gets a fresh ledger; once
+//! the queue runs have taken S seconds (default 90), the remaining task counts are skipped.
+//!
+//! `baseline`: plain rusqlite on a fresh WAL file (synchronous=NORMAL) doing the same three
+//! commits per job: insert a row, update it to running, update it to succeeded.
+//!
+//! `probe`: times the pieces of one queue step (a bare `Ledger::run` round trip, a claim, a
+//! complete) to show where the time goes.
+//!
+//! Results go to stdout as `key=value` lines that `scripts/bench` turns into table rows; the
+//! progress story goes to stderr. Timing is only reported, never asserted.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use rustploy_actors::job_queue::{self, Handlers, JobResult, KindConfig, NoopHandler, QueueConfig};
+use rustploy_actors::ledger::jobs::{self, NewJob};
+use rustploy_actors::ledger::{Ledger, LedgerConfig, LedgerError};
+
+struct Options {
+    jobs: usize,
+    tasks: Vec<usize>,
+    enqueue_batch: usize,
+    budget: Duration,
+    queue: bool,
+    baseline: bool,
+    probe: bool,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        jobs: 20_000,
+        tasks: vec![1, 2, 4],
+        enqueue_batch: 100,
+        budget: Duration::from_secs(90),
+        queue: true,
+        baseline: true,
+        probe: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| panic!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--jobs" => o.jobs = value("--jobs").parse().expect("--jobs N"),
+            "--tasks" => {
+                o.tasks = value("--tasks")
+                    .split(',')
+                    .map(|t| t.trim().parse().expect("--tasks 1,2,4"))
+                    .collect()
+            }
+            "--enqueue-batch" => {
+                o.enqueue_batch = value("--enqueue-batch")
+                    .parse::<usize>()
+                    .expect("--enqueue-batch B")
+                    .max(1)
+            }
+            "--budget-secs" => {
+                o.budget =
+                    Duration::from_secs(value("--budget-secs").parse().expect("--budget-secs S"))
+            }
+            "--skip-queue" => o.queue = false,
+            "--skip-baseline" => o.baseline = false,
+            "--probe" => o.probe = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+fn main() {
+    let o = parse_args();
+    // The server's runtime shape: two workers, a bounded blocking pool.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("jobs={}", o.jobs);
+
+    if o.queue {
+        let mut best: Option<(usize, f64)> = None;
+        let phase = Instant::now();
+        let mut tried = Vec::new();
+        for &tasks in &o.tasks {
+            if phase.elapsed() > o.budget {
+                eprintln!("queue tasks={tasks}: skipped, the time budget is spent");
+                println!("queue_skipped_tasks_{tasks}=1");
+                continue;
+            }
+            tried.push(tasks.to_string());
+            let dir = tempfile::tempdir().expect("temp dir");
+            let r = runtime
+                .block_on(queue_run(&dir.path().join("ledger.db"), &o, tasks))
+                .expect("queue run");
+            eprintln!(
+                "queue tasks={tasks}: enqueue {:.2} s ({:.0}/s), drain {:.2} s ({:.0}/s), total {:.0} jobs/s",
+                r.enqueue.as_secs_f64(),
+                o.jobs as f64 / r.enqueue.as_secs_f64(),
+                r.drain.as_secs_f64(),
+                o.jobs as f64 / r.drain.as_secs_f64(),
+                r.per_sec
+            );
+            println!("queue_tasks_{tasks}_per_sec={:.0}", r.per_sec);
+            println!(
+                "queue_tasks_{tasks}_enqueue_per_sec={:.0}",
+                o.jobs as f64 / r.enqueue.as_secs_f64()
+            );
+            println!(
+                "queue_tasks_{tasks}_drain_per_sec={:.0}",
+                o.jobs as f64 / r.drain.as_secs_f64()
+            );
+            if best.is_none_or(|(_, b)| r.per_sec > b) {
+                best = Some((tasks, r.per_sec));
+            }
+        }
+        if let Some((tasks, per_sec)) = best {
+            println!("queue_best_per_sec={per_sec:.0}");
+            println!("queue_best_tasks={tasks}");
+            println!("queue_tried_tasks={}", tried.join(","));
+        }
+    }
+
+    if o.baseline {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let per_sec = baseline(&dir.path().join("bare.db"), o.jobs).expect("baseline run");
+        eprintln!("baseline: {per_sec:.0} jobs/s (3 commits each)");
+        println!("baseline_per_sec={per_sec:.0}");
+    }
+
+    if o.probe {
+        let dir = tempfile::tempdir().expect("temp dir");
+        runtime
+            .block_on(probe(&dir.path().join("probe.db")))
+            .expect("probe");
+    }
+}
+
+struct QueueRun {
+    enqueue: Duration,
+    drain: Duration,
+    per_sec: f64,
+}
+
+fn noop_runner(ledger: Ledger) -> job_queue::Runner {
+    job_queue::Runner {
+        ledger,
+        worker: "bench-worker".into(),
+        handlers: Handlers::default().register(
+            "noop",
+            NoopHandler,
+            KindConfig {
+                concurrency: 64,
+                deadline: Duration::from_secs(60),
+            },
+        ),
+        config: QueueConfig::default(),
+    }
+}
+
+async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, LedgerError> {
+    let ledger = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Ledger::open(&path, &LedgerConfig::default()))
+            .await
+            .map_err(|e| LedgerError::Join(e.to_string()))??
+    };
+
+    let started = Instant::now();
+    let mut left = o.jobs;
+    while left > 0 {
+        let n = left.min(o.enqueue_batch);
+        left -= n;
+        ledger
+            .run(move |c| {
+                let job = NewJob::new("noop");
+                for _ in 0..n {
+                    // One transaction, so one commit, per job: as when a request enqueues work.
+                    let tx = c.transaction()?;
+                    jobs::enqueue(&tx, &job)?;
+                    tx.commit()?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    let enqueue = started.elapsed();
+
+    let runner = noop_runner(ledger.clone());
+    let drain_started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let runner = runner.clone();
+        workers.spawn(async move {
+            let mut done = 0usize;
+            while let Some((_, result)) = job_queue::run_one(&runner).await? {
+                assert_eq!(result, JobResult::Succeeded, "a noop job did not succeed");
+                done += 1;
+            }
+            Ok::<usize, LedgerError>(done)
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = workers.join_next().await {
+        done += r.map_err(|e| LedgerError::Join(e.to_string()))??;
+    }
+    let drain = drain_started.elapsed();
+    assert_eq!(done, o.jobs, "every enqueued job ran exactly once");
+    let succeeded = ledger
+        .run(|c| {
+            Ok(jobs::count_by_state(c)?
+                .into_iter()
+                .find(|(s, _)| s == "succeeded")
+                .map_or(0, |(_, n)| n))
+        })
+        .await?;
+    assert_eq!(succeeded as usize, o.jobs, "every job ended succeeded");
+    Ok(QueueRun {
+        enqueue,
+        drain,
+        per_sec: o.jobs as f64 / (enqueue + drain).as_secs_f64(),
+    })
+}
+
+/// Three autocommit statements per job on a bare connection: the floor the queue builds on.
+fn baseline(path: &Path, n: usize) -> rusqlite::Result<f64> {
+    let c = Connection::open(path)?;
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         CREATE TABLE jobs (
+             id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL,
+             state TEXT NOT NULL, locked_by TEXT, updated_at INTEGER NOT NULL);",
+    )?;
+    let started = Instant::now();
+    for i in 0..n as i64 {
+        c.prepare_cached(
+            "INSERT INTO jobs (kind, payload, state, updated_at) VALUES ('noop', '{}', 'queued', ?1)",
+        )?
+        .execute([i])?;
+        let id = c.last_insert_rowid();
+        c.prepare_cached(
+            "UPDATE jobs SET state = 'running', locked_by = 'w', updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id, i])?;
+        c.prepare_cached(
+            "UPDATE jobs SET state = 'succeeded', locked_by = NULL, updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id, i])?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Times the pieces of one queue step, each many times, on a ledger holding `backlog` jobs.
+async fn probe(path: &Path) -> Result<(), LedgerError> {
+    let ledger = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Ledger::open(&path, &LedgerConfig::default()))
+            .await
+            .map_err(|e| LedgerError::Join(e.to_string()))??
+    };
+    const ROUNDS: u32 = 5_000;
+
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        ledger.run(|_| Ok(())).await?;
+    }
+    report("ledger_run_roundtrip_us", t.elapsed(), ROUNDS);
+
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        ledger.blocking(|_| Ok(()))?;
+    }
+    report("ledger_blocking_roundtrip_us", t.elapsed(), ROUNDS);
+
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        tokio::task::spawn_blocking(|| ()).await.ok();
+    }
+    report("spawn_blocking_roundtrip_us", t.elapsed(), ROUNDS);
+
+    for backlog in [1_000usize, 20_000] {
+        ledger
+            .run(move |c| {
+                let tx = c.transaction()?;
+                for _ in 0..backlog {
+                    jobs::enqueue(&tx, &NewJob::new("noop"))?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        // What the JobQueue actor asks after every fill: when is the next job due?
+        let t = Instant::now();
+        for _ in 0..200 {
+            ledger.blocking(|c| jobs::next_due_at(c, &["noop"]))?;
+        }
+        report(
+            &format!("next_due_at_backlog_{backlog}_us"),
+            t.elapsed(),
+            200,
+        );
+        // One job at a time, as a single worker drains: claim it, then complete it.
+        let rounds = ROUNDS.min(backlog as u32 / 2);
+        let (mut claiming, mut completing) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let job = ledger
+                .blocking(|c| jobs::claim(c, "probe", Duration::from_secs(60), &["noop"]))?
+                .expect("a due job");
+            claiming += t.elapsed();
+            let t = Instant::now();
+            ledger.blocking(|c| jobs::complete(c, job.id, "probe"))?;
+            completing += t.elapsed();
+        }
+        report(&format!("claim_backlog_{backlog}_us"), claiming, rounds);
+        report(
+            &format!("complete_backlog_{backlog}_us"),
+            completing,
+            rounds,
+        );
+        // Leave the ledger empty of due work for the next backlog size.
+        ledger.blocking(|c| {
+            c.execute(
+                "UPDATE jobs SET state = 'succeeded' WHERE state = 'queued'",
+                [],
+            )?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn report(key: &str, elapsed: Duration, rounds: u32) {
+    let us = elapsed.as_secs_f64() * 1e6 / rounds as f64;
+    eprintln!("probe {key}: {us:.1}");
+    println!("{key}={us:.1}");
+}

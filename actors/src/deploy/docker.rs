@@ -1,0 +1,606 @@
+//! The Docker seam: the compose CLI for build and start, and the Engine API (bollard) for
+//! watching containers, the ingress network and tearing projects down.
+//!
+//! [`Engine`] is the small trait the Deployer talks to; [`DockerEngine`] is the real thing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use serde::Serialize;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::compose::{LABEL_APP, LABEL_DEPLOYMENT};
+use super::process::{self, ProcessError, Stream};
+
+pub const LABEL_PROJECT: &str = "com.docker.compose.project";
+pub const LABEL_SERVICE: &str = "com.docker.compose.service";
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot be reached: worth retrying later.
+    #[error("Docker engine unreachable at {at}: {why}")]
+    Unreachable { at: String, why: String },
+    #[error("the Docker engine refused: {0}")]
+    Api(String),
+}
+
+/// One container of a project, as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerObs {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub service: String,
+    pub deployment: Option<i64>,
+    /// `created`, `running`, `restarting`, `exited`, ...
+    pub state: String,
+    /// The Docker healthcheck's status, when the container has one.
+    pub health: Option<String>,
+    pub exit_code: Option<i64>,
+    pub restart_count: i64,
+    /// The address on the ingress network.
+    pub address: Option<String>,
+    pub image_id: Option<String>,
+    pub started_at: Option<String>,
+    pub exposed_ports: Vec<u16>,
+}
+
+/// How a compose command is run.
+pub struct ComposeRun<'a> {
+    pub project: &'a str,
+    pub file: PathBuf,
+    pub args: Vec<String>,
+    /// Variables for interpolation in the user's file (the app's env vars); nothing else from
+    /// the server's own environment reaches compose, so no server secret can leak into a file.
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// What the Deployer needs from Docker.
+pub trait Engine: Send + Sync + 'static {
+    fn ensure_network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn compose<'a>(
+        &'a self,
+        run: ComposeRun<'a>,
+        cancel: &'a CancellationToken,
+        on_line: &'a mut (dyn FnMut(Stream, String) + Send),
+    ) -> BoxFuture<'a, Result<(), ProcessError>>;
+    /// The project's containers, with their addresses on `network`.
+    fn containers<'a>(
+        &'a self,
+        project: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerObs>, EngineError>>;
+    /// Checks the engine answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// The compose projects that hold containers labelled as the app's.
+    fn app_projects<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<Vec<String>, EngineError>>;
+    /// Stops (within `grace`) and removes the project's containers and networks; never volumes.
+    fn teardown<'a>(
+        &'a self,
+        project: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()>;
+}
+
+/// Which compose implementation this machine has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ComposeCli {
+    /// `docker compose` (v2).
+    Plugin { version: String },
+    /// The standalone `docker-compose` (v1 or a v2 binary installed standalone).
+    Standalone { version: String },
+}
+
+impl ComposeCli {
+    pub fn command(&self) -> Command {
+        match self {
+            ComposeCli::Plugin { .. } => {
+                let mut c = Command::new("docker");
+                c.arg("compose");
+                c
+            }
+            ComposeCli::Standalone { .. } => Command::new("docker-compose"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ComposeCli::Plugin { version } => format!("docker compose {version}"),
+            ComposeCli::Standalone { version } => format!("docker-compose {version}"),
+        }
+    }
+}
+
+static COMPOSE: OnceCell<ComposeCli> = OnceCell::const_new();
+
+/// Finds the compose CLI once: the v2 plugin when present, else the standalone binary. A
+/// failed search is not remembered, so installing compose later needs no restart.
+pub async fn compose_cli() -> Result<&'static ComposeCli, String> {
+    COMPOSE
+        .get_or_try_init(|| async {
+            let version = |mut cmd: Command| async move {
+                cmd.arg("version").arg("--short");
+                process::harden(&mut cmd);
+                let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+                    .await
+                    .ok()?
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            };
+            let mut plugin = Command::new("docker");
+            plugin.arg("compose");
+            if let Some(v) = version(plugin).await {
+                return Ok(ComposeCli::Plugin { version: v });
+            }
+            if let Some(v) = version(Command::new("docker-compose")).await {
+                return Ok(ComposeCli::Standalone { version: v });
+            }
+            Err(
+                "neither 'docker compose' (the v2 plugin) nor 'docker-compose' was found"
+                    .to_string(),
+            )
+        })
+        .await
+}
+
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+fn unreachable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unreachable {
+        at: docker_host(),
+        why: e.to_string(),
+    }
+}
+
+fn api(e: bollard::errors::Error) -> EngineError {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => EngineError::Api(format!("{status_code}: {message}")),
+        other => unreachable(other),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// An Engine API client with the API version negotiated (the engine here may be older than
+/// bollard's default). A client that cannot connect is not kept.
+pub async fn client() -> Result<Docker, EngineError> {
+    static CLIENT: OnceCell<Docker> = OnceCell::const_new();
+    CLIENT
+        .get_or_try_init(|| async {
+            let docker = Docker::connect_with_defaults()
+                .map_err(unreachable)?
+                .with_timeout(Duration::from_secs(60));
+            tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+                .await
+                .map_err(|_| unreachable("no answer within 10 s"))?
+                .map_err(unreachable)
+        })
+        .await
+        .cloned()
+}
+
+/// The real engine: the compose CLI plus bollard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DockerEngine;
+
+impl Engine for DockerEngine {
+    fn ensure_network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(ensure_network(name))
+    }
+
+    fn compose<'a>(
+        &'a self,
+        run: ComposeRun<'a>,
+        cancel: &'a CancellationToken,
+        on_line: &'a mut (dyn FnMut(Stream, String) + Send),
+    ) -> BoxFuture<'a, Result<(), ProcessError>> {
+        Box::pin(async move {
+            let cli = compose_cli().await.map_err(|m| ProcessError::Failed {
+                program: "docker compose".into(),
+                status: "missing".into(),
+                tail: vec![m],
+            })?;
+            let mut cmd = cli.command();
+            if let Some(dir) = run.file.parent() {
+                cmd.current_dir(dir);
+            }
+            cmd.arg("-p")
+                .arg(run.project)
+                .arg("-f")
+                .arg(&run.file)
+                .args(&run.args)
+                .env_clear();
+            for key in [
+                "PATH",
+                "HOME",
+                "DOCKER_HOST",
+                "DOCKER_CONFIG",
+                "DOCKER_CERT_PATH",
+                "DOCKER_TLS_VERIFY",
+                "DOCKER_CONTEXT",
+            ] {
+                if let Ok(v) = std::env::var(key) {
+                    cmd.env(key, v);
+                }
+            }
+            cmd.envs(&run.env);
+            let program = format!(
+                "{} {}",
+                cli.describe(),
+                run.args.first().map(String::as_str).unwrap_or("")
+            );
+            process::run(cmd, &program, run.timeout, cancel, &mut *on_line)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn containers<'a>(
+        &'a self,
+        project: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerObs>, EngineError>> {
+        Box::pin(project_containers(project, Some(network)))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async {
+            let docker = client().await?;
+            docker.ping().await.map(|_| ()).map_err(unreachable)
+        })
+    }
+
+    fn app_projects<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<Vec<String>, EngineError>> {
+        Box::pin(async move {
+            let docker = client().await?;
+            let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+            let list = docker
+                .list_containers(Some(
+                    ListContainersOptionsBuilder::new()
+                        .all(true)
+                        .filters(&filters)
+                        .build(),
+                ))
+                .await
+                .map_err(api)?;
+            let mut projects: Vec<String> = list
+                .into_iter()
+                .filter_map(|c| c.labels?.get(LABEL_PROJECT).cloned())
+                .collect();
+            projects.sort();
+            projects.dedup();
+            Ok(projects)
+        })
+    }
+
+    fn teardown<'a>(
+        &'a self,
+        project: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(teardown(project, grace))
+    }
+
+    fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok(docker) = client().await else { return };
+            for r in refs {
+                let _ = docker
+                    .remove_image(r, Some(RemoveImageOptionsBuilder::new().build()), None)
+                    .await;
+            }
+        })
+    }
+}
+
+/// Creates the user-defined bridge network `name` unless it exists.
+pub async fn ensure_network(name: &str) -> Result<(), EngineError> {
+    let docker = client().await?;
+    match docker
+        .inspect_network(
+            name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(api(e)),
+    }
+    let created = docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                "dev.rustploy.network".into(),
+                "ingress".into(),
+            )])),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        // Created by someone else in the meantime.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(e) => Err(api(e)),
+    }
+}
+
+/// The containers of `project` (all of them, running or not), each inspected. The address is
+/// the one on `network` when given, else on the first network with an address.
+pub async fn project_containers(
+    project: &str,
+    network: Option<&str>,
+) -> Result<Vec<ContainerObs>, EngineError> {
+    let docker = client().await?;
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api)?;
+    let mut out = Vec::with_capacity(list.len());
+    for summary in list {
+        let Some(id) = summary.id else { continue };
+        let c = match docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(api(e)),
+        };
+        let labels = c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let state = c.state.clone().unwrap_or_default();
+        let networks = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.clone())
+            .unwrap_or_default();
+        let address = match network {
+            Some(n) => networks.get(n).and_then(|e| e.ip_address.clone()),
+            None => networks.values().find_map(|e| e.ip_address.clone()),
+        }
+        .filter(|a| !a.is_empty());
+        let mut exposed_ports: Vec<u16> = c
+            .config
+            .as_ref()
+            .and_then(|c| c.exposed_ports.as_ref())
+            .map(|p| {
+                p.keys()
+                    .filter_map(|k| k.split('/').next()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        exposed_ports.sort_unstable();
+        out.push(ContainerObs {
+            id: id.clone(),
+            name: c
+                .name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            project: labels.get(LABEL_PROJECT).cloned().unwrap_or_default(),
+            service: labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+            deployment: labels.get(LABEL_DEPLOYMENT).and_then(|d| d.parse().ok()),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            exit_code: state.exit_code,
+            restart_count: c.restart_count.unwrap_or(0),
+            address,
+            image_id: c.image.clone(),
+            started_at: state.started_at,
+            exposed_ports,
+        });
+    }
+    out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    Ok(out)
+}
+
+/// What `compose down` does, from labels alone, so it works whatever became of the files:
+/// stops the project's containers (within `grace`), removes them, then its networks. Volumes
+/// are never touched here.
+pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError> {
+    let docker = client().await?;
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api)?;
+    let stops = list.iter().filter_map(|c| c.id.clone()).map(|id| {
+        let docker = docker.clone();
+        async move {
+            if !grace.is_zero() {
+                let t = grace.as_secs().max(1) as i32;
+                let _ = docker
+                    .stop_container(&id, Some(StopContainerOptionsBuilder::new().t(t).build()))
+                    .await;
+            }
+            match docker
+                .remove_container(
+                    &id,
+                    Some(
+                        RemoveContainerOptionsBuilder::new()
+                            .force(true)
+                            .v(false)
+                            .build(),
+                    ),
+                )
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                // Removal already in progress (another teardown).
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => Ok(()),
+                Err(e) => Err(api(e)),
+            }
+        }
+    });
+    for r in futures_util::future::join_all(stops).await {
+        r?;
+    }
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .map_err(api)?;
+    for n in networks {
+        if let Some(id) = n.id {
+            match docker.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(api(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the app's named volumes (those Rustploy labelled as the app's, with the app's name
+/// prefix). Returns their names.
+pub async fn remove_app_volumes(app: &str, app_scope: &str) -> Result<Vec<String>, EngineError> {
+    let docker = client().await?;
+    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+    let list = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .map_err(api)?;
+    let mut removed = Vec::new();
+    for v in list.volumes.unwrap_or_default() {
+        if !v.name.starts_with(&format!("{app_scope}-")) {
+            continue;
+        }
+        match docker
+            .remove_volume(
+                &v.name,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await
+        {
+            Ok(()) => removed.push(v.name),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// A container's log output, as chunks of text.
+pub type LogStream = Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, EngineError>> + Send>>;
+
+/// The labels of container `id`, or `None` when there is no such container.
+pub async fn container_labels(id: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+    let docker = client().await?;
+    match docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(c) => Ok(Some(c.config.and_then(|c| c.labels).unwrap_or_default())),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(api(e)),
+    }
+}
+
+/// Container `id`'s logs (stdout and stderr, with timestamps): the last `tail` lines (`None`:
+/// all), and then new lines as they come when `follow`.
+pub async fn container_logs(
+    id: &str,
+    tail: Option<u64>,
+    follow: bool,
+) -> Result<LogStream, EngineError> {
+    use futures_util::StreamExt;
+    let docker = client().await?;
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .follow(follow)
+        .tail(&tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()))
+        .build();
+    let stream = docker
+        .logs(id, Some(options))
+        .map(|item| item.map(|out| out.into_bytes().to_vec()).map_err(api));
+    Ok(Box::pin(stream))
+}
+
+/// Removes the images this server built for an app (tagged `<scope>-<service>:d<id>`).
+pub async fn remove_app_images(app_scope: &str) -> Result<(), EngineError> {
+    let docker = client().await?;
+    let filters = HashMap::from([("reference", vec![format!("{app_scope}-*")])]);
+    let images = docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api)?;
+    for image in images {
+        for tag in image.repo_tags {
+            if tag.starts_with(&format!("{app_scope}-")) {
+                let _ = docker
+                    .remove_image(&tag, Some(RemoveImageOptionsBuilder::new().build()), None)
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}

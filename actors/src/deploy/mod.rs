@@ -1,0 +1,75 @@
+//! Deploying an app: the parts the Deployer is made of.
+//!
+//! - [`plan`]: the decisions, as pure functions (names, start/cleanup/failure/rollback rules);
+//! - [`detect`], [`manifest`], [`compose`]: what a repository holds, and the runtime compose
+//!   file written from it;
+//! - [`git`], [`process`]: the git CLI and the runner for external programs;
+//! - [`docker`], [`health`]: the Docker seam (compose CLI + Engine API) and readiness checks;
+//! - [`redact`]: keeps secrets out of deployment logs.
+
+pub mod compose;
+pub mod detect;
+pub mod docker;
+pub mod git;
+pub mod health;
+pub mod manifest;
+pub mod plan;
+pub mod process;
+pub mod redact;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How deployments are carried out on this host.
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    pub data_dir: PathBuf,
+    /// Prefixes every compose project, volume and image this server creates.
+    pub project_prefix: String,
+    /// The user-defined bridge network routed services join.
+    pub network: String,
+    /// The longest a build, or a start, may take.
+    pub build_timeout: Duration,
+    /// How long a new release has to become healthy.
+    pub health_deadline: Duration,
+    /// The longest one git command may take.
+    pub git_timeout: Duration,
+    pub allow_local_repos: bool,
+    /// How long the containers of a replaced release get to stop before they are killed.
+    pub stop_grace: Duration,
+}
+
+impl DeployConfig {
+    /// Everything the server keeps for one app.
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        self.data_dir.join("apps").join(app)
+    }
+
+    /// The app's checkout.
+    pub fn src_dir(&self, app: &str) -> PathBuf {
+        self.app_dir(app).join("src")
+    }
+
+    pub fn project(&self, app: &str, deployment: i64) -> String {
+        plan::project_name(&self.project_prefix, app, deployment)
+    }
+
+    pub fn app_scope(&self, app: &str) -> String {
+        plan::app_scope(&self.project_prefix, app)
+    }
+}
+
+/// The encryption contexts of the secrets a deployment uses.
+pub mod contexts {
+    pub fn deployment_env(deployment: i64) -> String {
+        format!("deployment-env:{deployment}")
+    }
+
+    pub fn deploy_key(app: i64) -> String {
+        format!("deploy-key:{app}")
+    }
+
+    pub fn https_token(app: i64) -> String {
+        format!("https-token:{app}")
+    }
+}

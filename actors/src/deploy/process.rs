@@ -1,0 +1,224 @@
+//! Runs an external program (git, docker compose) without a shell, streaming its output line by
+//! line, and stops it when it outlives its timeout or the job is cancelled.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// How many of the last output lines an error keeps.
+pub const TAIL_LINES: usize = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// The `deployment_logs.stream` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} did not finish within {} s and was killed", .after.as_secs())]
+    TimedOut { program: String, after: Duration },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{program} failed ({status})")]
+    Failed {
+        program: String,
+        status: String,
+        /// The last lines it printed, for the failure's reason.
+        tail: Vec<String>,
+    },
+}
+
+/// Prepares `cmd` so that it can be stopped whole: its own process group, killed when the
+/// handle is dropped, and killed by the kernel if this process dies (a `kill -9` of the
+/// server must not leave a build running that a restarted server does not know about).
+pub fn harden(cmd: &mut Command) {
+    cmd.kill_on_drop(true).process_group(0).stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs `cmd` to its end, handing each output line to `on_line`. Returns the last lines on
+/// success too (some tools print their result).
+pub async fn run(
+    mut cmd: Command,
+    program: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    mut on_line: impl FnMut(Stream, String),
+) -> Result<Vec<String>, ProcessError> {
+    harden(&mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
+    let pid = child.id();
+    let mut out = lines(child.stdout.take().expect("piped stdout"));
+    let mut err = lines(child.stderr.take().expect("piped stderr"));
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut push = |stream: Stream, line: String, tail: &mut VecDeque<String>| {
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        on_line(stream, line);
+    };
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let (mut out_open, mut err_open) = (true, true);
+    let status = loop {
+        tokio::select! {
+            line = next_line(&mut out), if out_open => match line {
+                Some(l) => push(Stream::Stdout, l, &mut tail),
+                None => out_open = false,
+            },
+            line = next_line(&mut err), if err_open => match line {
+                Some(l) => push(Stream::Stderr, l, &mut tail),
+                None => err_open = false,
+            },
+            status = child.wait(), if !out_open && !err_open => break status,
+            _ = &mut deadline => {
+                kill_group(pid);
+                let _ = child.kill().await;
+                return Err(ProcessError::TimedOut { program: program.to_string(), after: timeout });
+            }
+            _ = cancel.cancelled() => {
+                kill_group(pid);
+                let _ = child.kill().await;
+                return Err(ProcessError::Cancelled);
+            }
+        }
+    };
+    let status = status.map_err(|source| ProcessError::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
+    let tail: Vec<String> = tail.into_iter().collect();
+    if status.success() {
+        Ok(tail)
+    } else {
+        Err(ProcessError::Failed {
+            program: program.to_string(),
+            status: status.to_string(),
+            tail,
+        })
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) on the process group this module created for its own child.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+type Lines<R> = tokio::io::Split<BufReader<R>>;
+
+fn lines<R: AsyncRead + Unpin>(r: R) -> Lines<R> {
+    BufReader::new(r).split(b'\n')
+}
+
+/// The next line, decoded leniently. Progress output rewrites a line with '\r': only what was
+/// written last is kept.
+async fn next_line<R: AsyncRead + Unpin>(lines: &mut Lines<R>) -> Option<String> {
+    loop {
+        let bytes = lines.next_segment().await.ok()??;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end_matches('\r');
+        let text = text.rsplit('\r').next().unwrap_or_default().trim_end();
+        if !text.is_empty() {
+            return Some(text.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_streams_line_by_line_and_failures_keep_the_tail() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; printf 'a\\rb\\n'; exit 3"]);
+        let mut seen = Vec::new();
+        let e = run(
+            cmd,
+            "sh",
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+            |s, l| seen.push((s, l)),
+        )
+        .await
+        .unwrap_err();
+        assert!(seen.contains(&(Stream::Stdout, "one".into())));
+        assert!(seen.contains(&(Stream::Stderr, "two".into())));
+        assert!(seen.contains(&(Stream::Stdout, "b".into())));
+        match e {
+            ProcessError::Failed { tail, status, .. } => {
+                assert_eq!(tail.len(), 3);
+                assert!(status.contains('3'), "{status}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_cancellation_kill_the_program() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let started = std::time::Instant::now();
+        let e = run(
+            cmd,
+            "sleep",
+            Duration::from_millis(200),
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ProcessError::TimedOut { .. }), "{e}");
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.cancel();
+        });
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 30; echo never"]);
+        let e = run(cmd, "sh", Duration::from_secs(60), &cancel, |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProcessError::Cancelled), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,762 @@
+//! `/api/v1` routes of access: signing in and out, password reset, users, API tokens, audit.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
+use rusqlite::{Connection, OptionalExtension, params};
+use rustploy_actors::ledger::{LedgerError, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{self, Need, Principal, SCOPES};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::domain::rfc3339;
+use crate::secrets;
+
+pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
+    use Method as M;
+    vec![
+        (M::POST, "/api/v1/auth/login", Need::Public, post(login)),
+        (
+            M::POST,
+            "/api/v1/auth/logout",
+            Need::Authenticated,
+            post(logout),
+        ),
+        (M::GET, "/api/v1/auth/me", Need::Authenticated, get(me)),
+        (
+            M::POST,
+            "/api/v1/auth/password-reset/request",
+            Need::Public,
+            post(reset_request),
+        ),
+        (
+            M::POST,
+            "/api/v1/auth/password-reset/confirm",
+            Need::Public,
+            post(reset_confirm),
+        ),
+        (M::GET, "/api/v1/users", Need::Admin, get(list_users)),
+        (M::POST, "/api/v1/users", Need::Admin, post(create_user)),
+        (
+            M::PATCH,
+            "/api/v1/users/{id}",
+            Need::Admin,
+            axum::routing::patch(update_user),
+        ),
+        (
+            M::DELETE,
+            "/api/v1/users/{id}",
+            Need::Admin,
+            delete(delete_user),
+        ),
+        (M::GET, "/api/v1/tokens", Need::Admin, get(list_tokens)),
+        (M::POST, "/api/v1/tokens", Need::Admin, post(create_token)),
+        (
+            M::DELETE,
+            "/api/v1/tokens/{id}",
+            Need::Admin,
+            delete(revoke_token),
+        ),
+        (
+            M::GET,
+            "/api/v1/tokens/{id}/audit",
+            Need::Admin,
+            get(token_audit),
+        ),
+        (M::GET, "/api/v1/audit", Need::Admin, get(audit)),
+    ]
+}
+
+const ROLES: &[&str] = &["owner", "maintainer", "viewer"];
+
+fn user_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+    Ok(
+        c.prepare_cached(
+            "SELECT id, email, role, created_at, updated_at FROM users WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?,
+                "email": r.get::<_, String>(1)?,
+                "role": r.get::<_, String>(2)?,
+                "created_at": rfc3339(r.get(3)?),
+                "updated_at": rfc3339(r.get(4)?),
+            }))
+        })
+        .optional()?,
+    )
+}
+
+async fn me(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(ApiJson(match who {
+        Principal::User { id, csrf_token, .. } => {
+            let mut user = state
+                .ledger
+                .run(move |c| user_json(c, id))
+                .await?
+                .ok_or_else(ApiError::unauthenticated)?;
+            user["kind"] = json!("user");
+            user["csrf_token"] = json!(csrf_token);
+            user
+        }
+        Principal::Token { id, name, scopes } => {
+            json!({ "kind": "token", "id": id, "name": name, "scopes": scopes })
+        }
+    }))
+}
+
+fn valid_email(email: &str) -> ApiResult<String> {
+    let email = email.trim();
+    let ok = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        return Err(ApiError::invalid(
+            "email",
+            format!("'{email}' is not a valid email address"),
+        ));
+    }
+    Ok(email.to_string())
+}
+
+fn valid_password(password: &str) -> ApiResult<()> {
+    secrets::check_password_rules(password).map_err(|e| ApiError::invalid("password", e))
+}
+
+async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// A hash to verify against when the email is unknown, so that both cases take as long.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| secrets::hash_password(&secrets::random_secret()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+fn too_many(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many failed sign-ins; try again in {secs} s"),
+    )
+    .into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    r
+}
+
+async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let client = super::client_addr(&req).unwrap_or_else(|| "unknown".into());
+    let ApiJson(body) =
+        match <ApiJson<Login> as axum::extract::FromRequest<AppState>>::from_request(req, &state)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+    let email = body.email.trim().to_lowercase();
+    let (account_key, client_key) = (format!("account:{email}"), format!("client:{client}"));
+    let limiter = &state.login_limiter;
+    let now = Instant::now();
+    if let Some(wait) = limiter
+        .locked_for(&account_key, now)
+        .or(limiter.locked_for(&client_key, now))
+    {
+        return too_many(wait);
+    }
+    let lookup = email.clone();
+    let user = match state
+        .ledger
+        .run(move |c| {
+            Ok(c.query_row(
+                "SELECT id, password_hash FROM users WHERE email = ?1",
+                [lookup],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (user_id, hash) = match &user {
+        Some((id, hash)) => (Some(*id), hash.clone()),
+        None => (None, dummy_hash().to_string()),
+    };
+    let password = body.password;
+    let verified = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user_id) = user_id.filter(|_| verified) else {
+        limiter.record_failure(&account_key, now);
+        limiter.record_failure(&client_key, now);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "the email or password is wrong",
+        )
+        .into_response();
+    };
+    limiter.clear(&account_key);
+    let created = state
+        .ledger
+        .run(move |c| {
+            let secret = auth::create_session(c, user_id, Some(&client))?;
+            let csrf: String = c.query_row(
+                "SELECT csrf_token FROM sessions WHERE secret_hash = ?1",
+                [secrets::hash_secret(&secret)],
+                |r| r.get(0),
+            )?;
+            Ok((secret, csrf, user_json(c, user_id)?))
+        })
+        .await;
+    match created {
+        Ok((secret, csrf, user)) => {
+            let secure = state.settings.public_url.starts_with("https://");
+            (
+                [(
+                    header::SET_COOKIE,
+                    auth::session_cookie_header(&secret, secure),
+                )],
+                ApiJson(json!({ "user": user, "csrf_token": csrf })),
+            )
+                .into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(secret) = auth::session_cookie(&headers) {
+        let hash = secrets::hash_secret(&secret);
+        state
+            .ledger
+            .run(move |c| {
+                c.execute(
+                    "UPDATE sessions SET revoked_at = ?2 WHERE secret_hash = ?1 AND revoked_at IS NULL",
+                    params![hash, now_ms()],
+                )?;
+                Ok(())
+            })
+            .await?;
+    }
+    let expired = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        auth::SESSION_COOKIE
+    );
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    email: String,
+}
+
+/// Always 202, whether or not the email exists; the link goes by mail (or to the server log
+/// when no mail is configured), never into the response.
+async fn reset_request(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let email = body.email.trim().to_lowercase();
+    let token = secrets::random_secret();
+    let t = token.clone();
+    let e = email.clone();
+    let issued = state
+        .ledger
+        .run(move |c| {
+            let user: Option<i64> =
+                c.query_row("SELECT id FROM users WHERE email = ?1", [&e], |r| r.get(0)).optional()?;
+            let Some(user) = user else { return Ok(false) };
+            let now = now_ms();
+            c.execute(
+                "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![user, secrets::hash_secret(&t), now, now + super::setup::RESET_TOKEN_MS],
+            )?;
+            Ok(true)
+        })
+        .await?;
+    if issued {
+        let link = format!("{}/reset-password?token={token}", state.settings.public_url);
+        crate::mail::send_reset_link(&state.settings, &email, &link).await;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(json!({ "status": "accepted" })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetConfirm {
+    token: String,
+    password: String,
+}
+
+async fn reset_confirm(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ResetConfirm>,
+) -> ApiResult<impl IntoResponse> {
+    valid_password(&body.password)?;
+    let hash = hash_password(body.password).await?;
+    let done = super::setup::apply_reset(&state.ledger, body.token, hash).await?;
+    if !done {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            "this reset token is unknown, used already, or expired; ask for a new one",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl ListQuery {
+    fn page(&self) -> super::api::Page {
+        super::api::Page {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+            state: None,
+        }
+    }
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, after) = q.page().bounds()?;
+    let items = state
+        .ledger
+        .run(move |c| {
+            let ids: Vec<i64> = c
+                .prepare_cached("SELECT id FROM users WHERE id < ?1 ORDER BY id DESC LIMIT ?2")?
+                .query_map(params![after, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.into_iter()
+                .filter_map(|id| user_json(c, id).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(ApiJson(super::api::page_of(items, limit)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    role: String,
+    password: String,
+}
+
+fn valid_role(role: &str) -> ApiResult<()> {
+    if ROLES.contains(&role) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "role",
+            "role must be owner, maintainer or viewer",
+        ))
+    }
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    let email = valid_email(&body.email)?;
+    valid_role(&body.role)?;
+    valid_password(&body.password)?;
+    let hash = hash_password(body.password).await?;
+    let (e, role) = (email.clone(), body.role);
+    let user = state
+        .ledger
+        .run(move |c| {
+            let now = now_ms();
+            match c.execute(
+                "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![e, hash, role, now],
+            ) {
+                Ok(_) => user_json(c, c.last_insert_rowid()),
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => Ok(None),
+                Err(err) => Err(err.into()),
+            }
+        })
+        .await?;
+    user.map(|u| (StatusCode::CREATED, ApiJson(u)))
+        .ok_or_else(|| ApiError::conflict(format!("a user with email {email} already exists")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    email: Option<String>,
+    role: Option<String>,
+    password: Option<String>,
+}
+
+enum UserChange {
+    Done(Value),
+    Missing,
+    LastOwner,
+    EmailTaken,
+}
+
+fn owners_besides(c: &Connection, id: i64) -> Result<i64, LedgerError> {
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM users WHERE role = 'owner' AND id != ?1",
+        [id],
+        |r| r.get(0),
+    )?)
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> ApiResult<impl IntoResponse> {
+    let email = body.email.as_deref().map(valid_email).transpose()?;
+    if let Some(role) = &body.role {
+        valid_role(role)?;
+    }
+    let hash = match body.password {
+        Some(p) => {
+            valid_password(&p)?;
+            Some(hash_password(p).await?)
+        }
+        None => None,
+    };
+    let role = body.role;
+    let change = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<String> = tx
+                .query_row("SELECT role FROM users WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            let Some(current) = current else {
+                return Ok(UserChange::Missing);
+            };
+            let now = now_ms();
+            if let Some(role) = &role {
+                if current == "owner" && role != "owner" && owners_besides(&tx, id)? == 0 {
+                    return Ok(UserChange::LastOwner);
+                }
+                tx.execute(
+                    "UPDATE users SET role = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, role, now],
+                )?;
+            }
+            if let Some(email) = &email {
+                match tx.execute(
+                    "UPDATE users SET email = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, email, now],
+                ) {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Ok(UserChange::EmailTaken);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(hash) = &hash {
+                // A new password ends the user's sessions everywhere.
+                tx.execute(
+                    "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, hash, now],
+                )?;
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+                    params![id, now],
+                )?;
+            }
+            let user = user_json(&tx, id)?.unwrap_or(Value::Null);
+            tx.commit()?;
+            Ok(UserChange::Done(user))
+        })
+        .await?;
+    match change {
+        UserChange::Done(u) => Ok(ApiJson(u)),
+        UserChange::Missing => Err(ApiError::not_found(format!("no user {id}"))),
+        UserChange::LastOwner => Err(last_owner()),
+        UserChange::EmailTaken => Err(ApiError::conflict("another user has that email")),
+    }
+}
+
+fn last_owner() -> ApiError {
+    ApiError::conflict("this is the last owner; make another user owner first")
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let change = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let role: Option<String> = tx
+                .query_row("SELECT role FROM users WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            let Some(role) = role else {
+                return Ok(UserChange::Missing);
+            };
+            if role == "owner" && owners_besides(&tx, id)? == 0 {
+                return Ok(UserChange::LastOwner);
+            }
+            tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(UserChange::Done(Value::Null))
+        })
+        .await?;
+    match change {
+        UserChange::Missing => Err(ApiError::not_found(format!("no user {id}"))),
+        UserChange::LastOwner => Err(last_owner()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+fn token_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+    Ok(c.prepare_cached(
+        "SELECT id, public_id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        let scopes: String = r.get(3)?;
+        Ok(json!({
+            "id": r.get::<_, i64>(0)?,
+            "public_id": r.get::<_, String>(1)?,
+            "name": r.get::<_, String>(2)?,
+            "scopes": scopes.split(',').collect::<Vec<_>>(),
+            "created_at": rfc3339(r.get(4)?),
+            "expires_at": r.get::<_, Option<i64>>(5)?.map(rfc3339),
+            "revoked_at": r.get::<_, Option<i64>>(6)?.map(rfc3339),
+            "last_used_at": r.get::<_, Option<i64>>(7)?.map(rfc3339),
+        }))
+    })
+    .optional()?)
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let (limit, after) = q.page().bounds()?;
+    let items = state
+        .ledger
+        .run(move |c| {
+            let ids: Vec<i64> = c
+                .prepare_cached(
+                    "SELECT id FROM api_tokens WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )?
+                .query_map(params![after, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.into_iter()
+                .filter_map(|id| token_json(c, id).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(ApiJson(super::api::page_of(items, limit)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    scopes: Vec<String>,
+    expires_in_days: Option<u32>,
+}
+
+/// Validates token scopes: known names, at least one; returns them sorted and unique.
+pub fn valid_scopes(scopes: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = scopes.iter().map(|s| s.trim().to_string()).collect();
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err("give at least one scope: read, deploy, admin or agent".into());
+    }
+    if let Some(bad) = out.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(format!(
+            "unknown scope '{bad}': use read, deploy, admin or agent"
+        ));
+    }
+    Ok(out)
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson<NewToken>,
+) -> ApiResult<impl IntoResponse> {
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::invalid(
+            "name",
+            "the token name must have 1 to 100 characters",
+        ));
+    }
+    let scopes = valid_scopes(&body.scopes).map_err(|e| ApiError::invalid("scopes", e))?;
+    let expires_at = match body.expires_in_days {
+        Some(0) | Some(3651..) => {
+            return Err(ApiError::invalid(
+                "expires_in_days",
+                "expires_in_days must be between 1 and 3650",
+            ));
+        }
+        Some(d) => Some(now_ms() + d as i64 * 86_400_000),
+        None => None,
+    };
+    let created_by = match who {
+        Principal::User { id, .. } => Some(id),
+        Principal::Token { .. } => None,
+    };
+    let issued = secrets::issue_token();
+    let token = issued.token.clone();
+    let row = state
+        .ledger
+        .run(move |c| {
+            c.execute(
+                "INSERT INTO api_tokens (public_id, name, secret_hash, scopes, created_by, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![issued.public_id, name, issued.secret_hash, scopes.join(","), created_by, now_ms(), expires_at],
+            )?;
+            token_json(c, c.last_insert_rowid())
+        })
+        .await?;
+    let mut row = row.unwrap_or(Value::Null);
+    row["token"] = json!(token);
+    Ok((StatusCode::CREATED, ApiJson(row)))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let n = state
+        .ledger
+        .run(move |c| {
+            Ok(c.execute(
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, now_ms()],
+            )?)
+        })
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("no token {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    token_id: Option<i64>,
+    user_id: Option<i64>,
+    method: Option<String>,
+    status: Option<u16>,
+    path_prefix: Option<String>,
+}
+
+async fn token_audit(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(mut q): ApiQuery<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let exists: bool = state
+        .ledger
+        .run(move |c| {
+            Ok(
+                c.query_row("SELECT COUNT(*) FROM api_tokens WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await?;
+    if !exists {
+        return Err(ApiError::not_found(format!("no token {id}")));
+    }
+    q.token_id = Some(id);
+    audit_page(&state, q).await
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    audit_page(&state, q).await
+}
+
+async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<ApiJson<Value>> {
+    let (limit, after) = super::api::Page {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+        state: None,
+    }
+    .bounds()?;
+    let method = q.method.map(|m| m.to_uppercase());
+    let prefix = q
+        .path_prefix
+        .map(|p| format!("{}%", p.replace('%', "\\%").replace('_', "\\_")));
+    let items = state
+        .ledger
+        .run(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT id, token_id, user_id, method, path, status, client_addr, detail, at
+                       FROM token_audit_events
+                      WHERE id < ?1 AND (?2 IS NULL OR token_id = ?2) AND (?3 IS NULL OR user_id = ?3)
+                        AND (?4 IS NULL OR method = ?4) AND (?5 IS NULL OR status = ?5)
+                        AND (?6 IS NULL OR path LIKE ?6 ESCAPE '\\')
+                      ORDER BY id DESC LIMIT ?7",
+                )?
+                .query_map(params![after, q.token_id, q.user_id, method, q.status, prefix, limit], |r| {
+                    Ok(json!({
+                        "id": r.get::<_, i64>(0)?,
+                        "token_id": r.get::<_, Option<i64>>(1)?,
+                        "user_id": r.get::<_, Option<i64>>(2)?,
+                        "method": r.get::<_, String>(3)?,
+                        "path": r.get::<_, String>(4)?,
+                        "status": r.get::<_, i64>(5)?,
+                        "client_addr": r.get::<_, Option<String>>(6)?,
+                        "detail": r.get::<_, Option<String>>(7)?,
+                        "at": rfc3339(r.get(8)?),
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await?;
+    Ok(ApiJson(super::api::page_of(items, limit)))
+}

@@ -1,0 +1,269 @@
+//! `/api/v1/apps/{app}/env`: an app's environment variables, encrypted at rest.
+//!
+//! Values of variables marked secret are masked in answers; an admin may ask for them with
+//! `?reveal=true`, and each reveal is recorded in the audit log.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, delete, get};
+use rusqlite::params;
+use rustploy_actors::crypto::env_context;
+use rustploy_actors::ledger::now_ms;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::api::{no_app, resolve_app};
+use super::auth::{Need, Principal};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::domain::{EnvKey, rfc3339};
+
+pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
+    use Method as M;
+    vec![
+        (M::GET, "/api/v1/apps/{app}/env", Need::Read, get(list_env)),
+        (
+            M::PUT,
+            "/api/v1/apps/{app}/env",
+            Need::Deploy,
+            axum::routing::put(put_env),
+        ),
+        (
+            M::DELETE,
+            "/api/v1/apps/{app}/env/{key}",
+            Need::Deploy,
+            delete(delete_env),
+        ),
+    ]
+}
+
+/// The largest value accepted, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevealQuery {
+    reveal: Option<bool>,
+}
+
+async fn list_env(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RevealQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let reveal = q.reveal.unwrap_or(false);
+    if reveal && !who.allows(Need::Admin) {
+        return Err(ApiError::forbidden("admin"));
+    }
+    let k = key.clone();
+    let rows = state
+        .ledger
+        .run(move |c| {
+            let Some(app) = resolve_app(c, &k)? else { return Ok(None) };
+            let rows = c
+                .prepare_cached("SELECT key, value_enc, secret, updated_at FROM app_env_vars WHERE app_id = ?1 ORDER BY key")?
+                .query_map([app], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?, r.get::<_, i64>(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((app, rows)))
+        })
+        .await?;
+    let Some((app, rows)) = rows else {
+        return Err(no_app(&key));
+    };
+    let mut vars = serde_json::Map::new();
+    for (name, sealed, secret, updated) in rows {
+        let value = if secret && !reveal {
+            Value::Null
+        } else {
+            let plain = state
+                .secrets
+                .open_string(&env_context(app, &name), &sealed)
+                .map_err(|e| ApiError::internal(format!("env var {name} of app {app}: {e}")))?;
+            json!(plain)
+        };
+        vars.insert(
+            name,
+            json!({ "value": value, "secret": secret, "masked": secret && !reveal, "updated_at": rfc3339(updated) }),
+        );
+    }
+    if reveal {
+        record_reveal(&state, &who, app).await?;
+    }
+    Ok(ApiJson(json!({ "vars": vars })))
+}
+
+/// Writes an audit event saying who saw an app's secret values.
+async fn record_reveal(state: &AppState, who: &Principal, app: i64) -> ApiResult<()> {
+    let (token_id, user_id) = match who {
+        Principal::Token { id, .. } => (Some(*id), None),
+        Principal::User { id, .. } => (None, Some(*id)),
+    };
+    state
+        .ledger
+        .run(move |c| {
+            c.execute(
+                "INSERT INTO token_audit_events (token_id, user_id, method, path, status, detail, at)
+                 VALUES (?1, ?2, 'GET', ?3, 200, ?4, ?5)",
+                params![
+                    token_id,
+                    user_id,
+                    format!("/api/v1/apps/{app}/env"),
+                    format!("revealed the secret env values of app {app}"),
+                    now_ms()
+                ],
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvVarIn {
+    value: String,
+    #[serde(default)]
+    secret: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEnv {
+    vars: BTreeMap<String, EnvVarIn>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    /// For a `.env` body: mark every variable in it secret.
+    secret: Option<bool>,
+}
+
+/// Upserts variables, from JSON (`{"vars": {"KEY": {"value", "secret"}}}`) or from a `.env`
+/// file sent as `text/plain`.
+async fn put_env(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PutQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let vars: Vec<(String, String, bool)> = if content_type.starts_with("text/plain") {
+        let secret = q.secret.unwrap_or(false);
+        parse_dotenv(&body)?
+            .into_iter()
+            .map(|(k, v)| (k, v, secret))
+            .collect()
+    } else if content_type.starts_with("application/json") {
+        let parsed: PutEnv = serde_json::from_slice(&body).map_err(|e| {
+            let (status, code) = if e.is_data() {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            } else {
+                (StatusCode::BAD_REQUEST, "bad_json")
+            };
+            ApiError::new(
+                status,
+                code,
+                format!("the body is not the expected JSON: {e}"),
+            )
+        })?;
+        parsed
+            .vars
+            .into_iter()
+            .map(|(k, v)| (k, v.value, v.secret))
+            .collect()
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON ('Content-Type: application/json') or a .env file ('Content-Type: text/plain')",
+        ));
+    };
+    let mut checked = Vec::with_capacity(vars.len());
+    for (name, value, secret) in vars {
+        let name =
+            EnvKey::parse(&name).map_err(|e| ApiError::invalid(&format!("vars.{name}"), e))?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ApiError::invalid(
+                &format!("vars.{name}"),
+                format!("the value of {name} is larger than {MAX_VALUE_BYTES} bytes"),
+            ));
+        }
+        checked.push((name, value, secret));
+    }
+    let k = key.clone();
+    let sealer = state.secrets.clone();
+    let written = state
+        .ledger
+        .run(move |c| {
+            let tx = c.transaction()?;
+            let Some(app) = resolve_app(&tx, &k)? else { return Ok(None) };
+            let now = now_ms();
+            for (name, value, secret) in &checked {
+                let sealed = sealer.seal(&env_context(app, name.as_str()), value.as_bytes());
+                tx.prepare_cached(
+                    "INSERT INTO app_env_vars (app_id, key, value_enc, secret, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (app_id, key) DO UPDATE SET value_enc = ?3, secret = ?4, updated_at = ?5",
+                )?
+                .execute(params![app, name.as_str(), sealed, secret, now])?;
+            }
+            tx.execute("UPDATE apps SET updated_at = ?2 WHERE id = ?1", params![app, now])?;
+            tx.commit()?;
+            Ok(Some(checked.iter().map(|(n, _, _)| n.as_str().to_string()).collect::<Vec<_>>()))
+        })
+        .await?;
+    let keys = written.ok_or_else(|| no_app(&key))?;
+    Ok(ApiJson(json!({ "updated": keys })))
+}
+
+fn parse_dotenv(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
+    dotenvy::from_read_iter(body)
+        .map(|item| {
+            item.map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("the .env file is invalid: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+async fn delete_env(
+    State(state): State<AppState>,
+    ApiPath((key, name)): ApiPath<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (k, n) = (key.clone(), name.clone());
+    let deleted = state
+        .ledger
+        .run(move |c| {
+            let Some(app) = resolve_app(c, &k)? else {
+                return Ok(None);
+            };
+            Ok(Some(c.execute(
+                "DELETE FROM app_env_vars WHERE app_id = ?1 AND key = ?2",
+                params![app, n],
+            )?))
+        })
+        .await?;
+    match deleted {
+        None => Err(no_app(&key)),
+        Some(0) => Err(ApiError::not_found(format!(
+            "app '{key}' has no env var {name}"
+        ))),
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+    }
+}

@@ -1,0 +1,602 @@
+//! Access end to end through the router: signing in and out, rate limits, password resets,
+//! users and the last owner, tokens and their audit trail, env vars and secrets at rest.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use rusqlite::params;
+use rustploy_actors::ledger::now_ms;
+use rustploy_server::secrets;
+use serde_json::{Value, json};
+
+use crate::harness::{Harness, Reply};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn add_user(h: &Harness, admin: &str, email: &str, role: &str) -> i64 {
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(admin),
+            Some(&json!({ "email": email, "role": role, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_i64().unwrap()
+}
+
+async fn login(h: &Harness, email: &str, password: &str) -> Reply {
+    h.call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({ "email": email, "password": password })),
+    )
+    .await
+}
+
+/// The session secret from a login's Set-Cookie header.
+fn cookie_of(r: &Reply) -> String {
+    let set = r
+        .headers
+        .get(header::SET_COOKIE)
+        .expect("a cookie is set")
+        .to_str()
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    set.split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string()
+}
+
+async fn with_cookie(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::COOKIE, format!("rp_session={cookie}"));
+    if let Some(csrf) = csrf {
+        req = req.header("x-csrf-token", csrf);
+    }
+    h.send(req.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_session_and_signing_out_ends_it() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "maint@example.com", "maintainer").await;
+
+    let r = login(&h, "Maint@Example.com", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cookie = cookie_of(&r);
+    let csrf = r.body["csrf_token"].as_str().unwrap().to_string();
+    assert_eq!(r.body["user"]["role"], "maintainer");
+
+    let me = with_cookie(&h, Method::GET, "/api/v1/auth/me", &cookie, None).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(
+        (me.body["email"].as_str(), me.body["csrf_token"].as_str()),
+        (Some("maint@example.com"), Some(csrf.as_str()))
+    );
+
+    // Signing out is a write: without the CSRF token it is refused.
+    let r = with_cookie(&h, Method::POST, "/api/v1/auth/logout", &cookie, None).await;
+    assert_eq!(r.error(403, "logout without csrf"), "csrf");
+    let r = with_cookie(
+        &h,
+        Method::POST,
+        "/api/v1/auth/logout",
+        &cookie,
+        Some(&csrf),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = with_cookie(&h, Method::GET, "/api/v1/auth/me", &cookie, None).await;
+    r.error(401, "a signed-out session");
+}
+
+#[tokio::test]
+async fn wrong_passwords_and_unknown_emails_get_the_same_answer() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "a@example.com", "viewer").await;
+    let wrong = login(&h, "a@example.com", "not the password").await;
+    let unknown = login(&h, "nobody@example.com", PASSWORD).await;
+    assert_eq!(wrong.error(401, "wrong password"), "bad_credentials");
+    assert_eq!(unknown.error(401, "unknown email"), "bad_credentials");
+    assert_eq!(
+        wrong.body["error"]["message"],
+        unknown.body["error"]["message"]
+    );
+}
+
+#[tokio::test]
+async fn ten_failures_lock_the_account_even_for_the_right_password() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "target@example.com", "viewer").await;
+    for i in 0..10 {
+        let r = login(&h, "target@example.com", &format!("guess number {i}")).await;
+        r.error(401, "a wrong guess");
+    }
+    let r = login(&h, "target@example.com", PASSWORD).await;
+    assert_eq!(r.error(429, "the locked account"), "rate_limited");
+    let wait: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 0 && wait <= 15 * 60, "{wait}");
+}
+
+#[tokio::test]
+async fn an_idle_or_expired_session_no_longer_authenticates() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "idle@example.com", "viewer").await;
+    let cookie = cookie_of(&login(&h, "idle@example.com", PASSWORD).await);
+    assert_eq!(
+        with_cookie(&h, Method::GET, "/api/v1/auth/me", &cookie, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    h.sql(|c| c.execute("UPDATE sessions SET idle_expires_at = ?1", [now_ms() - 1]))
+        .await;
+    with_cookie(&h, Method::GET, "/api/v1/auth/me", &cookie, None)
+        .await
+        .error(401, "an idle session");
+}
+
+/// Stores a reset token with a known secret, as `admin reset-password` does.
+async fn reset_token(h: &Harness, user: i64, expires_at: i64) -> String {
+    let token = secrets::random_secret();
+    let hash = secrets::hash_secret(&token);
+    h.sql(move |c| {
+        c.execute(
+            "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user, hash, now_ms(), expires_at],
+        )
+    })
+    .await;
+    token
+}
+
+#[tokio::test]
+async fn a_reset_token_works_once_ends_sessions_and_never_leaks() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    let user = add_user(&h, &admin, "forgot@example.com", "viewer").await;
+    let old_session = cookie_of(&login(&h, "forgot@example.com", PASSWORD).await);
+
+    for email in ["forgot@example.com", "nobody@example.com"] {
+        let r = h
+            .call(
+                Method::POST,
+                "/api/v1/auth/password-reset/request",
+                None,
+                Some(&json!({ "email": email })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{email}");
+        assert_eq!(
+            r.body,
+            json!({ "status": "accepted" }),
+            "the answer says nothing about {email}"
+        );
+    }
+    let issued: i64 = h
+        .sql(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM password_reset_tokens WHERE user_id = ?1",
+                [user],
+                |r| r.get(0),
+            )
+        })
+        .await;
+    assert_eq!(issued, 1, "only the existing account got a token");
+
+    let token = reset_token(&h, user, now_ms() + 60_000).await;
+    let confirm = |password: &'static str, token: String| {
+        let h = &h;
+        async move {
+            h.call(
+                Method::POST,
+                "/api/v1/auth/password-reset/confirm",
+                None,
+                Some(&json!({ "token": token, "password": password })),
+            )
+            .await
+        }
+    };
+    confirm("short", token.clone())
+        .await
+        .error(422, "a too short password");
+    assert_eq!(
+        confirm("a brand new password", token.clone()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        confirm("another new password", token)
+            .await
+            .error(400, "a used token"),
+        "invalid_token"
+    );
+
+    login(&h, "forgot@example.com", PASSWORD)
+        .await
+        .error(401, "the old password");
+    assert_eq!(
+        login(&h, "forgot@example.com", "a brand new password")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    with_cookie(&h, Method::GET, "/api/v1/auth/me", &old_session, None)
+        .await
+        .error(401, "a session from before the reset");
+
+    let expired = reset_token(&h, user, now_ms() - 1).await;
+    confirm("yet another password", expired)
+        .await
+        .error(400, "an expired token");
+}
+
+#[tokio::test]
+async fn the_last_owner_can_be_neither_demoted_nor_removed() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    let owner = add_user(&h, &admin, "owner@example.com", "owner").await;
+    let path = format!("/api/v1/users/{owner}");
+    let r = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(&json!({ "role": "viewer" })),
+        )
+        .await;
+    r.error(409, "demoting the last owner");
+    h.call(Method::DELETE, &path, Some(&admin), None)
+        .await
+        .error(409, "removing the last owner");
+
+    let second = add_user(&h, &admin, "second@example.com", "owner").await;
+    let r = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(&json!({ "role": "viewer" })),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["role"].as_str()),
+        (StatusCode::OK, Some("viewer"))
+    );
+    let r = h
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{second}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    r.error(409, "removing the owner who is now the last");
+
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&admin),
+            Some(&json!({ "email": "second@example.com", "role": "viewer", "password": PASSWORD })),
+        )
+        .await;
+    r.error(409, "a duplicate email");
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&admin),
+            Some(&json!({ "email": "x@example.com", "role": "god", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(r.error(422, "an unknown role"), "invalid");
+    assert_eq!(r.body["error"]["details"]["field"], "role");
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_revoked_at_once_and_every_use_is_audited() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(&json!({ "name": "ci", "scopes": ["deploy"], "expires_in_days": 30 })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let (id, token) = (
+        r.body["id"].as_i64().unwrap(),
+        r.body["token"].as_str().unwrap().to_string(),
+    );
+    assert!(r.body["expires_at"].is_string());
+
+    let listed = h
+        .call(Method::GET, "/api/v1/tokens", Some(&admin), None)
+        .await;
+    assert!(!listed.text.contains(&token), "the secret is never listed");
+    let stored: Vec<u8> = h
+        .sql(move |c| {
+            c.query_row(
+                "SELECT secret_hash FROM api_tokens WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+        })
+        .await;
+    assert!(
+        !stored
+            .windows(16)
+            .any(|w| token.as_bytes().windows(16).any(|t| t == w)),
+        "only a hash is stored"
+    );
+
+    assert_eq!(
+        h.call(Method::GET, "/api/v1/apps?limit=5", Some(&token), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    h.call(Method::GET, "/api/v1/users", Some(&token), None)
+        .await
+        .error(403, "deploy scope on users");
+
+    let audit = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/tokens/{id}/audit"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let items = audit.body["items"].as_array().unwrap();
+    let seen: Vec<(String, String, i64)> = items
+        .iter()
+        .map(|e| {
+            (
+                e["method"].as_str().unwrap().into(),
+                e["path"].as_str().unwrap().into(),
+                e["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("GET".into(), "/api/v1/users".into(), 403),
+            ("GET".into(), "/api/v1/apps".into(), 200)
+        ]
+    );
+    let filtered = h
+        .call(
+            Method::GET,
+            "/api/v1/audit?status=403&method=get",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let items = filtered.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", filtered.text);
+    assert_eq!(items[0]["token_id"], json!(id));
+
+    assert_eq!(
+        h.call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            Some(&admin),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    h.call(Method::GET, "/api/v1/apps", Some(&token), None)
+        .await
+        .error(401, "a revoked token");
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(&json!({ "name": "x", "scopes": ["root"] })),
+        )
+        .await;
+    r.error(422, "an unknown scope");
+}
+
+async fn put_env(h: &Harness, token: &str, body: &Value) -> Reply {
+    h.call(Method::PUT, "/api/v1/apps/web/env", Some(token), Some(body))
+        .await
+}
+
+#[tokio::test]
+async fn env_vars_are_masked_revealed_only_to_admins_and_audited() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    let deploy = h.token("deploy").await;
+    h.call(
+        Method::POST,
+        "/api/v1/apps",
+        Some(&admin),
+        Some(&json!({ "name": "web" })),
+    )
+    .await;
+    let r = put_env(&h, &deploy, &json!({ "vars": { "GREETING": { "value": "hello" }, "API_KEY": { "value": "k-123", "secret": true } } })).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let r = h
+        .call(Method::GET, "/api/v1/apps/web/env", Some(&deploy), None)
+        .await;
+    assert_eq!(r.body["vars"]["GREETING"]["value"], "hello");
+    assert_eq!(r.body["vars"]["API_KEY"]["value"], Value::Null);
+    assert_eq!(r.body["vars"]["API_KEY"]["masked"], true);
+    assert!(!r.text.contains("k-123"));
+    h.call(
+        Method::GET,
+        "/api/v1/apps/web/env?reveal=true",
+        Some(&deploy),
+        None,
+    )
+    .await
+    .error(403, "reveal without admin");
+
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/apps/web/env?reveal=true",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["vars"]["API_KEY"]["value"], "k-123");
+    let audit = h
+        .call(
+            Method::GET,
+            "/api/v1/audit?path_prefix=/api/v1/apps/",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(
+        audit.text.contains("revealed the secret env values"),
+        "{}",
+        audit.text
+    );
+
+    // A .env file, every variable in it secret.
+    let req = Request::put("/api/v1/apps/web/env?secret=true")
+        .header(header::AUTHORIZATION, format!("Bearer {deploy}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(
+            "# comment\nexport DB_PASSWORD=\"p a s s\"\nPORT=8080\n",
+        ))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(
+        r.body["updated"],
+        json!(["DB_PASSWORD", "PORT"]),
+        "{}",
+        r.text
+    );
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/apps/web/env?reveal=true",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["vars"]["DB_PASSWORD"]["value"], "p a s s");
+    assert_eq!(r.body["vars"]["PORT"]["secret"], true);
+
+    let r = put_env(
+        &h,
+        &deploy,
+        &json!({ "vars": { "1BAD": { "value": "x" } } }),
+    )
+    .await;
+    r.error(422, "a bad key");
+    assert_eq!(r.body["error"]["details"]["field"], "vars.1BAD");
+    let r = put_env(
+        &h,
+        &deploy,
+        &json!({ "vars": { "BIG": { "value": "x".repeat(64 * 1024 + 1) } } }),
+    )
+    .await;
+    r.error(422, "a value over 64 KiB");
+
+    let r = h
+        .call(
+            Method::DELETE,
+            "/api/v1/apps/web/env/PORT",
+            Some(&deploy),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    h.call(
+        Method::DELETE,
+        "/api/v1/apps/web/env/PORT",
+        Some(&deploy),
+        None,
+    )
+    .await
+    .error(404, "a deleted key");
+}
+
+#[tokio::test]
+async fn a_secret_value_never_reaches_the_database_files() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    h.call(
+        Method::POST,
+        "/api/v1/apps",
+        Some(&admin),
+        Some(&json!({ "name": "web" })),
+    )
+    .await;
+    let secret = format!("needle-{}", secrets::random_secret());
+    let r = put_env(
+        &h,
+        &admin,
+        &json!({ "vars": { "TOKEN": { "value": secret, "secret": true } } }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let db = h.state.settings.ledger_path();
+    let mut files = vec![db.clone()];
+    for suffix in ["-wal", "-shm"] {
+        files.push(db.with_file_name(format!(
+            "{}{suffix}",
+            db.file_name().unwrap().to_string_lossy()
+        )));
+    }
+    let mut read = 0;
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        read += bytes.len();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+    assert!(read > 0, "the ledger files were read");
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/apps/web/env?reveal=true",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["vars"]["TOKEN"]["value"], json!(secret));
+}

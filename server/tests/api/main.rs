@@ -1,0 +1,8 @@
+//! In-process tests of the HTTP router: the real `router(AppState)` over a real SQLite ledger in
+//! a temporary directory, called with `tower::ServiceExt::oneshot`. No socket, no mocks.
+
+mod access;
+mod auth_flows;
+mod errors;
+mod harness;
+mod session;
