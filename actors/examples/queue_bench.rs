@@ -8,14 +8,17 @@
 //! `queue`: opens a real [`Ledger`] on a temporary file, enqueues N `noop` jobs with
 //! [`jobs::enqueue`], each in its own transaction (one commit per job, batched B jobs per
 //! [`Ledger::run`] call), then drains them with [`job_queue::run_one`] from T concurrent tasks.
-//! Jobs per second = N / (enqueue time + drain time). Each task count gets a fresh ledger; once
-//! the queue runs have taken S seconds (default 90), the remaining task counts are skipped.
+//! Jobs per second = jobs whose run ended `Succeeded` / (enqueue time + drain time); runs that
+//! ended otherwise, and claims that failed (and were tried again), are counted and reported.
+//! Each task count gets a fresh ledger; once the queue runs have taken S seconds (default 90),
+//! the remaining task counts are skipped.
 //!
 //! `baseline`: plain rusqlite on a fresh WAL file (synchronous=NORMAL) doing the same three
 //! commits per job: insert a row, update it to running, update it to succeeded.
 //!
-//! `probe`: times the pieces of one queue step (a bare `Ledger::run` round trip, a claim, a
-//! complete) to show where the time goes.
+//! `probe`: times the pieces of one queue step to show where the time goes: a bare
+//! `Ledger::run` round trip (the blocking-pool hand-off), `next_due_at`, and a claim and a
+//! complete with 1,000 and with 20,000 jobs queued (values in microseconds).
 //!
 //! Results go to stdout as `key=value` lines that `scripts/bench` turns into table rows; the
 //! progress story goes to stderr. Timing is only reported, never asserted.
@@ -116,6 +119,13 @@ fn main() {
                 r.per_sec
             );
             println!("queue_tasks_{tasks}_per_sec={:.0}", r.per_sec);
+            if r.failed > 0 || r.claim_errors > 0 || r.succeeded != o.jobs {
+                println!("queue_tasks_{tasks}_succeeded={}", r.succeeded);
+                println!("queue_tasks_{tasks}_failed={}", r.failed);
+                println!("queue_tasks_{tasks}_failed_states={}", r.failed_states);
+                println!("queue_tasks_{tasks}_claim_errors={}", r.claim_errors);
+                println!("queue_tasks_{tasks}_claim_error={}", r.claim_error);
+            }
             println!(
                 "queue_tasks_{tasks}_enqueue_per_sec={:.0}",
                 o.jobs as f64 / r.enqueue.as_secs_f64()
@@ -153,6 +163,14 @@ fn main() {
 struct QueueRun {
     enqueue: Duration,
     drain: Duration,
+    /// Runs that ended `Succeeded`: the jobs per second count only these.
+    succeeded: usize,
+    /// Runs that ended otherwise, and the states their jobs were left in.
+    failed: usize,
+    failed_states: String,
+    claim_errors: usize,
+    /// The first failed claim's error.
+    claim_error: String,
     per_sec: f64,
 }
 
@@ -206,34 +224,93 @@ async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, L
     for _ in 0..tasks {
         let runner = runner.clone();
         workers.spawn(async move {
-            let mut done = 0usize;
-            while let Some((_, result)) = job_queue::run_one(&runner).await? {
-                assert_eq!(result, JobResult::Succeeded, "a noop job did not succeed");
-                done += 1;
+            let mut tally = Tally::default();
+            loop {
+                match job_queue::run_one(&runner).await {
+                    Ok(Some((_, JobResult::Succeeded))) => tally.succeeded += 1,
+                    Ok(Some((id, other))) => tally.other.push((id, other)),
+                    Ok(None) => break,
+                    // A claim that failed (the ledger was busy past its timeout): look again,
+                    // but not forever.
+                    Err(e) => {
+                        tally.claim_errors += 1;
+                        eprintln!("queue tasks={tasks}: claim failed: {e}");
+                        tally.claim_error.get_or_insert_with(|| e.to_string());
+                        if tally.claim_errors > 100 {
+                            return Err(e);
+                        }
+                    }
+                }
             }
-            Ok::<usize, LedgerError>(done)
+            Ok::<Tally, LedgerError>(tally)
         });
     }
-    let mut done = 0;
+    let mut tally = Tally::default();
     while let Some(r) = workers.join_next().await {
-        done += r.map_err(|e| LedgerError::Join(e.to_string()))??;
+        let t = r.map_err(|e| LedgerError::Join(e.to_string()))??;
+        tally.succeeded += t.succeeded;
+        tally.claim_errors += t.claim_errors;
+        tally.claim_error = tally.claim_error.or(t.claim_error);
+        tally.other.extend(t.other);
     }
     let drain = drain_started.elapsed();
-    assert_eq!(done, o.jobs, "every enqueued job ran exactly once");
-    let succeeded = ledger
+
+    // A run whose outcome was not "succeeded" is reported with the state its job was left in:
+    // Runner::record reports a failed ledger write as LostLease, so "running" here means the
+    // completion was never written, not that another worker took the job.
+    let ids: Vec<_> = tally.other.iter().map(|(id, _)| *id).collect();
+    let states = ledger
+        .run(move |c| {
+            let mut states = std::collections::BTreeMap::<String, usize>::new();
+            for id in ids {
+                let state = jobs::get(c, id)?.map_or("missing".into(), |j| j.state);
+                *states.entry(state).or_default() += 1;
+            }
+            Ok(states)
+        })
+        .await?;
+    let succeeded_in_ledger = ledger
         .run(|c| {
             Ok(jobs::count_by_state(c)?
                 .into_iter()
                 .find(|(s, _)| s == "succeeded")
-                .map_or(0, |(_, n)| n))
+                .map_or(0, |(_, n)| n as usize))
         })
         .await?;
-    assert_eq!(succeeded as usize, o.jobs, "every job ended succeeded");
+    if !tally.other.is_empty() || succeeded_in_ledger != tally.succeeded {
+        let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+        for (_, r) in &tally.other {
+            *outcomes.entry(format!("{r:?}")).or_default() += 1;
+        }
+        eprintln!(
+            "queue tasks={tasks}: {} of {} runs did not succeed: outcomes {outcomes:?}, \
+             their jobs' states now {states:?}; {succeeded_in_ledger} jobs succeeded in the ledger",
+            tally.other.len(),
+            o.jobs
+        );
+    }
     Ok(QueueRun {
         enqueue,
         drain,
-        per_sec: o.jobs as f64 / (enqueue + drain).as_secs_f64(),
+        succeeded: tally.succeeded,
+        failed: tally.other.len(),
+        failed_states: states
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        claim_errors: tally.claim_errors,
+        claim_error: tally.claim_error.unwrap_or_default(),
+        per_sec: tally.succeeded as f64 / (enqueue + drain).as_secs_f64(),
     })
+}
+
+#[derive(Default)]
+struct Tally {
+    succeeded: usize,
+    other: Vec<(jobs::JobId, JobResult)>,
+    claim_errors: usize,
+    claim_error: Option<String>,
 }
 
 /// Three autocommit statements per job on a bare connection: the floor the queue builds on.

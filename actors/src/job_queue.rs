@@ -485,38 +485,49 @@ impl Runner {
 
     async fn record(&self, job: &ClaimedJob, outcome: Result<(), JobError>) -> JobResult {
         let (id, worker) = (job.id, self.worker.clone());
-        let result = match outcome {
-            Ok(()) => self
+        let retry = matches!(outcome, Err(JobError::Retry(_)));
+        let delay = jobs::backoff(self.config.retry, job.attempts, rand::random::<f64>());
+        let message = outcome.as_ref().err().map(|e| e.to_string());
+        if let Some(message) = &message {
+            tracing::warn!(job = id, kind = %job.kind, attempt = job.attempts, error = %message, "job attempt failed");
+        }
+        // The outcome write is fenced on the lease, so repeating it is safe. A ledger error
+        // (a busy database) is retried for a while: giving up would leave the job running
+        // until its lease lapsed, and then run it a second time.
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=8 {
+            let (worker, message) = (worker.clone(), message.clone());
+            let written = self
                 .ledger
-                .run(move |c| jobs::complete(c, id, &worker))
-                .await
-                .map(|held| {
-                    if held {
+                .run(move |c| match message {
+                    None => Ok(if jobs::complete(c, id, &worker)? {
                         JobResult::Succeeded
                     } else {
                         JobResult::LostLease
+                    }),
+                    Some(message) => {
+                        Ok(match jobs::fail(c, id, &worker, &message, retry, delay)? {
+                            FailOutcome::Retrying(at) => JobResult::Retrying(at),
+                            FailOutcome::Dead => JobResult::Dead,
+                            FailOutcome::Cancelled => JobResult::Cancelled,
+                            FailOutcome::LostLease => JobResult::LostLease,
+                        })
                     }
-                }),
-            Err(err) => {
-                let retry = matches!(err, JobError::Retry(_));
-                let delay = jobs::backoff(self.config.retry, job.attempts, rand::random::<f64>());
-                let message = err.to_string();
-                tracing::warn!(job = id, kind = %job.kind, attempt = job.attempts, error = %message, "job attempt failed");
-                self.ledger
-                    .run(move |c| jobs::fail(c, id, &worker, &message, retry, delay))
-                    .await
-                    .map(|o| match o {
-                        FailOutcome::Retrying(at) => JobResult::Retrying(at),
-                        FailOutcome::Dead => JobResult::Dead,
-                        FailOutcome::Cancelled => JobResult::Cancelled,
-                        FailOutcome::LostLease => JobResult::LostLease,
-                    })
+                })
+                .await;
+            match written {
+                Ok(result) => return result,
+                Err(e) if attempt < 8 => {
+                    tracing::warn!(job = id, error = %e, "recording a job outcome failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(job = id, error = %e, "recording a job outcome failed; its lease will lapse");
+                }
             }
-        };
-        result.unwrap_or_else(|e| {
-            tracing::error!(job = id, error = %e, "recording a job outcome failed; its lease will lapse");
-            JobResult::LostLease
-        })
+        }
+        JobResult::LostLease
     }
 }
 

@@ -50,7 +50,7 @@ fn serve(mut settings: Settings) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(16)
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -75,8 +75,9 @@ pub struct ServeArgs {
     /// How often agents are checked for missed heartbeats. Default: 5000
     #[arg(long, env = "RUSTPLOY_HEARTBEAT_TICK_MS")]
     pub heartbeat_tick_ms: Option<u64>,
-    /// Where password reset mails go out, e.g. smtp://user:pass@mail.example.com:587 or
-    /// smtps://... Without it, reset links are written to the server log.
+    /// Where password reset mails go out: smtp://user:pass@host:587?tls=required (STARTTLS),
+    /// smtps://user:pass@host:465 (TLS), or smtp://host:25 (plain, for a relay on this host).
+    /// Without it, reset links are written to the server log.
     #[arg(long, env = "RUSTPLOY_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// The From address of mails. Default: rustploy@<public URL host>
@@ -180,17 +181,6 @@ impl FileConfig {
             format!("settings file {} is invalid: {msg}", path.display())
         })
     }
-}
-
-/// The deployment settings, resolved together before they join [`Settings`].
-struct DeploySettings {
-    allow_local_repos: bool,
-    project_prefix: String,
-    docker_network: String,
-    build_timeout: Duration,
-    health_deadline: Duration,
-    git_timeout: Duration,
-    stop_grace: Duration,
 }
 
 /// The resolved settings of a running server.
@@ -315,41 +305,35 @@ impl Settings {
                  starting with a letter or digit"
             ));
         }
-        let deploy = DeploySettings {
+        let build_timeout = Duration::from_secs(secs(
+            serve.build_timeout_secs,
+            file.build_timeout_secs,
+            900,
+            "build timeout",
+        )?);
+        let health_deadline = Duration::from_secs(secs(
+            serve.health_deadline_secs,
+            file.health_deadline_secs,
+            120,
+            "health deadline",
+        )?);
+        let git_timeout = Duration::from_secs(secs(
+            serve.git_timeout_secs,
+            file.git_timeout_secs,
+            300,
+            "git timeout",
+        )?);
+        let stop_grace =
+            Duration::from_secs(serve.stop_grace_secs.or(file.stop_grace_secs).unwrap_or(10));
+        Ok(Self {
+            smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
             docker_network,
-            build_timeout: Duration::from_secs(secs(
-                serve.build_timeout_secs,
-                file.build_timeout_secs,
-                900,
-                "build timeout",
-            )?),
-            health_deadline: Duration::from_secs(secs(
-                serve.health_deadline_secs,
-                file.health_deadline_secs,
-                120,
-                "health deadline",
-            )?),
-            git_timeout: Duration::from_secs(secs(
-                serve.git_timeout_secs,
-                file.git_timeout_secs,
-                300,
-                "git timeout",
-            )?),
-            stop_grace: Duration::from_secs(
-                serve.stop_grace_secs.or(file.stop_grace_secs).unwrap_or(10),
-            ),
-        };
-        Ok(Self {
-            smtp,
-            allow_local_repos: deploy.allow_local_repos,
-            project_prefix: deploy.project_prefix,
-            docker_network: deploy.docker_network,
-            build_timeout: deploy.build_timeout,
-            health_deadline: deploy.health_deadline,
-            git_timeout: deploy.git_timeout,
-            stop_grace: deploy.stop_grace,
+            build_timeout,
+            health_deadline,
+            git_timeout,
+            stop_grace,
             data_dir: global
                 .data_dir
                 .clone()
@@ -438,6 +422,40 @@ mod tests {
         assert_eq!(s.deploy_concurrency, 5);
         assert_eq!(s.job_lease, Duration::from_secs(60));
         assert_eq!(s.public_url, "http://127.0.0.1:9999");
+    }
+
+    #[test]
+    fn deploy_settings_have_defaults_and_are_checked() {
+        let cli = parse(&["serve"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let s = Settings::resolve(&cli.global, &serve, FileConfig::default()).unwrap();
+        assert_eq!(s.project_prefix, "rp");
+        assert_eq!(s.docker_network, "rustploy");
+        assert!(!s.allow_local_repos);
+        assert_eq!(s.health_deadline, Duration::from_secs(120));
+        assert_eq!(s.stop_grace, Duration::from_secs(10));
+        let cli = parse(&["serve", "--allow-local-repos", "--stop-grace-secs", "0"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let file: FileConfig = toml::from_str("project_prefix = 'rpt1'").unwrap();
+        let s = Settings::resolve(&cli.global, &serve, file).unwrap();
+        assert!(s.allow_local_repos);
+        assert_eq!(s.project_prefix, "rpt1");
+        assert_eq!(s.stop_grace, Duration::ZERO);
+        for bad in [
+            "project_prefix = 'RP'",
+            "project_prefix = '-x'",
+            "docker_network = 'a b'",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            assert!(
+                Settings::resolve(&cli.global, &serve, file).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

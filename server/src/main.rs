@@ -5,6 +5,12 @@ use rustploy_server::config::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // Two malloc arenas are plenty for a server with two worker threads; glibc's default (eight
+    // per core) lets idle memory grow with every thread that ever allocated.
+    // SAFETY: mallopt only adjusts allocator tuning and is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // A panic is a bug; say so in one line rather than a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("rustploy-server: internal error: {info}");

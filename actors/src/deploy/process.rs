@@ -51,6 +51,11 @@ pub enum ProcessError {
 /// Prepares `cmd` so that it can be stopped whole: its own process group, killed when the
 /// handle is dropped, and killed by the kernel if this process dies (a `kill -9` of the
 /// server must not leave a build running that a restarted server does not know about).
+///
+/// The kernel's parent-death signal follows the *thread* that spawned the child: spawn only
+/// from async code (tokio's worker threads live as long as the runtime), never from
+/// `spawn_blocking`, whose idle threads exit after a few seconds and would take the child
+/// with them.
 pub fn harden(cmd: &mut Command) {
     cmd.kill_on_drop(true).process_group(0).stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),

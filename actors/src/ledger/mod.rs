@@ -59,7 +59,7 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
-            max_connections: 12,
+            max_connections: 8,
             busy_timeout: Duration::from_secs(5),
         }
     }
@@ -83,6 +83,8 @@ impl Ledger {
     pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
         let busy_ms = config.busy_timeout.as_millis();
         let manager = SqliteConnectionManager::file(path).with_init(move |c| {
+            // The actors and the server use about forty distinct cached statements.
+            c.set_prepared_statement_cache_capacity(64);
             c.execute_batch(&format!(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;

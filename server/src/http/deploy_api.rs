@@ -961,6 +961,7 @@ async fn stream_logs(
         id,
         after,
         pending: std::collections::VecDeque::new(),
+        settled: false,
         ended: false,
     };
     let stream = futures_util::stream::unfold(start, |mut cur| async move {
@@ -976,6 +977,8 @@ struct LogCursor {
     id: i64,
     after: i64,
     pending: std::collections::VecDeque<Event>,
+    /// The deployment had finished at the last look, and a short while has passed since.
+    settled: bool,
     ended: bool,
 }
 
@@ -1037,6 +1040,11 @@ impl LogCursor {
                             .event("end")
                             .data(json!({ "state": null }).to_string()),
                     );
+                }
+                Some((s, _)) if !matches!(s.as_str(), "queued" | "running") && !self.settled => {
+                    // The last lines are written just after the state changes: look once more.
+                    self.settled = true;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 Some((s, reason)) if !matches!(s.as_str(), "queued" | "running") => {
                     self.ended = true;

@@ -600,3 +600,105 @@ async fn a_secret_value_never_reaches_the_database_files() {
         .await;
     assert_eq!(r.body["vars"]["TOKEN"]["value"], json!(secret));
 }
+
+/// A minimal SMTP server on a loopback port that accepts one mail and hands its text back.
+fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = BufReader::new(stream);
+        let mut mail = String::new();
+        out.write_all(b"220 sink ready\r\n").unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let verb = line.trim_end().to_ascii_uppercase();
+            if verb.starts_with("EHLO") || verb.starts_with("HELO") {
+                out.write_all(b"250-sink\r\n250 8BITMIME\r\n").unwrap();
+            } else if verb.starts_with("DATA") {
+                out.write_all(b"354 go ahead\r\n").unwrap();
+                loop {
+                    line.clear();
+                    lines.read_line(&mut line).unwrap();
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    mail.push_str(&line);
+                }
+                out.write_all(b"250 queued\r\n").unwrap();
+            } else if verb.starts_with("QUIT") {
+                out.write_all(b"221 bye\r\n").unwrap();
+                break;
+            } else {
+                out.write_all(b"250 ok\r\n").unwrap();
+            }
+        }
+        mail
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn with_smtp_configured_the_reset_link_arrives_by_mail_and_works() {
+    let (port, sink) = smtp_sink();
+    let h = Harness::with_settings(|s| {
+        s.smtp = Some(rustploy_server::config::Smtp {
+            url: format!("smtp://127.0.0.1:{port}"),
+            from: "rustploy@example.com".into(),
+        });
+    })
+    .await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "mailme@example.com", "viewer").await;
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/auth/password-reset/request",
+            None,
+            Some(&json!({ "email": "mailme@example.com" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let mail = tokio::task::spawn_blocking(move || sink.join().unwrap())
+        .await
+        .unwrap();
+    assert!(mail.contains("To: mailme@example.com"), "{mail}");
+    let token = mail
+        .split("reset-password?token=")
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .collect::<String>()
+        })
+        .expect("the mail holds the link");
+    assert_eq!(token.len(), 64, "{mail}");
+    assert!(
+        !r.text.contains(&token),
+        "the token is never in the HTTP answer"
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/auth/password-reset/confirm",
+            None,
+            Some(&json!({ "token": token, "password": "mailed new password" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        login(&h, "mailme@example.com", "mailed new password")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

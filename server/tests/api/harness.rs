@@ -75,13 +75,19 @@ impl Reply {
 
 impl Harness {
     pub async fn new() -> Self {
+        Self::with_settings(|_| {}).await
+    }
+
+    /// A harness whose default settings were first changed by `adjust`.
+    pub async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let global = GlobalArgs {
             config: None,
             data_dir: Some(dir.path().to_path_buf()),
         };
-        let settings = Settings::resolve(&global, &ServeArgs::default(), FileConfig::default())
+        let mut settings = Settings::resolve(&global, &ServeArgs::default(), FileConfig::default())
             .expect("default settings resolve");
+        adjust(&mut settings);
         let path = settings.ledger_path();
         // Opening migrates the ledger, which blocks: keep it off the runtime's thread.
         let ledger = tokio::task::spawn_blocking(move || {
