@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use lettre::message::header::{self, ContentTransferEncoding};
-use lettre::message::{Body, Mailbox, SinglePart};
+use lettre::message::{Mailbox, header};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::Settings;
@@ -26,24 +25,17 @@ pub async fn send_reset_link(settings: &Settings, to: &str, link: &str) {
 async fn send(url: &str, from: &str, to: &str, link: &str) -> Result<(), String> {
     let from: Mailbox = from.parse().map_err(|e| format!("bad From address: {e}"))?;
     let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
-    // Plain 7-bit text with CRLF line ends keeps the link intact in every mail client
-    // (quoted-printable would split it across soft line breaks).
     let text = format!(
-        "Someone asked to reset the password of this account.\r\n\r\n\
-         To choose a new password, open this link within 30 minutes:\r\n{link}\r\n\r\n\
-         If it was not you, ignore this mail; the password stays as it is.\r\n"
+        "Someone asked to reset the password of this account.\n\n\
+         To choose a new password, open this link within 30 minutes:\n{link}\n\n\
+         If it was not you, ignore this mail; the password stays as it is.\n"
     );
-    let body = Body::new_with_encoding(text, ContentTransferEncoding::SevenBit)
-        .map_err(|_| "the reset link is not plain ASCII text".to_string())?;
     let message = Message::builder()
         .from(from)
         .to(to)
         .subject("Reset your Rustploy password")
-        .singlepart(
-            SinglePart::builder()
-                .header(header::ContentType::TEXT_PLAIN)
-                .body(body),
-        )
+        .header(header::ContentType::TEXT_PLAIN)
+        .body(text)
         .map_err(|e| e.to_string())?;
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
         .map_err(|e| format!("bad SMTP URL: {e}"))?
