@@ -394,6 +394,19 @@ fn queue_args(ledger: &Ledger, sweep: Duration) -> JobQueueArgs {
     }
 }
 
+/// Waits until job `id` is in `state`.
+async fn wait_for(ledger: &Ledger, id: i64, state: &'static str) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("job {id} is {state}"),
+        || {
+            let l = ledger.clone();
+            async move { state_of(&l, id).await == state }
+        },
+    )
+    .await;
+}
+
 async fn state_of(ledger: &Ledger, id: i64) -> String {
     get(ledger, id).await.state
 }
@@ -411,12 +424,7 @@ async fn the_queue_runs_work_when_nudged_and_when_delayed_work_falls_due_without
     .unwrap();
     let now = enqueue(&t.ledger, NewJob::new("noop")).await.id();
     queue.send_message(JobQueueMsg::Nudge).unwrap();
-    let l = t.ledger.clone();
-    eventually(Duration::from_secs(5), "the nudged job succeeded", || {
-        let l = l.clone();
-        async move { state_of(&l, now).await == "succeeded" }
-    })
-    .await;
+    wait_for(&t.ledger, now, "succeeded").await;
 
     let later = enqueue(&t.ledger, NewJob::new("noop").run_at(now_ms() + 300))
         .await
@@ -424,15 +432,7 @@ async fn the_queue_runs_work_when_nudged_and_when_delayed_work_falls_due_without
     queue.send_message(JobQueueMsg::Nudge).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(state_of(&t.ledger, later).await, "queued", "not due yet");
-    eventually(
-        Duration::from_secs(5),
-        "the delayed job ran when due",
-        || {
-            let l = l.clone();
-            async move { state_of(&l, later).await == "succeeded" }
-        },
-    )
-    .await;
+    wait_for(&t.ledger, later, "succeeded").await;
     queue.stop(None);
     handle.await.unwrap();
 }
@@ -454,22 +454,13 @@ async fn cancelling_a_running_job_stops_it() {
     .await
     .id();
     queue.send_message(JobQueueMsg::Nudge).unwrap();
-    let l = t.ledger.clone();
-    eventually(Duration::from_secs(5), "the job runs", || {
-        let l = l.clone();
-        async move { state_of(&l, id).await == "running" }
-    })
-    .await;
+    wait_for(&t.ledger, id, "running").await;
     assert_eq!(
         t.ledger.run(move |c| jobs::cancel(c, id)).await.unwrap(),
         CancelOutcome::Requested
     );
     queue.send_message(JobQueueMsg::Cancel(id)).unwrap();
-    eventually(Duration::from_secs(5), "the job is cancelled", || {
-        let l = l.clone();
-        async move { state_of(&l, id).await == "cancelled" }
-    })
-    .await;
+    wait_for(&t.ledger, id, "cancelled").await;
     queue.stop(None);
     handle.await.unwrap();
 }
@@ -491,12 +482,7 @@ async fn stopping_the_queue_gives_running_jobs_back_without_spending_an_attempt(
     .await
     .id();
     queue.send_message(JobQueueMsg::Nudge).unwrap();
-    let l = t.ledger.clone();
-    eventually(Duration::from_secs(5), "the job runs", || {
-        let l = l.clone();
-        async move { state_of(&l, id).await == "running" }
-    })
-    .await;
+    wait_for(&t.ledger, id, "running").await;
     queue.stop(Some("shutdown".into()));
     handle.await.unwrap();
     let row = get(&t.ledger, id).await;
@@ -517,12 +503,7 @@ async fn a_job_longer_than_its_lease_keeps_it_by_renewal_and_runs_once() {
     .await
     .id();
     queue.send_message(JobQueueMsg::Nudge).unwrap();
-    let l = t.ledger.clone();
-    eventually(Duration::from_secs(10), "the long job succeeded", || {
-        let l = l.clone();
-        async move { state_of(&l, id).await == "succeeded" }
-    })
-    .await;
+    wait_for(&t.ledger, id, "succeeded").await;
     assert_eq!(
         get(&t.ledger, id).await.attempts,
         1,

@@ -368,13 +368,13 @@ async fn list_jobs(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<impl IntoResponse> {
     let (limit, after) = page.bounds()?;
-    if let Some(s) = &page.state {
-        if !JOB_STATES.contains(&s.as_str()) {
-            return Err(ApiError::invalid(
-                "state",
-                format!("state must be one of {}", JOB_STATES.join(", ")),
-            ));
-        }
+    if let Some(s) = &page.state
+        && !JOB_STATES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(
+            "state",
+            format!("state must be one of {}", JOB_STATES.join(", ")),
+        ));
     }
     let filter = page.state.clone();
     let items = state
