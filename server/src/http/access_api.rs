@@ -354,20 +354,8 @@ async fn list_users(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let (limit, after) = q.page().bounds()?;
-    let items = state
-        .ledger
-        .run(move |c| {
-            let ids: Vec<i64> = c
-                .prepare_cached("SELECT id FROM users WHERE id < ?1 ORDER BY id DESC LIMIT ?2")?
-                .query_map(params![after, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.into_iter()
-                .filter_map(|id| user_json(c, id).transpose())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    Ok(ApiJson(super::api::page_of(items, limit)))
+    let page = super::api::id_page(&state.ledger, "users", &q.page(), user_json).await?;
+    Ok(ApiJson(page))
 }
 
 #[derive(Deserialize)]
@@ -571,22 +559,8 @@ async fn list_tokens(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let (limit, after) = q.page().bounds()?;
-    let items = state
-        .ledger
-        .run(move |c| {
-            let ids: Vec<i64> = c
-                .prepare_cached(
-                    "SELECT id FROM api_tokens WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-                )?
-                .query_map(params![after, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.into_iter()
-                .filter_map(|id| token_json(c, id).transpose())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    Ok(ApiJson(super::api::page_of(items, limit)))
+    let page = super::api::id_page(&state.ledger, "api_tokens", &q.page(), token_json).await?;
+    Ok(ApiJson(page))
 }
 
 #[derive(Deserialize)]
