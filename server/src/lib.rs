@@ -164,25 +164,27 @@ pub async fn launch(
     };
     let router_spec = {
         let ledger = ledger.clone();
-        ActorSpec::<RouterSync>::new("router_sync", router, move || RouterSyncArgs {
+        ActorSpec::<RouterSync>::new("router_sync", router.clone(), move || RouterSyncArgs {
             ledger: ledger.clone(),
         })
     };
+    let webhook_intake = Slot::default();
     let webhook_spec = {
         let ledger = ledger.clone();
-        ActorSpec::<WebhookIntake>::new("webhook_intake", Slot::default(), move || {
+        ActorSpec::<WebhookIntake>::new("webhook_intake", webhook_intake.clone(), move || {
             WebhookIntakeArgs {
                 ledger: ledger.clone(),
             }
         })
     };
+    let heartbeat = Slot::default();
     let heartbeat_spec = {
         let ledger = ledger.clone();
         let config = HeartbeatConfig {
             tick: settings.heartbeat_tick,
             ..HeartbeatConfig::default()
         };
-        ActorSpec::<HeartbeatMonitor>::new("heartbeat_monitor", Slot::default(), move || {
+        ActorSpec::<HeartbeatMonitor>::new("heartbeat_monitor", heartbeat.clone(), move || {
             HeartbeatMonitorArgs {
                 ledger: ledger.clone(),
                 config,
@@ -191,6 +193,9 @@ pub async fn launch(
     };
     let state = AppState {
         job_queue,
+        router,
+        webhook_intake,
+        heartbeat,
         telemetry: telemetry.clone(),
         ..AppState::new(ledger.clone(), secret_box, settings.clone())
     };

@@ -45,6 +45,9 @@ fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     .chain(super::access_api::table())
     .chain(super::env_api::table())
     .chain(super::deploy_api::table())
+    .chain(super::domains_api::table())
+    .chain(super::webhook_api::table())
+    .chain(super::agent_api::table())
     .collect()
 }
 

@@ -4,15 +4,18 @@
 //! work themselves.
 
 pub mod access_api;
+pub mod agent_api;
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod deploy_api;
+pub mod domains_api;
 pub mod env_api;
 pub mod error;
 pub mod limiter;
 pub mod ops;
 pub mod setup;
+pub mod webhook_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +27,12 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rustploy_actors::heartbeat_monitor::HeartbeatMonitorMsg;
 use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::Ledger;
+use rustploy_actors::router_sync::RouterSyncMsg;
 use rustploy_actors::supervision::{Slot, Telemetry};
+use rustploy_actors::webhook_intake::WebhookIntakeMsg;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -40,6 +46,9 @@ pub struct AppState {
     pub secrets: rustploy_actors::crypto::SecretBox,
     pub settings: Arc<Settings>,
     pub job_queue: Slot<JobQueueMsg>,
+    pub router: Slot<RouterSyncMsg>,
+    pub webhook_intake: Slot<WebhookIntakeMsg>,
+    pub heartbeat: Slot<HeartbeatMonitorMsg>,
     pub telemetry: Arc<Telemetry>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
@@ -58,6 +67,9 @@ impl AppState {
             secrets,
             settings,
             job_queue: Slot::default(),
+            router: Slot::default(),
+            webhook_intake: Slot::default(),
+            heartbeat: Slot::default(),
             telemetry: Arc::default(),
             metrics: Arc::default(),
             started: Instant::now(),
