@@ -33,8 +33,11 @@ use crate::deploy::{DeployConfig, contexts};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::jobs::ClaimedJob;
 use crate::ledger::{Ledger, LedgerError, now_ms};
-use crate::router_sync::RouterSyncMsg;
+use crate::router_sync::{RouterSyncMsg, SyncReport};
 use crate::supervision::{RestartBudget, RestartPolicy, Slot, Telemetry};
+
+/// The longest a deployment waits for Caddy to route to its new release.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub type DeployerSupervisorRef = ActorRef<DeployerSupervisorMsg>;
 pub type DeployerRef = ActorRef<DeployerMsg>;
@@ -881,15 +884,45 @@ impl Attempt<'_> {
         if !switched {
             return Err(Failure::Cancelled);
         }
-        self.st.deps.router.nudge(RouterSyncMsg::Nudge);
         self.log.system(format!(
             "switched: the app now runs deployment {} ({})",
             self.deployment, self.project
         ));
+        self.route().await;
         if let Some(old) = previous.filter(|old| *old != self.deployment) {
             self.retire(old, &p.detection.services);
         }
         Ok(())
+    }
+
+    /// Waits until Caddy routes to the new release (RouterSync answers once it loaded the
+    /// routes), so the previous release is drained only after it stopped receiving requests.
+    async fn route(&mut self) {
+        let started = Instant::now();
+        let report = match self.st.deps.router.get() {
+            Some(router) => ractor::call_t!(
+                router,
+                RouterSyncMsg::Sync,
+                ROUTE_TIMEOUT.as_millis() as u64
+            )
+            .unwrap_or_else(|e| SyncReport::Failed(format!("RouterSync did not answer: {e}"))),
+            None => SyncReport::Failed("RouterSync is restarting".into()),
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        match report {
+            SyncReport::Applied => {
+                self.timings.insert("route", ms);
+                self.log.system(format!(
+                    "routed: Caddy sends requests to the new release ({ms} ms)"
+                ));
+            }
+            SyncReport::Unmanaged => self
+                .log
+                .system("not routed: no ingress is configured (--caddy)"),
+            SyncReport::Failed(why) => self.log.system(format!(
+                "routing is not confirmed ({why}); RouterSync keeps retrying"
+            )),
+        }
     }
 
     /// Stops a replaced release and drops its images, in the background: the new release is
@@ -903,10 +936,15 @@ impl Attempt<'_> {
             .iter()
             .map(|s| compose::image_tag(&scope, s, old))
             .collect();
-        self.log
-            .system(format!("stopping the previous release ({project})"));
+        self.log.system(format!(
+            "stopping the previous release ({project}) after a {} s drain",
+            self.config().drain.as_secs()
+        ));
         let engine = self.st.deps.engine.clone();
+        let drain = self.config().drain;
         tokio::spawn(async move {
+            // Requests already inside the old release get to finish.
+            tokio::time::sleep(drain).await;
             match engine.teardown(&project, grace).await {
                 Ok(()) => engine.remove_images(&images).await,
                 Err(e) => {

@@ -1,29 +1,98 @@
 //! RouterSync: turns desired routes (domains and `app_runtimes`) into Caddy's configuration.
 //!
-//! Applying configuration to Caddy belongs to the ingress work and is not implemented yet. Until
-//! then this actor only counts what would be routed and says plainly that nothing was applied;
-//! it never reports routes as live.
+//! Every change is a nudge; bursts are debounced into one `POST /load` of the whole
+//! configuration, built from the ledger alone. A periodic check reads Caddy's live
+//! configuration back and re-applies when its hash differs from the one last applied (Caddy
+//! restarted, or someone changed it by hand). When Caddy rejects a configuration, the previous
+//! one stays live; the domains the error points at are left out (and marked `error` with
+//! Caddy's message) so the others still go live, and they are retried a minute later.
+//! Each domain's status (routed / pending / error) and its certificate's issuer and expiry are
+//! written to the ledger, and the router's own state to the `settings` row `router.state`.
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::ledger::Ledger;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rusqlite::{Connection, params};
+use serde_json::json;
+
+use crate::ingress::admin::{AdminError, CaddyAdmin};
+use crate::ingress::{IngressConfig, Site, Target, TlsMode, caddy, certs};
+use crate::ledger::{Ledger, LedgerError, now_ms};
 
 pub type RouterSyncRef = ActorRef<RouterSyncMsg>;
 
 pub enum RouterSyncMsg {
     /// Desired routes may have changed.
     Nudge,
+    /// The debounce after a nudge ran out: apply now.
+    Apply,
+    /// Periodic: compare Caddy's live configuration with the one applied.
+    Check,
+    /// A (re)started Caddy is up with its base configuration.
+    CaddyStarted,
+    /// Apply the current desired routes now and answer once Caddy serves them.
+    Sync(RpcReplyPort<SyncReport>),
     #[cfg(any(test, feature = "fault-injection"))]
     InjectPanic,
 }
 
+/// The answer to [`RouterSyncMsg::Sync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncReport {
+    /// Caddy accepted a configuration with the routes as they were when asked.
+    Applied,
+    /// No ingress is configured: nothing routes traffic.
+    Unmanaged,
+    Failed(String),
+}
+
+/// What RouterSync routes besides the apps' domains, and how.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// `None`: no ingress (`--caddy off`); domains stay pending.
+    pub ingress: Option<IngressConfig>,
+    /// Every app also answers at `<app>.<base domain>`.
+    pub base_domain: Option<(String, TlsMode)>,
+    /// The dashboard's own host and where the server listens (`IP:port`).
+    pub dashboard: Option<(String, TlsMode, String)>,
+    pub debounce: Duration,
+    pub check_every: Duration,
+}
+
 pub struct RouterSyncArgs {
     pub ledger: Ledger,
+    pub settings: Arc<RouterSettings>,
+    /// Caddy's admin API (present when `settings.ingress` is).
+    pub admin: Option<Arc<dyn CaddyAdmin>>,
 }
 
 pub struct RouterSyncState {
     ledger: Ledger,
+    settings: Arc<RouterSettings>,
+    admin: Option<Arc<dyn CaddyAdmin>>,
+    /// An `Apply` is on its way.
+    scheduled: bool,
+    /// Hash of the configuration Caddy last accepted from us.
+    applied_hash: Option<String>,
+    /// The sites of that configuration, by hostname: a rejected load suspects what changed.
+    applied: HashMap<String, Site>,
+    /// Domains left out after Caddy rejected them: (domain's updated_at, Caddy's message,
+    /// when). Cleared when the domain changes, and retried after [`RETRY_EXCLUDED`].
+    excluded: HashMap<String, (i64, String, Instant)>,
+    last_cert_scan: Option<Instant>,
+    /// The storage Caddy was started with (read from its base configuration), kept in every
+    /// load: its certificates and local CA live there.
+    caddy_storage: Option<serde_json::Value>,
+    /// The last `router.state` written, to write only changes.
+    last_state: Option<serde_json::Value>,
 }
+
+/// How long a domain Caddy rejected is left out before it is tried again.
+const RETRY_EXCLUDED: Duration = Duration::from_secs(60);
+/// How often certificate issuers and expiries are read again.
+const CERT_SCAN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct RouterSync;
@@ -38,34 +107,620 @@ impl Actor for RouterSync {
         myself: RouterSyncRef,
         args: RouterSyncArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_message(RouterSyncMsg::Nudge)?;
+        // Everything is rebuilt from the ledger: the first apply (or the first check, which
+        // finds Caddy's configuration unknown) brings Caddy in line.
+        myself.send_message(RouterSyncMsg::Apply)?;
+        if args.settings.ingress.is_some() {
+            myself.send_interval(args.settings.check_every, || RouterSyncMsg::Check);
+        }
         Ok(RouterSyncState {
             ledger: args.ledger,
+            settings: args.settings,
+            admin: args.admin,
+            scheduled: true,
+            applied_hash: None,
+            applied: HashMap::new(),
+            excluded: HashMap::new(),
+            last_cert_scan: None,
+            caddy_storage: None,
+            last_state: None,
         })
     }
 
     async fn handle(
         &self,
-        _myself: RouterSyncRef,
+        myself: RouterSyncRef,
         msg: RouterSyncMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RouterSyncMsg::Nudge => {
-                let desired: i64 = state
-                    .ledger
-                    .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM domains", [], |r| r.get(0))?))
-                    .await?;
-                if desired > 0 {
-                    tracing::warn!(
-                        domains = desired,
-                        "routing through Caddy is not implemented yet: no route was applied"
-                    );
+                if !state.scheduled {
+                    state.scheduled = true;
+                    myself.send_after(state.settings.debounce, || RouterSyncMsg::Apply);
                 }
-                Ok(())
+            }
+            RouterSyncMsg::Apply => {
+                state.scheduled = false;
+                state.apply().await?;
+            }
+            RouterSyncMsg::Check => state.check().await?,
+            RouterSyncMsg::CaddyStarted => {
+                tracing::info!("Caddy (re)started: loading the routes");
+                state.applied_hash = None;
+                state.apply().await?;
+            }
+            RouterSyncMsg::Sync(reply) => {
+                let report = state.apply().await?;
+                let _ = reply.send(report);
             }
             #[cfg(any(test, feature = "fault-injection"))]
             RouterSyncMsg::InjectPanic => panic!("injected fault in RouterSync"),
         }
+        Ok(())
+    }
+}
+
+/// A domain as RouterSync reads it from the ledger.
+#[derive(Debug, Clone)]
+pub struct DomainRow {
+    pub id: i64,
+    pub app: String,
+    pub hostname: String,
+    pub tls: TlsMode,
+    pub cert: Option<(String, String)>,
+    pub redirect_to: Option<String>,
+    pub path_prefix: Option<String>,
+    pub updated_at: i64,
+}
+
+/// The desired sites: each domain with its app's live upstreams (or a 503 while it has none),
+/// and the dashboard's host. Domains in `excluded` are left out.
+pub fn desired_sites(
+    domains: &[DomainRow],
+    upstreams: &BTreeMap<String, Vec<String>>,
+    excluded: &dyn Fn(&DomainRow) -> bool,
+    dashboard: Option<&(String, TlsMode, String)>,
+) -> Vec<Site> {
+    let mut sites: Vec<Site> = domains
+        .iter()
+        .filter(|d| !excluded(d))
+        .map(|d| Site {
+            hostname: d.hostname.clone(),
+            tls: d.tls,
+            cert: d.cert.as_ref().map(|(c, k)| (c.into(), k.into())),
+            path_prefix: d.path_prefix.clone(),
+            target: match (&d.redirect_to, upstreams.get(&d.app)) {
+                (Some(origin), _) => Target::Redirect(origin.clone()),
+                (None, Some(dials)) if !dials.is_empty() => Target::Upstreams(dials.clone()),
+                (None, _) => Target::NoRelease { app: d.app.clone() },
+            },
+        })
+        .collect();
+    if let Some((host, tls, dial)) = dashboard
+        && !domains
+            .iter()
+            .any(|d| d.hostname.eq_ignore_ascii_case(host))
+    {
+        sites.push(Site {
+            hostname: host.clone(),
+            tls: *tls,
+            cert: None,
+            path_prefix: None,
+            target: Target::Upstreams(vec![dial.clone()]),
+        });
+    }
+    sites
+}
+
+/// Which of `sites` a rejected load most likely points at: those Caddy's message names (by
+/// host or file), else those that changed since the last accepted load.
+pub fn suspects(sites: &[Site], applied: &HashMap<String, Site>, message: &str) -> Vec<String> {
+    let named: Vec<String> = sites
+        .iter()
+        .filter(|s| {
+            message.contains(&s.hostname)
+                || s.cert.as_ref().is_some_and(|(c, k)| {
+                    message.contains(&*c.to_string_lossy())
+                        || message.contains(&*k.to_string_lossy())
+                })
+        })
+        .map(|s| s.hostname.clone())
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    sites
+        .iter()
+        .filter(|s| applied.get(&s.hostname) != Some(s))
+        .map(|s| s.hostname.clone())
+        .collect()
+}
+
+/// A TLS domain's id, hostname, mode, custom certificate path, and the certificate details
+/// last recorded.
+type CertRow = (i64, String, String, Option<String>, Option<String>, Option<i64>);
+
+struct Desired {
+    domains: Vec<DomainRow>,
+    upstreams: BTreeMap<String, Vec<String>>,
+}
+
+/// Keeps the `<app>.<base domain>` rows in step with the apps and the setting.
+fn reconcile_base_domains(
+    c: &mut Connection,
+    base: Option<&(String, TlsMode)>,
+) -> Result<(), LedgerError> {
+    let tx = c.transaction()?;
+    let now = now_ms();
+    match base {
+        None => {
+            tx.execute("DELETE FROM domains WHERE source = 'base'", [])?;
+        }
+        Some((base, tls)) => {
+            tx.execute(
+                "DELETE FROM domains WHERE source = 'base'
+                   AND hostname != (SELECT name FROM apps WHERE apps.id = domains.app_id) || '.' || ?1",
+                [base],
+            )?;
+            tx.execute(
+                "UPDATE domains SET tls = ?1, updated_at = ?2 WHERE source = 'base' AND tls != ?1",
+                params![tls.as_str(), now],
+            )?;
+            tx.execute(
+                "INSERT INTO domains (app_id, hostname, tls, source, created_at, updated_at)
+                 SELECT id, name || '.' || ?1, ?2, 'base', ?3, ?3 FROM apps WHERE true
+                 ON CONFLICT (hostname) DO NOTHING",
+                params![base, tls.as_str(), now],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn read_desired(c: &mut Connection) -> Result<Desired, LedgerError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT d.id, a.name, d.hostname, d.tls, d.cert_path, d.key_path, d.redirect_to,
+                d.path_prefix, d.updated_at
+           FROM domains d JOIN apps a ON a.id = d.app_id ORDER BY d.id",
+    )?;
+    let domains = stmt
+        .query_map([], |r| {
+            let tls: String = r.get(3)?;
+            let cert: Option<String> = r.get(4)?;
+            let key: Option<String> = r.get(5)?;
+            Ok(DomainRow {
+                id: r.get(0)?,
+                app: r.get(1)?,
+                hostname: r.get::<_, String>(2)?.to_ascii_lowercase(),
+                tls: TlsMode::parse(&tls).unwrap_or(TlsMode::Off),
+                cert: cert.zip(key),
+                redirect_to: r.get(6)?,
+                path_prefix: r.get(7)?,
+                updated_at: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = c.prepare_cached(
+        "SELECT a.name, r.address, r.port FROM app_runtimes r JOIN apps a ON a.id = r.app_id
+          ORDER BY r.container_id",
+    )?;
+    let mut upstreams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (app, address, port) = row?;
+        upstreams
+            .entry(app)
+            .or_default()
+            .push(format!("{address}:{port}"));
+    }
+    Ok(Desired { domains, upstreams })
+}
+
+/// Writes each domain's status where it changed.
+fn write_statuses(
+    c: &mut Connection,
+    statuses: Vec<(i64, &'static str, Option<String>)>,
+) -> Result<(), LedgerError> {
+    let tx = c.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE domains SET status = ?2, status_message = ?3
+              WHERE id = ?1 AND (status IS NOT ?2 OR status_message IS NOT ?3)",
+        )?;
+        for (id, status, message) in statuses {
+            stmt.execute(params![id, status, message])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl RouterSyncState {
+    /// Builds the configuration from the ledger and loads it into Caddy (unless Caddy already
+    /// runs exactly it), then records what became of each domain.
+    async fn apply(&mut self) -> Result<SyncReport, ActorProcessingErr> {
+        let started = Instant::now();
+        let base = self.settings.base_domain.clone();
+        let desired = self
+            .ledger
+            .run(move |c| {
+                reconcile_base_domains(c, base.as_ref())?;
+                read_desired(c)
+            })
+            .await?;
+        let (Some(ingress), Some(admin)) = (self.settings.ingress.clone(), self.admin.clone())
+        else {
+            let message = "no ingress is configured: start the server with --caddy managed or --caddy-admin URL";
+            self.record(
+                &desired,
+                |_| ("pending", Some(message.to_string())),
+                json!({ "mode": "off", "ok": true }),
+            )
+            .await?;
+            return Ok(SyncReport::Unmanaged);
+        };
+
+        // Exclusions end when the domain changed or their time is up.
+        let now = Instant::now();
+        let current: HashMap<&str, i64> = desired
+            .domains
+            .iter()
+            .map(|d| (d.hostname.as_str(), d.updated_at))
+            .collect();
+        self.excluded.retain(|host, (updated, _, at)| {
+            current.get(host.as_str()) == Some(updated) && now.duration_since(*at) < RETRY_EXCLUDED
+        });
+
+        let mut outcome = self.load(&ingress, admin.as_ref(), &desired).await;
+        if let Err(AdminError::Rejected(message)) = &outcome {
+            let sites = self.sites(&desired);
+            let suspects = suspects(&sites, &self.applied, message);
+            if !suspects.is_empty() && suspects.len() < sites.len() {
+                tracing::warn!(domains = ?suspects, "Caddy rejected the routes ({message}); leaving these domains out");
+                for host in suspects {
+                    let updated = current.get(host.as_str()).copied().unwrap_or_default();
+                    self.excluded.insert(host, (updated, message.clone(), now));
+                }
+                outcome = self.load(&ingress, admin.as_ref(), &desired).await;
+            }
+        }
+        let apply_ms = started.elapsed().as_millis() as u64;
+
+        let report = match &outcome {
+            Ok(()) => SyncReport::Applied,
+            Err(e) => SyncReport::Failed(e.to_string()),
+        };
+        let excluded = self.excluded.clone();
+        let router_state = match &outcome {
+            Ok(()) => json!({
+                "mode": "caddy", "ok": true, "applied_hash": self.applied_hash,
+                "applied_at": now_ms(), "apply_ms": apply_ms, "excluded": excluded.len(),
+            }),
+            Err(e) => json!({
+                "mode": "caddy", "ok": false, "applied_hash": self.applied_hash,
+                "error": e.to_string(), "at": now_ms(),
+            }),
+        };
+        match &outcome {
+            Ok(()) => {
+                let upstreams = desired.upstreams.clone();
+                self.record(
+                    &desired,
+                    |d| {
+                        if let Some((_, message, _)) = excluded.get(&d.hostname) {
+                            (
+                                "error",
+                                Some(format!("Caddy rejected this domain: {message}")),
+                            )
+                        } else if d.redirect_to.is_some()
+                            || upstreams.get(&d.app).is_some_and(|u| !u.is_empty())
+                        {
+                            ("routed", None)
+                        } else {
+                            (
+                                "pending",
+                                Some(format!("{} has no healthy release yet: deploy it", d.app)),
+                            )
+                        }
+                    },
+                    router_state,
+                )
+                .await?;
+            }
+            Err(AdminError::Unreachable { .. }) => {
+                let message = outcome.as_ref().unwrap_err().to_string();
+                tracing::warn!("{message}; retrying on the next check");
+                self.record(&desired, |_| ("error", Some(message.clone())), router_state)
+                    .await?;
+            }
+            Err(AdminError::Rejected(message)) => {
+                tracing::error!(
+                    "Caddy rejected the routes: {message}; the previous routes stay live"
+                );
+                let applied = self.applied.clone();
+                let sites: HashMap<String, Site> = self
+                    .sites(&desired)
+                    .into_iter()
+                    .map(|s| (s.hostname.clone(), s))
+                    .collect();
+                // What Caddy still serves keeps its status; what changed carries the error.
+                self.record(
+                    &desired,
+                    |d| {
+                        let live = sites
+                            .get(&d.hostname)
+                            .is_some_and(|s| applied.get(&d.hostname) == Some(s));
+                        if live {
+                            ("routed", None)
+                        } else {
+                            (
+                                "error",
+                                Some(format!("Caddy rejected the routes: {message}")),
+                            )
+                        }
+                    },
+                    router_state,
+                )
+                .await?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn sites(&self, desired: &Desired) -> Vec<Site> {
+        let excluded = &self.excluded;
+        desired_sites(
+            &desired.domains,
+            &desired.upstreams,
+            &|d| excluded.contains_key(&d.hostname),
+            self.settings.dashboard.as_ref(),
+        )
+    }
+
+    /// One load of the desired sites minus the excluded ones; skipped when Caddy runs it already.
+    async fn load(
+        &mut self,
+        ingress: &IngressConfig,
+        admin: &dyn CaddyAdmin,
+        desired: &Desired,
+    ) -> Result<(), AdminError> {
+        if self.caddy_storage.is_none()
+            && let Ok(live) = admin.config().await
+        {
+            self.learn_storage(&live);
+        }
+        let sites = self.sites(desired);
+        let config = caddy::build(ingress, &sites, self.caddy_storage.as_ref());
+        let hash = caddy::hash(&config);
+        if self.applied_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(());
+        }
+        admin.load(&config).await?;
+        tracing::info!(sites = sites.len(), %hash, "Caddy configuration applied");
+        self.applied_hash = Some(hash);
+        self.applied = sites.into_iter().map(|s| (s.hostname.clone(), s)).collect();
+        Ok(())
+    }
+
+    fn learn_storage(&mut self, live: &serde_json::Value) {
+        if let Some(storage) = live.get("storage").filter(|s| s.is_object()) {
+            self.caddy_storage = Some(storage.clone());
+        }
+    }
+
+    /// Where Caddy keeps certificates, when it is a directory.
+    fn storage_root(&self) -> Option<std::path::PathBuf> {
+        match &self.caddy_storage {
+            Some(s) if s["module"] == "file_system" => s["root"].as_str().map(Into::into),
+            Some(_) => None,
+            None => self
+                .settings
+                .ingress
+                .as_ref()
+                .map(|i| i.storage_root.clone()),
+        }
+    }
+
+    /// Writes each domain's status, and the router's state when it changed.
+    async fn record(
+        &mut self,
+        desired: &Desired,
+        status_of: impl Fn(&DomainRow) -> (&'static str, Option<String>),
+        router_state: serde_json::Value,
+    ) -> Result<(), ActorProcessingErr> {
+        let statuses: Vec<(i64, &'static str, Option<String>)> = desired
+            .domains
+            .iter()
+            .map(|d| {
+                let (status, message) = status_of(d);
+                (d.id, status, message)
+            })
+            .collect();
+        // Timestamps aside, is this a new state?
+        let mut comparable = router_state.clone();
+        for key in ["applied_at", "at", "apply_ms"] {
+            comparable.as_object_mut().map(|o| o.remove(key));
+        }
+        let changed = self.last_state.as_ref() != Some(&comparable);
+        self.last_state = Some(comparable);
+        self.ledger
+            .run(move |c| {
+                write_statuses(c, statuses)?;
+                if changed {
+                    c.execute(
+                        "INSERT INTO settings (key, value, updated_at) VALUES ('router.state', ?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                        params![router_state.to_string(), now_ms()],
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Re-applies when Caddy's live configuration is not the one last applied, retries
+    /// excluded domains when their time is up, and refreshes certificate details.
+    async fn check(&mut self) -> Result<(), ActorProcessingErr> {
+        let Some(admin) = self.admin.clone() else {
+            return Ok(());
+        };
+        let live = admin.config().await;
+        let drifted = match &live {
+            Ok(config) => self.applied_hash.as_deref() != Some(caddy::hash(config).as_str()),
+            Err(_) => true,
+        };
+        if drifted && let Ok(config) = &live {
+            self.learn_storage(config);
+        }
+        let retry = self
+            .excluded
+            .values()
+            .any(|(_, _, at)| at.elapsed() >= RETRY_EXCLUDED);
+        if drifted {
+            if live.is_ok() && self.applied_hash.is_some() {
+                tracing::info!(
+                    "Caddy's configuration is not the one applied (Caddy restarted, or it was changed by hand): applying it again"
+                );
+            }
+            self.applied_hash = None;
+            if live.is_ok() {
+                self.apply().await?;
+            } else if self.last_state.as_ref().is_none_or(|s| s["ok"] == true) {
+                // Record the outage once; the next check that reaches Caddy re-applies.
+                self.apply().await?;
+            }
+        } else if retry {
+            self.apply().await?;
+        }
+        if self
+            .last_cert_scan
+            .is_none_or(|t| t.elapsed() >= CERT_SCAN_EVERY)
+        {
+            self.last_cert_scan = Some(Instant::now());
+            self.scan_certificates().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the issuer and expiry of each TLS domain's certificate: the custom files, or what
+    /// Caddy stored.
+    async fn scan_certificates(&self) -> Result<(), ActorProcessingErr> {
+        let Some(storage_root) = self.storage_root() else {
+            return Ok(());
+        };
+        self.ledger
+            .run(move |c| {
+                let rows: Vec<CertRow> = {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT id, hostname, tls, cert_path, cert_issuer, cert_not_after
+                           FROM domains WHERE tls != 'off'",
+                    )?;
+                    stmt.query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })?
+                    .collect::<Result<_, _>>()?
+                };
+                let tx = c.transaction()?;
+                for (id, host, tls, cert_path, issuer, not_after) in rows {
+                    let path = match (tls.as_str(), cert_path) {
+                        ("custom", Some(p)) => Some(p.into()),
+                        _ => certs::stored_cert(&storage_root, &host),
+                    };
+                    let found = path.and_then(|p| certs::read_info(&p).ok());
+                    let (new_issuer, new_after) = match found {
+                        Some(info) => (Some(info.issuer), Some(info.not_after_ms)),
+                        None => (None, None),
+                    };
+                    if new_issuer != issuer || new_after != not_after {
+                        tx.execute(
+                            "UPDATE domains SET cert_issuer = ?2, cert_not_after = ?3 WHERE id = ?1",
+                            params![id, new_issuer, new_after],
+                        )?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, app: &str, host: &str) -> DomainRow {
+        DomainRow {
+            id,
+            app: app.into(),
+            hostname: host.into(),
+            tls: TlsMode::Off,
+            cert: None,
+            redirect_to: None,
+            path_prefix: None,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn domains_route_to_their_apps_live_release_or_say_there_is_none() {
+        let upstreams = BTreeMap::from([("a".to_string(), vec!["10.0.0.2:80".to_string()])]);
+        let sites = desired_sites(
+            &[
+                row(1, "a", "a.test"),
+                row(2, "b", "b.test"),
+                row(3, "a", "skip.test"),
+            ],
+            &upstreams,
+            &|d| d.hostname == "skip.test",
+            Some(&(
+                "dash.test".into(),
+                TlsMode::Internal,
+                "127.0.0.1:8080".into(),
+            )),
+        );
+        assert_eq!(sites.len(), 3);
+        assert_eq!(
+            sites[0].target,
+            Target::Upstreams(vec!["10.0.0.2:80".into()])
+        );
+        assert_eq!(sites[1].target, Target::NoRelease { app: "b".into() });
+        assert_eq!(sites[2].hostname, "dash.test");
+        assert_eq!(sites[2].tls, TlsMode::Internal);
+    }
+
+    #[test]
+    fn a_rejection_suspects_what_it_names_else_what_changed() {
+        let upstreams = BTreeMap::new();
+        let mut custom = row(2, "b", "b.test");
+        custom.tls = TlsMode::Custom;
+        custom.cert = Some(("/certs/b.crt".into(), "/certs/b.key".into()));
+        let sites = desired_sites(
+            &[row(1, "a", "a.test"), custom],
+            &upstreams,
+            &|_| false,
+            None,
+        );
+        let applied: HashMap<String, Site> = [(sites[0].hostname.clone(), sites[0].clone())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            suspects(
+                &sites,
+                &HashMap::new(),
+                "loading certificates: open /certs/b.crt: no such file"
+            ),
+            ["b.test"]
+        );
+        assert_eq!(suspects(&sites, &applied, "something else"), ["b.test"]);
     }
 }

@@ -40,6 +40,91 @@ impl fmt::Display for AppName {
     }
 }
 
+/// A hostname Caddy serves: IDNA-converted to ASCII, lowercase, without a trailing dot; at most
+/// 253 characters in labels of 1 to 63 letters, digits and hyphens; at least two labels; the
+/// leftmost label may be `*` (a wildcard); never an IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainName(String);
+
+impl DomainName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let input = s.trim().trim_end_matches('.');
+        let bad = |why: &str| Err(format!("'{s}' is not a valid domain: {why}"));
+        if input.is_empty() {
+            return bad("it is empty");
+        }
+        if input.parse::<std::net::IpAddr>().is_ok() || input.starts_with('[') {
+            return bad("it is an IP address; routes need a hostname");
+        }
+        let (wildcard, rest) = match input.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, input),
+        };
+        if rest.contains('*') {
+            return bad("'*' may only stand alone as the leftmost label, as in *.example.com");
+        }
+        if input.contains(['/', ':', '@', ' ', '?', '#']) {
+            return bad("give only the hostname, without scheme, port or path");
+        }
+        let ascii = match idna::domain_to_ascii_strict(rest) {
+            Ok(a) => a,
+            Err(_) => {
+                return bad(
+                    "it is not a valid internationalised hostname (labels of letters, digits \
+                     and hyphens, not starting or ending with a hyphen)",
+                );
+            }
+        };
+        let labels: Vec<&str> = ascii.split('.').collect();
+        if labels.len() < 2 {
+            return bad("it needs at least two labels, as in app.example.com");
+        }
+        for label in &labels {
+            let ok = (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return bad(
+                    "each label must have 1 to 63 letters, digits and hyphens, not starting or \
+                     ending with a hyphen",
+                );
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return bad("its last label must not be all digits");
+        }
+        let full = if wildcard {
+            format!("*.{ascii}")
+        } else {
+            ascii
+        };
+        if full.len() > 253 {
+            return bad("it is longer than 253 characters");
+        }
+        Ok(Self(full.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with("*.")
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A branch, tag or commit to deploy. Refused: anything git could read as an option, and the
 /// forms `git check-ref-format` refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,5 +244,28 @@ mod tests {
     fn timestamps_render_in_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.5Z");
+    }
+
+    #[test]
+    fn domains_are_normalised_and_checked() {
+        let ok = |s: &str| DomainName::parse(s).map(|d| d.to_string());
+        assert_eq!(ok("App.Example.COM.").unwrap(), "app.example.com");
+        assert_eq!(ok("bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(ok("*.example.com").unwrap(), "*.example.com");
+        for bad in [
+            "",
+            "localhost",
+            "10.0.0.1",
+            "a.*.example.com",
+            "-a.example.com",
+            "a_b.example.com",
+            "https://a.example.com",
+            "a.example.com:8080",
+            "a.123",
+            &format!("{}.com", "a".repeat(64)),
+            &format!("{}com", "abcdefghi.".repeat(26)),
+        ] {
+            assert!(ok(bad).is_err(), "{bad} should be refused");
+        }
     }
 }

@@ -37,6 +37,8 @@ pub struct DeployConfig {
     pub allow_local_repos: bool,
     /// How long the containers of a replaced release get to stop before they are killed.
     pub stop_grace: Duration,
+    /// How long a replaced release keeps running after traffic moved away from it.
+    pub drain: Duration,
 }
 
 impl DeployConfig {

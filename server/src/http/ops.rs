@@ -8,10 +8,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use rusqlite::OptionalExtension;
 use rustploy_actors::ledger::jobs;
 use serde_json::json;
 
 use super::AppState;
+use crate::config::CaddyMode;
 use crate::probes;
 
 pub fn routes() -> Router<AppState> {
@@ -34,10 +36,22 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
         Err(_) => json!({ "ok": false, "error": "the ledger did not answer within 2 s" }),
     };
-    let (docker, caddy) = tokio::join!(
-        probes::docker(timeout),
-        probes::caddy(&state.settings.caddy_admin, timeout)
-    );
+    let caddy = async {
+        match state.settings.caddy {
+            CaddyMode::Off => json!({ "ok": true, "mode": "off" }),
+            mode => {
+                let mut probe = probes::caddy(&state.settings.caddy_admin, timeout).await;
+                probe["mode"] = json!(if mode == CaddyMode::Managed {
+                    "managed"
+                } else {
+                    "external"
+                });
+                probe
+            }
+        }
+    };
+    let (docker, caddy, router) =
+        tokio::join!(probes::docker(timeout), caddy, router_state(&state));
     let mut docker = docker;
     // Which compose implementation deployments use (detected once).
     docker["compose"] = match rustploy_actors::deploy::docker::compose_cli().await {
@@ -47,7 +61,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = ledger["ok"] == true;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "components": { "ledger": ledger, "docker": docker, "caddy": caddy },
+        "components": { "ledger": ledger, "docker": docker, "caddy": caddy, "router": router },
     });
     let status = if ready {
         StatusCode::OK
@@ -55,6 +69,42 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// What RouterSync last recorded (`settings` row `router.state`), and the domains in error.
+async fn router_state(state: &AppState) -> serde_json::Value {
+    let read = state
+        .ledger
+        .run(|c| {
+            let recorded: Option<String> = c
+                .query_row(
+                    "SELECT value FROM settings WHERE key = 'router.state'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT hostname, status_message FROM domains WHERE status = 'error' ORDER BY hostname LIMIT 20",
+            )?;
+            let errors = stmt
+                .query_map([], |r| Ok(json!({ "domain": r.get::<_, String>(0)?, "error": r.get::<_, Option<String>>(1)? })))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((recorded, errors))
+        })
+        .await;
+    match read {
+        Ok((recorded, errors)) => {
+            let mut v = recorded
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+                .unwrap_or_else(|| json!({ "ok": true, "note": "no routes applied yet" }));
+            if !errors.is_empty() {
+                v["ok"] = json!(false);
+            }
+            v["domain_errors"] = json!(errors);
+            v
+        }
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

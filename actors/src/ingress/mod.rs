@@ -1,0 +1,96 @@
+//! Ingress: what RouterSync needs to put apps behind Caddy. `caddy.rs` turns the desired
+//! routes into Caddy's JSON configuration (a pure function), `admin.rs` talks to Caddy's admin
+//! API, `managed.rs` runs Caddy as a child process, and `certs.rs` reads certificates.
+
+pub mod admin;
+pub mod caddy;
+pub mod certs;
+pub mod managed;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a domain gets its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsMode {
+    /// ACME (Let's Encrypt / ZeroSSL), managed by Caddy.
+    Auto,
+    /// Caddy's own local certificate authority.
+    Internal,
+    /// A certificate and key the user keeps on this host.
+    Custom,
+    /// Plain HTTP only.
+    Off,
+}
+
+impl TlsMode {
+    pub const ALL: [TlsMode; 4] = [
+        TlsMode::Auto,
+        TlsMode::Internal,
+        TlsMode::Custom,
+        TlsMode::Off,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Auto => "auto",
+            TlsMode::Internal => "internal",
+            TlsMode::Custom => "custom",
+            TlsMode::Off => "off",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    pub fn is_tls(self) -> bool {
+        self != TlsMode::Off
+    }
+}
+
+/// Where a site's requests go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The app's live release: `IP:port` of each routed container.
+    Upstreams(Vec<String>),
+    /// The app has no healthy release yet: Caddy answers 503 saying so.
+    NoRelease { app: String },
+    /// A permanent redirect to this origin (`https://host[:port]`), keeping the request's URI.
+    Redirect(String),
+}
+
+/// One hostname (with an optional path prefix) that Caddy serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Site {
+    /// ASCII (IDNA) and lowercase; may start with `*.`.
+    pub hostname: String,
+    pub tls: TlsMode,
+    /// Certificate and key files, for `TlsMode::Custom`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Only requests under this path (`/api` matches `/api` and `/api/...`).
+    pub path_prefix: Option<String>,
+    pub target: Target,
+}
+
+/// Where Caddy listens and keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressConfig {
+    /// The admin endpoint as `host:port` (kept in every configuration Rustploy loads, so a load
+    /// never moves it).
+    pub admin_listen: String,
+    /// Where apps are served over HTTP and HTTPS, as `[host]:port`.
+    pub http_listen: String,
+    pub https_listen: String,
+    /// Caddy's storage (certificates, its local CA).
+    pub storage_root: PathBuf,
+    /// How long a replaced configuration's connections get to finish.
+    pub grace: Duration,
+    /// How long the proxy retries an upstream that refuses connections before failing a request.
+    pub try_duration: Duration,
+}
+
+/// The port of a `[host]:port` listen address.
+pub fn listen_port(listen: &str) -> Option<u16> {
+    listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
