@@ -1,0 +1,800 @@
+//! Signing in and out, first-run setup, password reset, API tokens and users.
+
+use axum::Extension;
+use axum::Form;
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    FormToken, Problem, Section, Table, Viewer, action, badge, csrf, error_page, field, form_error,
+    layout, respond, see_other, when_str,
+};
+use crate::http::AppState;
+use crate::http::access_api::{self, NewToken, NewUser, UserPatch};
+use crate::http::auth::{Need, SCOPES};
+use crate::http::error::ApiError;
+use crate::http::setup;
+use crate::secrets;
+
+pub(super) fn table() -> Table {
+    vec![
+        ("/setup", Need::Public, get(setup_form).post(setup_submit)),
+        ("/login", Need::Public, get(login_form).post(login_submit)),
+        (
+            "/reset-password/request",
+            Need::Public,
+            get(reset_request_form).post(reset_request_submit),
+        ),
+        (
+            "/reset-password",
+            Need::Public,
+            get(reset_form).post(reset_submit),
+        ),
+        ("/logout", Need::Authenticated, action(logout)),
+        ("/tokens", Need::Admin, get(tokens).post(create_token)),
+        ("/tokens/{id}/revoke", Need::Admin, action(revoke_token)),
+        ("/users", Need::Admin, get(users).post(create_user)),
+        ("/users/{id}/role", Need::Admin, action(change_role)),
+        ("/users/{id}/delete", Need::Admin, action(delete_user)),
+    ]
+}
+
+fn public_page(status: StatusCode, title: &str, content: Markup) -> Response {
+    respond(status, layout(None, title, content))
+}
+
+fn session_cookie(state: &AppState, secret: &str) -> String {
+    let secure = state.settings.public_url.starts_with("https://");
+    crate::http::auth::session_cookie_header(secret, secure)
+}
+
+// First-run setup.
+
+#[derive(Deserialize, Default)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn setup_expired() -> Response {
+    public_page(
+        StatusCode::NOT_FOUND,
+        "Setup link not valid",
+        html! { p { "This setup link was used already, has expired, or the owner exists. Restart the server for a new link, or "
+        a href="/login" { "sign in" } "." } },
+    )
+}
+
+fn setup_page(form: &FormToken, token: &str, email: &str, problem: &Problem) -> Markup {
+    html! {
+        p { "Create the owner of this Rustploy. This link works once." }
+        form.narrow method="post" action="/setup" {
+            (csrf(&form.0))
+            input type="hidden" name="token" value=(token);
+            (form_error(problem, &["email", "password"]))
+            (field("Email", "email", "email", email, problem))
+            (field(&format!("Password (at least {} characters)", secrets::MIN_PASSWORD_LEN), "password", "password", "", problem))
+            button type="submit" { "Create owner" }
+        }
+    }
+}
+
+async fn setup_form(
+    State(state): State<AppState>,
+    Extension(form): Extension<FormToken>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let token = q.token.unwrap_or_default();
+    let t = token.clone();
+    match state
+        .ledger
+        .run(move |c| setup::valid_setup_token(c, &t))
+        .await
+    {
+        Ok(Some(_)) => public_page(
+            StatusCode::OK,
+            "Set up Rustploy",
+            setup_page(&form, &token, "", &Problem::default()),
+        ),
+        Ok(None) => setup_expired(),
+        Err(e) => error_page(None, e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetupForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn setup_submit(
+    State(state): State<AppState>,
+    Extension(form_token): Extension<FormToken>,
+    Form(form): Form<SetupForm>,
+) -> Response {
+    let email = form.email.trim().to_string();
+    let invalid = |p: Problem| {
+        public_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Set up Rustploy",
+            setup_page(&form_token, &form.token, &email, &p),
+        )
+    };
+    if !email.contains('@') || email.len() > 254 {
+        return invalid(Problem::at("email", "enter a valid email address"));
+    }
+    if let Err(e) = secrets::check_password_rules(&form.password) {
+        return invalid(Problem::at("password", e));
+    }
+    match setup::create_owner(
+        &state.ledger,
+        form.token.clone(),
+        email.clone(),
+        form.password.clone(),
+    )
+    .await
+    {
+        Ok(Some(secret)) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, session_cookie(&state, &secret)),
+                (header::LOCATION, "/apps".to_string()),
+            ],
+        )
+            .into_response(),
+        Ok(None) => setup_expired(),
+        Err(e) => error_page(None, e),
+    }
+}
+
+// Signing in and out.
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only a path of this site is a place to go back to.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/apps".into(),
+    }
+}
+
+fn login_page(form: &FormToken, next: &str, email: &str, problem: &Problem) -> Markup {
+    html! {
+        form.narrow method="post" action="/login" {
+            (csrf(&form.0))
+            input type="hidden" name="next" value=(next);
+            (form_error(problem, &["email", "password"]))
+            (field("Email", "email", "email", email, problem))
+            (field("Password", "password", "password", "", problem))
+            button type="submit" { "Sign in" }
+        }
+        p { a href="/reset-password/request" { "Forgot your password?" } }
+    }
+}
+
+async fn login_form(Extension(form): Extension<FormToken>, Query(q): Query<NextQuery>) -> Response {
+    let next = local_path(q.next.as_deref());
+    public_page(
+        StatusCode::OK,
+        "Sign in",
+        login_page(&form, &next, "", &Problem::default()),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+async fn login_submit(
+    State(state): State<AppState>,
+    Extension(form_token): Extension<FormToken>,
+    req: axum::extract::Request,
+) -> Response {
+    let client = crate::http::client_addr(&req).unwrap_or_else(|| "unknown".into());
+    let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &state).await else {
+        return error_page(
+            None,
+            ApiError::invalid("form", "the form could not be read"),
+        );
+    };
+    let next = local_path(form.next.as_deref());
+    match access_api::sign_in(&state, &form.email, form.password, client).await {
+        Ok(signed) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, session_cookie(&state, &signed.secret)),
+                (header::LOCATION, next),
+            ],
+        )
+            .into_response(),
+        Err(e) => {
+            let status = e.status;
+            let problem = if e.code == "bad_credentials" {
+                Problem::at("password", e.message)
+            } else {
+                Problem::from(e)
+            };
+            public_page(
+                status,
+                "Sign in",
+                login_page(&form_token, &next, form.email.trim(), &problem),
+            )
+        }
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match access_api::sign_out(&state, &headers).await {
+        Ok(expired) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, expired),
+                (header::LOCATION, "/login".to_string()),
+            ],
+        )
+            .into_response(),
+        Err(e) => error_page(None, e),
+    }
+}
+
+// Password reset.
+
+fn reset_request_page(form: &FormToken, email: &str, problem: &Problem) -> Markup {
+    html! {
+        p { "Enter your email. If it belongs to a user, a link to choose a new password is sent to it." }
+        form.narrow method="post" action="/reset-password/request" {
+            (csrf(&form.0))
+            (form_error(problem, &["email"]))
+            (field("Email", "email", "email", email, problem))
+            button type="submit" { "Send the link" }
+        }
+    }
+}
+
+async fn reset_request_form(Extension(form): Extension<FormToken>) -> Response {
+    public_page(
+        StatusCode::OK,
+        "Reset your password",
+        reset_request_page(&form, "", &Problem::default()),
+    )
+}
+
+#[derive(Deserialize)]
+struct ResetRequestForm {
+    #[serde(default)]
+    email: String,
+}
+
+async fn reset_request_submit(
+    State(state): State<AppState>,
+    Extension(form_token): Extension<FormToken>,
+    Form(form): Form<ResetRequestForm>,
+) -> Response {
+    let email = form.email.trim();
+    if !email.contains('@') {
+        return public_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Reset your password",
+            reset_request_page(
+                &form_token,
+                email,
+                &Problem::at("email", "enter a valid email address"),
+            ),
+        );
+    }
+    match access_api::send_reset_link(&state, email).await {
+        Ok(()) => public_page(
+            StatusCode::OK,
+            "Check your mail",
+            html! { p { "If " strong { (email) } " belongs to a user, a reset link is on its way. It works for 30 minutes." }
+            p { a href="/login" { "Back to sign in" } } },
+        ),
+        Err(e) => error_page(None, e),
+    }
+}
+
+fn reset_page(form: &FormToken, token: &str, problem: &Problem) -> Markup {
+    html! {
+        form.narrow method="post" action="/reset-password" {
+            (csrf(&form.0))
+            input type="hidden" name="token" value=(token);
+            (form_error(problem, &["password"]))
+            (field(&format!("New password (at least {} characters)", secrets::MIN_PASSWORD_LEN), "password", "password", "", problem))
+            button type="submit" { "Set password" }
+        }
+    }
+}
+
+fn reset_invalid() -> Response {
+    public_page(
+        StatusCode::NOT_FOUND,
+        "Reset link not valid",
+        html! { p { "This reset link was used already or has expired. "
+        a href="/reset-password/request" { "Ask for a new one" } "." } },
+    )
+}
+
+async fn reset_form(
+    State(state): State<AppState>,
+    Extension(form): Extension<FormToken>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let token = q.token.unwrap_or_default();
+    let t = token.clone();
+    match state
+        .ledger
+        .run(move |c| setup::valid_reset_token(c, &t))
+        .await
+    {
+        Ok(Some(_)) => public_page(
+            StatusCode::OK,
+            "Choose a new password",
+            reset_page(&form, &token, &Problem::default()),
+        ),
+        Ok(None) => reset_invalid(),
+        Err(e) => error_page(None, e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn reset_submit(
+    State(state): State<AppState>,
+    Extension(form_token): Extension<FormToken>,
+    Form(form): Form<ResetForm>,
+) -> Response {
+    if let Err(e) = secrets::check_password_rules(&form.password) {
+        return public_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose a new password",
+            reset_page(&form_token, &form.token, &Problem::at("password", e)),
+        );
+    }
+    let password = form.password.clone();
+    let hash = match tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await {
+        Ok(h) => h,
+        Err(e) => return error_page(None, ApiError::internal(e)),
+    };
+    match setup::apply_reset(&state.ledger, form.token.clone(), hash).await {
+        Ok(true) => public_page(
+            StatusCode::OK,
+            "Password changed",
+            html! { p { "Your password was changed. " a href="/login" { "Sign in" } " with it." } },
+        ),
+        Ok(false) => reset_invalid(),
+        Err(e) => error_page(None, e.into()),
+    }
+}
+
+// API tokens.
+
+#[derive(Default)]
+struct TokenDraft {
+    name: String,
+    scopes: Vec<String>,
+    expires_in_days: String,
+}
+
+async fn tokens(State(state): State<AppState>, Extension(v): Extension<Viewer>) -> Response {
+    tokens_page(
+        &state,
+        &v,
+        StatusCode::OK,
+        &TokenDraft::default(),
+        &Problem::default(),
+        None,
+    )
+    .await
+}
+
+async fn tokens_page(
+    state: &AppState,
+    v: &Viewer,
+    status: StatusCode,
+    draft: &TokenDraft,
+    problem: &Problem,
+    created: Option<&Value>,
+) -> Response {
+    let page = crate::http::api::Page {
+        limit: Some(200),
+        cursor: None,
+        state: None,
+    };
+    let list =
+        match crate::http::api::id_page(&state.ledger, "api_tokens", &page, access_api::token_json)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => return error_page(Some(v), e),
+        };
+    let audit = match access_api::audit_page(
+        state,
+        access_api::AuditQuery {
+            limit: Some(50),
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        Ok(a) => a.0,
+        Err(e) => return error_page(Some(v), e),
+    };
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let events = audit["items"].as_array().cloned().unwrap_or_default();
+    respond(
+        status,
+        layout(
+            Some((v, Section::Tokens)),
+            "API tokens",
+            html! {
+                @if let Some(t) = created {
+                    div.notice.good role="status" {
+                        p { "Token " strong { (t["name"].as_str().unwrap_or("")) } " created. Copy it now: it is not shown again." }
+                        pre.secret id="new-token" { (t["token"].as_str().unwrap_or("")) }
+                    }
+                }
+                section {
+                    h2 { "New token" }
+                    form.card method="post" action="/tokens" {
+                        (csrf(&v.csrf))
+                        (form_error(problem, &["name", "scopes", "expires_in_days"]))
+                        (field("Name", "name", "text", &draft.name, problem))
+                        fieldset.field.invalid[problem.beside("scopes").is_some()] {
+                            legend { "Scopes" }
+                            @for s in SCOPES {
+                                label.inline {
+                                    @if draft.scopes.iter().any(|x| x == s) {
+                                        input type="checkbox" name="scopes" value=(s) checked;
+                                    } @else {
+                                        input type="checkbox" name="scopes" value=(s);
+                                    }
+                                    " " (s)
+                                }
+                            }
+                            @if let Some(e) = problem.beside("scopes") { p.field-error role="alert" { (e) } }
+                        }
+                        (field("Expires in days (empty: never)", "expires_in_days", "number", &draft.expires_in_days, problem))
+                        button type="submit" { "Create token" }
+                    }
+                }
+                section {
+                    h2 { "Tokens" }
+                    div.scroll { table {
+                        thead { tr { th { "Name" } th { "Scopes" } th { "Created" } th { "Expires" } th { "Last used" } th { "State" } th {} } }
+                        tbody {
+                            @for t in &items {
+                                @let revoked = !t["revoked_at"].is_null();
+                                tr {
+                                    td { (t["name"].as_str().unwrap_or("")) br; small.mono { "rp_" (t["public_id"].as_str().unwrap_or("")) "_…" } }
+                                    td { (t["scopes"].as_array().map(|s| s.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                                    td { (when_str(t["created_at"].as_str().unwrap_or(""))) }
+                                    td { (t["expires_at"].as_str().map(when_str).unwrap_or_else(|| "never".into())) }
+                                    td { (t["last_used_at"].as_str().map(when_str).unwrap_or_else(|| "never".into())) }
+                                    td { @if revoked { (badge("revoked")) } @else { (badge("active")) } }
+                                    td {
+                                        @if !revoked {
+                                            form method="post" action={ "/tokens/" (t["id"]) "/revoke" } {
+                                                (csrf(&v.csrf))
+                                                button.danger type="submit" { "Revoke" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                }
+                section {
+                    h2 { "Audit log" }
+                    p.hint { "Every request made with a token, and every reveal of secret values; newest first." }
+                    div.scroll { table {
+                        thead { tr { th { "When" } th { "Token" } th { "Request" } th { "Status" } th { "From" } } }
+                        tbody {
+                            @for e in &events {
+                                tr {
+                                    td { (when_str(e["at"].as_str().unwrap_or(""))) }
+                                    td { (e["token_id"].as_i64().map(|i| format!("#{i}")).unwrap_or_else(|| e["user_id"].as_i64().map(|u| format!("user #{u}")).unwrap_or_default())) }
+                                    td.mono { (e["method"].as_str().unwrap_or("")) " " (e["path"].as_str().unwrap_or(""))
+                                        @if let Some(d) = e["detail"].as_str() { br; small { (d) } } }
+                                    td { (e["status"]) }
+                                    td { (e["client_addr"].as_str().unwrap_or("")) }
+                                }
+                            }
+                        }
+                    } }
+                }
+            },
+        ),
+    )
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    body: axum::body::Bytes,
+) -> Response {
+    // Several `scopes` fields: read the pairs in order.
+    let mut draft = TokenDraft::default();
+    for (k, val) in form_pairs(&body) {
+        match k.as_str() {
+            "name" => draft.name = val,
+            "scopes" => draft.scopes.push(val),
+            "expires_in_days" => draft.expires_in_days = val.trim().to_string(),
+            _ => {}
+        }
+    }
+    let expires_in_days = if draft.expires_in_days.is_empty() {
+        None
+    } else {
+        match draft.expires_in_days.parse::<u32>() {
+            Ok(d) => Some(d),
+            Err(_) => {
+                let p = Problem::at(
+                    "expires_in_days",
+                    "enter a whole number of days between 1 and 3650, or leave it empty",
+                );
+                return tokens_page(
+                    &state,
+                    &v,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &draft,
+                    &p,
+                    None,
+                )
+                .await;
+            }
+        }
+    };
+    let request = NewToken {
+        name: draft.name.clone(),
+        scopes: draft.scopes.clone(),
+        expires_in_days,
+    };
+    match access_api::issue_api_token(&state, &v.principal, request).await {
+        Ok(row) => {
+            tokens_page(
+                &state,
+                &v,
+                StatusCode::CREATED,
+                &TokenDraft::default(),
+                &Problem::default(),
+                Some(&row),
+            )
+            .await
+        }
+        Err(e) if e.status.is_client_error() => {
+            tokens_page(&state, &v, e.status, &draft, &Problem::from(e), None).await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+/// The `key=value` pairs of a form body, in order (repeated keys kept).
+pub(super) fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = match p.iter().position(|b| *b == b'=') {
+                Some(i) => (&p[..i], &p[i + 1..]),
+                None => (p, &b""[..]),
+            };
+            (unpercent(k), unpercent(v))
+        })
+        .collect()
+}
+
+fn unpercent(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => {
+                match std::str::from_utf8(&s[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Response {
+    match access_api::revoke(&state, id).await {
+        Ok(()) => see_other("/tokens"),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+// Users.
+
+#[derive(Deserialize, Default)]
+struct UserDraft {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn users(State(state): State<AppState>, Extension(v): Extension<Viewer>) -> Response {
+    users_page(
+        &state,
+        &v,
+        StatusCode::OK,
+        &UserDraft::default(),
+        &Problem::default(),
+    )
+    .await
+}
+
+const ROLES: &[&str] = &["viewer", "maintainer", "owner"];
+
+fn role_select(name: &str, current: &str) -> Markup {
+    html! {
+        select name=(name) {
+            @for r in ROLES {
+                @if *r == current { option value=(r) selected { (r) } } @else { option value=(r) { (r) } }
+            }
+        }
+    }
+}
+
+async fn users_page(
+    state: &AppState,
+    v: &Viewer,
+    status: StatusCode,
+    draft: &UserDraft,
+    problem: &Problem,
+) -> Response {
+    let page = crate::http::api::Page {
+        limit: Some(200),
+        cursor: None,
+        state: None,
+    };
+    let list = match crate::http::api::id_page(&state.ledger, "users", &page, access_api::user_json)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return error_page(Some(v), e),
+    };
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let role = if draft.role.is_empty() {
+        "viewer"
+    } else {
+        draft.role.as_str()
+    };
+    respond(
+        status,
+        layout(
+            Some((v, Section::Users)),
+            "Users",
+            html! {
+                p.hint { "Viewers read; maintainers also deploy and change apps; owners also manage users, tokens and secrets." }
+                div.scroll { table {
+                    thead { tr { th { "Email" } th { "Role" } th { "Created" } th {} } }
+                    tbody {
+                        @for u in &items {
+                            tr {
+                                td { (u["email"].as_str().unwrap_or("")) }
+                                td {
+                                    form.row method="post" action={ "/users/" (u["id"]) "/role" } {
+                                        (csrf(&v.csrf))
+                                        (role_select("role", u["role"].as_str().unwrap_or("")))
+                                        button type="submit" { "Change" }
+                                    }
+                                }
+                                td { (when_str(u["created_at"].as_str().unwrap_or(""))) }
+                                td {
+                                    form method="post" action={ "/users/" (u["id"]) "/delete" } {
+                                        (csrf(&v.csrf))
+                                        button.danger type="submit" { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+                h2 { "New user" }
+                form.card method="post" action="/users" {
+                    (csrf(&v.csrf))
+                    (form_error(problem, &["email", "role", "password"]))
+                    (field("Email", "email", "email", &draft.email, problem))
+                    div.field { label for="f-role" { "Role" } (role_select("role", role)) }
+                    (field(&format!("Password (at least {} characters)", secrets::MIN_PASSWORD_LEN), "password", "password", "", problem))
+                    button type="submit" { "Create user" }
+                }
+            },
+        ),
+    )
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Form(draft): Form<UserDraft>,
+) -> Response {
+    let body = NewUser {
+        email: draft.email.clone(),
+        role: draft.role.clone(),
+        password: draft.password.clone(),
+    };
+    match access_api::add_user(&state, body).await {
+        Ok(_) => see_other("/users"),
+        Err(e) if e.status.is_client_error() => {
+            users_page(&state, &v, e.status, &draft, &Problem::from(e)).await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RoleForm {
+    #[serde(default)]
+    role: String,
+}
+
+async fn change_role(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i64>,
+    Form(form): Form<RoleForm>,
+) -> Response {
+    let patch = UserPatch {
+        email: None,
+        role: Some(form.role),
+        password: None,
+    };
+    match access_api::change_user(&state, id, patch).await {
+        Ok(_) => see_other("/users"),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Response {
+    match access_api::remove_user(&state, id).await {
+        Ok(()) => see_other("/users"),
+        Err(e) => error_page(Some(&v), e),
+    }
+}

@@ -1,0 +1,1262 @@
+//! Apps: the list, importing one, and an app's tabs (overview, deployments and their live
+//! logs, env vars, domains, GitHub).
+
+use axum::Extension;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use maud::{Markup, html};
+use rusqlite::{Connection, OptionalExtension, params};
+use rustploy_actors::ledger::LedgerError;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    Problem, Section, Table, Viewer, action, badge, csrf, duration, error_page, field, form_error,
+    layout, percent, respond, see_other, when, when_str,
+};
+use crate::http::AppState;
+use crate::http::api::{no_app, resolve_app};
+use crate::http::auth::Need;
+use crate::http::deploy_api::{self, ImportRequest};
+use crate::http::domains_api::{self, NewDomain};
+use crate::http::env_api;
+use crate::http::error::{ApiError, ApiResult};
+
+pub(super) fn table() -> Table {
+    vec![
+        ("/apps", Need::Read, get(list)),
+        (
+            "/apps/import",
+            Need::Deploy,
+            get(import_form).post(import_submit),
+        ),
+        ("/apps/{app}", Need::Read, get(overview)),
+        ("/apps/{app}/deployments", Need::Read, get(deployments)),
+        ("/apps/{app}/deploy", Need::Deploy, action(deploy)),
+        ("/apps/{app}/rollback", Need::Deploy, action(rollback)),
+        ("/deployments/{id}", Need::Read, get(deployment)),
+        ("/deployments/{id}/cancel", Need::Deploy, action(cancel)),
+        ("/apps/{app}/env", Need::Read, get(env).post(env_set)),
+        ("/apps/{app}/env/import", Need::Deploy, action(env_import)),
+        ("/apps/{app}/env/delete", Need::Deploy, action(env_delete)),
+        (
+            "/apps/{app}/domains",
+            Need::Read,
+            get(domains).post(domain_add),
+        ),
+        (
+            "/apps/{app}/domains/delete",
+            Need::Deploy,
+            action(domain_remove),
+        ),
+        ("/apps/{app}/github", Need::Read, get(github)),
+    ]
+}
+
+// The apps list.
+
+/// One row of the apps list.
+pub struct AppRow {
+    pub name: String,
+    pub last: Option<LastDeployment>,
+    pub domains: Option<String>,
+    pub live: bool,
+}
+
+pub struct LastDeployment {
+    pub id: i64,
+    pub state: String,
+    pub commit: Option<String>,
+    pub created_at: i64,
+}
+
+/// Every app with its newest deployment, domains and whether a release is live, by name.
+///
+/// Four plain scans merged here rather than one query with correlated subqueries per app: with
+/// a thousand apps that is several times faster.
+pub fn app_rows(c: &Connection) -> Result<Vec<AppRow>, LedgerError> {
+    use std::collections::{HashMap, HashSet};
+    let mut last: HashMap<i64, LastDeployment> = c
+        .prepare_cached(
+            "SELECT d.app_id, d.id, d.state, d.commit_sha, d.created_at
+               FROM deployments d
+               JOIN (SELECT MAX(id) AS id FROM deployments GROUP BY app_id) newest ON newest.id = d.id",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                LastDeployment {
+                    id: r.get(1)?,
+                    state: r.get(2)?,
+                    commit: r.get(3)?,
+                    created_at: r.get(4)?,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut domains: HashMap<i64, String> = HashMap::new();
+    let mut stmt =
+        c.prepare_cached("SELECT app_id, hostname FROM domains ORDER BY app_id, hostname")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let list = domains.entry(r.get(0)?).or_default();
+        if !list.is_empty() {
+            list.push(' ');
+        }
+        list.push_str(&r.get::<_, String>(1)?);
+    }
+    let live: HashSet<i64> = c
+        .prepare_cached("SELECT DISTINCT app_id FROM app_runtimes")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let apps = c
+        .prepare_cached("SELECT id, name FROM apps ORDER BY name")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .map(|row| {
+            row.map(|(id, name)| AppRow {
+                name,
+                last: last.remove(&id),
+                domains: domains.remove(&id),
+                live: live.contains(&id),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(apps)
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..10).unwrap_or(sha)
+}
+
+/// The apps list page (its body is refreshed by the script every few seconds).
+pub fn apps_page(v: &Viewer, rows: &[AppRow]) -> maud::Markup {
+    layout(
+        Some((v, Section::Apps)),
+        "Apps",
+        html! {
+            @if v.can(Need::Deploy) { p { a.button href="/apps/import" { "Import an app" } } }
+            @if rows.is_empty() {
+                p.empty { "No apps yet." @if v.can(Need::Deploy) { " " a href="/apps/import" { "Import a repository" } " to start." } }
+            } @else {
+                div.scroll id="live" data-refresh="5" { table.apps {
+                    thead { tr { th { "App" } th { "Status" } th { "Last deployment" } th { "Domains" } th { "Health" } } }
+                    tbody {
+                        @for a in rows {
+                            tr {
+                                td { a href={ "/apps/" (percent(&a.name)) } { (a.name) } }
+                                td { @match &a.last { Some(d) => (badge(&d.state)), None => (badge("new")) } }
+                                td {
+                                    @if let Some(d) = &a.last {
+                                        a href={ "/deployments/" (d.id) } { "#" (d.id) }
+                                        " " (when(d.created_at))
+                                        @if let Some(c) = &d.commit { " " code { (short(c)) } }
+                                    } @else { "never deployed" }
+                                }
+                                td { @if let Some(ds) = &a.domains { @for d in ds.split(' ') { span.domain { (d) } " " } } }
+                                td { @if a.live { (badge("live")) } @else { (badge("not running")) } }
+                            }
+                        }
+                    }
+                } }
+            }
+        },
+    )
+}
+
+async fn list(State(state): State<AppState>, Extension(v): Extension<Viewer>) -> Response {
+    match state.ledger.run(|c| app_rows(c)).await {
+        Ok(rows) => respond(StatusCode::OK, apps_page(&v, &rows)),
+        Err(e) => error_page(Some(&v), e.into()),
+    }
+}
+
+// Importing.
+
+#[derive(Deserialize, Default)]
+struct ImportForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    repo_url: String,
+    #[serde(default)]
+    branch: String,
+    #[serde(default)]
+    compose_path: String,
+    #[serde(default)]
+    deploy_key: String,
+    #[serde(default)]
+    https_token: String,
+}
+
+const IMPORT_FIELDS: &[&str] = &[
+    "name",
+    "repo_url",
+    "branch",
+    "compose_path",
+    "deploy_key",
+    "https_token",
+];
+
+fn import_page(v: &Viewer, form: &ImportForm, problem: &Problem) -> Markup {
+    let branch = if form.branch.is_empty() {
+        "main"
+    } else {
+        form.branch.as_str()
+    };
+    layout(
+        Some((v, Section::Import)),
+        "Import an app",
+        html! {
+            p.hint { "Rustploy clones the branch, finds a compose file or a Dockerfile, and says what it will run. Nothing is deployed yet." }
+            form.card method="post" action="/apps/import" {
+                (csrf(&v.csrf))
+                (form_error(problem, IMPORT_FIELDS))
+                (field("App name (lowercase letters, digits, dashes)", "name", "text", &form.name, problem))
+                (field("Repository URL", "repo_url", "text", &form.repo_url, problem))
+                (field("Branch", "branch", "text", branch, problem))
+                (field("Compose file path (empty: detect)", "compose_path", "text", &form.compose_path, problem))
+                details {
+                    summary { "Private repository" }
+                    div.field.invalid[problem.beside("deploy_key").is_some()] {
+                        label for="f-deploy_key" { "SSH deploy key (private key)" }
+                        textarea id="f-deploy_key" name="deploy_key" rows="4" { (form.deploy_key) }
+                        @if let Some(e) = problem.beside("deploy_key") { p.field-error role="alert" { (e) } }
+                    }
+                    (field("HTTPS access token", "https_token", "password", "", problem))
+                }
+                button type="submit" { "Import" }
+            }
+        },
+    )
+}
+
+async fn import_form(Extension(v): Extension<Viewer>) -> Response {
+    respond(
+        StatusCode::OK,
+        import_page(&v, &ImportForm::default(), &Problem::default()),
+    )
+}
+
+fn some(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+async fn import_submit(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Form(form): Form<ImportForm>,
+) -> Response {
+    let request = ImportRequest {
+        name: form.name.trim().to_string(),
+        repo_url: form.repo_url.trim().to_string(),
+        branch: some(&form.branch),
+        compose_path: some(&form.compose_path),
+        deploy_key: some(&form.deploy_key),
+        https_token: some(&form.https_token),
+    };
+    match deploy_api::import(&state, request).await {
+        Ok(app) => respond(StatusCode::CREATED, imported_page(&v, &app)),
+        Err(e) if e.status.is_client_error() => {
+            respond(e.status, import_page(&v, &form, &Problem::from(e)))
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+fn list_of(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| match x.as_str() {
+                    Some(s) => s.to_string(),
+                    None => x.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What an import found, and why.
+fn imported_page(v: &Viewer, app: &Value) -> Markup {
+    let name = app["name"].as_str().unwrap_or("");
+    let i = &app["import"];
+    layout(
+        Some((v, Section::Import)),
+        &format!("Imported {name}"),
+        html! {
+            div.notice.good role="status" { "The app " strong { (name) } " was created. Here is what Rustploy found." }
+            dl.facts {
+                dt { "Repository" } dd.mono { (text_of(&i["repo_url"])) }
+                dt { "Branch" } dd { (text_of(&i["branch"])) }
+                dt { "Commit" } dd.mono { (text_of(&i["commit_sha"])) }
+                dt { "Build" } dd { (text_of(&i["build_mode"])) }
+                dt { "Compose file" } dd.mono { (text_of(&i["compose_path"])) }
+                dt { "Routed service" } dd { (text_of(&i["routed_service"])) }
+                dt { "Port" } dd { (text_of(&i["port"])) }
+                dt { "Health check path" } dd.mono { (text_of(&i["healthcheck_path"])) }
+                dt { "Services" } dd { (list_of(&i["services"]).join(", ")) }
+            }
+            @let reasons = list_of(&i["reasons"]);
+            @if !reasons.is_empty() {
+                h2 { "Why" }
+                ul.reasons { @for r in &reasons { li { (r) } } }
+            }
+            @let warnings = list_of(&i["warnings"]);
+            @if !warnings.is_empty() {
+                h2 { "Warnings" }
+                ul.warnings { @for w in &warnings { li { (w) } } }
+            }
+            div.actions {
+                form method="post" action={ "/apps/" (percent(name)) "/deploy" } {
+                    (csrf(&v.csrf))
+                    button type="submit" { "Deploy now" }
+                }
+                a.button.secondary href={ "/apps/" (percent(name)) "/env" } { "Set env vars first" }
+            }
+        },
+    )
+}
+
+// An app's tabs.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tab {
+    Overview,
+    Deployments,
+    Env,
+    Domains,
+    Github,
+}
+
+/// What every tab shows above itself.
+struct AppHead {
+    id: i64,
+    name: String,
+    last_state: Option<String>,
+}
+
+async fn app_head(state: &AppState, key: &str) -> ApiResult<AppHead> {
+    let k = key.to_string();
+    let head = state
+        .ledger
+        .run(move |c| {
+            let Some(id) = resolve_app(c, &k)? else {
+                return Ok(None);
+            };
+            let (name, last): (String, Option<String>) = c.query_row(
+                "SELECT a.name, (SELECT state FROM deployments WHERE app_id = a.id ORDER BY id DESC LIMIT 1)
+                   FROM apps a WHERE a.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Some(AppHead {
+                id,
+                name,
+                last_state: last,
+            }))
+        })
+        .await?;
+    head.ok_or_else(|| no_app(key))
+}
+
+fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -> Markup {
+    let base = format!("/apps/{}", percent(&head.name));
+    let tab_link = |t: Tab, href: String, text: &str| {
+        html! {
+            @if t == tab { a href=(href) aria-current="page" { (text) } } @else { a href=(href) { (text) } }
+        }
+    };
+    layout(
+        Some((v, Section::Apps)),
+        &head.name,
+        html! {
+            div.app-head {
+                @if let Some(s) = &head.last_state { (badge(s)) } @else { (badge("new")) }
+                @if v.can(Need::Deploy) {
+                    form.inline method="post" action={ (base) "/deploy" } {
+                        (csrf(&v.csrf))
+                        button type="submit" { "Deploy" }
+                    }
+                    form.inline method="post" action={ (base) "/rollback" } {
+                        (csrf(&v.csrf))
+                        button.secondary type="submit" { "Roll back" }
+                    }
+                }
+            }
+            nav.tabs {
+                (tab_link(Tab::Overview, base.clone(), "Overview"))
+                (tab_link(Tab::Deployments, format!("{base}/deployments"), "Deployments"))
+                (tab_link(Tab::Env, format!("{base}/env"), "Env vars"))
+                (tab_link(Tab::Domains, format!("{base}/domains"), "Domains"))
+                (tab_link(Tab::Github, format!("{base}/github"), "GitHub"))
+            }
+            (content)
+        },
+    )
+}
+
+/// Deployments of an app, newest first.
+struct DeploymentRow {
+    id: i64,
+    state: String,
+    step: Option<String>,
+    git_ref: Option<String>,
+    commit: Option<String>,
+    trigger: String,
+    by: Option<String>,
+    reason: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    rollback_of: Option<i64>,
+}
+
+fn deployment_rows(
+    c: &Connection,
+    app: i64,
+    limit: i64,
+) -> Result<Vec<DeploymentRow>, LedgerError> {
+    Ok(c.prepare_cached(
+        "SELECT id, state, step, requested_ref, commit_sha, trigger, triggered_by, reason,
+                created_at, started_at, finished_at, rollback_of
+           FROM deployments WHERE app_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?
+    .query_map(params![app, limit], |r| {
+        Ok(DeploymentRow {
+            id: r.get(0)?,
+            state: r.get(1)?,
+            step: r.get(2)?,
+            git_ref: r.get(3)?,
+            commit: r.get(4)?,
+            trigger: r.get(5)?,
+            by: r.get(6)?,
+            reason: r.get(7)?,
+            created_at: r.get(8)?,
+            started_at: r.get(9)?,
+            finished_at: r.get(10)?,
+            rollback_of: r.get(11)?,
+        })
+    })?
+    .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn deployments_table(v: &Viewer, rows: &[DeploymentRow], actions: bool) -> Markup {
+    html! {
+        div.scroll { table {
+            thead { tr { th { "#" } th { "State" } th { "Commit" } th { "Trigger" } th { "Created" } th { "Duration" }
+                @if actions { th {} } } }
+            tbody {
+                @for d in rows {
+                    tr {
+                        td { a href={ "/deployments/" (d.id) } { "#" (d.id) } }
+                        td { (badge(&d.state))
+                            @if let (Some(s), "running") = (&d.step, d.state.as_str()) { " " small { (s) } }
+                            @if let Some(r) = &d.reason { br; small.reason { (r) } } }
+                        td { @if let Some(c) = &d.commit { code { (short(c)) } } @else if let Some(r) = &d.git_ref { code { (r) } } }
+                        td { (d.trigger) @if let Some(of) = d.rollback_of { " of #" (of) }
+                            @if let Some(b) = &d.by { br; small { (b) } } }
+                        td { (when(d.created_at)) }
+                        td { @if let (Some(s), Some(f)) = (d.started_at, d.finished_at) { (duration(f - s)) }
+                             @else if d.started_at.is_some() { "running" } }
+                        @if actions {
+                            td {
+                                @if v.can(Need::Deploy) && matches!(d.state.as_str(), "queued" | "running") {
+                                    form method="post" action={ "/deployments/" (d.id) "/cancel" } {
+                                        (csrf(&v.csrf))
+                                        button.danger type="submit" { "Cancel" }
+                                    }
+                                }
+                                @if v.can(Need::Deploy) && d.state == "superseded" && d.commit.is_some() {
+                                    form method="post" action="rollback" {
+                                        (csrf(&v.csrf))
+                                        input type="hidden" name="deployment_id" value=(d.id);
+                                        button.secondary type="submit" { "Roll back to this" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    let head = match app_head(&state, &key).await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(&v), e),
+    };
+    let app = head.id;
+    let read = state
+        .ledger
+        .run(move |c| {
+            Ok((
+                deployment_rows(c, app, 5)?,
+                domains_api::domains_of(c, app)?,
+            ))
+        })
+        .await;
+    let (recent, domains) = match read {
+        Ok(r) => r,
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    let runtime = deploy_api::runtime_of(&state, head.name.clone()).await;
+    let content = html! {
+        div id="live" data-refresh="5" {
+            section {
+                h2 { "Runtime" }
+                @match &runtime {
+                    Err(e) => { p.notice.error { (e.message) } }
+                    Ok(rt) => {
+                        @if rt["engine"]["ok"] == false {
+                            p.notice.error { "Docker: " (text_of(&rt["engine"]["error"])) }
+                        }
+                        @let routes = rt["route"].as_array().cloned().unwrap_or_default();
+                        @if routes.is_empty() { p.empty { "No release is live." } }
+                        @else {
+                            p { "Live release: " a href={ "/deployments/" (routes[0]["deployment_id"]) } { "#" (routes[0]["deployment_id"]) }
+                                " · route " @for r in &routes { code { (text_of(&r["url"])) } " " } }
+                        }
+                        @let containers = rt["containers"].as_array().cloned().unwrap_or_default();
+                        @if !containers.is_empty() {
+                            div.scroll { table {
+                                thead { tr { th { "Container" } th { "Service" } th { "State" } th { "Health" } th { "Up" } th { "Restarts" } } }
+                                tbody { @for c in &containers { tr {
+                                    td.mono { (text_of(&c["name"])) }
+                                    td { (text_of(&c["service"])) }
+                                    td { (badge(c["state"].as_str().unwrap_or("unknown"))) }
+                                    td { (badge(c["health"].as_str().unwrap_or("none"))) }
+                                    td { @if let Some(s) = c["uptime_secs"].as_i64() { (duration(s * 1000)) } }
+                                    td { (text_of(&c["restart_count"])) }
+                                } } }
+                            } }
+                        }
+                    }
+                }
+            }
+            section {
+                h2 { "Domains" }
+                @if domains.is_empty() { p.empty { "No domains. " a href="domains" { "Add one" } "." } }
+                ul.plain { @for d in &domains { li { (badge(d["status"].as_str().unwrap_or(""))) " " a href=(d["url"].as_str().unwrap_or("#")) rel="noreferrer" { (text_of(&d["url"])) } } } }
+            }
+            section {
+                h2 { "Recent deployments" }
+                @if recent.is_empty() { p.empty { "None yet." } } @else { (deployments_table(&v, &recent, false)) }
+            }
+        }
+    };
+    respond(StatusCode::OK, app_frame(&v, &head, Tab::Overview, content))
+}
+
+async fn deployments(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    let head = match app_head(&state, &key).await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(&v), e),
+    };
+    let app = head.id;
+    let rows = match state
+        .ledger
+        .run(move |c| deployment_rows(c, app, 100))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    let content = html! {
+        div id="live" data-refresh="5" {
+            @if rows.is_empty() { p.empty { "No deployments yet." } } @else { (deployments_table(&v, &rows, true)) }
+        }
+    };
+    respond(
+        StatusCode::OK,
+        app_frame(&v, &head, Tab::Deployments, content),
+    )
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    match deploy_api::request_deploy(&state, &v.principal, key, None).await {
+        Ok(d) => see_other(&format!("/deployments/{}", d["id"])),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RollbackForm {
+    deployment_id: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<RollbackForm>,
+) -> Response {
+    let target = match form
+        .deployment_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(s) => match s.parse::<i64>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return error_page(
+                    Some(&v),
+                    ApiError::invalid("deployment_id", "deployment_id must be a deployment number"),
+                );
+            }
+        },
+    };
+    match deploy_api::roll_back(&state, &v.principal, key, target).await {
+        Ok(d) => see_other(&format!("/deployments/{}", d["id"])),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Response {
+    match deploy_api::cancel(&state, id).await {
+        Ok(_) => see_other(&format!("/deployments/{id}")),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+/// The most log lines a deployment page renders; the rest stream in or are paged by the API.
+const LOG_LINES: i64 = 5000;
+
+async fn deployment(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Response {
+    let read = state
+        .ledger
+        .run(move |c| {
+            let app: Option<i64> = c
+                .query_row("SELECT app_id FROM deployments WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(app) = app else { return Ok(None) };
+            let row = deployment_rows(c, app, i64::MAX)?
+                .into_iter()
+                .find(|d| d.id == id);
+            // The newest lines, oldest first.
+            let mut lines: Vec<(i64, String, String)> = c
+                .prepare_cached(
+                    "SELECT seq, stream, line FROM deployment_logs WHERE deployment_id = ?1
+                      ORDER BY seq DESC LIMIT ?2",
+                )?
+                .query_map(params![id, LOG_LINES], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            lines.reverse();
+            Ok(row.map(|r| (app, r, lines)))
+        })
+        .await;
+    let (app, d, lines) = match read {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error_page(Some(&v), ApiError::not_found(format!("no deployment {id}")));
+        }
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    let head = match app_head(&state, &app.to_string()).await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(&v), e),
+    };
+    let after = lines.last().map(|l| l.0).unwrap_or(0);
+    let active = matches!(d.state.as_str(), "queued" | "running");
+    let content = html! {
+        section {
+            h2 { "Deployment #" (d.id) " " span id="deployment-state" { (badge(&d.state)) } }
+            dl.facts {
+                dt { "Commit" } dd.mono { @if let Some(c) = &d.commit { (c) } @else { (d.git_ref.as_deref().unwrap_or("—")) } }
+                dt { "Trigger" } dd { (d.trigger) @if let Some(b) = &d.by { " by " (b) } }
+                dt { "Created" } dd { (when(d.created_at)) }
+                @if let (Some(s), Some(f)) = (d.started_at, d.finished_at) { dt { "Duration" } dd { (duration(f - s)) } }
+                @if let Some(r) = &d.reason { dt { "Reason" } dd { (r) } }
+            }
+            @if active && v.can(Need::Deploy) {
+                form method="post" action={ "/deployments/" (d.id) "/cancel" } {
+                    (csrf(&v.csrf))
+                    button.danger type="submit" { "Cancel" }
+                }
+            }
+            h2 { "Log" }
+            @if active { p.hint id="log-status" { "Following the log as it is written." } }
+            pre.log id="log" data-stream={ "/api/v1/deployments/" (d.id) "/logs/stream" } data-after=(after) data-active=(active) {
+                @for (seq, stream, line) in &lines {
+                    span class={ "line " (stream) } data-seq=(seq) { (line) "\n" }
+                }
+            }
+            @if !active { p.hint { "The deployment has finished." } }
+        }
+    };
+    respond(
+        StatusCode::OK,
+        app_frame(&v, &head, Tab::Deployments, content),
+    )
+}
+
+// Env vars.
+
+#[derive(Deserialize, Default)]
+struct EnvQuery {
+    reveal: Option<bool>,
+    edit: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct EnvForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+    secret: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DotenvForm {
+    #[serde(default)]
+    dotenv: String,
+    secret: Option<String>,
+}
+
+async fn env(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Response {
+    let draft = EnvForm {
+        key: q.edit.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    env_page(
+        &state,
+        &v,
+        key,
+        q.reveal.unwrap_or(false),
+        StatusCode::OK,
+        &draft,
+        &DotenvForm::default(),
+        &Problem::default(),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn env_page(
+    state: &AppState,
+    v: &Viewer,
+    key: String,
+    reveal: bool,
+    status: StatusCode,
+    draft: &EnvForm,
+    dotenv: &DotenvForm,
+    problem: &Problem,
+) -> Response {
+    let head = match app_head(state, &key).await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(v), e),
+    };
+    let vars = match env_api::read_vars(state, &v.principal, head.name.clone(), reveal).await {
+        Ok(vars) => vars,
+        Err(e) => return error_page(Some(v), e),
+    };
+    let vars = vars["vars"].as_object().cloned().unwrap_or_default();
+    // Editing a plain variable starts from its value; a secret one is typed again.
+    let mut draft_value = draft.value.clone();
+    let mut draft_secret = draft.secret.is_some();
+    if draft_value.is_empty()
+        && let Some(existing) = vars.get(&draft.key)
+    {
+        draft_value = existing["value"].as_str().unwrap_or("").to_string();
+        draft_secret = existing["secret"] == true;
+    }
+    let base = format!("/apps/{}", percent(&head.name));
+    let can_edit = v.can(Need::Deploy);
+    let content = html! {
+        section {
+            @if vars.is_empty() { p.empty { "No env vars yet." } } @else {
+                div.scroll { table {
+                    thead { tr { th { "Key" } th { "Value" } th { "Updated" } th {} } }
+                    tbody {
+                        @for (k, var) in &vars {
+                            tr {
+                                td.mono { (k) @if var["secret"] == true { " " (badge("secret")) } }
+                                td.mono { @if var["masked"] == true { span.masked { "••••••••" } } @else { (var["value"].as_str().unwrap_or("")) } }
+                                td { (when_str(var["updated_at"].as_str().unwrap_or(""))) }
+                                td {
+                                    @if can_edit {
+                                        a href={ (base) "/env?edit=" (percent(k)) } { "Edit" }
+                                        form.inline method="post" action={ (base) "/env/delete" } {
+                                            (csrf(&v.csrf))
+                                            input type="hidden" name="key" value=(k);
+                                            button.danger type="submit" { "Delete" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+                @if v.can(Need::Admin) && !reveal && vars.values().any(|x| x["masked"] == true) {
+                    p { a href={ (base) "/env?reveal=true" } { "Reveal secret values" } " (recorded in the audit log)" }
+                }
+            }
+        }
+        @if can_edit {
+            section {
+                h2 { "Set a variable" }
+                form.card method="post" action={ (base) "/env" } {
+                    (csrf(&v.csrf))
+                    (form_error(problem, &["key", "value", "dotenv"]))
+                    (field("Key", "key", "text", &draft.key, problem))
+                    (field("Value", "value", "text", &draft_value, problem))
+                    label.inline {
+                        @if draft_secret { input type="checkbox" name="secret" value="on" checked; } @else { input type="checkbox" name="secret" value="on"; }
+                        " Secret (masked once saved)"
+                    }
+                    button type="submit" { "Save" }
+                }
+                h2 { "Paste a .env file" }
+                form.card method="post" action={ (base) "/env/import" } {
+                    (csrf(&v.csrf))
+                    div.field.invalid[problem.beside("dotenv").is_some()] {
+                        label for="f-dotenv" { "KEY=value lines" }
+                        textarea id="f-dotenv" name="dotenv" rows="6" { (dotenv.dotenv) }
+                        @if let Some(e) = problem.beside("dotenv") { p.field-error role="alert" { (e) } }
+                    }
+                    label.inline {
+                        @if dotenv.secret.is_some() { input type="checkbox" name="secret" value="on" checked; } @else { input type="checkbox" name="secret" value="on"; }
+                        " Mark all of them secret"
+                    }
+                    button type="submit" { "Save all" }
+                }
+                p.hint { "Changes apply at the next deployment." }
+            }
+        }
+    };
+    respond(status, app_frame(v, &head, Tab::Env, content))
+}
+
+async fn env_set(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<EnvForm>,
+) -> Response {
+    if !v.can(Need::Deploy) {
+        return error_page(Some(&v), ApiError::forbidden("deploy"));
+    }
+    let name = form.key.trim().to_string();
+    let vars = vec![(name, form.value.clone(), form.secret.is_some())];
+    match env_api::write_vars(&state, key.clone(), vars).await {
+        Ok(_) => see_other(&format!("/apps/{}/env", percent(&key))),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+            let mut p = Problem::from(e);
+            // The API names the field `vars.KEY`; here a bad key or value is about one field.
+            if p.field.as_deref() == Some("vars") {
+                p.field = Some(
+                    if p.message.contains("larger than") {
+                        "value"
+                    } else {
+                        "key"
+                    }
+                    .into(),
+                );
+            }
+            env_page(
+                &state,
+                &v,
+                key,
+                false,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form,
+                &DotenvForm::default(),
+                &p,
+            )
+            .await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+async fn env_import(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<DotenvForm>,
+) -> Response {
+    let secret = form.secret.is_some();
+    let parsed = env_api::parse_dotenv(form.dotenv.as_bytes()).map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(k, val)| (k, val, secret))
+            .collect::<Vec<_>>()
+    });
+    let written = match parsed {
+        Ok(vars) => env_api::write_vars(&state, key.clone(), vars).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(_) => see_other(&format!("/apps/{}/env", percent(&key))),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+            let p = Problem::at("dotenv", e.message);
+            env_page(
+                &state,
+                &v,
+                key,
+                false,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &EnvForm::default(),
+                &form,
+                &p,
+            )
+            .await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    #[serde(default)]
+    key: String,
+}
+
+async fn env_delete(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<KeyForm>,
+) -> Response {
+    match env_api::remove_var(&state, key.clone(), form.key).await {
+        Ok(()) => see_other(&format!("/apps/{}/env", percent(&key))),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+// Domains.
+
+#[derive(Deserialize, Default)]
+struct DomainForm {
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    tls: String,
+    #[serde(default)]
+    cert_path: String,
+    #[serde(default)]
+    key_path: String,
+    #[serde(default)]
+    redirect_to: String,
+    #[serde(default)]
+    path_prefix: String,
+}
+
+const DOMAIN_FIELDS: &[&str] = &[
+    "domain",
+    "tls",
+    "cert_path",
+    "key_path",
+    "redirect_to",
+    "path_prefix",
+];
+
+async fn domains(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    domains_page(
+        &state,
+        &v,
+        key,
+        StatusCode::OK,
+        &DomainForm::default(),
+        &Problem::default(),
+    )
+    .await
+}
+
+async fn domains_page(
+    state: &AppState,
+    v: &Viewer,
+    key: String,
+    status: StatusCode,
+    draft: &DomainForm,
+    problem: &Problem,
+) -> Response {
+    let head = match app_head(state, &key).await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(v), e),
+    };
+    let app = head.id;
+    let list = match state
+        .ledger
+        .run(move |c| domains_api::domains_of(c, app))
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return error_page(Some(v), e.into()),
+    };
+    let base = format!("/apps/{}", percent(&head.name));
+    let tls = if draft.tls.is_empty() {
+        "auto"
+    } else {
+        draft.tls.as_str()
+    };
+    let content = html! {
+        section id="live" data-refresh="10" {
+            @if list.is_empty() { p.empty { "No domains yet." } } @else {
+                div.scroll { table {
+                    thead { tr { th { "Domain" } th { "TLS" } th { "Status" } th { "Certificate" } th { "Source" } th {} } }
+                    tbody {
+                        @for d in &list {
+                            tr {
+                                td { a href=(d["url"].as_str().unwrap_or("#")) rel="noreferrer" { (text_of(&d["url"])) }
+                                    @if let Some(r) = d["redirect_to"].as_str() { br; small { "redirects to " (r) } } }
+                                td { (text_of(&d["tls"])) }
+                                td { (badge(d["status"].as_str().unwrap_or(""))) @if let Some(m) = d["status_message"].as_str() { br; small.reason { (m) } } }
+                                td { @if let Some(c) = d["certificate"].as_object() {
+                                        (text_of(&c["issuer"])) @if let Some(na) = c["not_after"].as_str() { br; small { "until " (when_str(na)) } } } }
+                                td { (text_of(&d["source"])) }
+                                td {
+                                    @if v.can(Need::Deploy) && d["source"] != "base" {
+                                        form method="post" action={ (base) "/domains/delete" } {
+                                            (csrf(&v.csrf))
+                                            input type="hidden" name="domain" value=(d["domain"].as_str().unwrap_or(""));
+                                            button.danger type="submit" { "Remove" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        @if v.can(Need::Deploy) {
+            section {
+                h2 { "Add a domain" }
+                form.card method="post" action={ (base) "/domains" } {
+                    (csrf(&v.csrf))
+                    (form_error(problem, DOMAIN_FIELDS))
+                    (field("Domain", "domain", "text", &draft.domain, problem))
+                    div.field.invalid[problem.beside("tls").is_some()] {
+                        label for="f-tls" { "TLS" }
+                        select id="f-tls" name="tls" {
+                            @for (m, text) in [("auto", "auto (ACME)"), ("internal", "internal CA"), ("custom", "custom certificate"), ("off", "off (HTTP only)")] {
+                                @if m == tls { option value=(m) selected { (text) } } @else { option value=(m) { (text) } }
+                            }
+                        }
+                        @if let Some(e) = problem.beside("tls") { p.field-error role="alert" { (e) } }
+                    }
+                    details {
+                        summary { "More" }
+                        (field("Certificate file (custom TLS)", "cert_path", "text", &draft.cert_path, problem))
+                        (field("Key file (custom TLS)", "key_path", "text", &draft.key_path, problem))
+                        (field("Redirect to (origin)", "redirect_to", "text", &draft.redirect_to, problem))
+                        (field("Path prefix", "path_prefix", "text", &draft.path_prefix, problem))
+                    }
+                    button type="submit" { "Add domain" }
+                }
+            }
+        }
+    };
+    respond(status, app_frame(v, &head, Tab::Domains, content))
+}
+
+async fn domain_add(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<DomainForm>,
+) -> Response {
+    if !v.can(Need::Deploy) {
+        return error_page(Some(&v), ApiError::forbidden("deploy"));
+    }
+    let body = NewDomain {
+        domain: form.domain.trim().to_string(),
+        tls: some(&form.tls),
+        cert_path: some(&form.cert_path),
+        key_path: some(&form.key_path),
+        redirect_to: some(&form.redirect_to),
+        path_prefix: some(&form.path_prefix),
+    };
+    match domains_api::add(&state, key.clone(), body).await {
+        Ok(_) => see_other(&format!("/apps/{}/domains", percent(&key))),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+            let status = e.status;
+            domains_page(&state, &v, key, status, &form, &Problem::from(e)).await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DomainKey {
+    #[serde(default)]
+    domain: String,
+}
+
+async fn domain_remove(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<DomainKey>,
+) -> Response {
+    match domains_api::remove(&state, key.clone(), form.domain).await {
+        Ok(()) => see_other(&format!("/apps/{}/domains", percent(&key))),
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+// GitHub.
+
+struct Integration {
+    owner: String,
+    repo: String,
+    branch: String,
+    deploy_tags: bool,
+    created_at: i64,
+}
+
+struct DeliveryRow {
+    received_at: i64,
+    event: String,
+    git_ref: Option<String>,
+    commit: Option<String>,
+    outcome: String,
+    reason: Option<String>,
+    deployment: Option<i64>,
+}
+
+async fn github(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    let head = match app_head(&state, &key).await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(&v), e),
+    };
+    let app = head.id;
+    let read = state
+        .ledger
+        .run(move |c| {
+            let integration = c
+                .query_row(
+                    "SELECT owner, repo, branch, deploy_tags, created_at FROM github_integrations WHERE app_id = ?1",
+                    [app],
+                    |r| {
+                        Ok(Integration {
+                            owner: r.get(0)?,
+                            repo: r.get(1)?,
+                            branch: r.get(2)?,
+                            deploy_tags: r.get(3)?,
+                            created_at: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?;
+            let deliveries = c
+                .prepare_cached(
+                    "SELECT received_at, event, git_ref, commit_sha, outcome, reason, deployment_id
+                       FROM webhook_deliveries WHERE app_id = ?1 ORDER BY id DESC LIMIT 50",
+                )?
+                .query_map([app], |r| {
+                    Ok(DeliveryRow {
+                        received_at: r.get(0)?,
+                        event: r.get(1)?,
+                        git_ref: r.get(2)?,
+                        commit: r.get(3)?,
+                        outcome: r.get(4)?,
+                        reason: r.get(5)?,
+                        deployment: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((integration, deliveries))
+        })
+        .await;
+    let (integration, deliveries) = match read {
+        Ok(r) => r,
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    let webhook_url = format!(
+        "{}{}",
+        state.settings.public_url,
+        crate::http::webhook_api::PATH
+    );
+    let content = html! {
+        section {
+            @match &integration {
+                None => {
+                    p.empty { "This app is not connected to a GitHub repository." }
+                    p.hint { "Connect it with " code { "PUT /api/v1/apps/" (head.name) "/github" } " (owner, repo, branch): the answer holds the webhook secret, shown once. Then add a webhook in the repository's settings with this payload URL, content type application/json:" }
+                    pre.mono { (webhook_url) }
+                }
+                Some(i) => {
+                    dl.facts {
+                        dt { "Repository" } dd { (i.owner) "/" (i.repo) }
+                        dt { "Branch" } dd { (i.branch) }
+                        dt { "Tags deploy" } dd { @if i.deploy_tags { "yes" } @else { "no" } }
+                        dt { "Connected" } dd { (when(i.created_at)) }
+                        dt { "Webhook URL" } dd.mono { (webhook_url) }
+                        dt { "Secret" } dd { "Shown once when connecting; reconnect to issue a new one." }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Recent deliveries" }
+            @if deliveries.is_empty() { p.empty { "None yet." } } @else {
+                div.scroll { table {
+                    thead { tr { th { "Received" } th { "Event" } th { "Ref" } th { "Outcome" } th { "Deployment" } } }
+                    tbody { @for d in &deliveries { tr {
+                        td { (when(d.received_at)) }
+                        td { (d.event) }
+                        td.mono { (d.git_ref.as_deref().unwrap_or("")) @if let Some(c) = &d.commit { br; small { (short(c)) } } }
+                        td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small.reason { (r) } } }
+                        td { @if let Some(id) = d.deployment { a href={ "/deployments/" (id) } { "#" (id) } } }
+                    } } }
+                } }
+            }
+        }
+    };
+    respond(StatusCode::OK, app_frame(&v, &head, Tab::Github, content))
+}

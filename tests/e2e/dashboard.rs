@@ -1,0 +1,399 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver)
+//! against the real server binary and the real Docker engine. One walk through the product:
+//! first-run setup, sign out and in, import a local repository, deploy and follow the live log
+//! to healthy, add an env var, redeploy, roll back, create and revoke a token, sign out.
+//!
+//! A screenshot of each page goes to `target/screenshots/` for people to look at.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use rustploy_e2e::{Sandbox, Server};
+use serde_json::json;
+
+use crate::deploying::{DEPLOY_TIMEOUT, DockerScope, Repo, write_compose_app};
+
+const PASSWORD: &str = "a long enough password";
+const EMAIL: &str = "owner@example.com";
+
+/// chromedriver (and the Chromium it starts) in their own process group, killed together when
+/// dropped, however the test ends.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Self {
+        for tool in ["chromium", "chromedriver"] {
+            let found = Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            assert!(
+                found.is_ok_and(|s| s.success()),
+                "this test needs {tool} (Debian packages chromium and chromium-driver; scripts/test installs them)"
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("finding a free port")
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("starting chromedriver");
+        let driver = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = self.child.id() as i32;
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("creating target/screenshots");
+    dir
+}
+
+struct Browser {
+    client: Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn open(driver: &Driver, base: String, profile: &Path) -> Self {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("starting a Chromium session");
+        Self {
+            client,
+            base,
+            shots: screenshots_dir(),
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("saving a screenshot");
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.find(css).await;
+        field.clear().await.ok();
+        field
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e,
+            Err(e) => panic!(
+                "no element {css} on {}: {e}\n{}",
+                self.path().await,
+                self.text("main").await
+            ),
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .map(|u| u.path().to_string())
+            .unwrap_or_default()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the page's path satisfies `ok`.
+    async fn wait_path(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = self.path().await;
+            if ok(&p) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "waited for {what}; still on {p}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// On a deployment's page: follows it until it ends, and returns its final state and
+    /// whether log lines arrived over the live stream (before the page reloaded).
+    async fn follow_deployment(&self) -> (String, bool) {
+        let deadline = Instant::now() + DEPLOY_TIMEOUT;
+        let mut streamed = false;
+        let mut first: Option<usize> = None;
+        loop {
+            let active = match self.client.find(Locator::Css("#log")).await {
+                Ok(e) => e.attr("data-active").await.ok().flatten(),
+                Err(_) => None,
+            };
+            if active.as_deref() == Some("true") {
+                let lines = self
+                    .client
+                    .find_all(Locator::Css("#log span.line"))
+                    .await
+                    .map(|l| l.len())
+                    .unwrap_or(0);
+                match first {
+                    None => first = Some(lines),
+                    Some(n) if lines > n => streamed = true,
+                    _ => {}
+                }
+            }
+            let state = self.text("#deployment-state").await;
+            if active.as_deref() == Some("false")
+                && !state.is_empty()
+                && !matches!(state.as_str(), "queued" | "running")
+            {
+                return (state, streamed);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the deployment did not end; log:\n{}",
+                self.text("#log").await
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+}
+
+fn setup_token(server: &Server) -> String {
+    let logs = server.logs();
+    let at = logs
+        .find("setup?token=")
+        .unwrap_or_else(|| panic!("no setup link in the server log:\n{logs}"));
+    logs[at + "setup?token=".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+#[test]
+fn the_dashboard_takes_an_app_from_import_to_rollback_in_a_real_browser() {
+    let scope = DockerScope::new();
+    let sandbox = Sandbox::new();
+    let flags = scope.flags();
+    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let repo = Repo::new(&sandbox, "shop");
+    write_compose_app(&repo, "v1");
+    repo.commit("v1");
+    let driver = Driver::start();
+    let profile = sandbox.tmp.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let token = setup_token(&server);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let b = Browser::open(&driver, server.base_url(), &profile).await;
+        walk(&b, &token, &repo).await;
+        b.client.close().await.ok();
+    });
+    drop(driver);
+    drop(server);
+}
+
+async fn walk(b: &Browser, setup: &str, repo: &Repo) {
+    // First-run setup creates the owner and signs them in.
+    b.goto(&format!("/setup?token={setup}")).await;
+    b.shot("01-setup").await;
+    b.fill("#f-email", EMAIL).await;
+    b.fill("#f-password", PASSWORD).await;
+    b.click("form[action='/setup'] button[type=submit]").await;
+    b.wait_path("the apps list", |p| p == "/apps").await;
+    b.shot("02-apps-empty").await;
+
+    // Sign out and in again.
+    b.click("form.logout button").await;
+    b.wait_path("the login page", |p| p == "/login").await;
+    b.fill("#f-email", EMAIL).await;
+    b.fill("#f-password", "wrong password here").await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    let error = b.text(".field-error").await;
+    assert!(
+        error.contains("wrong"),
+        "a failed sign-in says so: {error:?}"
+    );
+    b.shot("03-login-failed").await;
+    b.fill("#f-password", PASSWORD).await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_path("the apps list", |p| p == "/apps").await;
+
+    // Import the local repository: the page says what was detected and why.
+    b.goto("/apps/import").await;
+    b.fill("#f-name", "shop").await;
+    b.fill("#f-repo_url", &repo.url()).await;
+    b.shot("04-import").await;
+    b.click("form[action='/apps/import'] button[type=submit]")
+        .await;
+    let facts = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = b.text("dl.facts").await;
+            if !t.is_empty() {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no import result: {}",
+                b.text("main").await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(facts.contains("compose"), "the detection is shown: {facts}");
+    b.shot("05-imported").await;
+
+    // Deploy, and follow the live log until the release is healthy.
+    b.click("form[action='/apps/shop/deploy'] button").await;
+    let first = b
+        .wait_path("the deployment page", |p| p.starts_with("/deployments/"))
+        .await;
+    b.shot("06-deploying").await;
+    let (state, streamed) = b.follow_deployment().await;
+    assert_eq!(state, "healthy", "log:\n{}", b.text("#log").await);
+    assert!(streamed, "log lines arrived over the live stream");
+    assert!(!b.text("#log").await.is_empty());
+    b.shot("07-deployed").await;
+
+    // The overview and the apps list show it live.
+    b.goto("/apps/shop").await;
+    b.shot("08-overview").await;
+    b.goto("/apps").await;
+    assert!(b.text("table.apps").await.contains("live"));
+    b.shot("09-apps").await;
+
+    // An env var, then a redeploy that picks it up.
+    b.goto("/apps/shop/env").await;
+    b.fill("#f-key", "GREETING").await;
+    b.fill("#f-value", "from-the-dashboard").await;
+    b.click("form[action='/apps/shop/env'] button[type=submit]")
+        .await;
+    b.wait_path("the env tab", |p| p == "/apps/shop/env").await;
+    assert!(b.text("table").await.contains("from-the-dashboard"));
+    b.shot("10-env").await;
+    b.click("form[action='/apps/shop/deploy'] button").await;
+    let second = b
+        .wait_path("the second deployment", |p| {
+            p.starts_with("/deployments/") && p != first
+        })
+        .await;
+    let (state, _) = b.follow_deployment().await;
+    assert_eq!(state, "healthy", "log:\n{}", b.text("#log").await);
+
+    // Roll back to the first release.
+    b.goto("/apps/shop/deployments").await;
+    b.shot("11-deployments").await;
+    b.click("form[action='rollback'] button").await;
+    b.wait_path("the rollback deployment", |p| {
+        p.starts_with("/deployments/") && p != second
+    })
+    .await;
+    let (state, _) = b.follow_deployment().await;
+    assert_eq!(state, "healthy", "log:\n{}", b.text("#log").await);
+    b.goto("/apps/shop/deployments").await;
+    let history = b.text("table").await;
+    assert!(history.contains("rollback"), "{history}");
+    b.shot("12-rolled-back").await;
+
+    // A token: shown once, then revoked; the audit log is on the same page.
+    b.goto("/tokens").await;
+    b.fill("#f-name", "ci").await;
+    b.click("input[name=scopes][value=read]").await;
+    b.fill("#f-expires_in_days", "30").await;
+    b.click("form[action='/tokens'] button[type=submit]").await;
+    let shown = b.text("#new-token").await;
+    assert!(
+        shown.starts_with("rp_"),
+        "the new token is shown: {shown:?}"
+    );
+    b.shot("13-token-created").await;
+    b.click("form[action$='/revoke'] button").await;
+    b.wait_path("the tokens page", |p| p == "/tokens").await;
+    assert!(b.text("table").await.contains("revoked"));
+    assert!(
+        !b.text("main").await.contains(&shown),
+        "the token is not shown again"
+    );
+    b.shot("14-token-revoked").await;
+
+    // The list at phone width.
+    b.client.set_window_size(390, 844).await.ok();
+    b.goto("/apps/shop").await;
+    b.shot("15-phone-overview").await;
+    b.client.set_window_size(1280, 1000).await.ok();
+
+    // Sign out: the dashboard is closed again.
+    b.click("form.logout button").await;
+    b.wait_path("the login page", |p| p == "/login").await;
+    b.shot("16-signed-out").await;
+    b.goto("/apps").await;
+    b.wait_path("the login page", |p| p == "/login").await;
+}
