@@ -3,7 +3,8 @@
 //! Each route declares the access it needs ([`Need`]) in the route table; the layer built by
 //! [`require`] resolves the caller from an API token or a session cookie, checks the need,
 //! enforces CSRF protection for cookie-authenticated writes, and leaves a [`Principal`] in the
-//! request's extensions. Every token-authenticated request is audited with its final status.
+//! request's extensions. Every token-authenticated request is audited with its final status,
+//! except successful agent heartbeats, which are recorded as heartbeats.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -120,7 +121,14 @@ pub async fn require(
         req.extensions_mut().insert(principal.clone());
         next.run(req).await
     };
-    if let Principal::Token { id, .. } = principal {
+    // A successful heartbeat is its own record (agent_heartbeats, pruned by the monitor);
+    // auditing each one would grow the audit log by thousands of rows per agent and day.
+    let routine = need == Need::Agent
+        && path.ends_with("/heartbeat")
+        && response.status().is_success();
+    if let Principal::Token { id, .. } = principal
+        && !routine
+    {
         let event = super::audit::AuditEvent {
             token_id: id,
             method: method.to_string(),
@@ -198,7 +206,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 pub const SESSION_ABSOLUTE_MS: i64 = 7 * 24 * 3600 * 1000;
 pub const SESSION_IDLE_MS: i64 = 12 * 3600 * 1000;
 
-async fn authenticate_session(
+pub(super) async fn authenticate_session(
     ledger: &Ledger,
     secret: String,
 ) -> Result<Option<Principal>, ApiError> {
