@@ -1,0 +1,776 @@
+//! The TUI's state and the one place keys turn into actions.
+//!
+//! [`App::handle_key`] and [`App::apply`] are pure: they change the state and return the
+//! [`Command`]s the runtime carries out (requests, streams). Nothing here waits on the network.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use rustploy_api::agents::AgentView;
+use rustploy_api::apps::{App as ApiApp, Deployment, Domain, EnvVar, LogLine, Runtime};
+
+/// Work for the runtime: each runs off the draw loop and answers with an [`Update`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    LoadApps,
+    LoadAgents,
+    /// The app's detail: the app, its runtime, deployments, env vars and domains.
+    LoadApp(String),
+    /// Streams a deployment's log (replacing any open stream), resuming after `after`.
+    OpenLogs {
+        deployment: i64,
+        after: Option<i64>,
+    },
+    CloseLogs,
+    Deploy(String),
+    Cancel(i64),
+    Rollback {
+        app: String,
+        deployment: Option<i64>,
+    },
+    SetEnv {
+        app: String,
+        key: String,
+        value: String,
+    },
+    DeleteEnv {
+        app: String,
+        key: String,
+    },
+    AddDomain {
+        app: String,
+        domain: String,
+    },
+    RemoveDomain {
+        app: String,
+        domain: String,
+    },
+    Quit,
+}
+
+/// What the runtime reports back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Apps(Vec<ApiApp>),
+    Agents(Vec<AgentView>),
+    /// The domains of an app on the list.
+    AppDomains(String, Vec<String>),
+    Detail(Box<Detail>),
+    LogLines(i64, Vec<LogLine>),
+    /// The stream's `end` event: the deployment finished in `state`.
+    LogEnd {
+        deployment: i64,
+        state: Option<String>,
+        reason: Option<String>,
+    },
+    /// A deploy, cancel or rollback was accepted.
+    Accepted {
+        what: String,
+        deployment: Box<Deployment>,
+    },
+    /// An env or domain change was made; the message goes to the status bar.
+    Done(String),
+    /// Something failed; it is shown in the status bar (and retried on the next tick when it
+    /// was a load).
+    Error(String),
+    /// A request succeeded after an error: the status bar clears.
+    Ok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Apps,
+    Detail,
+    Logs,
+    /// The hosts running `rustploy-agent`.
+    Agents,
+}
+
+/// An app's detail screen.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Detail {
+    pub name: String,
+    pub app: Option<ApiApp>,
+    pub runtime: Option<Runtime>,
+    pub deployments: Vec<Deployment>,
+    pub env: Vec<(String, EnvVar)>,
+    pub domains: Vec<Domain>,
+}
+
+/// A deployment's live log.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Logs {
+    pub deployment: i64,
+    pub app: String,
+    pub lines: Vec<LogLine>,
+    /// Keep the newest line in view.
+    pub follow: bool,
+    /// The first line shown when not following.
+    pub top: usize,
+    pub search: String,
+    /// The line of the current search match.
+    pub matched: Option<usize>,
+    /// The deployment's final state, once the stream said it ended.
+    pub ended: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Logs {
+    pub fn last_seq(&self) -> Option<i64> {
+        self.lines.last().map(|l| l.seq)
+    }
+}
+
+/// A question before an action that changes something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    pub prompt: String,
+    pub command: Command,
+}
+
+/// The part of the detail screen that keys act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Deployments,
+    Env,
+    Domains,
+}
+
+/// What a prompt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    /// `KEY=value`.
+    EnvVar,
+    Domain,
+}
+
+/// A line of text to type before an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub app: String,
+    pub text: String,
+}
+
+/// Where typed characters go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    None,
+    Filter,
+    Search,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub server: String,
+    pub screen: Screen,
+    pub apps: Vec<ApiApp>,
+    pub app_domains: std::collections::BTreeMap<String, Vec<String>>,
+    pub apps_loaded: bool,
+    /// `None` until the first answer.
+    pub agents: Option<Vec<AgentView>>,
+    pub agent_selected: usize,
+    pub selected: usize,
+    pub filter: String,
+    pub input: Input,
+    pub detail: Option<Detail>,
+    /// The selected deployment on the detail screen.
+    pub deployment_selected: usize,
+    pub pane: Pane,
+    pub env_selected: usize,
+    pub domain_selected: usize,
+    pub prompt: Option<Prompt>,
+    pub logs: Option<Logs>,
+    pub confirm: Option<Confirm>,
+    pub help: bool,
+    /// The status bar: a message and whether it is an error.
+    pub status: Option<(String, bool)>,
+    pub quit: bool,
+    /// Colours are used unless `NO_COLOR` is set.
+    pub color: bool,
+    /// The height of the log view at the last draw, for paging.
+    pub page: usize,
+}
+
+impl App {
+    pub fn new(server: &str, color: bool) -> Self {
+        Self {
+            server: server.to_string(),
+            screen: Screen::Apps,
+            apps: Vec::new(),
+            app_domains: Default::default(),
+            apps_loaded: false,
+            agents: None,
+            agent_selected: 0,
+            selected: 0,
+            filter: String::new(),
+            input: Input::None,
+            detail: None,
+            deployment_selected: 0,
+            pane: Pane::Deployments,
+            env_selected: 0,
+            domain_selected: 0,
+            prompt: None,
+            logs: None,
+            confirm: None,
+            help: false,
+            status: None,
+            quit: false,
+            color,
+            page: 10,
+        }
+    }
+
+    /// The commands that bring the current screen up to date; the runtime sends them at start
+    /// and on every tick, which also retries after a network error.
+    pub fn refresh(&self) -> Vec<Command> {
+        match self.screen {
+            Screen::Apps => vec![Command::LoadApps],
+            Screen::Agents => vec![Command::LoadAgents],
+            Screen::Detail | Screen::Logs => match &self.detail {
+                Some(d) => vec![Command::LoadApp(d.name.clone())],
+                None => vec![],
+            },
+        }
+    }
+
+    /// The apps the filter lets through, in list order.
+    pub fn visible_apps(&self) -> Vec<&ApiApp> {
+        let filter = self.filter.to_lowercase();
+        self.apps
+            .iter()
+            .filter(|a| {
+                filter.is_empty()
+                    || a.name.to_lowercase().contains(&filter)
+                    || self
+                        .app_domains
+                        .get(&a.name)
+                        .is_some_and(|ds| ds.iter().any(|d| d.contains(&filter)))
+            })
+            .collect()
+    }
+
+    pub fn selected_deployment(&self) -> Option<&Deployment> {
+        self.detail
+            .as_ref()
+            .and_then(|d| d.deployments.get(self.deployment_selected))
+    }
+
+    /// Maps one key press to state changes and commands.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        if key.kind == KeyEventKind::Release {
+            return vec![];
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return vec![Command::Quit];
+        }
+        if self.help {
+            self.help = false;
+            return vec![];
+        }
+        if let Some(confirm) = self.confirm.take() {
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    self.status = Some(("working…".into(), false));
+                    vec![confirm.command]
+                }
+                _ => vec![],
+            };
+        }
+        if self.prompt.is_some() {
+            return self.prompt_key(key);
+        }
+        if self.input != Input::None {
+            self.type_key(key);
+            return vec![];
+        }
+        if key.code == KeyCode::Char('?') {
+            self.help = true;
+            return vec![];
+        }
+        match self.screen {
+            Screen::Apps => self.apps_key(key),
+            Screen::Detail => self.detail_key(key),
+            Screen::Logs => self.logs_key(key),
+            Screen::Agents => self.agents_key(key),
+        }
+    }
+
+    fn type_key(&mut self, key: KeyEvent) {
+        let text = match self.input {
+            Input::Filter => &mut self.filter,
+            Input::Search => match &mut self.logs {
+                Some(l) => &mut l.search,
+                None => {
+                    self.input = Input::None;
+                    return;
+                }
+            },
+            Input::None => return,
+        };
+        match key.code {
+            KeyCode::Char(c) => text.push(c),
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Esc => {
+                text.clear();
+                self.input = Input::None;
+            }
+            KeyCode::Enter => self.input = Input::None,
+            _ => {}
+        }
+        match self.input_target() {
+            Input::Filter => self.selected = 0,
+            Input::Search if key.code == KeyCode::Enter => self.find(true, true),
+            _ => {}
+        }
+    }
+
+    fn prompt_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let Some(prompt) = &mut self.prompt else {
+            return vec![];
+        };
+        match key.code {
+            KeyCode::Char(c) => prompt.text.push(c),
+            KeyCode::Backspace => {
+                prompt.text.pop();
+            }
+            KeyCode::Esc => self.prompt = None,
+            KeyCode::Enter => {
+                let Some(prompt) = self.prompt.take() else {
+                    return vec![];
+                };
+                let text = prompt.text.trim();
+                let app = prompt.app;
+                return match prompt.kind {
+                    PromptKind::EnvVar => match text.split_once('=') {
+                        Some((key, value)) if !key.trim().is_empty() => {
+                            vec![Command::SetEnv {
+                                app,
+                                key: key.trim().to_string(),
+                                value: value.to_string(),
+                            }]
+                        }
+                        _ => {
+                            self.status = Some(("write the variable as KEY=value".into(), true));
+                            vec![]
+                        }
+                    },
+                    PromptKind::Domain if !text.is_empty() => vec![Command::AddDomain {
+                        app,
+                        domain: text.to_string(),
+                    }],
+                    PromptKind::Domain => vec![],
+                };
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn input_target(&self) -> Input {
+        match self.screen {
+            Screen::Logs => Input::Search,
+            _ => Input::Filter,
+        }
+    }
+
+    fn apps_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let count = self.visible_apps().len();
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => {
+                if key.code == KeyCode::Esc && !self.filter.is_empty() {
+                    self.filter.clear();
+                    return vec![];
+                }
+                self.quit = true;
+                vec![Command::Quit]
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.selected = (self.selected + 1).min(count.saturating_sub(1));
+                vec![]
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.selected = self.selected.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Home | KeyCode::Char('g') => {
+                self.selected = 0;
+                vec![]
+            }
+            KeyCode::End | KeyCode::Char('G') => {
+                self.selected = count.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Char('/') => {
+                self.input = Input::Filter;
+                vec![]
+            }
+            KeyCode::Char('r') => vec![Command::LoadApps],
+            KeyCode::Char('A') => {
+                self.screen = Screen::Agents;
+                vec![Command::LoadAgents]
+            }
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => {
+                let Some(app) = self
+                    .visible_apps()
+                    .get(self.selected)
+                    .map(|a| a.name.clone())
+                else {
+                    return vec![];
+                };
+                self.open_detail(&app)
+            }
+            KeyCode::Char('d') => {
+                let Some(app) = self
+                    .visible_apps()
+                    .get(self.selected)
+                    .map(|a| a.name.clone())
+                else {
+                    return vec![];
+                };
+                self.ask(format!("Deploy {app} now?"), Command::Deploy(app));
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn agents_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let count = self.agents.as_ref().map_or(0, Vec::len);
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') => {
+                self.screen = Screen::Apps;
+                vec![Command::LoadApps]
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.agent_selected = (self.agent_selected + 1).min(count.saturating_sub(1));
+                vec![]
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.agent_selected = self.agent_selected.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Char('r') => vec![Command::LoadAgents],
+            _ => vec![],
+        }
+    }
+
+    fn open_detail(&mut self, app: &str) -> Vec<Command> {
+        if self.detail.as_ref().map(|d| d.name.as_str()) != Some(app) {
+            self.detail = Some(Detail {
+                name: app.to_string(),
+                ..Detail::default()
+            });
+            self.deployment_selected = 0;
+            self.env_selected = 0;
+            self.domain_selected = 0;
+            self.pane = Pane::Deployments;
+        }
+        self.screen = Screen::Detail;
+        vec![Command::LoadApp(app.to_string())]
+    }
+
+    fn detail_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let Some(detail) = &self.detail else {
+            self.screen = Screen::Apps;
+            return vec![Command::LoadApps];
+        };
+        let name = detail.name.clone();
+        let count = detail.deployments.len();
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') => {
+                self.screen = Screen::Apps;
+                vec![Command::LoadApps]
+            }
+            KeyCode::Tab | KeyCode::BackTab => {
+                let order = [Pane::Deployments, Pane::Env, Pane::Domains];
+                let at = order.iter().position(|p| *p == self.pane).unwrap_or(0);
+                let step = if key.code == KeyCode::Tab { 1 } else { 2 };
+                self.pane = order[(at + step) % order.len()];
+                vec![]
+            }
+            KeyCode::Down | KeyCode::Char('j') | KeyCode::Up | KeyCode::Char('k') => {
+                let down = matches!(key.code, KeyCode::Down | KeyCode::Char('j'));
+                let (selected, count) = match self.pane {
+                    Pane::Deployments => (&mut self.deployment_selected, count),
+                    Pane::Env => (&mut self.env_selected, detail.env.len()),
+                    Pane::Domains => (&mut self.domain_selected, detail.domains.len()),
+                };
+                *selected = if down {
+                    (*selected + 1).min(count.saturating_sub(1))
+                } else {
+                    selected.saturating_sub(1)
+                };
+                vec![]
+            }
+            KeyCode::Char('a') => {
+                let kind = match self.pane {
+                    Pane::Env => PromptKind::EnvVar,
+                    Pane::Domains => PromptKind::Domain,
+                    Pane::Deployments => return vec![],
+                };
+                self.prompt = Some(Prompt {
+                    kind,
+                    app: name,
+                    text: String::new(),
+                });
+                vec![]
+            }
+            KeyCode::Char('x') | KeyCode::Delete => {
+                let (prompt, command) = match self.pane {
+                    Pane::Env => match detail.env.get(self.env_selected) {
+                        Some((key, _)) => (
+                            format!("Remove {key} from {name}?"),
+                            Command::DeleteEnv {
+                                app: name.clone(),
+                                key: key.clone(),
+                            },
+                        ),
+                        None => return vec![],
+                    },
+                    Pane::Domains => match detail.domains.get(self.domain_selected) {
+                        Some(d) => (
+                            format!("Stop routing {} to {name}?", d.domain),
+                            Command::RemoveDomain {
+                                app: name.clone(),
+                                domain: d.domain.clone(),
+                            },
+                        ),
+                        None => return vec![],
+                    },
+                    Pane::Deployments => return vec![],
+                };
+                self.ask(prompt, command);
+                vec![]
+            }
+            KeyCode::Char('r') => vec![Command::LoadApp(name)],
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l')
+                if self.pane == Pane::Deployments =>
+            {
+                match self.selected_deployment().map(|d| d.id) {
+                    Some(id) => self.open_logs(&name, id),
+                    None => vec![],
+                }
+            }
+            KeyCode::Char('d') => {
+                self.ask(format!("Deploy {name} now?"), Command::Deploy(name));
+                vec![]
+            }
+            KeyCode::Char('c') if self.pane == Pane::Deployments => {
+                match self.selected_deployment() {
+                    Some(d) if d.is_active() => {
+                        let id = d.id;
+                        self.ask(format!("Cancel deployment #{id}?"), Command::Cancel(id));
+                    }
+                    Some(d) => {
+                        self.status = Some((
+                            format!("deployment #{} is {}: nothing to cancel", d.id, d.state),
+                            true,
+                        ))
+                    }
+                    None => {}
+                }
+                vec![]
+            }
+            KeyCode::Char('b') if self.pane == Pane::Deployments => {
+                let (prompt, deployment) = match self.selected_deployment() {
+                    Some(d) if d.state == "healthy" || d.state == "superseded" => (
+                        format!("Roll {name} back to deployment #{}?", d.id),
+                        Some(d.id),
+                    ),
+                    _ => (
+                        format!("Roll {name} back to the release before the live one?"),
+                        None,
+                    ),
+                };
+                self.ask(
+                    prompt,
+                    Command::Rollback {
+                        app: name,
+                        deployment,
+                    },
+                );
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn open_logs(&mut self, app: &str, deployment: i64) -> Vec<Command> {
+        self.logs = Some(Logs {
+            deployment,
+            app: app.to_string(),
+            follow: true,
+            ..Logs::default()
+        });
+        self.screen = Screen::Logs;
+        vec![Command::OpenLogs {
+            deployment,
+            after: None,
+        }]
+    }
+
+    fn logs_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let page = self.page.max(1);
+        let Some(logs) = &mut self.logs else {
+            self.screen = Screen::Detail;
+            return vec![];
+        };
+        let last = logs.lines.len().saturating_sub(1);
+        let current = if logs.follow {
+            logs.lines.len().saturating_sub(page)
+        } else {
+            logs.top
+        };
+        let scroll_to = |logs: &mut Logs, top: usize| {
+            logs.follow = false;
+            logs.top = top.min(last);
+        };
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') => {
+                self.logs = None;
+                self.screen = Screen::Detail;
+                let mut out = vec![Command::CloseLogs];
+                out.extend(self.refresh());
+                return out;
+            }
+            KeyCode::Up | KeyCode::Char('k') => scroll_to(logs, current.saturating_sub(1)),
+            KeyCode::Down | KeyCode::Char('j') => scroll_to(logs, current + 1),
+            KeyCode::PageUp | KeyCode::Char('u') => scroll_to(logs, current.saturating_sub(page)),
+            KeyCode::PageDown | KeyCode::Char(' ') => scroll_to(logs, current + page),
+            KeyCode::Home | KeyCode::Char('g') => scroll_to(logs, 0),
+            KeyCode::End | KeyCode::Char('G') | KeyCode::Char('f') => logs.follow = true,
+            KeyCode::Char('/') => {
+                logs.search.clear();
+                logs.matched = None;
+                self.input = Input::Search;
+            }
+            KeyCode::Char('n') => self.find(true, false),
+            KeyCode::Char('N') => self.find(false, false),
+            KeyCode::Char('c') => {
+                let id = logs.deployment;
+                if logs.ended.is_none() {
+                    self.ask(format!("Cancel deployment #{id}?"), Command::Cancel(id));
+                }
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    /// Moves to the next (or previous) line matching the search, from the current match or,
+    /// when `from_start`, from the top of the view.
+    fn find(&mut self, forward: bool, from_start: bool) {
+        let page = self.page.max(1);
+        let Some(logs) = &mut self.logs else { return };
+        if logs.search.is_empty() {
+            return;
+        }
+        let needle = logs.search.to_lowercase();
+        let hit = |i: &usize| logs.lines[*i].line.to_lowercase().contains(&needle);
+        let n = logs.lines.len();
+        let start = match (logs.matched, from_start) {
+            (Some(m), false) => m,
+            _ if forward => logs.top.wrapping_sub(1),
+            _ => n,
+        };
+        let found = if forward {
+            (start.wrapping_add(1)..n).find(hit)
+        } else {
+            (0..start.min(n)).rev().find(hit)
+        };
+        match found {
+            Some(i) => {
+                logs.matched = Some(i);
+                logs.follow = false;
+                logs.top = i.saturating_sub(page / 2);
+                self.status = None;
+            }
+            None => self.status = Some((format!("no more matches for '{}'", logs.search), true)),
+        }
+    }
+
+    fn ask(&mut self, prompt: String, command: Command) {
+        self.confirm = Some(Confirm { prompt, command });
+    }
+
+    /// Takes in what the runtime learnt; may ask for more work (a deploy opens its log).
+    pub fn apply(&mut self, update: Update) -> Vec<Command> {
+        match update {
+            Update::Apps(apps) => {
+                self.apps = apps;
+                self.apps_loaded = true;
+                self.selected = self
+                    .selected
+                    .min(self.visible_apps().len().saturating_sub(1));
+            }
+            Update::Agents(agents) => {
+                self.agent_selected = self.agent_selected.min(agents.len().saturating_sub(1));
+                self.agents = Some(agents);
+            }
+            Update::AppDomains(app, domains) => {
+                self.app_domains.insert(app, domains);
+            }
+            Update::Detail(detail) => {
+                if self.detail.as_ref().map(|d| &d.name) == Some(&detail.name) {
+                    self.deployment_selected = self
+                        .deployment_selected
+                        .min(detail.deployments.len().saturating_sub(1));
+                    self.env_selected = self.env_selected.min(detail.env.len().saturating_sub(1));
+                    self.domain_selected = self
+                        .domain_selected
+                        .min(detail.domains.len().saturating_sub(1));
+                    self.detail = Some(*detail);
+                }
+            }
+            Update::LogLines(id, lines) => {
+                if let Some(logs) = self.logs.as_mut().filter(|l| l.deployment == id) {
+                    let after = logs.last_seq().unwrap_or(0);
+                    logs.lines
+                        .extend(lines.into_iter().filter(|l| l.seq > after));
+                }
+            }
+            Update::LogEnd {
+                deployment,
+                state,
+                reason,
+            } => {
+                if let Some(logs) = self.logs.as_mut().filter(|l| l.deployment == deployment) {
+                    logs.ended = Some(state.unwrap_or_else(|| "gone".into()));
+                    logs.reason = reason;
+                }
+            }
+            Update::Accepted { what, deployment } => {
+                self.status = Some((
+                    format!("{what}: deployment #{} {}", deployment.id, deployment.state),
+                    false,
+                ));
+                if what != "cancel" {
+                    let app = deployment.app.clone();
+                    if self.detail.as_ref().map(|d| &d.name) != Some(&app) {
+                        self.detail = Some(Detail {
+                            name: app.clone(),
+                            ..Detail::default()
+                        });
+                    }
+                    let mut out = self.open_logs(&app, deployment.id);
+                    out.push(Command::LoadApp(app));
+                    return out;
+                }
+                return self.refresh();
+            }
+            Update::Done(message) => {
+                self.status = Some((message, false));
+                return self.refresh();
+            }
+            Update::Error(message) => self.status = Some((message, true)),
+            Update::Ok => {
+                if self.status.as_ref().is_some_and(|(_, error)| *error) {
+                    self.status = None;
+                }
+            }
+        }
+        vec![]
+    }
+}

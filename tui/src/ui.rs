@@ -1,0 +1,593 @@
+//! Rendering: a pure function of [`App`]. Nothing here changes state or touches the network.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, List, ListState, Paragraph, Row, Table, TableState, Wrap,
+};
+
+use crate::app::{App, Input, Pane, PromptKind, Screen};
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let [title, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    draw_title(frame, app, title);
+    match app.screen {
+        Screen::Apps => draw_apps(frame, app, body),
+        Screen::Detail => draw_detail(frame, app, body),
+        Screen::Logs => draw_logs(frame, app, body),
+        Screen::Agents => draw_agents(frame, app, body),
+    }
+    draw_status(frame, app, status);
+    if let Some(confirm) = &app.confirm {
+        let area = centered(frame.area(), 60, 5);
+        frame.render_widget(Clear, area);
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::from(confirm.prompt.clone()),
+                Line::from(""),
+                Line::from("y/Enter: yes    n/Esc: no"),
+            ])
+            .wrap(Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title(" Confirm ")),
+            area,
+        );
+    }
+    if let Some(prompt) = &app.prompt {
+        let (title, hint) = match prompt.kind {
+            PromptKind::EnvVar => (" Set a variable ", "KEY=value"),
+            PromptKind::Domain => (" Add a domain ", "shop.example.com"),
+        };
+        let area = centered(frame.area(), 60, 5);
+        frame.render_widget(Clear, area);
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::from(format!("{}▏", prompt.text)),
+                Line::from(""),
+                Line::from(format!("{hint}    Enter: save  Esc: cancel")),
+            ])
+            .block(Block::default().borders(Borders::ALL).title(title)),
+            area,
+        );
+    }
+    if app.help {
+        draw_help(frame, app);
+    }
+}
+
+/// The styles in use: plain when colours are off.
+struct Theme {
+    color: bool,
+}
+
+impl Theme {
+    fn fg(&self, color: Color) -> Style {
+        if self.color {
+            Style::default().fg(color)
+        } else {
+            Style::default()
+        }
+    }
+
+    fn state(&self, state: &str) -> Style {
+        self.fg(match state {
+            "healthy" | "routed" => Color::Green,
+            "running" | "queued" | "pending" => Color::Yellow,
+            "failed" | "error" => Color::Red,
+            _ => Color::Gray,
+        })
+    }
+
+    /// Reverse video works with and without colours.
+    fn selected(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+}
+
+fn draw_title(frame: &mut Frame, app: &App, area: Rect) {
+    let place = match app.screen {
+        Screen::Apps => "apps".to_string(),
+        Screen::Detail => format!(
+            "apps › {}",
+            app.detail.as_ref().map(|d| d.name.as_str()).unwrap_or("")
+        ),
+        Screen::Agents => "agents".into(),
+        Screen::Logs => match &app.logs {
+            Some(l) => format!("apps › {} › deployment #{}", l.app, l.deployment),
+            None => "logs".into(),
+        },
+    };
+    let theme = Theme { color: app.color };
+    let line = Line::from(vec![
+        Span::styled(
+            " rustploy ",
+            theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(place),
+        Span::raw(format!("  ({})", app.server)),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let line = match (&app.input, &app.status) {
+        (Input::Filter, _) => Line::from(format!("/{}▏ (Enter: keep, Esc: clear)", app.filter)),
+        (Input::Search, _) => Line::from(format!(
+            "search: {}▏ (Enter: find, Esc: clear)",
+            app.logs.as_ref().map(|l| l.search.as_str()).unwrap_or("")
+        )),
+        (Input::None, Some((text, true))) => Line::from(Span::styled(
+            format!("error: {text}"),
+            theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        )),
+        (Input::None, Some((text, false))) => Line::from(text.clone()),
+        (Input::None, None) => Line::from(Span::styled(
+            match app.screen {
+                Screen::Apps => "Enter open  d deploy  / filter  A agents  ? help  q quit",
+                Screen::Detail => match app.pane {
+                    Pane::Deployments => {
+                        "Enter logs  d deploy  c cancel  b rollback  Tab pane  ? help  q back"
+                    }
+                    Pane::Env | Pane::Domains => {
+                        "a add  x remove  d deploy  Tab pane  ? help  q back"
+                    }
+                },
+                Screen::Logs => "j/k scroll  f follow  / search  n/N next/prev  ? help  q back",
+                Screen::Agents => "j/k move  r refresh  ? help  q back",
+            },
+            theme.fg(Color::DarkGray),
+        )),
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn short_time(t: &str) -> String {
+    t.replacen('T', " ", 1).chars().take(16).collect()
+}
+
+fn draw_apps(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let apps = app.visible_apps();
+    let title = if app.filter.is_empty() {
+        format!(" Apps ({}) ", apps.len())
+    } else {
+        format!(" Apps ({}) filter: {} ", apps.len(), app.filter)
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    if apps.is_empty() {
+        let text = if !app.apps_loaded {
+            "loading…"
+        } else if app.apps.is_empty() {
+            "No apps yet. Import one with the API or the dashboard."
+        } else {
+            "No app matches the filter."
+        };
+        frame.render_widget(Paragraph::new(text).block(block), area);
+        return;
+    }
+    let rows = apps.iter().map(|a| {
+        let (status, last) = match &a.last_deployment {
+            Some(d) => {
+                let status = match (&d.step, d.is_active()) {
+                    (Some(step), true) => format!("{} ({step})", d.state),
+                    _ => d.state.clone(),
+                };
+                (status, format!("#{} {}", d.id, short_time(&d.created_at)))
+            }
+            None => ("never deployed".into(), "-".into()),
+        };
+        let state = a
+            .last_deployment
+            .as_ref()
+            .map(|d| d.state.as_str())
+            .unwrap_or("");
+        let domains = app
+            .app_domains
+            .get(&a.name)
+            .map(|d| d.join(", "))
+            .unwrap_or_default();
+        Row::new(vec![
+            Cell::from(a.name.clone()),
+            Cell::from(Span::styled(status, theme.state(state))),
+            Cell::from(last),
+            Cell::from(domains),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(16),
+            Constraint::Length(18),
+            Constraint::Length(20),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(["NAME", "STATUS", "LAST DEPLOY", "DOMAINS"]).style(theme.fg(Color::Cyan)))
+    .row_highlight_style(theme.selected())
+    .highlight_symbol("› ")
+    .block(block);
+    let mut state = TableState::default().with_selected(Some(app.selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let Some(detail) = &app.detail else { return };
+    let [top, deployments, bottom] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Min(4),
+        Constraint::Length(6),
+    ])
+    .areas(area);
+
+    let mut runtime = vec![];
+    match &detail.runtime {
+        Some(rt) => {
+            match &rt.deployment {
+                Some(d) => runtime.push(Line::from(vec![
+                    Span::raw(format!("live: deployment #{} ", d.id)),
+                    Span::styled(d.state.clone(), theme.state(&d.state)),
+                    Span::raw(format!(
+                        "  commit {}",
+                        d.commit_sha
+                            .as_deref()
+                            .map(|c| &c[..c.len().min(10)])
+                            .unwrap_or("-")
+                    )),
+                ])),
+                None => runtime.push(Line::from("live: nothing is running")),
+            }
+            let routes: Vec<String> = rt
+                .route
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}",
+                        r.service.as_deref().unwrap_or("?"),
+                        r.url.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            runtime.push(Line::from(format!(
+                "route: {}",
+                if routes.is_empty() {
+                    "-".to_string()
+                } else {
+                    routes.join(", ")
+                }
+            )));
+        }
+        None => runtime.push(Line::from("loading…")),
+    }
+    frame.render_widget(
+        Paragraph::new(runtime).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" {} · runtime ", detail.name)),
+        ),
+        top,
+    );
+
+    let rows = detail.deployments.iter().map(|d| {
+        let state = match (&d.step, d.is_active()) {
+            (Some(step), true) => format!("{} ({step})", d.state),
+            _ => d.state.clone(),
+        };
+        Row::new(vec![
+            Cell::from(format!("#{}", d.id)),
+            Cell::from(Span::styled(state, theme.state(&d.state))),
+            Cell::from(d.trigger.clone()),
+            Cell::from(
+                d.commit_sha
+                    .as_deref()
+                    .map(|c| c[..c.len().min(8)].to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::from(short_time(&d.created_at)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(18),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Min(16),
+        ],
+    )
+    .header(Row::new(["ID", "STATE", "TRIGGER", "COMMIT", "CREATED"]).style(theme.fg(Color::Cyan)))
+    .row_highlight_style(theme.selected())
+    .highlight_symbol("› ")
+    .block(Block::default().borders(Borders::ALL).title(pane_title(
+        app,
+        Pane::Deployments,
+        "Deployments",
+        detail.deployments.len(),
+    )));
+    let focused = app.pane == Pane::Deployments;
+    let mut state = TableState::default().with_selected(focused.then_some(app.deployment_selected));
+    frame.render_stateful_widget(table, deployments, &mut state);
+
+    let [env, domains] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+    let env_lines: Vec<Line> = detail
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let value = v.value.clone().unwrap_or_else(|| "••••••".into());
+            Line::from(format!("{k}={value}"))
+        })
+        .collect();
+    draw_list(
+        frame,
+        app,
+        env,
+        Pane::Env,
+        env_lines,
+        pane_title(app, Pane::Env, "Env", detail.env.len()),
+        app.env_selected,
+    );
+    let domain_lines: Vec<Line> = detail
+        .domains
+        .iter()
+        .map(|d| {
+            Line::from(vec![
+                Span::raw(format!("{} ", d.domain)),
+                Span::styled(d.status.clone(), theme.state(&d.status)),
+            ])
+        })
+        .collect();
+    draw_list(
+        frame,
+        app,
+        domains,
+        Pane::Domains,
+        domain_lines,
+        pane_title(app, Pane::Domains, "Domains", detail.domains.len()),
+        app.domain_selected,
+    );
+}
+
+/// A pane's title; the focused one is marked.
+fn pane_title(app: &App, pane: Pane, name: &str, count: usize) -> String {
+    let mark = if app.pane == pane { "▶ " } else { "" };
+    format!(" {mark}{name} ({count}) ")
+}
+
+fn draw_list(
+    frame: &mut Frame,
+    app: &App,
+    area: Rect,
+    pane: Pane,
+    lines: Vec<Line>,
+    title: String,
+    selected: usize,
+) {
+    let block = Block::default().borders(Borders::ALL).title(title);
+    if lines.is_empty() {
+        let hint = if app.pane == pane {
+            "none (a: add)"
+        } else {
+            "none"
+        };
+        frame.render_widget(Paragraph::new(hint).block(block), area);
+        return;
+    }
+    let theme = Theme { color: app.color };
+    let list = List::new(lines)
+        .block(block)
+        .highlight_style(theme.selected())
+        .highlight_symbol("› ");
+    let focused = app.pane == pane;
+    let mut state = ListState::default().with_selected(focused.then_some(selected));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+/// The number of log lines that fit in `area` inside its border.
+pub fn log_page(area: Rect) -> usize {
+    // Title, body, status: the log's block takes the body less its two border rows.
+    area.height.saturating_sub(2 + 2) as usize
+}
+
+fn draw_logs(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let Some(logs) = &app.logs else { return };
+    let height = area.height.saturating_sub(2) as usize;
+    let top = if logs.follow {
+        logs.lines.len().saturating_sub(height)
+    } else {
+        logs.top.min(logs.lines.len().saturating_sub(1))
+    };
+    let needle = logs.search.to_lowercase();
+    let lines: Vec<Line> = logs
+        .lines
+        .iter()
+        .enumerate()
+        .skip(top)
+        .take(height)
+        .map(|(i, l)| {
+            let mut style = match l.stream.as_str() {
+                "system" => theme.fg(Color::Cyan),
+                "stderr" => theme.fg(Color::Yellow),
+                _ => Style::default(),
+            };
+            if Some(i) == logs.matched
+                || (!needle.is_empty() && l.line.to_lowercase().contains(&needle))
+            {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            Line::from(Span::styled(l.line.clone(), style))
+        })
+        .collect();
+    let state = match &logs.ended {
+        Some(state) => match &logs.reason {
+            Some(reason) => format!("{state}: {reason}"),
+            None => state.clone(),
+        },
+        None => "streaming…".into(),
+    };
+    let mode = if logs.follow { "following" } else { "scrolled" };
+    let title = Line::from(vec![
+        Span::raw(format!(" Deployment #{} log · ", logs.deployment)),
+        Span::styled(
+            state.clone(),
+            theme.state(logs.ended.as_deref().unwrap_or("running")),
+        ),
+        Span::raw(format!(" · {} lines · {mode} ", logs.lines.len())),
+    ]);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}
+
+fn draw_agents(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let Some(agents) = &app.agents else {
+        frame.render_widget(
+            Paragraph::new("loading…")
+                .block(Block::default().borders(Borders::ALL).title(" Agents ")),
+            area,
+        );
+        return;
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" Agents ({}) ", agents.len()));
+    if agents.is_empty() {
+        frame.render_widget(
+            Paragraph::new("No agents yet. Run rustploy-agent with an agent token on a host.")
+                .block(block),
+            area,
+        );
+        return;
+    }
+    let rows = agents.iter().map(|a| {
+        let (cpu, memory, load) = match &a.latest_sample {
+            Some(s) => {
+                let m = &s.memory;
+                let used = if m.total_bytes == 0 {
+                    0.0
+                } else {
+                    m.used_bytes as f64 * 100.0 / m.total_bytes as f64
+                };
+                (
+                    gauge(s.cpu.percent),
+                    gauge(used),
+                    format!("{:.2}", s.load.one),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        Row::new(vec![
+            Cell::from(a.hostname.clone()),
+            Cell::from(Span::styled(
+                a.state.as_str(),
+                theme.state(match a.state.as_str() {
+                    "online" => "healthy",
+                    "stale" => "pending",
+                    _ => "failed",
+                }),
+            )),
+            Cell::from(
+                a.last_heartbeat_at
+                    .as_deref()
+                    .map(short_time)
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::from(cpu),
+            Cell::from(memory),
+            Cell::from(load),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Length(16),
+            Constraint::Length(15),
+            Constraint::Length(15),
+            Constraint::Min(4),
+        ],
+    )
+    .header(
+        Row::new(["HOST", "STATE", "LAST HEARTBEAT", "CPU", "MEMORY", "LOAD"])
+            .style(theme.fg(Color::Cyan)),
+    )
+    .row_highlight_style(theme.selected())
+    .highlight_symbol("› ")
+    .block(block);
+    let mut state = TableState::default().with_selected(Some(app.agent_selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// A percentage as a ten-cell text bar: `█████░░░░░  50%`.
+fn gauge(percent: f64) -> String {
+    let percent = percent.clamp(0.0, 100.0);
+    let full = (percent / 10.0).round() as usize;
+    format!(
+        "{}{} {:>3.0}%",
+        "█".repeat(full),
+        "░".repeat(10 - full),
+        percent
+    )
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("↑/↓ j/k", "move / scroll"),
+    ("Enter l →", "open (app, deployment log)"),
+    ("q Esc ← h", "back (quit on the apps list)"),
+    ("/", "filter apps, search the log"),
+    ("n / N", "next / previous match"),
+    ("f G End", "follow the log"),
+    ("g Home", "top"),
+    ("PgUp/PgDn u/Space", "page the log"),
+    ("d", "deploy the app"),
+    ("c", "cancel the selected deployment"),
+    ("b", "roll back (to the selected deployment)"),
+    ("Tab / Shift-Tab", "next / previous pane of an app"),
+    ("a / x", "add / remove an env var or domain"),
+    ("A", "agents (from the apps list)"),
+    ("r", "refresh now"),
+    ("?", "this help"),
+    ("Ctrl-C", "quit"),
+];
+
+fn draw_help(frame: &mut Frame, _app: &App) {
+    let area = centered(frame.area(), 60, HELP.len() as u16 + 2);
+    frame.render_widget(Clear, area);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, v)| Line::from(format!("{k:<18} {v}")))
+        .collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Keys (any key closes) "),
+        ),
+        area,
+    );
+}
+
+/// A `width` x `height` rectangle in the middle of `area`, clipped to it.
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}

@@ -1,0 +1,471 @@
+//! The screens rendered on a test terminal, compared with snapshots, and the keys' effects on
+//! the state.
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use rustploy_api::apps::{
+    App as ApiApp, Deployment, Domain, EnvVar, LogLine, RouteTarget, Runtime,
+};
+use rustploy_tui::app::{App, Command, Detail, Input, Screen, Update};
+use rustploy_tui::ui;
+
+fn deployment(id: i64, app: &str, state: &str, step: Option<&str>) -> Deployment {
+    Deployment {
+        id,
+        app_id: 1,
+        app: app.into(),
+        state: state.into(),
+        step: step.map(Into::into),
+        requested_ref: None,
+        commit_sha: Some(format!("{id:0>8}abcdef0123")),
+        trigger: "api".into(),
+        triggered_by: Some("ci".into()),
+        reason: None,
+        rollback_of: None,
+        coalesced: false,
+        created_at: format!("2026-03-0{id}T10:1{id}:00Z"),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn api_app(id: i64, name: &str, last: Option<Deployment>) -> ApiApp {
+    ApiApp {
+        id,
+        name: name.into(),
+        created_at: "2026-03-01T09:00:00Z".into(),
+        updated_at: "2026-03-01T09:00:00Z".into(),
+        last_deployment: last,
+    }
+}
+
+fn line(seq: i64, text: &str) -> LogLine {
+    LogLine {
+        seq,
+        at: "2026-03-01T10:00:00Z".into(),
+        stream: if seq % 3 == 0 { "stderr" } else { "system" }.into(),
+        line: text.into(),
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn chars(app: &mut App, text: &str) -> Vec<Command> {
+    text.chars()
+        .flat_map(|c| app.handle_key(key(KeyCode::Char(c))))
+        .collect()
+}
+
+/// An app with two apps loaded, the way the runtime fills it.
+fn loaded() -> App {
+    let mut app = App::new("http://127.0.0.1:8080", false);
+    app.apply(Update::Apps(vec![
+        api_app(
+            2,
+            "shop",
+            Some(deployment(3, "shop", "running", Some("build"))),
+        ),
+        api_app(1, "blog", Some(deployment(2, "blog", "healthy", None))),
+        api_app(3, "empty", None),
+    ]));
+    app.apply(Update::AppDomains(
+        "shop".into(),
+        vec!["shop.example.com".into()],
+    ));
+    app
+}
+
+fn detail() -> Detail {
+    Detail {
+        name: "blog".into(),
+        app: Some(api_app(
+            1,
+            "blog",
+            Some(deployment(2, "blog", "healthy", None)),
+        )),
+        runtime: Some(Runtime {
+            app_id: 1,
+            app: "blog".into(),
+            deployment: Some(deployment(2, "blog", "healthy", None)),
+            project: Some("rp-blog-d2".into()),
+            route: vec![RouteTarget {
+                service: Some("web".into()),
+                url: Some("http://172.18.0.3:8080".into()),
+            }],
+        }),
+        deployments: vec![
+            deployment(3, "blog", "running", Some("health")),
+            deployment(2, "blog", "healthy", None),
+            deployment(1, "blog", "superseded", None),
+        ],
+        env: vec![
+            (
+                "GREETING".into(),
+                EnvVar {
+                    value: Some("hello".into()),
+                    secret: false,
+                    masked: false,
+                    updated_at: "2026-03-01T09:00:00Z".into(),
+                },
+            ),
+            (
+                "TOKEN".into(),
+                EnvVar {
+                    value: None,
+                    secret: true,
+                    masked: true,
+                    updated_at: "2026-03-01T09:00:00Z".into(),
+                },
+            ),
+        ],
+        domains: vec![Domain {
+            id: 1,
+            domain: "blog.example.com".into(),
+            app: "blog".into(),
+            url: "https://blog.example.com".into(),
+            tls: "auto".into(),
+            source: "user".into(),
+            status: "routed".into(),
+            status_message: None,
+            created_at: "2026-03-01T09:00:00Z".into(),
+            updated_at: "2026-03-01T09:00:00Z".into(),
+        }],
+    }
+}
+
+fn on_detail() -> App {
+    let mut app = loaded();
+    app.selected = 1;
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::LoadApp("blog".into())]
+    );
+    app.apply(Update::Detail(Box::new(detail())));
+    app
+}
+
+fn on_logs() -> App {
+    let mut app = on_detail();
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::OpenLogs {
+            deployment: 2,
+            after: None
+        }]
+    );
+    let lines = (1..=40)
+        .map(|i| line(i, &format!("step {i}: building layer {i}")))
+        .collect();
+    app.apply(Update::LogLines(2, lines));
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    terminal.backend().to_string()
+}
+
+#[test]
+fn apps_list() {
+    insta::assert_snapshot!(render(&loaded(), 80, 24));
+}
+
+#[test]
+fn apps_list_loading_and_empty() {
+    let app = App::new("http://127.0.0.1:8080", false);
+    insta::assert_snapshot!("loading", render(&app, 80, 6));
+    let mut app = App::new("http://127.0.0.1:8080", false);
+    app.apply(Update::Apps(vec![]));
+    insta::assert_snapshot!("empty", render(&app, 80, 6));
+}
+
+#[test]
+fn apps_list_filtered() {
+    let mut app = loaded();
+    chars(&mut app, "/example");
+    assert_eq!(app.input, Input::Filter);
+    insta::assert_snapshot!(render(&app, 80, 10));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.input, Input::None);
+    assert_eq!(
+        app.visible_apps().len(),
+        1,
+        "the filter matches domains too"
+    );
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.filter, "", "Esc clears a kept filter first");
+    assert!(!app.quit);
+}
+
+#[test]
+fn app_detail() {
+    insta::assert_snapshot!(render(&on_detail(), 80, 24));
+}
+
+#[test]
+fn deployment_logs_follow_the_end() {
+    let mut app = on_logs();
+    app.apply(Update::LogEnd {
+        deployment: 2,
+        state: Some("healthy".into()),
+        reason: None,
+    });
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn deployment_logs_search() {
+    let mut app = on_logs();
+    app.page = ui::log_page(ratatui::layout::Rect::new(0, 0, 80, 24));
+    chars(&mut app, "/layer 7");
+    app.handle_key(key(KeyCode::Enter));
+    let logs = app.logs.as_ref().unwrap();
+    assert_eq!(logs.matched, Some(6));
+    assert!(!logs.follow);
+    insta::assert_snapshot!(render(&app, 80, 24));
+    app.handle_key(key(KeyCode::Char('n')));
+    assert_eq!(app.logs.as_ref().unwrap().matched, Some(6));
+    assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+    app.handle_key(key(KeyCode::Char('f')));
+    assert!(app.logs.as_ref().unwrap().follow);
+}
+
+#[test]
+fn help_and_confirm_overlays() {
+    let mut app = on_detail();
+    app.handle_key(key(KeyCode::Char('?')));
+    insta::assert_snapshot!("help", render(&app, 80, 24));
+    app.handle_key(key(KeyCode::Char('x')));
+    assert!(!app.help, "any key closes the help");
+    app.handle_key(key(KeyCode::Char('d')));
+    insta::assert_snapshot!("confirm", render(&app, 80, 24));
+}
+
+#[test]
+fn deploy_is_confirmed_then_opens_its_log() {
+    let mut app = on_detail();
+    assert!(app.handle_key(key(KeyCode::Char('d'))).is_empty());
+    assert!(app.handle_key(key(KeyCode::Char('n'))).is_empty());
+    assert!(app.confirm.is_none(), "n declines");
+    app.handle_key(key(KeyCode::Char('d')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('y'))),
+        vec![Command::Deploy("blog".into())]
+    );
+    let commands = app.apply(Update::Accepted {
+        what: "deploy".into(),
+        deployment: Box::new(deployment(4, "blog", "queued", None)),
+    });
+    assert_eq!(app.screen, Screen::Logs);
+    assert_eq!(
+        commands,
+        vec![
+            Command::OpenLogs {
+                deployment: 4,
+                after: None
+            },
+            Command::LoadApp("blog".into())
+        ]
+    );
+}
+
+#[test]
+fn cancel_and_rollback_target_the_selected_deployment() {
+    let mut app = on_detail();
+    app.handle_key(key(KeyCode::Char('c')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::Cancel(3)]
+    );
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Char('c')));
+    assert!(
+        app.confirm.is_none(),
+        "a finished deployment cannot be cancelled"
+    );
+    app.handle_key(key(KeyCode::Char('b')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('y'))),
+        vec![Command::Rollback {
+            app: "blog".into(),
+            deployment: Some(2)
+        }]
+    );
+}
+
+#[test]
+fn navigation_back_and_quit() {
+    let mut app = on_logs();
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('q'))),
+        vec![Command::CloseLogs, Command::LoadApp("blog".into())]
+    );
+    assert_eq!(app.screen, Screen::Detail);
+    assert_eq!(app.handle_key(key(KeyCode::Esc)), vec![Command::LoadApps]);
+    assert_eq!(app.screen, Screen::Apps);
+    app.handle_key(key(KeyCode::Char('k')));
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(app.selected, 2, "the selection stops at the last app");
+    assert_eq!(app.handle_key(key(KeyCode::Char('q'))), vec![Command::Quit]);
+
+    let mut app = on_detail();
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(app.handle_key(ctrl_c), vec![Command::Quit]);
+    assert!(app.quit);
+}
+
+#[test]
+fn log_scrolling_leaves_and_resumes_following() {
+    let mut app = on_logs();
+    app.page = 10;
+    app.handle_key(key(KeyCode::Char('k')));
+    let logs = app.logs.as_ref().unwrap();
+    assert!(!logs.follow);
+    assert_eq!(logs.top, 29);
+    app.handle_key(key(KeyCode::Char('g')));
+    assert_eq!(app.logs.as_ref().unwrap().top, 0);
+    app.handle_key(key(KeyCode::PageDown));
+    assert_eq!(app.logs.as_ref().unwrap().top, 10);
+    app.apply(Update::LogLines(2, vec![line(40, "dup"), line(41, "new")]));
+    assert_eq!(
+        app.logs.as_ref().unwrap().lines.len(),
+        41,
+        "lines already seen are not added twice"
+    );
+    app.handle_key(key(KeyCode::End));
+    assert!(app.logs.as_ref().unwrap().follow);
+}
+
+#[test]
+fn errors_show_in_the_status_bar_until_a_load_succeeds() {
+    let mut app = loaded();
+    app.apply(Update::Error(
+        "cannot reach the server at http://127.0.0.1:8080: connection refused".into(),
+    ));
+    insta::assert_snapshot!(render(&app, 80, 8));
+    assert_eq!(app.refresh(), vec![Command::LoadApps], "the tick retries");
+    app.apply(Update::Ok);
+    assert_eq!(app.status, None);
+}
+
+#[test]
+fn tiny_terminals_do_not_panic() {
+    for (w, h) in [(1, 1), (10, 3), (20, 5), (80, 24), (200, 60)] {
+        for app in [loaded(), on_detail(), on_logs()] {
+            render(&app, w, h);
+        }
+        let mut app = on_detail();
+        app.help = true;
+        app.handle_key(key(KeyCode::Char('d')));
+        render(&app, w, h);
+    }
+}
+
+#[test]
+fn env_vars_and_domains_are_added_and_removed_from_their_panes() {
+    let mut app = on_detail();
+    app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.pane, rustploy_tui::app::Pane::Env);
+    app.handle_key(key(KeyCode::Char('a')));
+    chars(&mut app, "COLOR=blue=ish");
+    insta::assert_snapshot!("env_prompt", render(&app, 80, 24));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::SetEnv {
+            app: "blog".into(),
+            key: "COLOR".into(),
+            value: "blue=ish".into()
+        }]
+    );
+    app.handle_key(key(KeyCode::Char('a')));
+    chars(&mut app, "novalue");
+    assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+    assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('x')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('y'))),
+        vec![Command::DeleteEnv {
+            app: "blog".into(),
+            key: "TOKEN".into()
+        }]
+    );
+    assert_eq!(
+        app.apply(Update::Done("TOKEN removed from blog".into())),
+        vec![Command::LoadApp("blog".into())]
+    );
+
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Char('a')));
+    chars(&mut app, "www.example.com");
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::AddDomain {
+            app: "blog".into(),
+            domain: "www.example.com".into()
+        }]
+    );
+    app.handle_key(key(KeyCode::Delete));
+    insta::assert_snapshot!("domain_remove_confirm", render(&app, 80, 24));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::RemoveDomain {
+            app: "blog".into(),
+            domain: "blog.example.com".into()
+        }]
+    );
+    app.handle_key(key(KeyCode::BackTab));
+    app.handle_key(key(KeyCode::BackTab));
+    assert_eq!(app.pane, rustploy_tui::app::Pane::Deployments);
+}
+
+#[test]
+fn agents_with_gauges() {
+    use rustploy_api::agents::{AgentState, AgentView, Sample};
+    let mut sample = Sample {
+        hostname: "web-1".into(),
+        ..Sample::default()
+    };
+    sample.cpu.percent = 42.4;
+    sample.memory.total_bytes = 8 << 30;
+    sample.memory.used_bytes = 6 << 30;
+    sample.load.one = 0.75;
+    let agent = |id: i64, host: &str, state: AgentState, sample: Option<Sample>| AgentView {
+        id,
+        hostname: host.into(),
+        version: Some("0.1.0".into()),
+        state,
+        interval_ms: 10_000,
+        registered_at: "2026-03-01T09:00:00Z".into(),
+        last_heartbeat_at: sample.as_ref().map(|_| "2026-03-01T10:00:05Z".into()),
+        state_changed_at: "2026-03-01T09:00:00Z".into(),
+        token_id: Some(1),
+        latest_sample: sample,
+    };
+    let mut app = loaded();
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('A'))),
+        vec![Command::LoadAgents]
+    );
+    assert_eq!(app.screen, Screen::Agents);
+    insta::assert_snapshot!("agents_loading", render(&app, 80, 6));
+    app.apply(Update::Agents(vec![
+        agent(1, "web-1", AgentState::Online, Some(sample)),
+        agent(2, "db-1", AgentState::Offline, None),
+    ]));
+    assert_eq!(app.refresh(), vec![Command::LoadAgents]);
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(app.agent_selected, 1);
+    insta::assert_snapshot!(render(&app, 80, 10));
+    assert_eq!(app.handle_key(key(KeyCode::Esc)), vec![Command::LoadApps]);
+    assert_eq!(app.screen, Screen::Apps);
+}
