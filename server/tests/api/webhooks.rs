@@ -1,0 +1,1015 @@
+//! GitHub webhooks through the real router and a real WebhookIntake actor over a real ledger:
+//! payloads shaped like GitHub's documented `push` and `ping` events, signed with the secret
+//! the integration endpoint hands out. There is no job queue here, so deployments stay queued
+//! unless a test moves them on by hand.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use hmac::{Hmac, Mac};
+use ractor::Actor;
+use rustploy_actors::webhook_intake::{WebhookIntake, WebhookIntakeArgs};
+use rustploy_server::http::webhook_api::{BODY_LIMIT, PATH};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::harness::{Harness, Reply};
+
+const OWNER: &str = "octo-org";
+const REPO: &str = "shop";
+
+/// A harness with an app `web` connected to `octo-org/shop` on `main`, and its secret.
+struct Hooked {
+    h: Harness,
+    admin: String,
+    secret: String,
+}
+
+impl Hooked {
+    async fn new() -> Self {
+        Self::with(Harness::new().await).await
+    }
+
+    async fn with(h: Harness) -> Self {
+        let admin = h.token("admin").await;
+        let app = h
+            .call(
+                Method::POST,
+                "/api/v1/apps",
+                Some(&admin),
+                Some(&json!({ "name": "web" })),
+            )
+            .await;
+        assert_eq!(app.status, StatusCode::CREATED, "{}", app.text);
+        let put = h
+            .call(
+                Method::PUT,
+                "/api/v1/apps/web/github",
+                Some(&admin),
+                Some(&json!({ "owner": OWNER, "repo": REPO, "branch": "main" })),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{}", put.text);
+        let secret = put.body["secret"].as_str().expect("a secret").to_string();
+        Self { h, admin, secret }
+    }
+
+    /// Starts WebhookIntake on the harness's ledger, as the server does.
+    async fn start_intake(&self) {
+        let (actor, _) = Actor::spawn(
+            None,
+            WebhookIntake,
+            WebhookIntakeArgs {
+                ledger: self.h.state.ledger.clone(),
+                job_queue: self.h.state.job_queue.clone(),
+                sweep: Duration::from_secs(60),
+            },
+        )
+        .await
+        .expect("starting WebhookIntake");
+        self.h.state.webhook_intake.set(actor);
+    }
+
+    async fn deliver(&self, event: &str, id: &str, body: &[u8]) -> Reply {
+        let signature = sign(&self.secret, body);
+        self.send(event, id, body, &[("X-Hub-Signature-256", &signature)])
+            .await
+    }
+
+    async fn send(&self, event: &str, id: &str, body: &[u8], extra: &[(&str, &str)]) -> Reply {
+        let mut request = Request::post(PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", id)
+            .header(header::USER_AGENT, "GitHub-Hookshot/abc1234");
+        for (k, v) in extra {
+            request = request.header(*k, *v);
+        }
+        self.h
+            .send(request.body(Body::from(body.to_vec())).unwrap())
+            .await
+    }
+
+    async fn push(&self, id: &str, git_ref: &str, after: &str, message: &str) -> Reply {
+        let body = push_event(git_ref, after, message);
+        self.deliver("push", id, body.to_string().as_bytes()).await
+    }
+
+    /// Waits until WebhookIntake has handled every pending delivery.
+    async fn settled(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let pending = self
+                .h
+                .sql(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM webhook_deliveries WHERE outcome = 'pending'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .await;
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} deliveries still pending after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// (id, state, requested_ref, commit_sha, trigger, triggered_by) of every deployment.
+    async fn deployments(
+        &self,
+    ) -> Vec<(i64, String, Option<String>, Option<String>, String, String)> {
+        self.h
+            .sql(|c| {
+                c.prepare(
+                    "SELECT id, state, requested_ref, commit_sha, trigger, triggered_by
+                       FROM deployments ORDER BY id",
+                )?
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect()
+            })
+            .await
+    }
+
+    async fn deliveries(&self, query: &str) -> Value {
+        let r = self
+            .h
+            .call(
+                Method::GET,
+                &format!("/api/v1/webhooks/deliveries{query}"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body
+    }
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A 40-digit commit id made from `n`.
+fn sha(n: u32) -> String {
+    format!("{n:040x}")
+}
+
+fn repository() -> Value {
+    json!({
+        "id": 1296269,
+        "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
+        "name": REPO,
+        "full_name": format!("{OWNER}/{REPO}"),
+        "private": false,
+        "owner": { "login": OWNER, "id": 1, "type": "Organization" },
+        "html_url": format!("https://github.com/{OWNER}/{REPO}"),
+        "default_branch": "main",
+    })
+}
+
+/// A `push` event as GitHub documents it.
+fn push_event(git_ref: &str, after: &str, message: &str) -> Value {
+    let deleted = after.bytes().all(|b| b == b'0');
+    let commit = json!({
+        "id": after,
+        "tree_id": sha(999),
+        "distinct": true,
+        "message": message,
+        "timestamp": "2024-05-01T12:00:00+02:00",
+        "url": format!("https://github.com/{OWNER}/{REPO}/commit/{after}"),
+        "author": { "name": "Mona Lisa", "email": "mona@example.com", "username": "mona" },
+        "committer": { "name": "Mona Lisa", "email": "mona@example.com", "username": "mona" },
+        "added": [], "removed": [], "modified": ["index.html"],
+    });
+    json!({
+        "ref": git_ref,
+        "before": sha(1),
+        "after": after,
+        "created": false,
+        "deleted": deleted,
+        "forced": false,
+        "base_ref": null,
+        "compare": format!("https://github.com/{OWNER}/{REPO}/compare/{}...{after}", sha(1)),
+        "commits": if deleted { json!([]) } else { json!([commit]) },
+        "head_commit": if deleted { Value::Null } else { commit },
+        "repository": repository(),
+        "pusher": { "name": "mona", "email": "mona@example.com" },
+        "sender": { "login": "mona", "id": 2, "type": "User" },
+    })
+}
+
+fn ping_event() -> Value {
+    json!({
+        "zen": "Design for failure.",
+        "hook_id": 12345678,
+        "hook": {
+            "type": "Repository",
+            "id": 12345678,
+            "name": "web",
+            "active": true,
+            "events": ["push"],
+            "config": { "content_type": "json", "insecure_ssl": "0", "url": "https://example.com/api/v1/webhooks/github" },
+        },
+        "repository": repository(),
+        "sender": { "login": "mona", "id": 2, "type": "User" },
+    })
+}
+
+#[tokio::test]
+async fn an_integration_is_put_shown_without_its_secret_and_deleted() {
+    let t = Hooked::new().await;
+    let h = &t.h;
+    assert_eq!(t.secret.len(), 64, "a 256-bit hex secret: {}", t.secret);
+    let stored: Vec<u8> = h
+        .sql(|c| {
+            c.query_row(
+                "SELECT secret_enc FROM github_integrations WHERE app_id = 1",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await;
+    assert!(
+        !stored.windows(16).any(|w| w == &t.secret.as_bytes()[..16]),
+        "the secret is stored in clear"
+    );
+
+    let got = h
+        .call(Method::GET, "/api/v1/apps/web/github", Some(&t.admin), None)
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+    assert_eq!(got.body["owner"], OWNER);
+    assert_eq!(got.body["repo"], REPO);
+    assert_eq!(got.body["branch"], "main");
+    assert_eq!(got.body["deploy_tags"], false);
+    let url = format!("{}{PATH}", h.state.settings.public_url);
+    assert_eq!(got.body["webhook_url"], url.as_str());
+    assert!(got.body.get("secret").is_none(), "{}", got.text);
+    assert!(!got.text.contains(&t.secret));
+
+    // Changing the branch keeps the secret (GitHub needs no change); rotating makes a new one.
+    let again = h
+        .call(
+            Method::PUT,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            Some(
+                &json!({ "owner": OWNER, "repo": REPO, "branch": "release", "deploy_tags": true }),
+            ),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.body["secret"], Value::Null);
+    assert_eq!(again.body["branch"], "release");
+    assert_eq!(again.body["deploy_tags"], true);
+    let rotated = h
+        .call(
+            Method::PUT,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            Some(&json!({ "owner": OWNER, "repo": REPO, "branch": "main", "rotate_secret": true })),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    let new_secret = rotated.body["secret"].as_str().expect("a new secret");
+    assert_ne!(new_secret, t.secret);
+
+    // A second app of the same repository shares the secret without seeing it.
+    h.call(
+        Method::POST,
+        "/api/v1/apps",
+        Some(&t.admin),
+        Some(&json!({ "name": "worker" })),
+    )
+    .await;
+    let shared = h
+        .call(
+            Method::PUT,
+            "/api/v1/apps/worker/github",
+            Some(&t.admin),
+            Some(&json!({ "owner": "Octo-Org", "repo": "SHOP", "branch": "main" })),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::CREATED, "{}", shared.text);
+    assert_eq!(shared.body["secret"], Value::Null);
+    assert_eq!(shared.body["shared_with"], json!(["web"]));
+
+    let del = h
+        .call(
+            Method::DELETE,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
+    let gone = h
+        .call(Method::GET, "/api/v1/apps/web/github", Some(&t.admin), None)
+        .await;
+    assert_eq!(gone.error(404, "GET after DELETE"), "not_found");
+    let again = h
+        .call(
+            Method::DELETE,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(again.error(404, "DELETE twice"), "not_found");
+    let missing = h
+        .call(
+            Method::GET,
+            "/api/v1/apps/nope/github",
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(missing.error(404, "unknown app"), "not_found");
+}
+
+#[tokio::test]
+async fn owner_repo_and_branch_must_follow_githubs_rules() {
+    let t = Hooked::new().await;
+    let cases = [
+        (
+            json!({ "owner": "-bad", "repo": REPO, "branch": "main" }),
+            "owner",
+        ),
+        (
+            json!({ "owner": "a_b", "repo": REPO, "branch": "main" }),
+            "owner",
+        ),
+        (
+            json!({ "owner": "x".repeat(40), "repo": REPO, "branch": "main" }),
+            "owner",
+        ),
+        (
+            json!({ "owner": OWNER, "repo": "a/b", "branch": "main" }),
+            "repo",
+        ),
+        (
+            json!({ "owner": OWNER, "repo": "shop.git", "branch": "main" }),
+            "repo",
+        ),
+        (
+            json!({ "owner": OWNER, "repo": "..", "branch": "main" }),
+            "repo",
+        ),
+        (
+            json!({ "owner": OWNER, "repo": REPO, "branch": "a..b" }),
+            "branch",
+        ),
+        (
+            json!({ "owner": OWNER, "repo": REPO, "branch": "refs/heads/main" }),
+            "branch",
+        ),
+        (
+            json!({ "owner": OWNER, "repo": REPO, "branch": "" }),
+            "branch",
+        ),
+    ];
+    for (body, field) in cases {
+        let r =
+            t.h.call(
+                Method::PUT,
+                "/api/v1/apps/web/github",
+                Some(&t.admin),
+                Some(&body),
+            )
+            .await;
+        let what = format!("PUT {body}");
+        assert_eq!(r.error(422, &what), "invalid", "{what}");
+        assert_eq!(r.body["error"]["details"]["field"], field, "{what}");
+    }
+    let unknown =
+        t.h.call(
+            Method::PUT,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            Some(&json!({ "owner": OWNER, "repo": REPO, "branch": "main", "secret": "mine" })),
+        )
+        .await;
+    assert_eq!(unknown.error(422, "an unknown field"), "invalid");
+}
+
+#[tokio::test]
+async fn a_signed_push_to_the_branch_deploys_exactly_its_commit() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    let after = sha(0xabc);
+    let r = t
+        .push("d-1", "refs/heads/main", &after, "Ship the new page")
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.body["apps"][0]["app"], "web");
+    assert_eq!(r.body["apps"][0]["outcome"], "pending");
+    t.settled().await;
+
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    let (id, state, requested, commit, trigger, by) = &ds[0];
+    assert_eq!(state, "queued");
+    assert_eq!(requested.as_deref(), Some(after.as_str()));
+    assert_eq!(commit.as_deref(), Some(after.as_str()));
+    assert_eq!(trigger, "webhook");
+    assert!(by.contains("d-1"), "{by}");
+    let job: String =
+        t.h.sql(|c| {
+            c.query_row(
+                "SELECT state FROM jobs WHERE deployment_id = 1 AND kind = 'deploy'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await;
+    assert_eq!(job, "queued");
+
+    let list = t.deliveries("?app=web").await;
+    let item = &list["items"][0];
+    assert_eq!(item["delivery_id"], "d-1");
+    assert_eq!(item["event"], "push");
+    assert_eq!(item["ref"], "refs/heads/main");
+    assert_eq!(item["commit_sha"], after.as_str());
+    assert_eq!(item["outcome"], "deployed");
+    assert_eq!(item["deployment_id"], *id);
+    assert_eq!(item["repository"], "octo-org/shop");
+    assert!(item["received_at"].is_string() && item["handled_at"].is_string());
+}
+
+#[tokio::test]
+async fn the_signature_is_checked_over_the_exact_bytes_received() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    // Bytes no serialiser would produce: the signature covers them as they are.
+    let body = format!(
+        "{{\n  \"ref\" : \"refs/heads/main\",\t\"after\":\"{}\", \"deleted\": false,\n  \"head_commit\": {{\"id\": \"{}\", \"message\": \"caf\\u00e9 \u{2615}\"}},\n  \"repository\": {{\"full_name\": \"Octo-Org/Shop\"}}  }}\n",
+        sha(7),
+        sha(7)
+    );
+    let r = t.deliver("push", "exact", body.as_bytes()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].3.as_deref(), Some(sha(7).as_str()));
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_with_401_and_recorded_as_rejected() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    let body = push_event("refs/heads/main", &sha(5), "x").to_string();
+    let wrong = sign("not-the-secret", body.as_bytes());
+    let r = t
+        .send(
+            "push",
+            "w-1",
+            body.as_bytes(),
+            &[("X-Hub-Signature-256", &wrong)],
+        )
+        .await;
+    assert_eq!(r.error(401, "wrong secret"), "signature_mismatch");
+
+    // Signed, then changed on the way (here: re-serialised with other whitespace).
+    let good = sign(&t.secret, body.as_bytes());
+    let reparsed: Value = serde_json::from_str(&body).unwrap();
+    let tampered = serde_json::to_string_pretty(&reparsed).unwrap();
+    let r = t
+        .send(
+            "push",
+            "w-2",
+            tampered.as_bytes(),
+            &[("X-Hub-Signature-256", &good)],
+        )
+        .await;
+    assert_eq!(r.error(401, "tampered body"), "signature_mismatch");
+    let mut other_commit = body.clone().into_bytes();
+    let at = body.find(&sha(5)).unwrap();
+    other_commit[at] = b'f';
+    let r = t
+        .send(
+            "push",
+            "w-3",
+            &other_commit,
+            &[("X-Hub-Signature-256", &good)],
+        )
+        .await;
+    assert_eq!(r.error(401, "a changed commit"), "signature_mismatch");
+
+    let r = t.send("push", "w-4", body.as_bytes(), &[]).await;
+    assert_eq!(r.error(401, "no signature"), "signature_missing");
+
+    let mut sha1 = Hmac::<sha2::Sha256>::new_from_slice(t.secret.as_bytes()).unwrap();
+    sha1.update(body.as_bytes());
+    let legacy = format!("sha1={}", &hex::encode(sha1.finalize().into_bytes())[..40]);
+    let r = t
+        .send(
+            "push",
+            "w-5",
+            body.as_bytes(),
+            &[("X-Hub-Signature", &legacy)],
+        )
+        .await;
+    assert_eq!(r.error(401, "only the SHA-1 signature"), "signature_legacy");
+
+    let r = t
+        .send(
+            "push",
+            "w-6",
+            body.as_bytes(),
+            &[("X-Hub-Signature-256", "sha256=xyz")],
+        )
+        .await;
+    assert_eq!(r.error(401, "a malformed signature"), "signature_malformed");
+
+    let elsewhere = body.replace("octo-org/shop", "someone/else");
+    let signed = sign(&t.secret, elsewhere.as_bytes());
+    let r = t
+        .send(
+            "push",
+            "w-7",
+            elsewhere.as_bytes(),
+            &[("X-Hub-Signature-256", &signed)],
+        )
+        .await;
+    assert_eq!(r.error(401, "an unknown repository"), "no_integration");
+    assert!(r.text.contains("someone/else"), "{}", r.text);
+
+    t.settled().await;
+    assert!(
+        t.deployments().await.is_empty(),
+        "a refused delivery deployed"
+    );
+    let rejected = t.deliveries("?outcome=rejected").await;
+    let items = rejected["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7, "{rejected}");
+    let reason = |id: &str| {
+        items
+            .iter()
+            .find(|i| i["delivery_id"] == id)
+            .and_then(|i| i["reason"].as_str())
+            .unwrap_or_else(|| panic!("no rejected row for {id}: {rejected}"))
+            .to_string()
+    };
+    assert!(reason("w-1").starts_with("signature_mismatch"));
+    assert!(reason("w-4").starts_with("signature_missing"));
+    assert!(reason("w-5").starts_with("signature_legacy"));
+    assert!(reason("w-7").starts_with("no_integration"));
+    // A mismatch for a connected repository shows in that app's list.
+    let web = t.deliveries("?app=web&outcome=rejected").await;
+    assert!(
+        web["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["delivery_id"] == "w-1"),
+        "{web}"
+    );
+
+    // GitHub redelivers with the same id once the secret is fixed: that is accepted.
+    let r = t.push("w-1", "refs/heads/main", &sha(5), "x").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    t.settled().await;
+    assert_eq!(t.deployments().await.len(), 1);
+}
+
+#[tokio::test]
+async fn pushes_that_must_not_deploy_are_recorded_as_ignored_with_the_reason() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    let zero = "0".repeat(40);
+    let cases: [(&str, &str, &str, &str, &str); 5] = [
+        ("i-1", "refs/heads/feature/x", &sha(1), "wip", "'feature/x'"),
+        ("i-2", "refs/heads/main", &zero, "", "deleted"),
+        ("i-3", "refs/tags/v1.0.0", &sha(3), "release", "deploy_tags"),
+        (
+            "i-4",
+            "refs/heads/main",
+            &sha(4),
+            "docs only [skip ci]",
+            "[skip ci]",
+        ),
+        (
+            "i-5",
+            "refs/heads/main",
+            &sha(5),
+            "typo\n\n[skip deploy]",
+            "[skip deploy]",
+        ),
+    ];
+    for (id, git_ref, after, message, _) in &cases {
+        let r = t.push(id, git_ref, after, message).await;
+        assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.text);
+        assert_eq!(r.body["apps"][0]["outcome"], "ignored", "{id}: {}", r.text);
+    }
+    let issue = json!({ "action": "opened", "issue": { "number": 1 }, "repository": repository() });
+    let r = t
+        .deliver("issues", "i-6", issue.to_string().as_bytes())
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.body["apps"][0]["outcome"], "ignored");
+
+    t.settled().await;
+    assert!(t.deployments().await.is_empty());
+    let list = t.deliveries("?app=web").await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6, "{list}");
+    for (id, _, _, _, why) in &cases {
+        let item = items.iter().find(|i| i["delivery_id"] == *id).unwrap();
+        assert_eq!(item["outcome"], "ignored", "{item}");
+        assert!(
+            item["reason"].as_str().is_some_and(|r| r.contains(why)),
+            "{id}: the reason should say {why}: {item}"
+        );
+    }
+    let issue = items.iter().find(|i| i["delivery_id"] == "i-6").unwrap();
+    assert_eq!(issue["event"], "issues");
+    assert!(issue["reason"].as_str().unwrap().contains("'issues'"));
+
+    // With deploy_tags, a tag push deploys the commit the tag points at.
+    t.h.call(
+        Method::PUT,
+        "/api/v1/apps/web/github",
+        Some(&t.admin),
+        Some(&json!({ "owner": OWNER, "repo": REPO, "branch": "main", "deploy_tags": true })),
+    )
+    .await;
+    let r = t.push("i-7", "refs/tags/v1.0.1", &sha(7), "release").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].3.as_deref(), Some(sha(7).as_str()));
+}
+
+#[tokio::test]
+async fn a_ping_names_the_apps_it_reaches() {
+    let t = Hooked::new().await;
+    let r = t
+        .deliver("ping", "p-1", ping_event().to_string().as_bytes())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("web")),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["apps"][0]["app"], "web");
+    let list = t.deliveries("").await;
+    assert_eq!(list["items"][0]["event"], "ping");
+    assert_eq!(list["items"][0]["outcome"], "ignored");
+}
+
+#[tokio::test]
+async fn a_redelivery_is_acknowledged_and_deploys_nothing_new() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    let first = t.push("same-id", "refs/heads/main", &sha(9), "x").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    t.settled().await;
+    for _ in 0..3 {
+        let again = t.push("same-id", "refs/heads/main", &sha(9), "x").await;
+        assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+        assert_eq!(again.body["duplicate"], true, "{}", again.text);
+        assert_eq!(
+            again.body["apps"][0]["outcome"], "deployed",
+            "{}",
+            again.text
+        );
+    }
+    // Even when the deployment it made is over, a redelivery starts no new one.
+    t.h.sql(|c| c.execute("UPDATE deployments SET state = 'healthy'", []))
+        .await;
+    t.h.sql(|c| c.execute("UPDATE jobs SET state = 'succeeded'", []))
+        .await;
+    let again = t.push("same-id", "refs/heads/main", &sha(9), "x").await;
+    assert_eq!(again.body["duplicate"], true, "{}", again.text);
+    t.settled().await;
+    assert_eq!(t.deployments().await.len(), 1);
+    let rows = t.deliveries("").await;
+    assert_eq!(rows["items"].as_array().unwrap().len(), 1, "{rows}");
+}
+
+#[tokio::test]
+async fn redeliveries_arriving_together_are_recorded_once() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    let body = push_event("refs/heads/main", &sha(77), "x").to_string();
+    let replies = futures_util::future::join_all(
+        (0..10).map(|_| t.deliver("push", "together", body.as_bytes())),
+    )
+    .await;
+    let fresh = replies
+        .iter()
+        .filter(|r| r.body["duplicate"] == false)
+        .count();
+    assert_eq!(fresh, 1, "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == StatusCode::ACCEPTED || r.body["duplicate"] == true),
+        "{replies:?}"
+    );
+    t.settled().await;
+    assert_eq!(t.deployments().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_pushes_queues_one_deployment_of_the_newest_commit() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    for n in 1..=20 {
+        let r = t
+            .push(&format!("b-{n}"), "refs/heads/main", &sha(n), "x")
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    }
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0].3.as_deref(), Some(sha(20).as_str()));
+    assert!(ds[0].5.contains("b-20"), "{ds:?}");
+    let list = t.deliveries("?limit=200").await;
+    let items = list["items"].as_array().unwrap();
+    let deployed: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["outcome"] == "deployed")
+        .collect();
+    assert_eq!(deployed.len(), 1, "{list}");
+    assert_eq!(deployed[0]["delivery_id"], "b-20");
+    assert!(
+        items
+            .iter()
+            .filter(|i| i["outcome"] == "ignored")
+            .all(|i| i["reason"].as_str().unwrap().contains("superseded")),
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_during_a_running_deployment_queues_exactly_one_more_of_the_newest_commit() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    t.push("r-0", "refs/heads/main", &sha(100), "x").await;
+    t.settled().await;
+    // The queue claims the first deployment and it starts.
+    t.h.sql(|c| {
+        c.execute(
+            "UPDATE jobs SET state = 'running', locked_by = 'test', locked_until = 9999999999999,
+                    attempts = 1 WHERE deployment_id = 1",
+            [],
+        )?;
+        c.execute(
+            "UPDATE deployments SET state = 'running', step = 'build', started_at = 1 WHERE id = 1",
+            [],
+        )
+    })
+    .await;
+    for n in 1..=20 {
+        let r = t
+            .push(&format!("r-{n}"), "refs/heads/main", &sha(100 + n), "x")
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    }
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 2, "{ds:?}");
+    assert_eq!(
+        ds[0].3.as_deref(),
+        Some(sha(100).as_str()),
+        "the running one"
+    );
+    assert_eq!(ds[1].1, "queued");
+    assert_eq!(
+        ds[1].3.as_deref(),
+        Some(sha(120).as_str()),
+        "the newest commit"
+    );
+    let jobs: i64 =
+        t.h.sql(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE kind = 'deploy' AND state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await;
+    assert_eq!(jobs, 1);
+}
+
+#[tokio::test]
+async fn deliveries_recorded_while_intake_was_down_are_handled_when_it_starts() {
+    let t = Hooked::new().await;
+    let r = t.push("down-1", "refs/heads/main", &sha(42), "x").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(t.deliveries("").await["items"][0]["outcome"], "pending");
+    assert!(t.deployments().await.is_empty());
+    t.start_intake().await;
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].3.as_deref(), Some(sha(42).as_str()));
+}
+
+#[tokio::test]
+async fn malformed_deliveries_get_a_clear_4xx_never_a_500() {
+    let t = Hooked::new().await;
+    let r = t.deliver("push", "m-1", b"{\"repository\": ").await;
+    assert_eq!(r.error(400, "broken JSON, signed"), "bad_json");
+    let r = t
+        .deliver(
+            "push",
+            "m-2",
+            json!({ "ref": "refs/heads/main", "repository": repository() })
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.error(422, "a push without 'after'"), "invalid_payload");
+    let r = t
+        .deliver(
+            "push",
+            "m-3",
+            push_event("main", &sha(1), "x").to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(r.error(422, "a ref that is no ref"), "invalid_payload");
+    let body = push_event("refs/heads/main", &sha(1), "x").to_string();
+    let signature = sign(&t.secret, body.as_bytes());
+    let request = Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("X-GitHub-Delivery", "m-4")
+        .header("X-Hub-Signature-256", &signature)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(
+        t.h.send(request).await.error(400, "no event"),
+        "event_missing"
+    );
+    let request = Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", &signature)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(
+        t.h.send(request).await.error(400, "no delivery id"),
+        "delivery_missing"
+    );
+    let request = Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "m-5")
+        .header("X-Hub-Signature-256", &signature)
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(
+        t.h.send(request)
+            .await
+            .error(415, "a form-encoded delivery"),
+        "unsupported_media_type"
+    );
+    // Signed but unreadable deliveries are kept as rejected, with what was wrong.
+    let list = t.deliveries("?outcome=rejected").await;
+    let reasons: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["reason"].as_str())
+        .collect();
+    assert!(reasons.iter().any(|r| r.starts_with("bad_json")), "{list}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("invalid_payload")),
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn deliveries_up_to_githubs_limit_are_taken_and_larger_ones_get_413() {
+    let t = Hooked::new().await;
+    // Larger than the API's usual 1 MiB: GitHub sends up to 25 MiB.
+    let mut big = push_event("refs/heads/main", &sha(3), "big");
+    big["padding"] = json!("x".repeat(2 * 1024 * 1024));
+    let r = t.deliver("push", "big-1", big.to_string().as_bytes()).await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+
+    let too_big = vec![b' '; BODY_LIMIT + 1];
+    let r = t.deliver("push", "big-2", &too_big).await;
+    assert_eq!(r.error(413, "over 25 MiB"), "payload_too_large");
+    assert!(r.text.contains("25 MiB"), "{}", r.text);
+    let request = Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, (BODY_LIMIT + 1).to_string())
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "big-3")
+        .body(Body::from(too_big))
+        .unwrap();
+    assert_eq!(
+        t.h.send(request)
+            .await
+            .error(413, "a declared length over 25 MiB"),
+        "payload_too_large"
+    );
+}
+
+#[tokio::test]
+async fn past_the_rate_limit_a_source_gets_429_with_retry_after() {
+    let h = Harness::with_settings(|s| s.webhook_rate_per_minute = 3).await;
+    let t = Hooked::with(h).await;
+    for n in 1..=3 {
+        let r = t
+            .deliver(
+                "ping",
+                &format!("rl-{n}"),
+                ping_event().to_string().as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = t
+        .deliver("ping", "rl-4", ping_event().to_string().as_bytes())
+        .await;
+    assert_eq!(
+        r.error(429, "the fourth delivery in a minute"),
+        "rate_limited"
+    );
+    let retry: u64 = r
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    // Other routes are not limited by it.
+    let list = t.deliveries("").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn the_deliveries_list_pages_filters_and_refuses_bad_queries() {
+    let t = Hooked::new().await;
+    for n in 1..=3 {
+        t.deliver(
+            "ping",
+            &format!("l-{n}"),
+            ping_event().to_string().as_bytes(),
+        )
+        .await;
+    }
+    let page = t.deliveries("?limit=2").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["items"][0]["delivery_id"], "l-3");
+    let cursor = page["next_cursor"].as_str().expect("a cursor").to_string();
+    let rest = t.deliveries(&format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["items"][0]["delivery_id"], "l-1");
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let none = t.deliveries("?outcome=deployed").await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+
+    for (query, status, code) in [
+        ("?app=nope", 404, "not_found"),
+        ("?outcome=maybe", 422, "invalid"),
+        ("?limit=0", 422, "invalid"),
+        ("?colour=red", 400, "bad_query"),
+    ] {
+        let r =
+            t.h.call(
+                Method::GET,
+                &format!("/api/v1/webhooks/deliveries{query}"),
+                Some(&t.admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.error(status, query), code, "{query}");
+    }
+    let anonymous =
+        t.h.call(Method::GET, "/api/v1/webhooks/deliveries", None, None)
+            .await;
+    assert_eq!(anonymous.error(401, "without a token"), "unauthenticated");
+}
