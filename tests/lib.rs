@@ -472,6 +472,10 @@ impl Api {
         self.send(self.client.post(self.url(path)).json(body))
     }
 
+    pub fn delete(&self, path: &str) -> Reply {
+        self.send(self.client.delete(self.url(path)))
+    }
+
     /// A POST without a body, for actions such as cancel.
     pub fn post_empty(&self, path: &str) -> Reply {
         self.send(self.client.post(self.url(path)))

@@ -912,6 +912,20 @@ impl Attempt<'_> {
         match report {
             SyncReport::Applied => {
                 self.timings.insert("route", ms);
+                // The switch already recorded the other steps' timings.
+                let recorded = self
+                    .record(move |c, id| {
+                        c.execute(
+                            "UPDATE deployments SET step_timings_json = json_set(COALESCE(step_timings_json, '{}'), '$.route', ?2)
+                              WHERE id = ?1",
+                            params![id, ms as i64],
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!("recording the route timing failed: {e:?}");
+                }
                 self.log.system(format!(
                     "routed: Caddy sends requests to the new release ({ms} ms)"
                 ));

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod deploy;
 pub mod deployer;
 pub mod heartbeat_monitor;
+pub mod ingress;
 pub mod job_queue;
 pub mod ledger;
 pub mod router_sync;

@@ -239,7 +239,14 @@ pub fn suspects(sites: &[Site], applied: &HashMap<String, Site>, message: &str) 
 
 /// A TLS domain's id, hostname, mode, custom certificate path, and the certificate details
 /// last recorded.
-type CertRow = (i64, String, String, Option<String>, Option<String>, Option<i64>);
+type CertRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
 
 struct Desired {
     domains: Vec<DomainRow>,

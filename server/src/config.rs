@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rustploy_actors::ingress::{IngressConfig, TlsMode};
+use rustploy_actors::router_sync::RouterSettings;
 use serde::Deserialize;
+
+use crate::domain::DomainName;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,9 +58,45 @@ pub struct ServeArgs {
     /// The URL people reach the dashboard at, used in links the server prints.
     #[arg(long, env = "RUSTPLOY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// How apps are routed: `managed` (run `caddy` as a child process), `external` (a Caddy
+    /// you run, reached at --caddy-admin), or `off`. Default: external when --caddy-admin is
+    /// given, else off.
+    #[arg(long, env = "RUSTPLOY_CADDY", value_parser = ["off", "managed", "external"])]
+    pub caddy: Option<String>,
     /// Caddy's admin endpoint. Default: http://127.0.0.1:2019
     #[arg(long, env = "RUSTPLOY_CADDY_ADMIN")]
     pub caddy_admin: Option<String>,
+    /// The caddy binary `--caddy managed` runs. Default: caddy (from PATH)
+    #[arg(long, env = "RUSTPLOY_CADDY_BIN")]
+    pub caddy_bin: Option<PathBuf>,
+    /// Where Caddy serves apps over HTTP, as [host]:port. Default: :80
+    #[arg(long, env = "RUSTPLOY_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Where Caddy serves apps over HTTPS, as [host]:port. Default: :443
+    #[arg(long, env = "RUSTPLOY_HTTPS_LISTEN")]
+    pub https_listen: Option<String>,
+    /// Every app also answers at <app>.<base domain>.
+    #[arg(long, env = "RUSTPLOY_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+    /// TLS of the base-domain hosts: auto, internal or off. Default: auto
+    #[arg(long, env = "RUSTPLOY_BASE_DOMAIN_TLS")]
+    pub base_domain_tls: Option<String>,
+    /// The dashboard's own host, routed through Caddy to this server.
+    #[arg(long, env = "RUSTPLOY_DASHBOARD_DOMAIN")]
+    pub dashboard_domain: Option<String>,
+    /// TLS of the dashboard's host: auto, internal or off. Default: auto
+    #[arg(long, env = "RUSTPLOY_DASHBOARD_TLS")]
+    pub dashboard_tls: Option<String>,
+    /// How long a replaced release keeps running after traffic moved to the new one, in
+    /// seconds. Default: 10
+    #[arg(long, env = "RUSTPLOY_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
+    /// How long RouterSync gathers changes before one load into Caddy, in ms. Default: 50
+    #[arg(long, env = "RUSTPLOY_ROUTER_DEBOUNCE_MS")]
+    pub router_debounce_ms: Option<u64>,
+    /// How often RouterSync compares Caddy's live configuration with its own, in ms. Default: 2000
+    #[arg(long, env = "RUSTPLOY_ROUTER_CHECK_MS")]
+    pub router_check_ms: Option<u64>,
     /// How many apps may deploy at the same time. Default: 2
     #[arg(long, env = "RUSTPLOY_DEPLOY_CONCURRENCY")]
     pub deploy_concurrency: Option<usize>,
@@ -104,6 +144,10 @@ pub struct ServeArgs {
     /// How long a replaced release's containers get to stop, in seconds (0: kill). Default: 10
     #[arg(long, env = "RUSTPLOY_STOP_GRACE_SECS")]
     pub stop_grace_secs: Option<u64>,
+    /// Webhook deliveries accepted per minute from one source address (a token bucket that
+    /// holds a minute's worth); beyond it the answer is 429 with Retry-After. Default: 300
+    #[arg(long, env = "RUSTPLOY_WEBHOOK_RATE_PER_MINUTE")]
+    pub webhook_rate_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +188,18 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub public_url: Option<String>,
+    pub caddy: Option<String>,
     pub caddy_admin: Option<String>,
+    pub caddy_bin: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub https_listen: Option<String>,
+    pub base_domain: Option<String>,
+    pub base_domain_tls: Option<String>,
+    pub dashboard_domain: Option<String>,
+    pub dashboard_tls: Option<String>,
+    pub drain_secs: Option<u64>,
+    pub router_debounce_ms: Option<u64>,
+    pub router_check_ms: Option<u64>,
     pub deploy_concurrency: Option<usize>,
     pub job_lease_secs: Option<u64>,
     pub job_sweep_secs: Option<u64>,
@@ -160,6 +215,7 @@ pub struct FileConfig {
     pub health_deadline_secs: Option<u64>,
     pub git_timeout_secs: Option<u64>,
     pub stop_grace_secs: Option<u64>,
+    pub webhook_rate_per_minute: Option<u32>,
 }
 
 impl FileConfig {
@@ -189,7 +245,16 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub public_url: String,
+    pub caddy: CaddyMode,
     pub caddy_admin: String,
+    pub caddy_bin: PathBuf,
+    pub http_listen: String,
+    pub https_listen: String,
+    pub base_domain: Option<(DomainName, TlsMode)>,
+    pub dashboard: Option<(DomainName, TlsMode)>,
+    pub drain: Duration,
+    pub router_debounce: Duration,
+    pub router_check: Duration,
     pub deploy_concurrency: usize,
     pub job_lease: Duration,
     pub job_sweep: Duration,
@@ -204,6 +269,55 @@ pub struct Settings {
     pub health_deadline: Duration,
     pub git_timeout: Duration,
     pub stop_grace: Duration,
+    /// Webhook deliveries per minute and source address.
+    pub webhook_rate_per_minute: u32,
+}
+
+/// How apps are routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaddyMode {
+    Off,
+    Managed,
+    External,
+}
+
+/// A Caddy listen address: `[host]:port`.
+fn listen_address(value: String, what: &str) -> Result<String, String> {
+    let port_ok = value
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_some_and(|p| p > 0);
+    if port_ok && !value.contains(['/', ' ']) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{what} must be [host]:port, such as :80 or 127.0.0.1:8080; got '{value}'"
+        ))
+    }
+}
+
+/// A host and its TLS mode (`custom` needs files, so it is not offered here).
+fn host_with_tls(
+    host: Option<String>,
+    tls: Option<String>,
+    what: &str,
+) -> Result<Option<(DomainName, TlsMode)>, String> {
+    let Some(host) = host else { return Ok(None) };
+    let host = DomainName::parse(&host).map_err(|e| format!("{what}: {e}"))?;
+    let tls = match tls.as_deref().unwrap_or("auto") {
+        "auto" => TlsMode::Auto,
+        "internal" => TlsMode::Internal,
+        "off" => TlsMode::Off,
+        other => {
+            return Err(format!(
+                "{what} TLS must be auto, internal or off; got '{other}'"
+            ));
+        }
+    };
+    if host.is_wildcard() {
+        return Err(format!("{what} must be a single hostname, not a wildcard"));
+    }
+    Ok(Some((host, tls)))
 }
 
 /// Outgoing mail. The URL may hold a password, so it is never printed.
@@ -325,7 +439,88 @@ impl Settings {
         )?);
         let stop_grace =
             Duration::from_secs(serve.stop_grace_secs.or(file.stop_grace_secs).unwrap_or(10));
+        let webhook_rate_per_minute = secs(
+            serve.webhook_rate_per_minute.map(u64::from),
+            file.webhook_rate_per_minute.map(u64::from),
+            300,
+            "webhook rate per minute",
+        )? as u32;
+        let caddy_admin = serve.caddy_admin.clone().or(file.caddy_admin);
+        let caddy = match serve.caddy.clone().or(file.caddy).as_deref() {
+            Some("managed") => CaddyMode::Managed,
+            Some("external") => CaddyMode::External,
+            Some("off") => CaddyMode::Off,
+            Some(other) => {
+                return Err(format!(
+                    "caddy must be off, managed or external; got '{other}'"
+                ));
+            }
+            None if caddy_admin.is_some() => CaddyMode::External,
+            None => CaddyMode::Off,
+        };
+        let caddy_admin = caddy_admin
+            .unwrap_or_else(|| "http://127.0.0.1:2019".into())
+            .trim_end_matches('/')
+            .to_string();
+        if rustploy_actors::ingress::admin::listen_of(&caddy_admin).is_none() {
+            return Err(format!(
+                "the Caddy admin endpoint must be an http:// URL with a host and port, such as \
+                 http://127.0.0.1:2019; got '{caddy_admin}'"
+            ));
+        }
+        let http_listen = listen_address(
+            serve
+                .http_listen
+                .clone()
+                .or(file.http_listen)
+                .unwrap_or_else(|| ":80".into()),
+            "the HTTP listen address",
+        )?;
+        let https_listen = listen_address(
+            serve
+                .https_listen
+                .clone()
+                .or(file.https_listen)
+                .unwrap_or_else(|| ":443".into()),
+            "the HTTPS listen address",
+        )?;
+        let base_domain = host_with_tls(
+            serve.base_domain.clone().or(file.base_domain),
+            serve.base_domain_tls.clone().or(file.base_domain_tls),
+            "the base domain",
+        )?;
+        let dashboard = host_with_tls(
+            serve.dashboard_domain.clone().or(file.dashboard_domain),
+            serve.dashboard_tls.clone().or(file.dashboard_tls),
+            "the dashboard domain",
+        )?;
+        let router_debounce = Duration::from_millis(
+            serve
+                .router_debounce_ms
+                .or(file.router_debounce_ms)
+                .unwrap_or(50),
+        );
+        let router_check = Duration::from_millis(secs(
+            serve.router_check_ms,
+            file.router_check_ms,
+            2000,
+            "router check interval",
+        )?);
         Ok(Self {
+            caddy,
+            caddy_bin: serve
+                .caddy_bin
+                .clone()
+                .or(file.caddy_bin)
+                .unwrap_or_else(|| PathBuf::from("caddy")),
+            http_listen,
+            https_listen,
+            base_domain,
+            dashboard,
+            drain: Duration::from_secs(serve.drain_secs.or(file.drain_secs).unwrap_or(10)),
+            router_debounce,
+            router_check,
+            webhook_rate_per_minute,
             smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
@@ -341,13 +536,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("rustploy-data")),
             listen,
             public_url,
-            caddy_admin: serve
-                .caddy_admin
-                .clone()
-                .or(file.caddy_admin)
-                .unwrap_or_else(|| "http://127.0.0.1:2019".into())
-                .trim_end_matches('/')
-                .to_string(),
+            caddy_admin,
             deploy_concurrency,
             job_lease: Duration::from_secs(secs(
                 serve.job_lease_secs,
@@ -393,6 +582,45 @@ impl Settings {
             git_timeout: self.git_timeout,
             allow_local_repos: self.allow_local_repos,
             stop_grace: self.stop_grace,
+            drain: self.drain,
+        }
+    }
+
+    /// Caddy's storage, home and base Caddyfile, under the data directory.
+    pub fn caddy_dir(&self) -> PathBuf {
+        self.data_dir.join("caddy")
+    }
+
+    /// What RouterSync routes and how. `server` is where this server listens (the dashboard's
+    /// upstream).
+    pub fn router_settings(&self, server: SocketAddr) -> RouterSettings {
+        let admin_listen = rustploy_actors::ingress::admin::listen_of(&self.caddy_admin)
+            .expect("checked when the settings were resolved");
+        let ingress = (self.caddy != CaddyMode::Off).then(|| IngressConfig {
+            admin_listen,
+            http_listen: self.http_listen.clone(),
+            https_listen: self.https_listen.clone(),
+            storage_root: self.caddy_dir().join("storage"),
+            grace: self.drain,
+            try_duration: Duration::from_secs(5),
+        });
+        let dial = if server.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), server.port())
+        } else {
+            server
+        };
+        RouterSettings {
+            ingress,
+            base_domain: self
+                .base_domain
+                .as_ref()
+                .map(|(d, tls)| (d.to_string(), *tls)),
+            dashboard: self
+                .dashboard
+                .as_ref()
+                .map(|(d, tls)| (d.to_string(), *tls, dial.to_string())),
+            debounce: self.router_debounce,
+            check_every: self.router_check,
         }
     }
 
@@ -456,6 +684,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_webhook_rate_has_a_default_layers_and_must_be_positive() {
+        let cli = parse(&["serve"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let s = Settings::resolve(&cli.global, &serve, FileConfig::default()).unwrap();
+        assert_eq!(s.webhook_rate_per_minute, 300);
+        let file: FileConfig = toml::from_str("webhook_rate_per_minute = 50").unwrap();
+        let s = Settings::resolve(&cli.global, &serve, file).unwrap();
+        assert_eq!(s.webhook_rate_per_minute, 50);
+        let cli = parse(&["serve", "--webhook-rate-per-minute", "0"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        assert!(Settings::resolve(&cli.global, &serve, FileConfig::default()).is_err());
     }
 
     #[test]

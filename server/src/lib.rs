@@ -23,17 +23,19 @@ use rustploy_actors::deployer::{
     DeployDeps, DeployHandler, DeployerSupervisor, DeployerSupervisorArgs,
 };
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
+use rustploy_actors::ingress::admin::{CaddyAdmin, HttpAdmin};
+use rustploy_actors::ingress::managed::{ManagedCaddy, ManagedSpec};
 use rustploy_actors::job_queue::{
     Handlers, JobQueue, JobQueueArgs, KindConfig, NoopHandler, QueueConfig,
 };
 use rustploy_actors::ledger::jobs::RetryPolicy;
 use rustploy_actors::ledger::{Ledger, LedgerConfig};
-use rustploy_actors::router_sync::{RouterSync, RouterSyncArgs};
+use rustploy_actors::router_sync::{RouterSync, RouterSyncArgs, RouterSyncMsg};
 use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
 use rustploy_actors::tree::{Root, RootArgs, RootMsg};
 use rustploy_actors::webhook_intake::{WebhookIntake, WebhookIntakeArgs};
 
-use crate::config::Settings;
+use crate::config::{CaddyMode, Settings};
 use crate::http::{AppState, HttpActor, HttpArgs};
 
 /// Creates the data directory and takes its lock: one server per data directory, because the
@@ -75,6 +77,35 @@ fn worker_id() -> String {
         std::process::id(),
         secrets::random_public_id()
     )
+}
+
+/// The base Caddyfile `--caddy managed` starts Caddy with.
+pub const CADDYFILE: &str = include_str!("../../Caddyfile");
+/// The longest one call to Caddy's admin API may take.
+const CADDY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes the base Caddyfile under the data directory and starts Caddy beside the server.
+fn start_caddy(
+    settings: &Settings,
+    admin: Arc<dyn CaddyAdmin>,
+    router: Slot<RouterSyncMsg>,
+) -> anyhow::Result<ManagedCaddy> {
+    let dir = settings.caddy_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(&caddyfile, CADDYFILE)
+        .with_context(|| format!("cannot write {}", caddyfile.display()))?;
+    let spec = ManagedSpec {
+        bin: settings.caddy_bin.clone(),
+        caddyfile,
+        admin_listen: rustploy_actors::ingress::admin::listen_of(&settings.caddy_admin)
+            .expect("checked when the settings were resolved"),
+        storage: dir.join("storage"),
+        home: dir.join("home"),
+    };
+    Ok(ManagedCaddy::start(spec, admin, move || {
+        router.nudge(RouterSyncMsg::CaddyStarted);
+    }))
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops the actor tree in order
@@ -162,18 +193,36 @@ pub async fn launch(
             telemetry: telemetry.clone(),
         })
     };
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let router_settings = Arc::new(settings.router_settings(local));
+    let admin: Option<Arc<dyn CaddyAdmin>> = (settings.caddy != CaddyMode::Off)
+        .then(|| Arc::new(HttpAdmin::new(&settings.caddy_admin, CADDY_TIMEOUT)) as _);
+    // Caddy outlives restarts of RouterSync: a routing hiccup must not take the apps down.
+    let _managed_caddy = match (&admin, settings.caddy) {
+        (Some(admin), CaddyMode::Managed) => {
+            Some(start_caddy(&settings, admin.clone(), router.clone())?)
+        }
+        _ => None,
+    };
     let router_spec = {
         let ledger = ledger.clone();
+        let (router_settings, admin) = (router_settings.clone(), admin.clone());
         ActorSpec::<RouterSync>::new("router_sync", router.clone(), move || RouterSyncArgs {
             ledger: ledger.clone(),
+            settings: router_settings.clone(),
+            admin: admin.clone(),
         })
     };
     let webhook_intake = Slot::default();
     let webhook_spec = {
-        let ledger = ledger.clone();
+        let (ledger, job_queue, sweep) = (ledger.clone(), job_queue.clone(), settings.job_sweep);
         ActorSpec::<WebhookIntake>::new("webhook_intake", webhook_intake.clone(), move || {
             WebhookIntakeArgs {
                 ledger: ledger.clone(),
+                job_queue: job_queue.clone(),
+                sweep,
             }
         })
     };
@@ -199,9 +248,6 @@ pub async fn launch(
         telemetry: telemetry.clone(),
         ..AppState::new(ledger.clone(), secret_box, settings.clone())
     };
-    let local = listener
-        .local_addr()
-        .context("reading the listening address")?;
     let listener = Arc::new(listener);
     let drain = settings.shutdown_grace / 2;
     let http_spec = ActorSpec::<HttpActor>::new("http", Slot::default(), move || HttpArgs {

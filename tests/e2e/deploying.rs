@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use rustploy_e2e::{Api, Sandbox, Server, poll};
 use serde_json::{Value, json};
 
-const BASE_IMAGE: &str = "rustploy-test/busybox:1";
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const BASE_IMAGE: &str = "rustploy-test/busybox:1";
+pub(crate) const DEPLOY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Fails with a clear message when Docker or the test image is missing; builds the image
 /// once per machine.
-fn require_docker() {
+pub(crate) fn require_docker() {
     static IMAGES: Once = Once::new();
     let engine = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
@@ -45,13 +45,13 @@ fn require_docker() {
 
 /// A test's own corner of the Docker engine: a unique project prefix and ingress network.
 /// Dropping it removes every container, network, volume and image carrying the prefix.
-struct DockerScope {
-    prefix: String,
-    network: String,
+pub(crate) struct DockerScope {
+    pub(crate) prefix: String,
+    pub(crate) network: String,
 }
 
 impl DockerScope {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         require_docker();
         let prefix = format!("rpt{:08x}", rand_u32());
         Self {
@@ -61,7 +61,7 @@ impl DockerScope {
     }
 
     /// The server flags that confine it to this scope, with short deadlines for tests.
-    fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         [
             "--allow-local-repos",
             "--project-prefix",
@@ -81,7 +81,7 @@ impl DockerScope {
     }
 
     /// Names of this scope's containers (running or not).
-    fn containers(&self) -> Vec<String> {
+    pub(crate) fn containers(&self) -> Vec<String> {
         docker_lines(&[
             "ps",
             "-a",
@@ -127,7 +127,7 @@ impl Drop for DockerScope {
     }
 }
 
-fn docker_lines(args: &[&str]) -> Vec<String> {
+pub(crate) fn docker_lines(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
         .args(args)
         .output()
@@ -148,12 +148,12 @@ fn rand_u32() -> u32 {
 }
 
 /// A git repository in the sandbox, changed and committed by the test.
-struct Repo {
+pub(crate) struct Repo {
     dir: PathBuf,
 }
 
 impl Repo {
-    fn new(sandbox: &Sandbox, name: &str) -> Self {
+    pub(crate) fn new(sandbox: &Sandbox, name: &str) -> Self {
         let dir = sandbox.tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let r = Self { dir };
@@ -161,11 +161,11 @@ impl Repo {
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.dir.to_string_lossy().into_owned()
     }
 
-    fn write(&self, path: &str, text: &str) -> &Self {
+    pub(crate) fn write(&self, path: &str, text: &str) -> &Self {
         let p = self.dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
@@ -177,13 +177,13 @@ impl Repo {
         self
     }
 
-    fn commit(&self, message: &str) -> String {
+    pub(crate) fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "-m", message]);
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
 
-    fn git(&self, args: &[&str]) -> String {
+    pub(crate) fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git")
             .args(args)
             .current_dir(&self.dir)
@@ -204,7 +204,7 @@ impl Repo {
 
 /// The compose app of these tests: `web` serves /www with busybox httpd and records each of its
 /// starts in the named volume; `worker` just runs. `version` is the page's content.
-fn write_compose_app(repo: &Repo, version: &str) {
+pub(crate) fn write_compose_app(repo: &Repo, version: &str) {
     repo.write(
         "web/Dockerfile",
         &format!(
@@ -228,15 +228,15 @@ fn write_compose_app(repo: &Repo, version: &str) {
     );
 }
 
-struct Client {
-    api: Api,
+pub(crate) struct Client {
+    pub(crate) api: Api,
     raw: reqwest::blocking::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(server: &Server, token: &str) -> Self {
+    pub(crate) fn new(server: &Server, token: &str) -> Self {
         Self {
             api: server.api(Some(token)),
             raw: reqwest::blocking::Client::builder()
@@ -249,7 +249,7 @@ impl Client {
         }
     }
 
-    fn import(&self, name: &str, repo: &str) -> Value {
+    pub(crate) fn import(&self, name: &str, repo: &str) -> Value {
         self.api
             .post(
                 "/api/v1/apps/import",
@@ -259,7 +259,7 @@ impl Client {
             .body
     }
 
-    fn deploy(&self, app: &str) -> i64 {
+    pub(crate) fn deploy(&self, app: &str) -> i64 {
         let d = self
             .api
             .post(&format!("/api/v1/apps/{app}/deployments"), &json!({}))
@@ -268,7 +268,7 @@ impl Client {
     }
 
     /// Waits for the deployment to finish and returns it, with its log when it is not `want`.
-    fn finished(&self, id: i64, want: &str) -> Value {
+    pub(crate) fn finished(&self, id: i64, want: &str) -> Value {
         let d = poll(
             &format!("deployment {id} to finish"),
             DEPLOY_TIMEOUT,
@@ -293,7 +293,7 @@ impl Client {
         d
     }
 
-    fn log_text(&self, id: i64) -> String {
+    pub(crate) fn log_text(&self, id: i64) -> String {
         let logs = self
             .api
             .get(&format!("/api/v1/deployments/{id}/logs?limit=5000"));
@@ -314,7 +314,7 @@ impl Client {
             .unwrap_or(logs.text)
     }
 
-    fn runtime(&self, app: &str) -> Value {
+    pub(crate) fn runtime(&self, app: &str) -> Value {
         self.api
             .get(&format!("/api/v1/apps/{app}/runtime"))
             .expect_status(200, "reading the runtime")
@@ -322,7 +322,7 @@ impl Client {
     }
 
     /// GET `path` on the app's live release, at the address the runtime endpoint gives.
-    fn page(&self, app: &str, path: &str) -> String {
+    pub(crate) fn page(&self, app: &str, path: &str) -> String {
         let rt = self.runtime(app);
         let url = rt["route"][0]["url"]
             .as_str()

@@ -3,9 +3,14 @@
 //!
 //! Build the binary first (`cargo build --workspace --bins`); `scripts/test` does both.
 
+mod agent;
 mod cli;
+mod dashboard;
 mod deploy;
 mod deploying;
+mod ingress;
 mod lifecycle;
 mod ops;
 mod queue;
+mod tui;
+mod webhooks;

@@ -6,7 +6,11 @@ use rusqlite_migration::{M, Migrations};
 
 use super::LedgerError;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_ledger.sql"),
+    include_str!("../../../migrations/0002_ingress.sql"),
+    include_str!("../../../migrations/0003_webhooks.sql"),
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -4,6 +4,7 @@
 //! goes through [`Ledger::run`], which moves the work onto tokio's blocking pool so that no SQLite
 //! call ever runs on an async runtime thread.
 
+pub mod deployments;
 pub mod jobs;
 mod migrate;
 

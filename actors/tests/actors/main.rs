@@ -4,4 +4,6 @@
 mod helpers;
 mod jobs;
 mod migrations;
+mod router_sync;
 mod supervision;
+mod webhook_intake;

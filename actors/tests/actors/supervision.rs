@@ -10,7 +10,7 @@ use rustploy_actors::job_queue::{
 };
 use rustploy_actors::ledger::Ledger;
 use rustploy_actors::ledger::jobs::{self, NewJob};
-use rustploy_actors::router_sync::{RouterSync, RouterSyncArgs, RouterSyncMsg};
+use rustploy_actors::router_sync::{RouterSettings, RouterSync, RouterSyncArgs, RouterSyncMsg};
 use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
 use rustploy_actors::tree::{Root, RootArgs};
 use serde_json::json;
@@ -58,9 +58,18 @@ async fn tree(ledger: &Ledger) -> Tree {
             }
         });
     let l = ledger.clone();
-    let router_spec = ActorSpec::<RouterSync>::new("router_sync", router.clone(), move || {
-        RouterSyncArgs { ledger: l.clone() }
-    });
+    let router_spec =
+        ActorSpec::<RouterSync>::new("router_sync", router.clone(), move || RouterSyncArgs {
+            ledger: l.clone(),
+            settings: Arc::new(RouterSettings {
+                ingress: None,
+                base_domain: None,
+                dashboard: None,
+                debounce: Duration::from_millis(10),
+                check_every: Duration::from_secs(1),
+            }),
+            admin: None,
+        });
     let children: Vec<Arc<dyn ChildSpec>> = vec![queue_spec, monitor_spec, router_spec];
     let (_root, handle) = Root::start(RootArgs {
         children,

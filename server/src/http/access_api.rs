@@ -76,7 +76,7 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
 
 const ROLES: &[&str] = &["owner", "maintainer", "viewer"];
 
-fn user_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+pub(super) fn user_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
     Ok(
         c.prepare_cached(
             "SELECT id, email, role, created_at, updated_at FROM users WHERE id = ?1",
@@ -175,65 +175,8 @@ async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Re
             Ok(b) => b,
             Err(e) => return e.into_response(),
         };
-    let email = body.email.trim().to_lowercase();
-    let (account_key, client_key) = (format!("account:{email}"), format!("client:{client}"));
-    let limiter = &state.login_limiter;
-    let now = Instant::now();
-    if let Some(wait) = limiter
-        .locked_for(&account_key, now)
-        .or(limiter.locked_for(&client_key, now))
-    {
-        return too_many(wait);
-    }
-    let lookup = email.clone();
-    let user = match state
-        .ledger
-        .run(move |c| {
-            Ok(c.query_row(
-                "SELECT id, password_hash FROM users WHERE email = ?1",
-                [lookup],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()?)
-        })
-        .await
-    {
-        Ok(u) => u,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let (user_id, hash) = match &user {
-        Some((id, hash)) => (Some(*id), hash.clone()),
-        None => (None, dummy_hash().to_string()),
-    };
-    let password = body.password;
-    let verified = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    let Some(user_id) = user_id.filter(|_| verified) else {
-        limiter.record_failure(&account_key, now);
-        limiter.record_failure(&client_key, now);
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "the email or password is wrong",
-        )
-        .into_response();
-    };
-    limiter.clear(&account_key);
-    let created = state
-        .ledger
-        .run(move |c| {
-            let secret = auth::create_session(c, user_id, Some(&client))?;
-            let csrf: String = c.query_row(
-                "SELECT csrf_token FROM sessions WHERE secret_hash = ?1",
-                [secrets::hash_secret(&secret)],
-                |r| r.get(0),
-            )?;
-            Ok((secret, csrf, user_json(c, user_id)?))
-        })
-        .await;
-    match created {
-        Ok((secret, csrf, user)) => {
+    match sign_in(&state, &body.email, body.password, client).await {
+        Ok(SignedIn { secret, csrf, user }) => {
             let secure = state.settings.public_url.starts_with("https://");
             (
                 [(
@@ -244,12 +187,107 @@ async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Re
             )
                 .into_response()
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => sign_in_refused(e),
     }
 }
 
+/// A new session: the cookie secret, its CSRF token, and the user.
+pub(super) struct SignedIn {
+    pub(super) secret: String,
+    pub(super) csrf: String,
+    pub(super) user: Value,
+}
+
+/// A refusal of [`sign_in`] as a response; a lockout carries `Retry-After`.
+fn sign_in_refused(e: ApiError) -> Response {
+    match e.details.as_ref().and_then(|d| d["retry_after"].as_u64()) {
+        Some(secs) if e.code == "rate_limited" => too_many(std::time::Duration::from_secs(secs)),
+        _ => e.into_response(),
+    }
+}
+
+/// Checks an email and password (rate-limited per account and per client, and as slow for an
+/// unknown email as for a known one) and creates a session. The dashboard's login form uses
+/// it too. A lockout is `rate_limited` with `details.retry_after` in seconds.
+pub(super) async fn sign_in(
+    state: &AppState,
+    email: &str,
+    password: String,
+    client: String,
+) -> ApiResult<SignedIn> {
+    let email = email.trim().to_lowercase();
+    let (account_key, client_key) = (format!("account:{email}"), format!("client:{client}"));
+    let limiter = &state.login_limiter;
+    let now = Instant::now();
+    if let Some(wait) = limiter
+        .locked_for(&account_key, now)
+        .or(limiter.locked_for(&client_key, now))
+    {
+        let secs = wait.as_secs().max(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed sign-ins; try again in {secs} s"),
+        )
+        .details(json!({ "retry_after": secs })));
+    }
+    let lookup = email.clone();
+    let user = state
+        .ledger
+        .run(move |c| {
+            Ok(c.query_row(
+                "SELECT id, password_hash FROM users WHERE email = ?1",
+                [lookup],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?)
+        })
+        .await?;
+    let (user_id, hash) = match &user {
+        Some((id, hash)) => (Some(*id), hash.clone()),
+        None => (None, dummy_hash().to_string()),
+    };
+    let verified = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user_id) = user_id.filter(|_| verified) else {
+        limiter.record_failure(&account_key, now);
+        limiter.record_failure(&client_key, now);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "the email or password is wrong",
+        ));
+    };
+    limiter.clear(&account_key);
+    let (secret, csrf, user) = state
+        .ledger
+        .run(move |c| {
+            let secret = auth::create_session(c, user_id, Some(&client))?;
+            let csrf: String = c.query_row(
+                "SELECT csrf_token FROM sessions WHERE secret_hash = ?1",
+                [secrets::hash_secret(&secret)],
+                |r| r.get(0),
+            )?;
+            Ok((secret, csrf, user_json(c, user_id)?))
+        })
+        .await?;
+    Ok(SignedIn {
+        secret,
+        csrf,
+        user: user.unwrap_or(Value::Null),
+    })
+}
+
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if let Some(secret) = auth::session_cookie(&headers) {
+    let expired = sign_out(&state, &headers).await?;
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response())
+}
+
+/// Revokes the request's session (if any) and returns the `Set-Cookie` value that clears it.
+/// The dashboard's logout button uses it too.
+pub(super) async fn sign_out(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
+    if let Some(secret) = auth::session_cookie(headers) {
         let hash = secrets::hash_secret(&secret);
         state
             .ledger
@@ -262,11 +300,10 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
             })
             .await?;
     }
-    let expired = format!(
+    Ok(format!(
         "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
         auth::SESSION_COOKIE
-    );
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response())
+    ))
 }
 
 #[derive(Deserialize)]
@@ -281,7 +318,17 @@ async fn reset_request(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let email = body.email.trim().to_lowercase();
+    send_reset_link(&state, &body.email).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(json!({ "status": "accepted" })),
+    ))
+}
+
+/// Issues a reset link for `email` and sends it, when such a user exists; says nothing either
+/// way. The dashboard's reset form uses it too.
+pub(super) async fn send_reset_link(state: &AppState, email: &str) -> ApiResult<()> {
+    let email = email.trim().to_lowercase();
     let token = secrets::random_secret();
     let t = token.clone();
     let e = email.clone();
@@ -303,10 +350,7 @@ async fn reset_request(
         let link = format!("{}/reset-password?token={token}", state.settings.public_url);
         crate::mail::send_reset_link(&state.settings, &email, &link).await;
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        ApiJson(json!({ "status": "accepted" })),
-    ))
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -360,10 +404,10 @@ async fn list_users(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
-    email: String,
-    role: String,
-    password: String,
+pub(super) struct NewUser {
+    pub(super) email: String,
+    pub(super) role: String,
+    pub(super) password: String,
 }
 
 fn valid_role(role: &str) -> ApiResult<()> {
@@ -381,6 +425,12 @@ async fn create_user(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<impl IntoResponse> {
+    let user = add_user(&state, body).await?;
+    Ok((StatusCode::CREATED, ApiJson(user)))
+}
+
+/// Checks and creates a user. The dashboard's users page uses it too.
+pub(super) async fn add_user(state: &AppState, body: NewUser) -> ApiResult<Value> {
     let email = valid_email(&body.email)?;
     valid_role(&body.role)?;
     valid_password(&body.password)?;
@@ -400,16 +450,15 @@ async fn create_user(
             }
         })
         .await?;
-    user.map(|u| (StatusCode::CREATED, ApiJson(u)))
-        .ok_or_else(|| ApiError::conflict(format!("a user with email {email} already exists")))
+    user.ok_or_else(|| ApiError::conflict(format!("a user with email {email} already exists")))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserPatch {
-    email: Option<String>,
-    role: Option<String>,
-    password: Option<String>,
+pub(super) struct UserPatch {
+    pub(super) email: Option<String>,
+    pub(super) role: Option<String>,
+    pub(super) password: Option<String>,
 }
 
 enum UserChange {
@@ -432,6 +481,12 @@ async fn update_user(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> ApiResult<impl IntoResponse> {
+    Ok(ApiJson(change_user(&state, id, body).await?))
+}
+
+/// Changes a user's email, role or password (never demoting the last owner). The dashboard's
+/// users page uses it too.
+pub(super) async fn change_user(state: &AppState, id: i64, body: UserPatch) -> ApiResult<Value> {
     let email = body.email.as_deref().map(valid_email).transpose()?;
     if let Some(role) = &body.role {
         valid_role(role)?;
@@ -495,7 +550,7 @@ async fn update_user(
         })
         .await?;
     match change {
-        UserChange::Done(u) => Ok(ApiJson(u)),
+        UserChange::Done(u) => Ok(u),
         UserChange::Missing => Err(ApiError::not_found(format!("no user {id}"))),
         UserChange::LastOwner => Err(last_owner()),
         UserChange::EmailTaken => Err(ApiError::conflict("another user has that email")),
@@ -510,6 +565,12 @@ async fn delete_user(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
+    remove_user(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a user (never the last owner). The dashboard's users page uses it too.
+pub(super) async fn remove_user(state: &AppState, id: i64) -> ApiResult<()> {
     let change = state
         .ledger
         .run(move |c| {
@@ -531,11 +592,11 @@ async fn delete_user(
     match change {
         UserChange::Missing => Err(ApiError::not_found(format!("no user {id}"))),
         UserChange::LastOwner => Err(last_owner()),
-        _ => Ok(StatusCode::NO_CONTENT),
+        _ => Ok(()),
     }
 }
 
-fn token_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
+pub(super) fn token_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
     Ok(c.prepare_cached(
         "SELECT id, public_id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = ?1",
     )?
@@ -565,10 +626,10 @@ async fn list_tokens(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-    scopes: Vec<String>,
-    expires_in_days: Option<u32>,
+pub(super) struct NewToken {
+    pub(super) name: String,
+    pub(super) scopes: Vec<String>,
+    pub(super) expires_in_days: Option<u32>,
 }
 
 /// Validates token scopes: known names, at least one; returns them sorted and unique.
@@ -592,6 +653,17 @@ async fn create_token(
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewToken>,
 ) -> ApiResult<impl IntoResponse> {
+    let row = issue_api_token(&state, &who, body).await?;
+    Ok((StatusCode::CREATED, ApiJson(row)))
+}
+
+/// Checks and creates an API token; the answer holds the token itself under `token`, which is
+/// never shown again. The dashboard's token form uses it too.
+pub(super) async fn issue_api_token(
+    state: &AppState,
+    who: &Principal,
+    body: NewToken,
+) -> ApiResult<Value> {
     let name = body.name.trim().to_string();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::invalid(
@@ -611,7 +683,7 @@ async fn create_token(
         None => None,
     };
     let created_by = match who {
-        Principal::User { id, .. } => Some(id),
+        Principal::User { id, .. } => Some(*id),
         Principal::Token { .. } => None,
     };
     let issued = secrets::issue_token();
@@ -629,13 +701,19 @@ async fn create_token(
         .await?;
     let mut row = row.unwrap_or(Value::Null);
     row["token"] = json!(token);
-    Ok((StatusCode::CREATED, ApiJson(row)))
+    Ok(row)
 }
 
 async fn revoke_token(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
+    revoke(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes token `id` (revoking twice keeps the first time). The dashboard uses it too.
+pub(super) async fn revoke(state: &AppState, id: i64) -> ApiResult<()> {
     let n = state
         .ledger
         .run(move |c| {
@@ -648,19 +726,19 @@ async fn revoke_token(
     if n == 0 {
         return Err(ApiError::not_found(format!("no token {id}")));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
-    token_id: Option<i64>,
-    user_id: Option<i64>,
-    method: Option<String>,
-    status: Option<u16>,
-    path_prefix: Option<String>,
+pub(super) struct AuditQuery {
+    pub(super) limit: Option<u32>,
+    pub(super) cursor: Option<String>,
+    pub(super) token_id: Option<i64>,
+    pub(super) user_id: Option<i64>,
+    pub(super) method: Option<String>,
+    pub(super) status: Option<u16>,
+    pub(super) path_prefix: Option<String>,
 }
 
 async fn token_audit(
@@ -692,7 +770,7 @@ async fn audit(
     audit_page(&state, q).await
 }
 
-async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<ApiJson<Value>> {
+pub(super) async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<ApiJson<Value>> {
     let (limit, after) = super::api::Page {
         limit: q.limit,
         cursor: q.cursor.clone(),

@@ -259,7 +259,13 @@ async fn create_app(
         })
         .await?;
     match app {
-        Some(app) => Ok((StatusCode::CREATED, ApiJson(app))),
+        Some(app) => {
+            // A base-domain host may now exist for it.
+            state
+                .router
+                .nudge(rustploy_actors::router_sync::RouterSyncMsg::Nudge);
+            Ok((StatusCode::CREATED, ApiJson(app)))
+        }
         None => Err(ApiError::conflict(format!(
             "an app named '{taken}' already exists"
         ))),

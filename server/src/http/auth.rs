@@ -123,9 +123,8 @@ pub async fn require(
     };
     // A successful heartbeat is its own record (agent_heartbeats, pruned by the monitor);
     // auditing each one would grow the audit log by thousands of rows per agent and day.
-    let routine = need == Need::Agent
-        && path.ends_with("/heartbeat")
-        && response.status().is_success();
+    let routine =
+        need == Need::Agent && path.ends_with("/heartbeat") && response.status().is_success();
     if let Principal::Token { id, .. } = principal
         && !routine
     {

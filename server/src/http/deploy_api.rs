@@ -20,6 +20,7 @@ use rustploy_actors::deploy::process::ProcessError;
 use rustploy_actors::deploy::redact::{Redactor, url_credentials};
 use rustploy_actors::deploy::{compose, contexts};
 use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::deployments::{self, DeployRequest as NewDeployment};
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
 use serde::Deserialize;
@@ -151,44 +152,41 @@ async fn request_deployment(
         Some(r) => Some(GitRef::parse(&r).map_err(|e| ApiError::invalid("ref", e))?),
         None => None,
     };
+    let deployment = request_deploy(&state, &who, key, git_ref).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(deployment)))
+}
+
+/// Queues a deployment of the app `key` (or joins its waiting one), then nudges the queue.
+/// Returns the deployment, with `coalesced` saying whether it joined one. The dashboard's
+/// deploy button uses it too.
+pub(super) async fn request_deploy(
+    state: &AppState,
+    who: &Principal,
+    key: String,
+    git_ref: Option<GitRef>,
+) -> ApiResult<Value> {
     let k = key.clone();
     let by = who.describe();
     let created = state
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(app) = resolve_app(&tx, &k)? else { return Ok(None) };
-            let queued: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM deployments WHERE app_id = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
-                    [app],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let (id, coalesced) = match queued {
-                Some(id) => {
-                    if let Some(r) = &git_ref {
-                        tx.execute("UPDATE deployments SET requested_ref = ?2 WHERE id = ?1", params![id, r.as_str()])?;
-                    }
-                    (id, true)
-                }
-                None => {
-                    tx.execute(
-                        "INSERT INTO deployments (app_id, state, requested_ref, trigger, triggered_by, created_at)
-                         VALUES (?1, 'queued', ?2, 'api', ?3, ?4)",
-                        params![app, git_ref.as_ref().map(|r| r.as_str()), by, now_ms()],
-                    )?;
-                    let id = tx.last_insert_rowid();
-                    jobs::enqueue(
-                        &tx,
-                        &NewJob::new("deploy").app(app).deployment(id).key(format!("deploy:{id}")).max_attempts(3),
-                    )?;
-                    (id, false)
-                }
+            let Some(app) = resolve_app(&tx, &k)? else {
+                return Ok(None);
             };
-            let d = deployment_json(&tx, id)?;
+            let requested = deployments::request(
+                &tx,
+                &NewDeployment {
+                    app_id: app,
+                    git_ref: git_ref.map(|r| r.as_str().to_string()),
+                    commit_sha: None,
+                    trigger: "api".into(),
+                    triggered_by: Some(by),
+                },
+            )?;
+            let d = deployment_json(&tx, requested.deployment_id)?;
             tx.commit()?;
-            Ok(d.map(|d| (d, coalesced)))
+            Ok(d.map(|d| (d, requested.coalesced)))
         })
         .await?;
     let Some((mut deployment, coalesced)) = created else {
@@ -196,7 +194,7 @@ async fn request_deployment(
     };
     state.job_queue.nudge(JobQueueMsg::Nudge);
     deployment["coalesced"] = json!(coalesced);
-    Ok((StatusCode::ACCEPTED, ApiJson(deployment)))
+    Ok(deployment)
 }
 
 async fn get_deployment(
@@ -231,6 +229,13 @@ async fn cancel_deployment(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
+    let (status, deployment) = cancel(&state, id).await?;
+    Ok((status, ApiJson(deployment)))
+}
+
+/// Cancels deployment `id`: 202 when its running job was asked to stop, 200 when it was
+/// cancelled before it started. The dashboard's cancel button uses it too.
+pub(super) async fn cancel(state: &AppState, id: i64) -> ApiResult<(StatusCode, Value)> {
     let outcome = state
         .ledger
         .run(move |c| {
@@ -257,9 +262,9 @@ async fn cancel_deployment(
         (false, ..) => Err(ApiError::not_found(format!("no deployment {id}"))),
         (_, Some((job, CancelOutcome::Requested)), Some(d)) => {
             state.job_queue.nudge(JobQueueMsg::Cancel(job));
-            Ok((StatusCode::ACCEPTED, ApiJson(d)))
+            Ok((StatusCode::ACCEPTED, d))
         }
-        (_, Some((_, CancelOutcome::Cancelled)), Some(d)) => Ok((StatusCode::OK, ApiJson(d))),
+        (_, Some((_, CancelOutcome::Cancelled)), Some(d)) => Ok((StatusCode::OK, d)),
         _ => Err(ApiError::conflict(format!(
             "deployment {id} has already finished"
         ))),
@@ -400,6 +405,10 @@ async fn delete_app(
             "a deployment of this app started meanwhile; cancel it and delete the app when it has stopped",
         ));
     }
+    // Its domains went with it.
+    state
+        .router
+        .nudge(rustploy_actors::router_sync::RouterSyncMsg::Nudge);
     let dir = config.app_dir(&name);
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     Ok(StatusCode::NO_CONTENT)
@@ -424,25 +433,31 @@ async fn teardown_app(
     docker::remove_app_images(&scope).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ImportRequest {
-    name: String,
-    repo_url: String,
-    branch: Option<String>,
-    compose_path: Option<String>,
+pub(super) struct ImportRequest {
+    pub(super) name: String,
+    pub(super) repo_url: String,
+    pub(super) branch: Option<String>,
+    pub(super) compose_path: Option<String>,
     /// An SSH private key with read access to the repository.
-    deploy_key: Option<String>,
+    pub(super) deploy_key: Option<String>,
     /// A token for HTTPS access (sent as basic auth `x-access-token:<token>`).
-    https_token: Option<String>,
+    pub(super) https_token: Option<String>,
 }
 
-/// Imports a repository: validates it, clones it shallowly, detects what it holds, and creates
-/// the app. Nothing is deployed yet.
 async fn import_app(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ImportRequest>,
 ) -> ApiResult<impl IntoResponse> {
+    let app = import(&state, body).await?;
+    Ok((StatusCode::CREATED, ApiJson(app)))
+}
+
+/// Imports a repository: validates it, clones it shallowly, detects what it holds, and creates
+/// the app. Nothing is deployed yet. Returns the app with what was detected under `import`.
+/// The dashboard's import form uses it too.
+pub(super) async fn import(state: &AppState, body: ImportRequest) -> ApiResult<Value> {
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let settings = &state.settings;
     git::validate_repo_url(&body.repo_url, settings.allow_local_repos)
@@ -645,7 +660,11 @@ async fn import_app(
         &sha,
         &detection,
     );
-    Ok((StatusCode::CREATED, ApiJson(app)))
+    // A base-domain host may now exist for it.
+    state
+        .router
+        .nudge(rustploy_actors::router_sync::RouterSyncMsg::Nudge);
+    Ok(app)
 }
 
 fn import_json(repo_url: &str, branch: &str, sha: &str, d: &detect::Detection) -> Value {
@@ -680,6 +699,18 @@ async fn rollback(
     body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let request: RollbackRequest = optional_json(&body)?;
+    let d = roll_back(&state, &who, key, request.deployment_id).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(d)))
+}
+
+/// Queues a rollback of the app `key` to `target` (default: the release before the live one).
+/// The dashboard's rollback button uses it too.
+pub(super) async fn roll_back(
+    state: &AppState,
+    who: &Principal,
+    key: String,
+    target: Option<i64>,
+) -> ApiResult<Value> {
     let k = key.clone();
     let by = who.describe();
     let secrets = state.secrets.clone();
@@ -702,7 +733,7 @@ async fn rollback(
                     })
                 })?
                 .collect::<Result<_, _>>()?;
-            let target = match plan::rollback_target(&history, request.deployment_id) {
+            let target = match plan::rollback_target(&history, target) {
                 Ok(t) => t,
                 Err(why) => return Ok(Some(Err(why))),
             };
@@ -746,7 +777,7 @@ async fn rollback(
         Some(Err(why)) => Err(ApiError::conflict(why)),
         Some(Ok(d)) => {
             state.job_queue.nudge(JobQueueMsg::Nudge);
-            Ok((StatusCode::ACCEPTED, ApiJson(d.unwrap_or(Value::Null))))
+            Ok(d.unwrap_or(Value::Null))
         }
     }
 }
@@ -756,6 +787,11 @@ async fn runtime(
     State(state): State<AppState>,
     ApiPath(key): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
+    Ok(ApiJson(runtime_of(&state, key).await?))
+}
+
+/// The runtime answer for the app `key`. The dashboard's overview uses it too.
+pub(super) async fn runtime_of(state: &AppState, key: String) -> ApiResult<Value> {
     let k = key.clone();
     let found =
         state
@@ -811,7 +847,7 @@ async fn runtime(
             }
         }
     };
-    Ok(ApiJson(json!({
+    Ok(json!({
         "app_id": app,
         "app": name,
         "deployment": deployment,
@@ -819,7 +855,7 @@ async fn runtime(
         "route": route_json,
         "containers": containers,
         "engine": engine,
-    })))
+    }))
 }
 
 fn container_json(c: &docker::ContainerObs) -> Value {

@@ -56,7 +56,18 @@ async fn list_env(
     ApiPath(key): ApiPath<String>,
     ApiQuery(q): ApiQuery<RevealQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let reveal = q.reveal.unwrap_or(false);
+    let vars = read_vars(&state, &who, key, q.reveal.unwrap_or(false)).await?;
+    Ok(ApiJson(vars))
+}
+
+/// The app's variables as `{"vars": {KEY: {value, secret, masked, updated_at}}}`, secret values
+/// masked unless `reveal` (admin only, and audited). The dashboard's env tab uses it too.
+pub(super) async fn read_vars(
+    state: &AppState,
+    who: &Principal,
+    key: String,
+    reveal: bool,
+) -> ApiResult<Value> {
     if reveal && !who.allows(Need::Admin) {
         return Err(ApiError::forbidden("admin"));
     }
@@ -94,9 +105,9 @@ async fn list_env(
         );
     }
     if reveal {
-        record_reveal(&state, &who, app).await?;
+        record_reveal(state, who, app).await?;
     }
-    Ok(ApiJson(json!({ "vars": vars })))
+    Ok(json!({ "vars": vars }))
 }
 
 /// Writes an audit event saying who saw an app's secret values.
@@ -191,6 +202,17 @@ async fn put_env(
             "send JSON ('Content-Type: application/json') or a .env file ('Content-Type: text/plain')",
         ));
     };
+    let keys = write_vars(&state, key, vars).await?;
+    Ok(ApiJson(json!({ "updated": keys })))
+}
+
+/// Checks and upserts `(key, value, secret)` variables of the app `key` in one transaction;
+/// returns the keys written. The dashboard's env forms use it too.
+pub(super) async fn write_vars(
+    state: &AppState,
+    key: String,
+    vars: Vec<(String, String, bool)>,
+) -> ApiResult<Vec<String>> {
     let mut checked = Vec::with_capacity(vars.len());
     for (name, value, secret) in vars {
         let name =
@@ -224,11 +246,10 @@ async fn put_env(
             Ok(Some(checked.iter().map(|(n, _, _)| n.as_str().to_string()).collect::<Vec<_>>()))
         })
         .await?;
-    let keys = written.ok_or_else(|| no_app(&key))?;
-    Ok(ApiJson(json!({ "updated": keys })))
+    written.ok_or_else(|| no_app(&key))
 }
 
-fn parse_dotenv(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
+pub(super) fn parse_dotenv(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
     dotenvy::from_read_iter(body)
         .map(|item| {
             item.map_err(|e| {
@@ -246,6 +267,12 @@ async fn delete_env(
     State(state): State<AppState>,
     ApiPath((key, name)): ApiPath<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
+    remove_var(&state, key, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the variable `name` of the app `key`. The dashboard's env tab uses it too.
+pub(super) async fn remove_var(state: &AppState, key: String, name: String) -> ApiResult<()> {
     let (k, n) = (key.clone(), name.clone());
     let deleted = state
         .ledger
@@ -264,6 +291,6 @@ async fn delete_env(
         Some(0) => Err(ApiError::not_found(format!(
             "app '{key}' has no env var {name}"
         ))),
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+        Some(_) => Ok(()),
     }
 }

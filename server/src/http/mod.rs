@@ -8,6 +8,7 @@ pub mod agent_api;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
 pub mod deploy_api;
 pub mod domains_api;
 pub mod env_api;
@@ -86,7 +87,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes(&state))
         .merge(ops::routes())
-        .merge(setup::routes())
+        .merge(dashboard::routes(&state))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -126,6 +127,10 @@ async fn observe(
 
 /// Bodies over the limit are refused with our error body, whichever extractor noticed.
 async fn body_too_large(req: Request, next: Next) -> Response {
+    // The webhook endpoint takes GitHub's larger payloads and answers its own limit.
+    if req.uri().path() == webhook_api::PATH {
+        return next.run(req).await;
+    }
     if req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

@@ -2,7 +2,11 @@
 //! a temporary directory, called with `tower::ServiceExt::oneshot`. No socket, no mocks.
 
 mod access;
+mod agents;
 mod auth_flows;
+mod dashboard;
+mod domains;
 mod errors;
 mod harness;
 mod session;
+mod webhooks;
