@@ -498,7 +498,10 @@ impl RouterSyncState {
         admin: &dyn CaddyAdmin,
         desired: &Desired,
     ) -> Result<(), AdminError> {
+        // Once per Caddy start (nothing applied yet): a base config without storage must not
+        // cost a read on every load.
         if self.caddy_storage.is_none()
+            && self.applied_hash.is_none()
             && let Ok(live) = admin.config().await
         {
             self.learn_storage(&live);

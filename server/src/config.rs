@@ -283,10 +283,7 @@ pub enum CaddyMode {
 
 /// A Caddy listen address: `[host]:port`.
 fn listen_address(value: String, what: &str) -> Result<String, String> {
-    let port_ok = value
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_some_and(|p| p > 0);
+    let port_ok = rustploy_actors::ingress::listen_port(&value).is_some_and(|p| p > 0);
     if port_ok && !value.contains(['/', ' ']) {
         Ok(value)
     } else {
@@ -304,16 +301,10 @@ fn host_with_tls(
 ) -> Result<Option<(DomainName, TlsMode)>, String> {
     let Some(host) = host else { return Ok(None) };
     let host = DomainName::parse(&host).map_err(|e| format!("{what}: {e}"))?;
-    let tls = match tls.as_deref().unwrap_or("auto") {
-        "auto" => TlsMode::Auto,
-        "internal" => TlsMode::Internal,
-        "off" => TlsMode::Off,
-        other => {
-            return Err(format!(
-                "{what} TLS must be auto, internal or off; got '{other}'"
-            ));
-        }
-    };
+    let tls = tls.as_deref().unwrap_or("auto");
+    let tls = TlsMode::parse(tls)
+        .filter(|m| *m != TlsMode::Custom)
+        .ok_or_else(|| format!("{what} TLS must be auto, internal or off; got '{tls}'"))?;
     if host.is_wildcard() {
         return Err(format!("{what} must be a single hostname, not a wildcard"));
     }
@@ -677,6 +668,10 @@ mod tests {
             "project_prefix = 'RP'",
             "project_prefix = '-x'",
             "docker_network = 'a b'",
+            "http_listen = '80'",
+            "https_listen = ':0'",
+            "base_domain = 'apps.example.com'\nbase_domain_tls = 'custom'",
+            "dashboard_domain = '*.example.com'",
         ] {
             let file: FileConfig = toml::from_str(bad).unwrap();
             assert!(
