@@ -32,8 +32,10 @@ use crate::deploy::redact::Redactor;
 use crate::deploy::{DeployConfig, contexts};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::jobs::ClaimedJob;
+use crate::ledger::services as service_rows;
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::router_sync::{RouterSyncMsg, SyncReport};
+use crate::services::{self, Service, run::Scope};
 use crate::supervision::{RestartBudget, RestartPolicy, Slot, Telemetry};
 
 /// The longest a deployment waits for Caddy to route to its new release.
@@ -223,7 +225,12 @@ impl Actor for Deployer {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let DeployerMsg::Run(job, ctx, reply) = msg;
-        let outcome = state.deploy(&job, &ctx.cancel).await;
+        let outcome = match job.kind.as_str() {
+            "services" => state.apply_services(&job, &ctx.cancel).await,
+            "backup" => state.backup(&job).await,
+            "restore" => state.restore(&job, &ctx.cancel).await,
+            _ => state.deploy(&job, &ctx.cancel).await,
+        };
         let _ = reply.send(outcome);
         Ok(())
     }
@@ -392,6 +399,147 @@ impl DeployerState {
                 }))
             })
             .await
+    }
+}
+
+/// The jobs about an app's managed services. They run in the app's Deployer, so they never
+/// overlap its deployments.
+impl DeployerState {
+    async fn app_name(&self) -> Result<String, JobError> {
+        let app_id = self.app_id;
+        self.ledger
+            .run(move |c| {
+                Ok(
+                    c.query_row("SELECT name FROM apps WHERE id = ?1", [app_id], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .optional()?,
+                )
+            })
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?
+            .ok_or_else(|| JobError::Fatal("the app no longer exists".into()))
+    }
+
+    fn scope<'a>(&'a self, app: &'a str) -> Scope<'a> {
+        Scope {
+            config: &self.deps.config,
+            engine: self.deps.engine.as_ref(),
+            app,
+        }
+    }
+
+    async fn managed(&self) -> Result<Vec<Service>, JobError> {
+        let (app_id, secrets) = (self.app_id, self.deps.secrets.clone());
+        self.ledger
+            .run(move |c| service_rows::load(c, &secrets, app_id))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))
+    }
+
+    /// A `services` job: Docker is brought to the app's service rows (after a service was
+    /// added or deleted), and purged volumes are removed.
+    async fn apply_services(
+        &self,
+        job: &ClaimedJob,
+        cancel: &CancellationToken,
+    ) -> Result<(), JobError> {
+        let purge: Vec<String> = job
+            .payload
+            .get("purge_volumes")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let app = self.app_name().await?;
+        let managed = self.managed().await?;
+        let mut on_line = |_: Stream, line: String| tracing::debug!(%app, "services: {line}");
+        self.scope(&app)
+            .apply(&managed, &purge, cancel, &mut on_line)
+            .await
+            .map_err(JobError::Retry)
+    }
+
+    /// A `backup` job: the dump, its row finished, and the backups beyond retention removed.
+    async fn backup(&self, job: &ClaimedJob) -> Result<(), JobError> {
+        let Some(id) = job.payload.get("backup_id").and_then(|v| v.as_i64()) else {
+            return Err(JobError::Fatal("a backup job must name its backup".into()));
+        };
+        let app = self.app_name().await?;
+        let app_id = self.app_id;
+        let row = self
+            .ledger
+            .run(move |c| service_rows::get_backup(c, app_id, id))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?
+            .ok_or_else(|| JobError::Fatal(format!("backup {id} no longer exists")))?;
+        let managed = self.managed().await?;
+        let outcome = match managed.iter().find(|s| s.name == row.service) {
+            None => Err(format!("the service '{}' was deleted", row.service)),
+            Some(service) => {
+                let dest = self.deps.config.data_dir.join(&row.path);
+                self.scope(&app).backup(service, &dest).await
+            }
+        };
+        let keep = self.deps.config.services.backup_retention;
+        let (result, name) = (outcome.clone(), row.service.clone());
+        let pruned = self
+            .ledger
+            .run(move |c| {
+                service_rows::finish_backup(c, id, result)?;
+                let old = service_rows::beyond_retention(c, app_id, &name, keep)?;
+                for b in &old {
+                    c.execute("DELETE FROM service_backups WHERE id = ?1", [b.id])?;
+                }
+                Ok(old)
+            })
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        for b in pruned {
+            let path = self.deps.config.data_dir.join(&b.path);
+            if let Err(e) = tokio::fs::remove_file(&path).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "removing an old backup failed");
+            }
+        }
+        outcome.map(|_| ()).map_err(JobError::Fatal)
+    }
+
+    /// A `restore` job: a finished backup loaded into one of the app's services.
+    async fn restore(&self, job: &ClaimedJob, cancel: &CancellationToken) -> Result<(), JobError> {
+        let backup_id = job.payload.get("backup_id").and_then(|v| v.as_i64());
+        let service = job.payload.get("service").and_then(|v| v.as_str());
+        let (Some(backup_id), Some(service)) = (backup_id, service) else {
+            return Err(JobError::Fatal(
+                "a restore job must name its backup and service".into(),
+            ));
+        };
+        let app = self.app_name().await?;
+        let app_id = self.app_id;
+        let row = self
+            .ledger
+            .run(move |c| service_rows::get_backup(c, app_id, backup_id))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?
+            .ok_or_else(|| JobError::Fatal(format!("backup {backup_id} no longer exists")))?;
+        let managed = self.managed().await?;
+        let target = managed
+            .iter()
+            .find(|s| s.name == service)
+            .ok_or_else(|| JobError::Fatal(format!("the service '{service}' no longer exists")))?;
+        if row.state != "done" || row.engine != target.engine.as_str() {
+            return Err(JobError::Fatal(format!(
+                "backup {backup_id} ({}, {}) cannot be restored into '{service}' ({})",
+                row.engine,
+                row.state,
+                target.engine.as_str()
+            )));
+        }
+        let src = self.deps.config.data_dir.join(&row.path);
+        tracing::info!(%app, service, backup_id, "restoring a backup");
+        self.scope(&app)
+            .restore(target, &src, cancel)
+            .await
+            .map_err(JobError::Fatal)
     }
 }
 
@@ -624,6 +772,17 @@ impl Attempt<'_> {
                 detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
             ),
         };
+        let managed = self.services(&detection).await?;
+        let mut env = env;
+        for (key, url) in services::app_env(&managed) {
+            if self.loaded.app_env.contains_key(&key) {
+                self.log.system(format!(
+                    "the app's own {key} is kept: it wins over the managed service's"
+                ));
+            } else {
+                env.insert(key, url);
+            }
+        }
         let spec = RuntimeSpec {
             app_scope: self.config().app_scope(&self.loaded.app),
             app: self.loaded.app.clone(),
@@ -631,6 +790,12 @@ impl Attempt<'_> {
             network: self.config().network.clone(),
             routed_service: detection.routed_service.clone(),
             env: env.clone(),
+            private: (!managed.is_empty()).then(|| {
+                (
+                    self.config().service_names(&self.loaded.app).network(),
+                    managed.iter().map(|s| s.name.clone()).collect(),
+                )
+            }),
         };
         let (doc, notes) = compose::runtime(&file, &spec).map_err(|e| Failure::User(e.0))?;
         for n in notes {
@@ -664,6 +829,101 @@ impl Attempt<'_> {
             runtime_file,
             env,
         })
+    }
+
+    /// Makes the services the manifest depends on, starts the app's services and waits until
+    /// they are healthy: a release starts only beside healthy services. Returns them.
+    async fn services(&mut self, detection: &Detection) -> Result<Vec<Service>, Failure> {
+        let engines: Vec<services::Engine> = detection
+            .manifest
+            .iter()
+            .flat_map(|m| &m.dependencies)
+            .map(|d| match d {
+                crate::deploy::manifest::Dependency::Postgres => services::Engine::Postgres,
+                crate::deploy::manifest::Dependency::Redis => services::Engine::Redis,
+                crate::deploy::manifest::Dependency::Mysql => services::Engine::Mariadb,
+            })
+            .collect();
+        let (app_id, secrets) = (self.st.app_id, self.st.deps.secrets.clone());
+        let config = self.st.deps.config.clone();
+        let app = self.loaded.app.clone();
+        let (made, managed) = self
+            .st
+            .ledger
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let names = config.service_names(&app);
+                let made = service_rows::ensure(
+                    &tx,
+                    &secrets,
+                    app_id,
+                    &engines,
+                    |e| config.services.image(e).to_string(),
+                    |n| names.volume(n),
+                )
+                .map_err(|e| match e {
+                    service_rows::CreateError::Ledger(e) => e,
+                    other => LedgerError::Invalid(other.to_string()),
+                })?;
+                tx.commit()?;
+                Ok((made, service_rows::load(c, &secrets, app_id)?))
+            })
+            .await
+            .map_err(|e| match e {
+                LedgerError::Invalid(why) => {
+                    Failure::User(format!("the manifest's dependencies: {why}"))
+                }
+                other => Failure::Transient(format!("the ledger failed: {other}")),
+            })?;
+        for row in made {
+            self.log.system(format!(
+                "made the {} service '{}' the manifest depends on ({} receives its URL)",
+                row.engine, row.name, row.env_name
+            ));
+        }
+        if managed.is_empty() {
+            return Ok(managed);
+        }
+        for s in &managed {
+            self.log.redact(s.password.clone());
+            if let Some(r) = &s.root_password {
+                self.log.redact(r.clone());
+            }
+        }
+        let names: Vec<String> = managed.iter().map(|s| s.name.clone()).collect();
+        self.log.system(format!(
+            "starting the app's services: {}",
+            managed
+                .iter()
+                .map(|s| format!("{} ({}, {})", s.name, s.engine.as_str(), s.image))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let scope = Scope {
+            config: &self.st.deps.config,
+            engine: self.st.deps.engine.as_ref(),
+            app: &self.loaded.app,
+        };
+        let log = self.log.clone();
+        scope
+            .apply(&managed, &[], &self.cancel, &mut |stream, line| {
+                log.line(stream, line)
+            })
+            .await
+            .map_err(Failure::User)?;
+        scope
+            .wait_healthy(&names, self.config().health_deadline, &self.cancel)
+            .await
+            .map_err(|why| {
+                if self.cancel.is_cancelled() {
+                    Failure::Cancelled
+                } else {
+                    Failure::User(why)
+                }
+            })?;
+        self.log
+            .system(format!("services healthy: {}", names.join(", ")));
+        Ok(managed)
     }
 
     /// Builds and starts the project with one `up -d --build`, as a person would: a second
@@ -1070,11 +1330,13 @@ struct LogSink {
 
 enum LogCmd {
     Line(&'static str, String),
+    /// A secret learnt after the log started.
+    Redact(String),
     Flush(oneshot::Sender<()>),
 }
 
 impl LogSink {
-    fn start(ledger: Ledger, deployment: i64, redactor: Redactor) -> Self {
+    fn start(ledger: Ledger, deployment: i64, mut redactor: Redactor) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogCmd>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -1084,6 +1346,7 @@ impl LogSink {
                 while let Some(cmd) = next.take() {
                     match cmd {
                         LogCmd::Line(stream, line) => batch.push((stream, redactor.line(&line))),
+                        LogCmd::Redact(secret) => redactor.add(secret),
                         LogCmd::Flush(done) => flushes.push(done),
                     }
                     if batch.len() < 500 {
@@ -1119,6 +1382,10 @@ impl LogSink {
 
     fn system(&self, line: impl Into<String>) {
         let _ = self.tx.send(LogCmd::Line("system", line.into()));
+    }
+
+    fn redact(&self, secret: String) {
+        let _ = self.tx.send(LogCmd::Redact(secret));
     }
 
     /// Waits until every line sent so far is stored.

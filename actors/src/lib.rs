@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod job_queue;
 pub mod ledger;
 pub mod router_sync;
+pub mod services;
 pub mod supervision;
 pub mod tree;
 pub mod webhook_intake;

@@ -91,6 +91,18 @@ pub struct ServeArgs {
     /// seconds. Default: 10
     #[arg(long, env = "RUSTPLOY_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
+    /// The image new postgres services run. Default: postgres:17
+    #[arg(long, env = "RUSTPLOY_POSTGRES_IMAGE")]
+    pub postgres_image: Option<String>,
+    /// The image new redis services run. Default: redis:7
+    #[arg(long, env = "RUSTPLOY_REDIS_IMAGE")]
+    pub redis_image: Option<String>,
+    /// The image new mariadb (mysql) services run. Default: mariadb:11
+    #[arg(long, env = "RUSTPLOY_MARIADB_IMAGE")]
+    pub mariadb_image: Option<String>,
+    /// How many finished backups of each service are kept. Default: 7
+    #[arg(long, env = "RUSTPLOY_BACKUP_RETENTION")]
+    pub backup_retention: Option<u32>,
     /// How long RouterSync gathers changes before one load into Caddy, in ms. Default: 50
     #[arg(long, env = "RUSTPLOY_ROUTER_DEBOUNCE_MS")]
     pub router_debounce_ms: Option<u64>,
@@ -198,6 +210,10 @@ pub struct FileConfig {
     pub dashboard_domain: Option<String>,
     pub dashboard_tls: Option<String>,
     pub drain_secs: Option<u64>,
+    pub postgres_image: Option<String>,
+    pub redis_image: Option<String>,
+    pub mariadb_image: Option<String>,
+    pub backup_retention: Option<u32>,
     pub router_debounce_ms: Option<u64>,
     pub router_check_ms: Option<u64>,
     pub deploy_concurrency: Option<usize>,
@@ -253,6 +269,7 @@ pub struct Settings {
     pub base_domain: Option<(DomainName, TlsMode)>,
     pub dashboard: Option<(DomainName, TlsMode)>,
     pub drain: Duration,
+    pub services: rustploy_actors::services::ServiceSettings,
     pub router_debounce: Duration,
     pub router_check: Duration,
     pub deploy_concurrency: usize,
@@ -509,6 +526,32 @@ impl Settings {
             base_domain,
             dashboard,
             drain: Duration::from_secs(serve.drain_secs.or(file.drain_secs).unwrap_or(10)),
+            services: {
+                let d = rustploy_actors::services::ServiceSettings::default();
+                rustploy_actors::services::ServiceSettings {
+                    postgres_image: serve
+                        .postgres_image
+                        .clone()
+                        .or(file.postgres_image)
+                        .unwrap_or(d.postgres_image),
+                    redis_image: serve
+                        .redis_image
+                        .clone()
+                        .or(file.redis_image)
+                        .unwrap_or(d.redis_image),
+                    mariadb_image: serve
+                        .mariadb_image
+                        .clone()
+                        .or(file.mariadb_image)
+                        .unwrap_or(d.mariadb_image),
+                    backup_retention: serve
+                        .backup_retention
+                        .or(file.backup_retention)
+                        .unwrap_or(d.backup_retention)
+                        .max(1),
+                    backup_timeout: d.backup_timeout,
+                }
+            },
             router_debounce,
             router_check,
             webhook_rate_per_minute,
@@ -574,6 +617,7 @@ impl Settings {
             allow_local_repos: self.allow_local_repos,
             stop_grace: self.stop_grace,
             drain: self.drain,
+            services: self.services.clone(),
         }
     }
 

@@ -127,6 +127,17 @@ pub async fn launch(
         );
     }
 
+    // A backup whose server stopped mid-dump has no job left to finish it.
+    let interrupted = ledger
+        .run(|c| rustploy_actors::ledger::services::fail_interrupted_backups(c))
+        .await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "backups interrupted by the last stop are marked failed"
+        );
+    }
+
     let secret_box = {
         let dir = settings.data_dir.clone();
         let env_key = std::env::var("RUSTPLOY_SECRET_KEY").ok();
@@ -156,12 +167,14 @@ pub async fn launch(
             }
         })
     };
-    let handlers = Handlers::default()
-        .register("noop", NoopHandler, KindConfig::default())
-        .register(
-            "deploy",
+    // Deployments, and the jobs about an app's managed services, all run in the app's
+    // Deployer: they never overlap for one app.
+    let mut handlers = Handlers::default().register("noop", NoopHandler, KindConfig::default());
+    for kind in ["deploy", "services", "backup", "restore"] {
+        handlers = handlers.register(
+            kind,
             DeployHandler {
-                supervisor: deployers,
+                supervisor: deployers.clone(),
                 timeout: Duration::from_secs(3600),
             },
             KindConfig {
@@ -169,6 +182,7 @@ pub async fn launch(
                 deadline: Duration::from_secs(3600),
             },
         );
+    }
     let queue_config = QueueConfig {
         lease: settings.job_lease,
         sweep: settings.job_sweep,

@@ -19,6 +19,8 @@ pub const FILE_NAMES: &[&str] = &[
 
 /// The key of the ingress network inside runtime files.
 pub const INGRESS_KEY: &str = "rustploy-ingress";
+/// The key of the app's private network (its managed services) inside runtime files.
+pub const PRIVATE_KEY: &str = "rustploy-private";
 pub const LABEL_APP: &str = "dev.rustploy.app";
 pub const LABEL_DEPLOYMENT: &str = "dev.rustploy.deployment";
 
@@ -177,6 +179,9 @@ pub struct RuntimeSpec {
     pub routed_service: String,
     /// Injected into every service; these win over values in the file.
     pub env: BTreeMap<String, String>,
+    /// The app's private network and its managed services' names, when it has any: every
+    /// service joins it, and no service may take a managed service's name.
+    pub private: Option<(String, Vec<String>)>,
 }
 
 /// The runtime compose document, and notes about what was changed, for the deployment log.
@@ -242,6 +247,14 @@ pub fn runtime(
         }
         s.entry("restart")
             .or_insert_with(|| Value::String("unless-stopped".into()));
+        if let Some((_, managed)) = &spec.private
+            && managed.contains(name)
+        {
+            return err(format!(
+                "service '{name}' has the name of one of the app's managed services: rename one \
+                 of them, so '{name}' names one host on the app's network"
+            ));
+        }
         if *name == spec.routed_service {
             if s.contains_key("network_mode") {
                 return err(format!(
@@ -249,26 +262,16 @@ pub fn runtime(
                      service can join Rustploy's network"
                 ));
             }
-            let networks = match s.remove("networks") {
-                None => {
-                    let mut m = Map::new();
-                    m.insert("default".into(), Value::Null);
-                    m
-                }
-                Some(Value::Array(list)) => list
-                    .into_iter()
-                    .filter_map(|n| n.as_str().map(|n| (n.to_string(), Value::Null)))
-                    .collect(),
-                Some(Value::Object(m)) => m,
-                Some(_) => {
-                    return err(format!(
-                        "service '{name}': 'networks' must be a list or a mapping"
-                    ));
-                }
-            };
-            let mut networks = networks;
-            networks.insert(INGRESS_KEY.into(), Value::Null);
-            s.insert("networks".into(), Value::Object(networks));
+            join(s, name, INGRESS_KEY)?;
+        }
+        if spec.private.is_some() {
+            if s.contains_key("network_mode") {
+                notes.push(format!(
+                    "service '{name}' sets 'network_mode', so it cannot reach the app's managed services"
+                ));
+            } else {
+                join(s, name, PRIVATE_KEY)?;
+            }
         }
     }
     let networks = doc
@@ -281,6 +284,12 @@ pub fn runtime(
         INGRESS_KEY.into(),
         json!({ "external": true, "name": spec.network }),
     );
+    if let Some((private, _)) = &spec.private {
+        networks.insert(
+            PRIVATE_KEY.into(),
+            json!({ "external": true, "name": private }),
+        );
+    }
     if let Some(volumes) = doc.get_mut("volumes") {
         let Some(volumes) = volumes.as_object_mut() else {
             return err("the top-level 'volumes' must be a mapping");
@@ -306,6 +315,30 @@ pub fn runtime(
         }
     }
     Ok((Value::Object(doc), notes))
+}
+
+/// Adds network `key` to service `name`'s networks, keeping `default` when it had none.
+fn join(s: &mut Map<String, Value>, name: &str, key: &str) -> Result<(), ComposeError> {
+    let mut networks = match s.remove("networks") {
+        None => {
+            let mut m = Map::new();
+            m.insert("default".into(), Value::Null);
+            m
+        }
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .filter_map(|n| n.as_str().map(|n| (n.to_string(), Value::Null)))
+            .collect(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return err(format!(
+                "service '{name}': 'networks' must be a list or a mapping"
+            ));
+        }
+    };
+    networks.insert(key.into(), Value::Null);
+    s.insert("networks".into(), Value::Object(networks));
+    Ok(())
 }
 
 /// The Docker name of an app's named volume: the same for every deployment of the app.
@@ -353,6 +386,7 @@ mod tests {
                 ("GREETING".into(), "hi $USER".into()),
                 ("MODE".into(), "prod".into()),
             ]),
+            private: None,
         }
     }
 
@@ -417,6 +451,30 @@ volumes:
         );
         assert!(doc.get("version").is_none());
         assert!(notes.iter().any(|n| n.contains("'ports'")), "{notes:?}");
+    }
+
+    #[test]
+    fn with_managed_services_every_service_joins_the_private_network() {
+        let f = ComposeFile::parse("compose.yaml", APP).unwrap();
+        let mut spec = spec();
+        spec.private = Some(("rp-shop-private".into(), vec!["db".into()]));
+        let (doc, _) = runtime(&f, &spec).unwrap();
+        assert_eq!(
+            doc["services"]["web"]["networks"],
+            json!({ "default": null, INGRESS_KEY: null, PRIVATE_KEY: null })
+        );
+        assert_eq!(
+            doc["services"]["worker"]["networks"],
+            json!({ "default": null, PRIVATE_KEY: null }),
+            "workers reach the services too, not the ingress"
+        );
+        assert_eq!(
+            doc["networks"][PRIVATE_KEY],
+            json!({ "external": true, "name": "rp-shop-private" })
+        );
+        spec.private = Some(("rp-shop-private".into(), vec!["worker".into()]));
+        let e = runtime(&f, &spec).unwrap_err();
+        assert!(e.0.contains("managed services"), "{e}");
     }
 
     #[test]

@@ -444,10 +444,13 @@ pub async fn project_containers(
     Ok(out)
 }
 
-/// What `compose down` does, from labels alone, so it works whatever became of the files:
-/// stops the project's containers (within `grace`), removes them, then its networks. Volumes
-/// are never touched here.
-pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError> {
+/// Stops (within `grace`) and removes the containers of `project`, except those of the
+/// services in `keep`.
+pub async fn remove_containers(
+    project: &str,
+    grace: Duration,
+    keep: &[String],
+) -> Result<(), EngineError> {
     let docker = client().await?;
     let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
     let list = docker
@@ -459,7 +462,11 @@ pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError>
         ))
         .await
         .map_err(api)?;
-    let stops = list.iter().filter_map(|c| c.id.clone()).map(|id| {
+    let doomed = list.iter().filter(|c| {
+        let service = c.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE));
+        !service.is_some_and(|s| keep.contains(s))
+    });
+    let stops = doomed.filter_map(|c| c.id.clone()).map(|id| {
         let docker = docker.clone();
         async move {
             if !grace.is_zero() {
@@ -493,6 +500,15 @@ pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError>
     for r in futures_util::future::join_all(stops).await {
         r?;
     }
+    Ok(())
+}
+
+/// What `compose down` does, from labels alone, so it works whatever became of the files:
+/// stops the project's containers (within `grace`), removes them, then its networks. Volumes
+/// are never touched here.
+pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError> {
+    remove_containers(project, grace, &[]).await?;
+    let docker = client().await?;
     let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
     let networks = docker
         .list_networks(Some(
@@ -541,6 +557,19 @@ pub async fn remove_app_volumes(app: &str, app_scope: &str) -> Result<Vec<String
         }
     }
     Ok(removed)
+}
+
+/// Removes the named volume; one that is gone already is fine.
+pub async fn remove_volume(name: &str) -> Result<(), EngineError> {
+    let docker = client().await?;
+    match docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(api(e)),
+    }
 }
 
 /// A container's log output, as chunks of text.

@@ -39,6 +39,8 @@ pub struct DeployConfig {
     pub stop_grace: Duration,
     /// How long a replaced release keeps running after traffic moved away from it.
     pub drain: Duration,
+    /// Images and backup rules of managed services.
+    pub services: crate::services::ServiceSettings,
 }
 
 impl DeployConfig {
@@ -58,6 +60,19 @@ impl DeployConfig {
 
     pub fn app_scope(&self, app: &str) -> String {
         plan::app_scope(&self.project_prefix, app)
+    }
+
+    /// The Docker names of the app's managed services.
+    pub fn service_names(&self, app: &str) -> crate::services::Names {
+        crate::services::Names {
+            app_scope: self.app_scope(app),
+            app: app.to_string(),
+        }
+    }
+
+    /// Where the backups of the app's service `name` are kept, relative to the data directory.
+    pub fn backup_dir(&self, app: &str, name: &str) -> String {
+        format!("backups/{app}/{name}")
     }
 }
 

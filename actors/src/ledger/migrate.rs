@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_ledger.sql"),
     include_str!("../../../migrations/0002_ingress.sql"),
     include_str!("../../../migrations/0003_webhooks.sql"),
+    include_str!("../../../migrations/0004_services.sql"),
 ];
 
 /// The schema version this build writes and understands.

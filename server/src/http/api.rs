@@ -47,6 +47,7 @@ fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     .chain(super::deploy_api::table())
     .chain(super::domains_api::table())
     .chain(super::webhook_api::table())
+    .chain(super::services_api::table())
     .chain(super::agent_api::table())
     .collect()
 }

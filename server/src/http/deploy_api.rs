@@ -426,6 +426,8 @@ async fn teardown_app(
             docker::teardown(&project, config.stop_grace).await?;
         }
     }
+    // Its managed services and their private network go after the releases that used them.
+    docker::teardown(&config.service_names(app).project(), config.stop_grace).await?;
     let scope = config.app_scope(app);
     if purge_volumes {
         docker::remove_app_volumes(app, &scope).await?;

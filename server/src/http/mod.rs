@@ -15,6 +15,7 @@ pub mod env_api;
 pub mod error;
 pub mod limiter;
 pub mod ops;
+pub mod services_api;
 pub mod setup;
 pub mod webhook_api;
 

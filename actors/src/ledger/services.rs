@@ -1,0 +1,454 @@
+//! Managed services and their backups in the ledger.
+//!
+//! A change to an app's services is committed with a `services` job that makes Docker match
+//! (start, stop, purge), so a crash between the two loses nothing. Passwords are generated here
+//! and sealed; they never change for the life of the service.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::jobs::{self, NewJob};
+use super::{LedgerError, Millis, now_ms};
+use crate::crypto::SecretBox;
+use crate::services::{self, Engine, Service};
+
+/// An app may have at most this many services.
+pub const MAX_PER_APP: i64 = 10;
+
+/// A service row, without its secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceRow {
+    pub id: i64,
+    pub name: String,
+    pub engine: String,
+    pub image: String,
+    pub env_name: String,
+    pub volume: String,
+    pub created_at: Millis,
+}
+
+/// What a new service is made of; names are checked by the caller.
+#[derive(Debug, Clone)]
+pub struct NewService {
+    pub name: String,
+    pub engine: Engine,
+    pub image: String,
+    pub env_name: String,
+    pub volume: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("the app already has a service named '{0}'")]
+    NameTaken(String),
+    #[error("the service '{0}' already receives {1}: choose another env_name")]
+    EnvTaken(String, String),
+    #[error("an app has at most {MAX_PER_APP} services")]
+    TooMany,
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+pub fn password_context(app_id: i64, name: &str) -> String {
+    format!("service-password:{app_id}:{name}")
+}
+
+pub fn root_password_context(app_id: i64, name: &str) -> String {
+    format!("service-root-password:{app_id}:{name}")
+}
+
+/// Queues a `services` job for the app: Docker is made to match its rows. `purge` names
+/// volumes to remove once their services are gone.
+pub fn enqueue_apply(conn: &Connection, app_id: i64, purge: &[String]) -> Result<i64, LedgerError> {
+    Ok(jobs::enqueue(
+        conn,
+        &NewJob::new("services")
+            .app(app_id)
+            .payload(serde_json::json!({ "purge_volumes": purge }))
+            .max_attempts(3),
+    )?
+    .id())
+}
+
+/// Adds a service with new credentials and queues its start. Call it in an immediate
+/// transaction. Returns the row and the job.
+pub fn create(
+    conn: &Connection,
+    secrets: &SecretBox,
+    app_id: i64,
+    new: &NewService,
+) -> Result<(ServiceRow, i64), CreateError> {
+    let row = insert(conn, secrets, app_id, new)?;
+    let job = enqueue_apply(conn, app_id, &[])?;
+    Ok((row, job))
+}
+
+/// For each engine a manifest depends on, a service unless the app has one of that engine:
+/// named after the engine, with the server's image. Returns the rows made.
+pub fn ensure(
+    conn: &Connection,
+    secrets: &SecretBox,
+    app_id: i64,
+    engines: &[Engine],
+    image: impl Fn(Engine) -> String,
+    volume: impl Fn(&str) -> String,
+) -> Result<Vec<ServiceRow>, CreateError> {
+    let mut made = Vec::new();
+    for &engine in engines {
+        let rows = list(conn, app_id)?;
+        if rows.iter().any(|r| r.engine == engine.as_str()) {
+            continue;
+        }
+        let name = engine.as_str().to_string();
+        made.push(insert(
+            conn,
+            secrets,
+            app_id,
+            &NewService {
+                volume: volume(&name),
+                name,
+                engine,
+                image: image(engine),
+                env_name: engine.default_env_name().into(),
+            },
+        )?);
+    }
+    Ok(made)
+}
+
+/// Adds a service with new credentials (no job).
+fn insert(
+    conn: &Connection,
+    secrets: &SecretBox,
+    app_id: i64,
+    new: &NewService,
+) -> Result<ServiceRow, CreateError> {
+    let rows = list(conn, app_id)?;
+    if rows.iter().any(|r| r.name == new.name) {
+        return Err(CreateError::NameTaken(new.name.clone()));
+    }
+    if let Some(r) = rows.iter().find(|r| r.env_name == new.env_name) {
+        return Err(CreateError::EnvTaken(r.name.clone(), r.env_name.clone()));
+    }
+    if rows.len() as i64 >= MAX_PER_APP {
+        return Err(CreateError::TooMany);
+    }
+    let password = secrets.seal(
+        &password_context(app_id, &new.name),
+        services::generate_password().as_bytes(),
+    );
+    let root = new.engine.has_root().then(|| {
+        secrets.seal(
+            &root_password_context(app_id, &new.name),
+            services::generate_password().as_bytes(),
+        )
+    });
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO managed_services (app_id, name, engine, image, volume, username, password_enc,
+                                       root_password_enc, database_name, env_name, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .map_err(LedgerError::from)?
+    .execute(params![
+        app_id,
+        new.name,
+        new.engine.as_str(),
+        new.image,
+        new.volume,
+        services::USER,
+        password,
+        root,
+        services::DATABASE,
+        new.env_name,
+        now
+    ])
+    .map_err(LedgerError::from)?;
+    Ok(ServiceRow {
+        id: conn.last_insert_rowid(),
+        name: new.name.clone(),
+        engine: new.engine.as_str().into(),
+        image: new.image.clone(),
+        env_name: new.env_name.clone(),
+        volume: new.volume.clone(),
+        created_at: now,
+    })
+}
+
+pub fn list(conn: &Connection, app_id: i64) -> Result<Vec<ServiceRow>, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, engine, image, env_name, volume, created_at
+           FROM managed_services WHERE app_id = ?1 ORDER BY name",
+    )?;
+    let rows = stmt
+        .query_map([app_id], |r| {
+            Ok(ServiceRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                engine: r.get(2)?,
+                image: r.get(3)?,
+                env_name: r.get(4)?,
+                volume: r.get(5)?,
+                created_at: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn get(conn: &Connection, app_id: i64, name: &str) -> Result<Option<ServiceRow>, LedgerError> {
+    Ok(list(conn, app_id)?.into_iter().find(|r| r.name == name))
+}
+
+/// The app's services with their secrets opened: what Docker runs and the app receives.
+pub fn load(
+    conn: &Connection,
+    secrets: &SecretBox,
+    app_id: i64,
+) -> Result<Vec<Service>, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, engine, image, env_name, password_enc, root_password_enc
+           FROM managed_services WHERE app_id = ?1 ORDER BY name",
+    )?;
+    let rows = stmt
+        .query_map([app_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, Option<Vec<u8>>>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(name, engine, image, env_name, pw, root)| {
+            let engine = Engine::parse(&engine)
+                .ok_or_else(|| LedgerError::Invalid(format!("service {name}: engine {engine}")))?;
+            let open = |ctx: String, v: &[u8]| {
+                secrets
+                    .open_string(&ctx, v)
+                    .map_err(|e| LedgerError::Invalid(format!("service {name}: {e}")))
+            };
+            let password = open(
+                password_context(app_id, &name),
+                pw.as_deref().unwrap_or_default(),
+            )?;
+            let root_password = root
+                .map(|r| open(root_password_context(app_id, &name), &r))
+                .transpose()?;
+            Ok(Service {
+                name,
+                engine,
+                image,
+                env_name,
+                password,
+                root_password,
+            })
+        })
+        .collect()
+}
+
+/// Removes a service's row and queues its container's removal (and its volume's, when
+/// `purge`). Its backups stay. Returns the row, or `None` when there is none.
+pub fn delete(
+    conn: &Connection,
+    app_id: i64,
+    name: &str,
+    purge: bool,
+) -> Result<Option<(ServiceRow, i64)>, LedgerError> {
+    let Some(row) = get(conn, app_id, name)? else {
+        return Ok(None);
+    };
+    conn.execute("DELETE FROM managed_services WHERE id = ?1", [row.id])?;
+    let purge_volumes = if purge {
+        vec![row.volume.clone()]
+    } else {
+        Vec::new()
+    };
+    let job = enqueue_apply(conn, app_id, &purge_volumes)?;
+    Ok(Some((row, job)))
+}
+
+/// One backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupRow {
+    pub id: i64,
+    pub service: String,
+    pub engine: String,
+    /// Relative to the data directory.
+    pub path: String,
+    pub size_bytes: Option<i64>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+const BACKUP_COLUMNS: &str =
+    "id, service_name, engine, path, size_bytes, state, reason, created_at, finished_at";
+
+fn backup_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
+    Ok(BackupRow {
+        id: r.get(0)?,
+        service: r.get(1)?,
+        engine: r.get(2)?,
+        path: r.get(3)?,
+        size_bytes: r.get(4)?,
+        state: r.get(5)?,
+        reason: r.get(6)?,
+        created_at: r.get(7)?,
+        finished_at: r.get(8)?,
+    })
+}
+
+/// Records a backup of `service` to run, and its `backup` job. `path` is where it will be
+/// written, relative to the data directory: `dir` plus a name made from the id.
+pub fn request_backup(
+    conn: &Connection,
+    app_id: i64,
+    service: &ServiceRow,
+    dir: &str,
+) -> Result<(BackupRow, i64), LedgerError> {
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO service_backups (app_id, service_id, service_name, engine, path, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, '', 'running', ?5)",
+    )?
+    .execute(params![app_id, service.id, service.name, service.engine, now])?;
+    let id = conn.last_insert_rowid();
+    let ext = Engine::parse(&service.engine)
+        .map(Engine::backup_extension)
+        .unwrap_or("bak");
+    let path = format!("{dir}/{}-{id}.{ext}", stamp(now));
+    conn.execute(
+        "UPDATE service_backups SET path = ?2 WHERE id = ?1",
+        params![id, path],
+    )?;
+    let job = jobs::enqueue(
+        conn,
+        &NewJob::new("backup")
+            .app(app_id)
+            .key(format!("backup:{id}"))
+            .payload(serde_json::json!({ "backup_id": id }))
+            .max_attempts(1),
+    )?
+    .id();
+    let row = get_backup(conn, app_id, id)?.expect("just inserted");
+    Ok((row, job))
+}
+
+/// `20261127T174501Z` from milliseconds since the epoch (UTC).
+pub fn stamp(ms: Millis) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn get_backup(
+    conn: &Connection,
+    app_id: i64,
+    id: i64,
+) -> Result<Option<BackupRow>, LedgerError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM service_backups WHERE app_id = ?1 AND id = ?2"
+        ))?
+        .query_row(params![app_id, id], backup_row)
+        .optional()?)
+}
+
+/// The backups of the app's service `name` (also those made before it was deleted and made
+/// again), newest first.
+pub fn list_backups(
+    conn: &Connection,
+    app_id: i64,
+    name: &str,
+) -> Result<Vec<BackupRow>, LedgerError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {BACKUP_COLUMNS} FROM service_backups WHERE app_id = ?1 AND service_name = ?2
+          ORDER BY id DESC"
+    ))?;
+    let rows = stmt
+        .query_map(params![app_id, name], backup_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Ends a backup: done with its size, or failed with the reason.
+pub fn finish_backup(
+    conn: &Connection,
+    id: i64,
+    outcome: Result<u64, String>,
+) -> Result<(), LedgerError> {
+    let now = now_ms();
+    match outcome {
+        Ok(size) => conn.execute(
+            "UPDATE service_backups SET state = 'done', size_bytes = ?2, finished_at = ?3, reason = NULL
+              WHERE id = ?1",
+            params![id, size as i64, now],
+        )?,
+        Err(reason) => conn.execute(
+            "UPDATE service_backups SET state = 'failed', reason = ?2, finished_at = ?3 WHERE id = ?1",
+            params![id, reason, now],
+        )?,
+    };
+    Ok(())
+}
+
+/// The finished backups of one service beyond the newest `keep`, to delete (rows and files).
+pub fn beyond_retention(
+    conn: &Connection,
+    app_id: i64,
+    name: &str,
+    keep: u32,
+) -> Result<Vec<BackupRow>, LedgerError> {
+    Ok(list_backups(conn, app_id, name)?
+        .into_iter()
+        .filter(|b| b.state != "running")
+        .skip(keep as usize)
+        .collect())
+}
+
+/// At start-up, before jobs run: a backup still running was interrupted by the stop (its job,
+/// allowed one attempt, is buried), unless its job still waits in the queue. Marked failed.
+pub fn fail_interrupted_backups(conn: &Connection) -> Result<usize, LedgerError> {
+    Ok(conn.execute(
+        "UPDATE service_backups
+            SET state = 'failed', finished_at = ?1,
+                reason = 'interrupted: the server stopped during the backup; start another'
+          WHERE state = 'running'
+            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = 'backup:' || service_backups.id
+                             AND j.state = 'queued')",
+        [now_ms()],
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(stamp(0), "19700101T000000Z");
+        // 2026-11-27 17:45:01 UTC
+        assert_eq!(stamp(1_795_801_501_000), "20261127T174501Z");
+        assert_eq!(stamp(951_782_400_000), "20000229T000000Z");
+    }
+}

@@ -1,0 +1,221 @@
+//! Carrying out an app's services in Docker: the services project brought to match the ledger,
+//! waited for until healthy, backed up and restored. The app's Deployer calls these, so they
+//! never race its deployments.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Names, Service, Status, backup, project_doc};
+use crate::deploy::DeployConfig;
+use crate::deploy::docker::{self, ComposeRun, ContainerObs, Engine as DockerEngine};
+use crate::deploy::process::Stream;
+
+/// Where an app's services are carried out.
+pub struct Scope<'a> {
+    pub config: &'a DeployConfig,
+    pub engine: &'a dyn DockerEngine,
+    pub app: &'a str,
+}
+
+impl Scope<'_> {
+    pub fn names(&self) -> Names {
+        self.config.service_names(self.app)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.config.app_dir(self.app).join("services.compose.json")
+    }
+
+    /// Brings the services project to `services`: starts what is missing, recreates what
+    /// changed, removes the containers of services that are gone, then the volumes in `purge`.
+    /// Volumes are otherwise never touched.
+    pub async fn apply(
+        &self,
+        services: &[Service],
+        purge: &[String],
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Result<(), String> {
+        let names = self.names();
+        let project = names.project();
+        if services.is_empty() {
+            // Nothing to run: stop what runs, but keep the private network, which live
+            // releases are still attached to.
+            docker::remove_containers(&project, self.config.stop_grace, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            let file = self.file();
+            let doc = project_doc(&names, services);
+            write_private(
+                &file,
+                &serde_json::to_vec_pretty(&doc).expect("JSON serialises"),
+            )
+            .await?;
+            let run = ComposeRun {
+                project: &project,
+                file,
+                args: ["up", "-d", "--remove-orphans"].map(String::from).to_vec(),
+                env: Default::default(),
+                timeout: self.config.build_timeout,
+            };
+            self.engine
+                .compose(run, cancel, on_line)
+                .await
+                .map_err(|e| match e {
+                    crate::deploy::process::ProcessError::Failed { tail, .. } => format!(
+                        "starting the services failed: {}",
+                        crate::deployer::telling_line(&tail).unwrap_or("compose failed")
+                    ),
+                    other => format!("starting the services failed: {other}"),
+                })?;
+        }
+        for volume in purge {
+            docker::remove_volume(volume)
+                .await
+                .map_err(|e| format!("removing the volume {volume} failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The state of each of `services`, in their order, with its container when it has one.
+    pub async fn statuses(
+        &self,
+        services: &[String],
+    ) -> Result<Vec<(Status, Option<ContainerObs>)>, String> {
+        let names = self.names();
+        let containers = self
+            .engine
+            .containers(&names.project(), &names.network())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(services
+            .iter()
+            .map(|name| {
+                let c = containers.iter().find(|c| &c.service == name).cloned();
+                let status =
+                    Status::of(c.as_ref().map(|c| (c.state.as_str(), c.health.as_deref())));
+                (status, c)
+            })
+            .collect())
+    }
+
+    /// Waits until every one of `services` is healthy, up to `deadline`; says which is not.
+    pub async fn wait_healthy(
+        &self,
+        services: &[String],
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let until = Instant::now() + deadline;
+        loop {
+            let states = self.statuses(services).await?;
+            let waiting: Vec<String> = services
+                .iter()
+                .zip(&states)
+                .filter(|(_, (s, _))| *s != Status::Healthy)
+                .map(|(name, (s, c))| match c {
+                    Some(c) if c.state == "exited" => {
+                        format!("'{name}' exited (code {})", c.exit_code.unwrap_or_default())
+                    }
+                    _ => format!("'{name}' is {}", s.as_str()),
+                })
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "services not healthy within {} s: {}",
+                    deadline.as_secs(),
+                    waiting.join(", ")
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = cancel.cancelled() => return Err("cancelled".into()),
+            }
+        }
+    }
+
+    /// The running container of service `name`.
+    async fn container(&self, name: &str) -> Result<String, String> {
+        let states = self.statuses(&[name.to_string()]).await?;
+        match states.into_iter().next() {
+            Some((Status::Healthy, Some(c))) => Ok(c.id),
+            Some((status, _)) => Err(format!(
+                "the service '{name}' is {}: it must be healthy",
+                status.as_str()
+            )),
+            None => Err(format!("the service '{name}' has no container")),
+        }
+    }
+
+    /// Dumps `service` into `dest`; returns the size.
+    pub async fn backup(&self, service: &Service, dest: &std::path::Path) -> Result<u64, String> {
+        let container = self.container(&service.name).await?;
+        backup::dump(
+            service.engine,
+            &container,
+            &service.password,
+            service.root_password.as_deref(),
+            dest,
+            self.config.services.backup_timeout,
+        )
+        .await
+    }
+
+    /// Loads the backup at `src` into `service`, and waits until it is healthy again.
+    pub async fn restore(
+        &self,
+        service: &Service,
+        src: &std::path::Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let container = self.container(&service.name).await?;
+        backup::restore(
+            service.engine,
+            &container,
+            &service.password,
+            service.root_password.as_deref(),
+            src,
+            self.config.services.backup_timeout,
+        )
+        .await?;
+        // Redis restarts to load its snapshot; give Docker the moment to notice the exit.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.wait_healthy(
+            std::slice::from_ref(&service.name),
+            self.config.health_deadline,
+            cancel,
+        )
+        .await
+    }
+}
+
+/// Writes `bytes` to `path` readable by its owner only: the file holds passwords.
+async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot write the services file: {e}"))
+}
