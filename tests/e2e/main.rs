@@ -12,5 +12,6 @@ mod ingress;
 mod lifecycle;
 mod ops;
 mod queue;
+mod services;
 mod tui;
 mod webhooks;

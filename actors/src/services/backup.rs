@@ -145,8 +145,7 @@ pub async fn restore(
                 "set -e\n\
                  redis-cli -h 127.0.0.1 CONFIG SET save '' >/dev/null\n\
                  cat > /data/restore.rdb\n\
-                 mv /data/restore.rdb /data/dump.rdb\n\
-                 redis-cli -h 127.0.0.1 SHUTDOWN NOSAVE >/dev/null 2>&1 || true",
+                 mv /data/restore.rdb /data/dump.rdb",
             ],
         ),
         Engine::Mariadb => (
@@ -168,7 +167,21 @@ pub async fn restore(
         Stdio::null(),
         timeout,
     )
-    .await
+    .await?;
+    if engine == Engine::Redis {
+        // Stopping the server ends this exec with the container (Docker kills it), so its
+        // outcome says nothing: the health check afterwards does.
+        let _ = exec(
+            container,
+            (env, secret),
+            &["redis-cli", "-h", "127.0.0.1", "SHUTDOWN", "NOSAVE"],
+            Stdio::null(),
+            Stdio::null(),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Runs `argv` in `container` with one secret variable, stdin and stdout as given; stderr is

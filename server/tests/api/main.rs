@@ -8,5 +8,6 @@ mod dashboard;
 mod domains;
 mod errors;
 mod harness;
+mod services;
 mod session;
 mod webhooks;
