@@ -356,7 +356,7 @@ impl Client {
     }
 }
 
-fn paged(path: &str, limit: Option<u32>, cursor: Option<&str>) -> String {
+pub(crate) fn paged(path: &str, limit: Option<u32>, cursor: Option<&str>) -> String {
     let mut path = path.to_string();
     let mut sep = '?';
     if let Some(limit) = limit {
@@ -371,7 +371,7 @@ fn paged(path: &str, limit: Option<u32>, cursor: Option<&str>) -> String {
 
 /// Percent-encodes one path segment (or query value): everything but RFC 3986's unreserved
 /// characters.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -9,6 +9,7 @@ pub mod apps;
 mod client;
 mod error;
 pub mod sse;
+pub mod webhooks;
 
 pub use client::{Client, ClientOptions};
 pub use error::Error;

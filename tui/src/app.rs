@@ -3,9 +3,12 @@
 //! [`App::handle_key`] and [`App::apply`] are pure: they change the state and return the
 //! [`Command`]s the runtime carries out (requests, streams). Nothing here waits on the network.
 
+use std::collections::BTreeMap;
+
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use rustploy_api::agents::AgentView;
 use rustploy_api::apps::{App as ApiApp, Deployment, Domain, EnvVar, LogLine, Runtime};
+use rustploy_api::webhooks::{GithubIntegration, WebhookDelivery};
 
 /// Work for the runtime: each runs off the draw loop and answers with an [`Update`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +17,8 @@ pub enum Command {
     LoadAgents,
     /// The app's detail: the app, its runtime, deployments, env vars and domains.
     LoadApp(String),
+    /// Webhook deliveries, with the app's GitHub integration when they are one app's.
+    LoadDeliveries(DeliveriesQuery),
     /// Streams a deployment's log (replacing any open stream), resuming after `after`.
     OpenLogs {
         deployment: i64,
@@ -54,6 +59,7 @@ pub enum Update {
     /// The domains of an app on the list.
     AppDomains(String, Vec<String>),
     Detail(Box<Detail>),
+    Deliveries(Box<DeliveriesLoaded>),
     LogLines(i64, Vec<LogLine>),
     /// The stream's `end` event: the deployment finished in `state`.
     LogEnd {
@@ -75,13 +81,17 @@ pub enum Update {
     Ok,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Screen {
+    /// The first screen.
+    #[default]
     Apps,
     Detail,
     Logs,
     /// The hosts running `rustploy-agent`.
     Agents,
+    /// GitHub's webhook deliveries and what became of each.
+    Deliveries,
 }
 
 /// An app's detail screen.
@@ -95,11 +105,97 @@ pub struct Detail {
     pub domains: Vec<Domain>,
 }
 
+/// Which webhook deliveries to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveriesQuery {
+    /// One app's, or every delivery (also those that concern no app) when `None`.
+    pub app: Option<String>,
+    /// Only deliveries with this outcome.
+    pub outcome: Option<String>,
+    /// How many of the newest to load: it grows as the user moves past the last one.
+    pub count: usize,
+}
+
+/// The answer to [`Command::LoadDeliveries`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveriesLoaded {
+    pub query: DeliveriesQuery,
+    /// Newest first.
+    pub items: Vec<WebhookDelivery>,
+    /// There are older deliveries than these.
+    pub more: bool,
+    pub github: Github,
+    /// The states of the deployments that deliveries requested, where known.
+    pub deployments: BTreeMap<i64, String>,
+}
+
+/// An app's connection to GitHub, as the deliveries screen shows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Github {
+    /// Not loaded yet, or not asked for (the deliveries of every app).
+    #[default]
+    Unknown,
+    Connected(Box<GithubIntegration>),
+    /// The server has no integration for the app: pushes do not deploy it.
+    NotConnected,
+}
+
+/// The webhook deliveries screen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deliveries {
+    pub query: DeliveriesQuery,
+    /// `None` until the first answer.
+    pub items: Option<Vec<WebhookDelivery>>,
+    pub more: bool,
+    pub github: Github,
+    pub deployments: BTreeMap<i64, String>,
+    pub selected: usize,
+    /// The selected delivery's whole record is shown over the list.
+    pub open: bool,
+}
+
+impl Deliveries {
+    pub fn new(app: Option<String>) -> Self {
+        Self {
+            query: DeliveriesQuery {
+                app,
+                outcome: None,
+                count: DELIVERIES_PAGE,
+            },
+            items: None,
+            more: false,
+            github: Github::Unknown,
+            deployments: BTreeMap::new(),
+            selected: 0,
+            open: false,
+        }
+    }
+
+    pub fn selected(&self) -> Option<&WebhookDelivery> {
+        self.items.as_ref().and_then(|i| i.get(self.selected))
+    }
+}
+
+/// How many more deliveries are loaded each time the user moves past the last one.
+pub const DELIVERIES_PAGE: usize = 100;
+
+/// The outcome filters `o` steps through: the outcomes the server records, the ones a user
+/// looks for first ahead.
+pub const OUTCOME_FILTERS: &[Option<&str>] = &[
+    None,
+    Some("rejected"),
+    Some("ignored"),
+    Some("deployed"),
+    Some("pending"),
+];
+
 /// A deployment's live log.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Logs {
     pub deployment: i64,
     pub app: String,
+    /// The screen the log was opened from, where `q` goes back to.
+    pub back: Screen,
     pub lines: Vec<LogLine>,
     /// Keep the newest line in view.
     pub follow: bool,
@@ -179,6 +275,7 @@ pub struct App {
     pub domain_selected: usize,
     pub prompt: Option<Prompt>,
     pub logs: Option<Logs>,
+    pub deliveries: Option<Deliveries>,
     pub confirm: Option<Confirm>,
     pub help: bool,
     /// The status bar: a message and whether it is an error.
@@ -210,6 +307,7 @@ impl App {
             domain_selected: 0,
             prompt: None,
             logs: None,
+            deliveries: None,
             confirm: None,
             help: false,
             status: None,
@@ -222,11 +320,20 @@ impl App {
     /// The commands that bring the current screen up to date; the runtime sends them at start
     /// and on every tick, which also retries after a network error.
     pub fn refresh(&self) -> Vec<Command> {
-        match self.screen {
+        // Under a log, the screen it goes back to stays fresh.
+        let screen = match (&self.screen, &self.logs) {
+            (Screen::Logs, Some(logs)) => logs.back,
+            (screen, _) => *screen,
+        };
+        match screen {
             Screen::Apps => vec![Command::LoadApps],
             Screen::Agents => vec![Command::LoadAgents],
             Screen::Detail | Screen::Logs => match &self.detail {
                 Some(d) => vec![Command::LoadApp(d.name.clone())],
+                None => vec![],
+            },
+            Screen::Deliveries => match &self.deliveries {
+                Some(d) => vec![Command::LoadDeliveries(d.query.clone())],
                 None => vec![],
             },
         }
@@ -292,6 +399,7 @@ impl App {
             Screen::Detail => self.detail_key(key),
             Screen::Logs => self.logs_key(key),
             Screen::Agents => self.agents_key(key),
+            Screen::Deliveries => self.deliveries_key(key),
         }
     }
 
@@ -411,6 +519,7 @@ impl App {
                 self.screen = Screen::Agents;
                 vec![Command::LoadAgents]
             }
+            KeyCode::Char('W') => self.open_deliveries(None),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => {
                 let Some(app) = self
                     .visible_apps()
@@ -545,11 +654,12 @@ impl App {
                 vec![]
             }
             KeyCode::Char('r') => vec![Command::LoadApp(name)],
+            KeyCode::Char('w') => self.open_deliveries(Some(name)),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l')
                 if self.pane == Pane::Deployments =>
             {
                 match self.selected_deployment().map(|d| d.id) {
-                    Some(id) => self.open_logs(&name, id),
+                    Some(id) => self.open_logs(&name, id, Screen::Detail),
                     None => vec![],
                 }
             }
@@ -597,10 +707,11 @@ impl App {
         }
     }
 
-    fn open_logs(&mut self, app: &str, deployment: i64) -> Vec<Command> {
+    fn open_logs(&mut self, app: &str, deployment: i64, back: Screen) -> Vec<Command> {
         self.logs = Some(Logs {
             deployment,
             app: app.to_string(),
+            back,
             follow: true,
             ..Logs::default()
         });
@@ -629,8 +740,8 @@ impl App {
         };
         match key.code {
             KeyCode::Char('q') | KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') => {
+                self.screen = logs.back;
                 self.logs = None;
-                self.screen = Screen::Detail;
                 let mut out = vec![Command::CloseLogs];
                 out.extend(self.refresh());
                 return out;
@@ -691,6 +802,116 @@ impl App {
         }
     }
 
+    /// Opens the webhook deliveries of `app`, or of every app. Coming back to the same list
+    /// keeps its filter and selection.
+    fn open_deliveries(&mut self, app: Option<String>) -> Vec<Command> {
+        if self.deliveries.as_ref().map(|d| &d.query.app) != Some(&app) {
+            self.deliveries = Some(Deliveries::new(app));
+        }
+        self.screen = Screen::Deliveries;
+        self.refresh()
+    }
+
+    fn deliveries_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let Some(deliveries) = &mut self.deliveries else {
+            self.screen = Screen::Apps;
+            return vec![Command::LoadApps];
+        };
+        if deliveries.open {
+            // Any key closes the record; it is not also taken as a move.
+            deliveries.open = false;
+            return vec![];
+        }
+        let count = deliveries.items.as_ref().map_or(0, Vec::len);
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') => {
+                match deliveries.query.app.clone() {
+                    Some(app) => self.open_detail(&app),
+                    None => {
+                        self.screen = Screen::Apps;
+                        vec![Command::LoadApps]
+                    }
+                }
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                if deliveries.selected + 1 < count {
+                    deliveries.selected += 1;
+                    return vec![];
+                }
+                // Past the last one loaded: load older ones, once.
+                if deliveries.more && deliveries.query.count <= count {
+                    deliveries.query.count = count + DELIVERIES_PAGE;
+                    return self.refresh();
+                }
+                vec![]
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                deliveries.selected = deliveries.selected.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Home | KeyCode::Char('g') => {
+                deliveries.selected = 0;
+                vec![]
+            }
+            KeyCode::End | KeyCode::Char('G') => {
+                deliveries.selected = count.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Char('o') => {
+                let at = OUTCOME_FILTERS
+                    .iter()
+                    .position(|o| *o == deliveries.query.outcome.as_deref())
+                    .unwrap_or(0);
+                let next = OUTCOME_FILTERS[(at + 1) % OUTCOME_FILTERS.len()];
+                let app = deliveries.query.app.take();
+                let mut fresh = Deliveries::new(app);
+                fresh.query.outcome = next.map(str::to_string);
+                // The integration does not depend on the filter: keep showing it.
+                fresh.github = std::mem::take(&mut deliveries.github);
+                *deliveries = fresh;
+                self.refresh()
+            }
+            KeyCode::Char('r') => self.refresh(),
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => {
+                let Some(d) = deliveries.selected() else {
+                    return vec![];
+                };
+                match d.deployment_id {
+                    Some(id) => {
+                        let app = d
+                            .app
+                            .clone()
+                            .or_else(|| deliveries.query.app.clone())
+                            .unwrap_or_default();
+                        self.open_logs(&app, id, Screen::Deliveries)
+                    }
+                    None => {
+                        deliveries.open = true;
+                        vec![]
+                    }
+                }
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Takes in a load of deliveries, unless the user has since asked for others. The
+    /// selection stays on the delivery it was on as newer ones arrive above it.
+    fn take_deliveries(&mut self, loaded: DeliveriesLoaded) {
+        let Some(deliveries) = self.deliveries.as_mut().filter(|d| d.query == loaded.query) else {
+            return;
+        };
+        let was = deliveries.selected().map(|d| d.id);
+        deliveries.selected = was
+            .and_then(|id| loaded.items.iter().position(|d| d.id == id))
+            .unwrap_or(deliveries.selected)
+            .min(loaded.items.len().saturating_sub(1));
+        deliveries.items = Some(loaded.items);
+        deliveries.more = loaded.more;
+        deliveries.github = loaded.github;
+        deliveries.deployments = loaded.deployments;
+    }
+
     fn ask(&mut self, prompt: String, command: Command) {
         self.confirm = Some(Confirm { prompt, command });
     }
@@ -724,6 +945,7 @@ impl App {
                     self.detail = Some(*detail);
                 }
             }
+            Update::Deliveries(loaded) => self.take_deliveries(*loaded),
             Update::LogLines(id, lines) => {
                 if let Some(logs) = self.logs.as_mut().filter(|l| l.deployment == id) {
                     let after = logs.last_seq().unwrap_or(0);
@@ -754,7 +976,7 @@ impl App {
                             ..Detail::default()
                         });
                     }
-                    let mut out = self.open_logs(&app, deployment.id);
+                    let mut out = self.open_logs(&app, deployment.id, Screen::Detail);
                     out.push(Command::LoadApp(app));
                     return out;
                 }

@@ -2,7 +2,7 @@
 //! the loop; requests and the log stream run as tokio tasks that answer on it, so a slow
 //! server never holds up a draw.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use rustploy_api::apps::{EnvValue, LogEvent};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use crate::app::{App, Command, Detail, Update};
+use crate::app::{App, Command, DeliveriesLoaded, DeliveriesQuery, Detail, Github, Update};
 use crate::ui;
 
 /// How often the current screen is reloaded (and a failed load retried).
@@ -202,6 +202,21 @@ impl Runner {
                     }
                 });
             }
+            Command::LoadDeliveries(query) => {
+                let Some(done) = self.begin(format!("deliveries:{query:?}")) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _done = done;
+                    match load_deliveries(&client, query).await {
+                        Ok(loaded) => {
+                            send(Update::Deliveries(Box::new(loaded)));
+                            send(Update::Ok);
+                        }
+                        Err(e) => send(Update::Error(e.to_string())),
+                    }
+                });
+            }
             Command::OpenLogs { deployment, after } => {
                 self.close_logs();
                 self.logs = Some(tokio::spawn(stream_logs(client, deployment, after, send)));
@@ -333,6 +348,85 @@ async fn load_detail(client: &Client, name: &str) -> Result<Detail, rustploy_api
     })
 }
 
+/// The most deliveries one request asks for: the server's largest page.
+const DELIVERIES_PER_REQUEST: usize = 200;
+/// The most apps whose deployments are looked up to tell what became of their deliveries.
+const DELIVERY_APPS: usize = 10;
+
+/// The newest `query.count` deliveries, the app's integration, and the states of the
+/// deployments the deliveries requested.
+async fn load_deliveries(
+    client: &Client,
+    query: DeliveriesQuery,
+) -> Result<DeliveriesLoaded, rustploy_api::Error> {
+    let app = query.app.as_deref();
+    let outcome = query.outcome.as_deref();
+    let pages = async {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let want = query
+                .count
+                .saturating_sub(items.len())
+                .clamp(1, DELIVERIES_PER_REQUEST);
+            let page = client
+                .webhook_deliveries(app, outcome, Some(want as u32), cursor.as_deref())
+                .await?;
+            items.extend(page.items);
+            cursor = page.next_cursor;
+            if cursor.is_none() || items.len() >= query.count {
+                return Ok::<_, rustploy_api::Error>((items, cursor.is_some()));
+            }
+        }
+    };
+    let github = async {
+        let Some(app) = app else {
+            return Ok(Github::Unknown);
+        };
+        match client.github(app).await {
+            Ok(i) => Ok(Github::Connected(Box::new(i))),
+            // The app itself was found (its deliveries were listed), so a 404 here is the
+            // integration that is missing.
+            Err(e) if e.status() == Some(404) => Ok(Github::NotConnected),
+            Err(e) => Err(e),
+        }
+    };
+    let (pages, github) = tokio::join!(pages, github);
+    let (items, more) = pages?;
+    let github = github?;
+    // What became of a deployed delivery is its deployment's state; the newest deployments of
+    // the apps concerned tell it for all but old deliveries.
+    let wanted: BTreeSet<i64> = items.iter().filter_map(|d| d.deployment_id).collect();
+    let mut apps: Vec<&str> = Vec::new();
+    for d in &items {
+        if let (Some(_), Some(app)) = (d.deployment_id, d.app.as_deref())
+            && !apps.contains(&app)
+            && apps.len() < DELIVERY_APPS
+        {
+            apps.push(app);
+        }
+    }
+    let mut deployments = BTreeMap::new();
+    for app in apps {
+        // A state is extra information: without it the list still shows the deployment's id.
+        if let Ok(page) = client.deployments(app, Some(50), None).await {
+            deployments.extend(
+                page.items
+                    .into_iter()
+                    .filter(|d| wanted.contains(&d.id))
+                    .map(|d| (d.id, d.state)),
+            );
+        }
+    }
+    Ok(DeliveriesLoaded {
+        query,
+        items,
+        more,
+        github,
+        deployments,
+    })
+}
+
 /// Follows a deployment's log until its `end` event, reconnecting after the last line seen
 /// whenever the connection drops.
 async fn stream_logs(
@@ -367,5 +461,175 @@ async fn stream_logs(
             Err(e) => send(Update::Error(format!("log stream: {e}"))),
         }
         tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers each request from `answer(path)` and records the paths asked.
+    async fn stub(answer: fn(&str) -> (u16, String)) -> (Client, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let record = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    record.lock().unwrap().push(path.clone());
+                    let (status, body) = answer(&path);
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (Client::new(&base, "rp_test").unwrap(), asked)
+    }
+
+    fn delivery(id: i64, deployment: Option<i64>) -> String {
+        let deployment = deployment.map_or("null".to_string(), |d| d.to_string());
+        format!(
+            r#"{{"id":{id},"delivery_id":"d{id}","event":"push","app_id":1,"app":"blog",
+                "repository":"octo-org/blog","ref":"refs/heads/main","commit_sha":null,
+                "outcome":"ignored","reason":"r","deployment_id":{deployment},
+                "source_addr":null,"received_at":"2026-03-01T10:00:00Z","handled_at":null}}"#
+        )
+    }
+
+    /// Deliveries 1000 down to 1, in pages as the server cuts them; the integration is
+    /// missing, and deployment 12 failed.
+    fn answer(path: &str) -> (u16, String) {
+        let query = |name: &str| {
+            path.split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(str::to_string)
+        };
+        if path.starts_with("/api/v1/webhooks/deliveries") {
+            let limit: i64 = query("limit").unwrap().parse().unwrap();
+            let before: i64 = query("cursor").map_or(1001, |c| c.parse().unwrap());
+            let items: Vec<String> = (1..before)
+                .rev()
+                .take(limit as usize)
+                .map(|id| delivery(id, (id == 990).then_some(12)))
+                .collect();
+            let next = (before - limit).to_string();
+            let body = format!(
+                r#"{{"items":[{}],"next_cursor":"{next}"}}"#,
+                items.join(",")
+            );
+            return (200, body);
+        }
+        if path == "/api/v1/apps/blog/github" {
+            let error = r#"{"error":{"code":"not_found","message":"app 'blog' is not connected to GitHub","details":null}}"#;
+            return (404, error.into());
+        }
+        if path.starts_with("/api/v1/apps/blog/deployments") {
+            let deployment = |id: i64, state: &str| {
+                format!(
+                    r#"{{"id":{id},"app_id":1,"app":"blog","state":"{state}","trigger":"webhook",
+                        "created_at":"2026-03-01T10:00:00Z"}}"#
+                )
+            };
+            let items = [deployment(13, "healthy"), deployment(12, "failed")].join(",");
+            return (200, format!(r#"{{"items":[{items}],"next_cursor":null}}"#));
+        }
+        (500, String::new())
+    }
+
+    #[tokio::test]
+    async fn deliveries_load_page_by_page_with_the_integration_and_deployment_states() {
+        let (client, asked) = stub(answer).await;
+        let query = DeliveriesQuery {
+            app: Some("blog".into()),
+            outcome: Some("ignored".into()),
+            count: 250,
+        };
+        let loaded = load_deliveries(&client, query.clone()).await.unwrap();
+        assert_eq!(loaded.query, query);
+        assert_eq!(loaded.items.len(), 250);
+        assert_eq!(loaded.items.first().map(|d| d.id), Some(1000));
+        assert_eq!(loaded.items.last().map(|d| d.id), Some(751));
+        assert!(loaded.more);
+        assert_eq!(
+            loaded.github,
+            Github::NotConnected,
+            "a 404 is no integration"
+        );
+        assert_eq!(
+            loaded.deployments,
+            [(12, "failed".to_string())].into(),
+            "only the deployments the deliveries requested"
+        );
+        let mut asked = asked.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                "/api/v1/apps/blog/deployments?limit=50",
+                "/api/v1/apps/blog/github",
+                "/api/v1/webhooks/deliveries?limit=200&app=blog&outcome=ignored",
+                "/api/v1/webhooks/deliveries?limit=50&cursor=801&app=blog&outcome=ignored",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn every_apps_deliveries_ask_for_no_integration_and_errors_are_errors() {
+        let (client, asked) = stub(answer).await;
+        let all = DeliveriesQuery {
+            app: None,
+            outcome: None,
+            count: 5,
+        };
+        let loaded = load_deliveries(&client, all).await.unwrap();
+        assert_eq!(loaded.github, Github::Unknown);
+        assert_eq!(loaded.items.len(), 5);
+        assert_eq!(
+            asked.lock().unwrap().clone(),
+            ["/api/v1/webhooks/deliveries?limit=5"]
+        );
+
+        let missing = DeliveriesQuery {
+            app: Some("shop".into()),
+            outcome: None,
+            count: 5,
+        };
+        let (client, _) = stub(|path| {
+            if path.contains("/github") {
+                (
+                    500,
+                    r#"{"error":{"code":"internal","message":"try again","details":null}}"#.into(),
+                )
+            } else {
+                answer(path)
+            }
+        })
+        .await;
+        let e = load_deliveries(&client, missing).await.unwrap_err();
+        assert_eq!(e.status(), Some(500), "only a 404 means not connected");
     }
 }

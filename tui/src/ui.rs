@@ -8,7 +8,11 @@ use ratatui::widgets::{
     Block, Borders, Cell, Clear, List, ListState, Paragraph, Row, Table, TableState, Wrap,
 };
 
-use crate::app::{App, Input, Pane, PromptKind, Screen};
+use std::collections::BTreeMap;
+
+use rustploy_api::webhooks::WebhookDelivery;
+
+use crate::app::{App, Deliveries, Github, Input, Pane, PromptKind, Screen};
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
@@ -24,8 +28,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Screen::Detail => draw_detail(frame, app, body),
         Screen::Logs => draw_logs(frame, app, body),
         Screen::Agents => draw_agents(frame, app, body),
+        Screen::Deliveries => draw_deliveries(frame, app, body),
     }
     draw_status(frame, app, status);
+    if let Some(deliveries) = app.deliveries.as_ref().filter(|d| d.open)
+        && app.screen == Screen::Deliveries
+    {
+        draw_delivery_record(frame, app, deliveries);
+    }
     if let Some(confirm) = &app.confirm {
         let area = centered(frame.area(), 60, 5);
         frame.render_widget(Clear, area);
@@ -85,6 +95,18 @@ impl Theme {
         })
     }
 
+    /// A webhook delivery's outcome, as the server names it.
+    fn outcome(&self, outcome: &str) -> Style {
+        self.fg(match outcome {
+            "deployed" => Color::Green,
+            // Waiting for its deployment to be requested, like a queued deployment.
+            "pending" => Color::Yellow,
+            "rejected" => Color::Red,
+            // Ignored, and any outcome this version does not know.
+            _ => Color::DarkGray,
+        })
+    }
+
     /// Reverse video works with and without colours.
     fn selected(&self) -> Style {
         Style::default().add_modifier(Modifier::REVERSED)
@@ -99,6 +121,10 @@ fn draw_title(frame: &mut Frame, app: &App, area: Rect) {
             app.detail.as_ref().map(|d| d.name.as_str()).unwrap_or("")
         ),
         Screen::Agents => "agents".into(),
+        Screen::Deliveries => match app.deliveries.as_ref().and_then(|d| d.query.app.as_ref()) {
+            Some(name) => format!("apps › {name} › webhooks"),
+            None => "webhooks (all apps)".into(),
+        },
         Screen::Logs => match &app.logs {
             Some(l) => format!("apps › {} › deployment #{}", l.app, l.deployment),
             None => "logs".into(),
@@ -131,15 +157,20 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         (Input::None, Some((text, false))) => Line::from(text.clone()),
         (Input::None, None) => Line::from(Span::styled(
             match app.screen {
-                Screen::Apps => "Enter open  d deploy  / filter  A agents  ? help  q quit",
+                Screen::Apps => {
+                    "Enter open  d deploy  / filter  A agents  W webhooks  ? help  q quit"
+                }
                 Screen::Detail => match app.pane {
                     Pane::Deployments => {
-                        "Enter logs  d deploy  c cancel  b rollback  Tab pane  ? help  q back"
+                        "Enter logs  d deploy  c cancel  b rollback  w webhooks  Tab pane  ? help  q back"
                     }
                     Pane::Env | Pane::Domains => {
-                        "a add  x remove  d deploy  Tab pane  ? help  q back"
+                        "a add  x remove  d deploy  w webhooks  Tab pane  ? help  q back"
                     }
                 },
+                Screen::Deliveries => {
+                    "Enter details/log  o outcome  j/k move  r refresh  ? help  q back"
+                }
                 Screen::Logs => "j/k scroll  f follow  / search  n/N next/prev  ? help  q back",
                 Screen::Agents => "j/k move  r refresh  ? help  q back",
             },
@@ -543,9 +574,289 @@ fn gauge(percent: f64) -> String {
     )
 }
 
+fn draw_deliveries(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let Some(deliveries) = &app.deliveries else {
+        return;
+    };
+    let (list, record) = match &deliveries.query.app {
+        Some(name) => {
+            let lines = github_lines(&theme, name, &deliveries.github);
+            let [github, list, record] = Layout::vertical([
+                Constraint::Length(lines.len() as u16 + 2),
+                Constraint::Min(5),
+                Constraint::Length(6),
+            ])
+            .areas(area);
+            frame.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(Block::default().borders(Borders::ALL).title(" GitHub ")),
+                github,
+            );
+            (list, record)
+        }
+        None => Layout::vertical([Constraint::Min(5), Constraint::Length(6)])
+            .areas::<2>(area)
+            .into(),
+    };
+
+    let items = deliveries.items.as_deref().unwrap_or_default();
+    let count = match (&deliveries.items, deliveries.more) {
+        (None, _) => String::new(),
+        (Some(items), false) => format!(" ({})", items.len()),
+        (Some(items), true) => format!(" ({}+)", items.len()),
+    };
+    let title = match &deliveries.query.outcome {
+        Some(outcome) => format!(" Deliveries{count} · outcome: {outcome} "),
+        None => format!(" Deliveries{count} "),
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    if items.is_empty() {
+        // With no delivery to show, the message takes the record's place too.
+        frame.render_widget(
+            Paragraph::new(empty_deliveries(deliveries))
+                .wrap(Wrap { trim: true })
+                .block(block),
+            list.union(record),
+        );
+        return;
+    }
+    let every_app = deliveries.query.app.is_none();
+    let rows = items.iter().map(|d| {
+        let mut cells = vec![Cell::from(delivery_time(&d.received_at))];
+        if every_app {
+            cells.push(Cell::from(d.app.clone().unwrap_or_else(|| "-".into())));
+        }
+        cells.push(Cell::from(d.event.clone()));
+        cells.push(Cell::from(
+            d.delivery_id
+                .as_deref()
+                .map(|id| id.chars().take(8).collect::<String>())
+                .unwrap_or_else(|| "-".into()),
+        ));
+        cells.push(Cell::from(Span::styled(
+            d.outcome.clone(),
+            theme.outcome(&d.outcome),
+        )));
+        if !every_app {
+            cells.push(Cell::from(short_sha(d.commit_sha.as_deref())));
+        }
+        cells.push(Cell::from(what_happened(d, &deliveries.deployments)));
+        Row::new(cells)
+    });
+    let (widths, header): (Vec<Constraint>, Vec<&str>) = if every_app {
+        (
+            vec![
+                Constraint::Length(14),
+                Constraint::Length(12),
+                Constraint::Length(7),
+                Constraint::Length(8),
+                Constraint::Length(8),
+                Constraint::Min(10),
+            ],
+            vec!["RECEIVED", "APP", "EVENT", "DELIVERY", "OUTCOME", "REASON"],
+        )
+    } else {
+        (
+            vec![
+                Constraint::Length(14),
+                Constraint::Length(7),
+                Constraint::Length(8),
+                Constraint::Length(8),
+                Constraint::Length(8),
+                Constraint::Min(10),
+            ],
+            vec![
+                "RECEIVED", "EVENT", "DELIVERY", "OUTCOME", "COMMIT", "REASON",
+            ],
+        )
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.fg(Color::Cyan)))
+        .row_highlight_style(theme.selected())
+        .highlight_symbol("› ")
+        .block(block);
+    let mut state = TableState::default().with_selected(Some(deliveries.selected));
+    frame.render_stateful_widget(table, list, &mut state);
+
+    let Some(d) = deliveries.selected() else {
+        return;
+    };
+    frame.render_widget(
+        Paragraph::new(delivery_lines(&theme, d, deliveries))
+            .wrap(Wrap { trim: false })
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(delivery_title(d)),
+            ),
+        record,
+    );
+}
+
+/// The app's integration: where its webhook must point, or that it has none.
+fn github_lines(theme: &Theme, app: &str, github: &Github) -> Vec<Line<'static>> {
+    match github {
+        Github::Unknown => vec![Line::from("loading…")],
+        Github::NotConnected => vec![Line::from(Span::styled(
+            format!("not connected to GitHub: pushes do not deploy {app}"),
+            theme.fg(Color::Yellow),
+        ))],
+        Github::Connected(i) => {
+            let mut first = format!("{}/{}@{}", i.owner, i.repo, i.branch);
+            if i.deploy_tags {
+                first.push_str(" · tags deploy too");
+            }
+            if !i.shared_with.is_empty() {
+                first.push_str(&format!(
+                    " · webhook shared with {}",
+                    i.shared_with.join(", ")
+                ));
+            }
+            let mut lines = vec![
+                Line::from(first),
+                Line::from(format!("webhook: {}", i.webhook_url)),
+            ];
+            lines.extend(i.warnings.iter().map(|w| {
+                Line::from(Span::styled(
+                    format!("warning: {w}"),
+                    theme.fg(Color::Yellow),
+                ))
+            }));
+            lines
+        }
+    }
+}
+
+fn empty_deliveries(deliveries: &Deliveries) -> String {
+    if deliveries.items.is_none() {
+        return "loading…".into();
+    }
+    if let Some(outcome) = &deliveries.query.outcome {
+        return format!("No {outcome} deliveries. o: show another outcome");
+    }
+    match (&deliveries.query.app, &deliveries.github) {
+        (None, _) => "No webhook deliveries yet.".into(),
+        (Some(_), Github::NotConnected) => {
+            "No deliveries. Connect the app to a GitHub repository; its pushes then show here."
+                .into()
+        }
+        (Some(_), _) => "No deliveries yet. GitHub sends a ping when the webhook is created, \
+                         then one delivery per push."
+            .into(),
+    }
+}
+
+/// `03-01 10:00:05` from the server's RFC 3339 time: deliveries come in bursts, so seconds
+/// matter more than the year.
+fn delivery_time(t: &str) -> String {
+    let t = t.replacen('T', " ", 1);
+    t.get(5..19).unwrap_or(&t).to_string()
+}
+
+/// `2026-03-01 10:00:05 UTC`: the server's times are UTC.
+fn full_time(t: &str) -> String {
+    let t = t.replacen('T', " ", 1);
+    format!("{} UTC", t.get(..19).unwrap_or(&t))
+}
+
+fn short_sha(sha: Option<&str>) -> String {
+    sha.map(|c| c.chars().take(8).collect())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// What became of a delivery, in a few words: its deployment (and that deployment's state
+/// when known), or the reason it was ignored or rejected.
+fn what_happened(d: &WebhookDelivery, deployments: &BTreeMap<i64, String>) -> String {
+    let deployment = d.deployment_id.map(|id| match deployments.get(&id) {
+        Some(state) => format!("deployment #{id} {state}"),
+        None => format!("deployment #{id}"),
+    });
+    match (d.outcome.as_str(), deployment, &d.reason) {
+        ("deployed", Some(deployment), Some(reason)) => format!("{deployment} · {reason}"),
+        ("deployed", Some(deployment), None) => deployment,
+        (_, _, Some(reason)) => reason.clone(),
+        ("pending", _, None) => "received; its deployment is about to be requested".into(),
+        (_, Some(deployment), None) => deployment,
+        (_, None, None) => "-".into(),
+    }
+}
+
+fn delivery_title(d: &WebhookDelivery) -> String {
+    match &d.delivery_id {
+        Some(id) => format!(" Delivery {id} "),
+        None => " Delivery (no id) ".into(),
+    }
+}
+
+/// A delivery's whole record: what became of it first, then what it was.
+fn delivery_lines(
+    theme: &Theme,
+    d: &WebhookDelivery,
+    deliveries: &Deliveries,
+) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(vec![
+        Span::styled(d.outcome.clone(), theme.outcome(&d.outcome)),
+        Span::raw(format!(": {}", what_happened(d, &deliveries.deployments))),
+    ])];
+    let mut what = vec![d.event.clone()];
+    // One app's list says whose deliveries they are already.
+    if deliveries.query.app.is_none() {
+        what.extend(d.app.as_ref().map(|a| format!("app {a}")));
+    }
+    what.extend(d.repository.clone());
+    what.extend(d.git_ref.clone());
+    what.extend(d.commit_sha.as_ref().map(|c| format!("commit {c}")));
+    lines.push(Line::from(what.join(" · ")));
+    let mut when = format!("received {}", full_time(&d.received_at));
+    if let Some(from) = &d.source_addr {
+        when.push_str(&format!(" from {from}"));
+    }
+    // Most deliveries are handled as they are received; a later time is worth showing.
+    match d.handled_at.as_deref().map(full_time) {
+        Some(t) if t != full_time(&d.received_at) => when.push_str(&format!(" · handled {t}")),
+        Some(_) => {}
+        None => when.push_str(" · not handled yet"),
+    }
+    lines.push(Line::from(when));
+    if let Some(id) = d.deployment_id {
+        lines.push(Line::from(Span::styled(
+            format!("Enter: the log of deployment #{id}"),
+            theme.fg(Color::DarkGray),
+        )));
+    }
+    lines
+}
+
+/// The selected delivery's whole record over the list, for when its reason does not fit.
+fn draw_delivery_record(frame: &mut Frame, app: &App, deliveries: &Deliveries) {
+    let Some(d) = deliveries.selected() else {
+        return;
+    };
+    let theme = Theme { color: app.color };
+    let lines = delivery_lines(&theme, d, deliveries);
+    let width = 72.min(frame.area().width);
+    let inner = width.saturating_sub(2).max(1) as usize;
+    // Each line takes as many rows as it wraps to; wrapping at words may take one more.
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let rows = if rows > lines.len() { rows + 1 } else { rows };
+    let area = centered(frame.area(), width, rows as u16 + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(delivery_title(d))
+                .title_bottom(" any key closes "),
+        ),
+        area,
+    );
+}
+
 const HELP: &[(&str, &str)] = &[
     ("↑/↓ j/k", "move / scroll"),
-    ("Enter l →", "open (app, deployment log)"),
+    ("Enter l →", "open (app, log, delivery)"),
     ("q Esc ← h", "back (quit on the apps list)"),
     ("/", "filter apps, search the log"),
     ("n / N", "next / previous match"),
@@ -558,6 +869,8 @@ const HELP: &[(&str, &str)] = &[
     ("Tab / Shift-Tab", "next / previous pane of an app"),
     ("a / x", "add / remove an env var or domain"),
     ("A", "agents (from the apps list)"),
+    ("w / W", "webhook deliveries: the app's / all"),
+    ("o", "deliveries of one outcome, or all"),
     ("r", "refresh now"),
     ("?", "this help"),
     ("Ctrl-C", "quit"),

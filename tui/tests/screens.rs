@@ -7,7 +7,10 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use rustploy_api::apps::{
     App as ApiApp, Deployment, Domain, EnvVar, LogLine, RouteTarget, Runtime,
 };
-use rustploy_tui::app::{App, Command, Detail, Input, Screen, Update};
+use rustploy_api::webhooks::{GithubIntegration, WebhookDelivery};
+use rustploy_tui::app::{
+    App, Command, DeliveriesLoaded, DeliveriesQuery, Detail, Github, Input, Screen, Update,
+};
 use rustploy_tui::ui;
 
 fn deployment(id: i64, app: &str, state: &str, step: Option<&str>) -> Deployment {
@@ -358,7 +361,11 @@ fn errors_show_in_the_status_bar_until_a_load_succeeds() {
 #[test]
 fn tiny_terminals_do_not_panic() {
     for (w, h) in [(1, 1), (10, 3), (20, 5), (80, 24), (200, 60)] {
-        for app in [loaded(), on_detail(), on_logs()] {
+        let mut record = on_deliveries(deliveries(), Github::NotConnected);
+        record.handle_key(key(KeyCode::Char('j')));
+        record.handle_key(key(KeyCode::Char('j')));
+        record.handle_key(key(KeyCode::Enter));
+        for app in [loaded(), on_detail(), on_logs(), record] {
             render(&app, w, h);
         }
         let mut app = on_detail();
@@ -468,4 +475,407 @@ fn agents_with_gauges() {
     insta::assert_snapshot!(render(&app, 80, 10));
     assert_eq!(app.handle_key(key(KeyCode::Esc)), vec![Command::LoadApps]);
     assert_eq!(app.screen, Screen::Apps);
+}
+
+const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+
+/// A delivery of the blog's repository as the server lists it.
+fn delivery(id: i64, event: &str, outcome: &str) -> WebhookDelivery {
+    WebhookDelivery {
+        id,
+        delivery_id: Some(format!("{id:0>8}-cc78-11e3-81ab-4c9367dc0958")),
+        event: event.into(),
+        app_id: Some(1),
+        app: Some("blog".into()),
+        repository: Some("octo-org/blog".into()),
+        git_ref: (event == "push").then(|| "refs/heads/main".into()),
+        commit_sha: (event == "push").then(|| SHA.into()),
+        outcome: outcome.into(),
+        reason: None,
+        deployment_id: None,
+        source_addr: Some("140.82.115.4".into()),
+        received_at: format!("2026-03-02T10:1{id}:0{id}.120Z"),
+        handled_at: Some(format!("2026-03-02T10:1{id}:0{id}.250Z")),
+    }
+}
+
+/// Every outcome the server records, newest first.
+fn deliveries() -> Vec<WebhookDelivery> {
+    let deployed = WebhookDelivery {
+        deployment_id: Some(4),
+        ..delivery(6, "push", "deployed")
+    };
+    let joined = WebhookDelivery {
+        deployment_id: Some(3),
+        reason: Some("joined deployment 3, which was still queued".into()),
+        ..delivery(5, "push", "deployed")
+    };
+    let pending = WebhookDelivery {
+        handled_at: None,
+        ..delivery(4, "push", "pending")
+    };
+    let other_branch = WebhookDelivery {
+        git_ref: Some("refs/heads/feature/login".into()),
+        reason: Some("push to branch 'feature/login', and the app deploys 'main'".into()),
+        ..delivery(3, "push", "ignored")
+    };
+    let forged = WebhookDelivery {
+        commit_sha: None,
+        git_ref: None,
+        source_addr: Some("203.0.113.9".into()),
+        reason: Some(
+            "signature_mismatch: X-Hub-Signature-256 does not match: the GitHub webhook's \
+             secret differs from the one Rustploy holds for this repository"
+                .into(),
+        ),
+        ..delivery(2, "push", "rejected")
+    };
+    let ping = WebhookDelivery {
+        reason: Some("ping from GitHub webhook 4711: deliveries reach Rustploy".into()),
+        ..delivery(1, "ping", "ignored")
+    };
+    vec![deployed, joined, pending, other_branch, forged, ping]
+}
+
+fn integration() -> GithubIntegration {
+    GithubIntegration {
+        app_id: 1,
+        app: "blog".into(),
+        owner: "octo-org".into(),
+        repo: "blog".into(),
+        branch: "main".into(),
+        deploy_tags: false,
+        webhook_url: "https://deploy.example.com/api/v1/webhooks/github".into(),
+        content_type: "application/json".into(),
+        events: vec!["push".into()],
+        shared_with: vec![],
+        created_at: "2026-03-01T09:00:00Z".into(),
+        warnings: vec![],
+    }
+}
+
+fn blog_query() -> DeliveriesQuery {
+    DeliveriesQuery {
+        app: Some("blog".into()),
+        outcome: None,
+        count: 100,
+    }
+}
+
+fn loaded_deliveries(
+    query: DeliveriesQuery,
+    items: Vec<WebhookDelivery>,
+    github: Github,
+) -> Update {
+    Update::Deliveries(Box::new(DeliveriesLoaded {
+        query,
+        items,
+        more: false,
+        github,
+        deployments: [(4, "healthy".to_string()), (3, "failed".to_string())].into(),
+    }))
+}
+
+/// The blog's deliveries, opened from its detail screen.
+fn on_deliveries(items: Vec<WebhookDelivery>, github: Github) -> App {
+    let mut app = on_detail();
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('w'))),
+        vec![Command::LoadDeliveries(blog_query())]
+    );
+    assert_eq!(app.screen, Screen::Deliveries);
+    app.apply(loaded_deliveries(blog_query(), items, github));
+    app
+}
+
+#[test]
+fn webhook_deliveries() {
+    let app = on_deliveries(deliveries(), Github::Connected(Box::new(integration())));
+    insta::assert_snapshot!("webhook_deliveries_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("webhook_deliveries_100x30", render(&app, 100, 30));
+}
+
+#[test]
+fn webhook_deliveries_loading_empty_and_not_connected() {
+    let mut app = on_detail();
+    app.handle_key(key(KeyCode::Char('w')));
+    insta::assert_snapshot!("webhook_deliveries_loading", render(&app, 80, 12));
+    app.apply(loaded_deliveries(
+        blog_query(),
+        vec![],
+        Github::Connected(Box::new(integration())),
+    ));
+    insta::assert_snapshot!("webhook_deliveries_empty", render(&app, 80, 24));
+    app.apply(loaded_deliveries(
+        blog_query(),
+        vec![],
+        Github::NotConnected,
+    ));
+    insta::assert_snapshot!("webhook_deliveries_not_connected", render(&app, 80, 24));
+}
+
+#[test]
+fn a_disconnected_app_still_shows_its_earlier_deliveries_and_warnings_show() {
+    let app = on_deliveries(deliveries(), Github::NotConnected);
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("not connected to GitHub"), "{screen}");
+    assert!(screen.contains("deployment #4 healthy"), "{screen}");
+
+    let mut shared = integration();
+    shared.deploy_tags = true;
+    shared.shared_with = vec!["docs".into()];
+    shared.warnings = vec!["the app has no repository yet, so a push cannot deploy it".into()];
+    let app = on_deliveries(deliveries(), Github::Connected(Box::new(shared)));
+    insta::assert_snapshot!("webhook_deliveries_warnings", render(&app, 100, 30));
+}
+
+#[test]
+fn enter_on_a_delivery_with_a_deployment_opens_its_log_and_q_comes_back() {
+    let mut app = on_deliveries(deliveries(), Github::Connected(Box::new(integration())));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::OpenLogs {
+            deployment: 4,
+            after: None
+        }]
+    );
+    assert_eq!(app.screen, Screen::Logs);
+    assert_eq!(
+        app.refresh(),
+        vec![Command::LoadDeliveries(blog_query())],
+        "the list under the log stays fresh"
+    );
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('q'))),
+        vec![Command::CloseLogs, Command::LoadDeliveries(blog_query())]
+    );
+    assert_eq!(app.screen, Screen::Deliveries);
+    assert_eq!(
+        app.handle_key(key(KeyCode::Esc)),
+        vec![Command::LoadApp("blog".into())]
+    );
+    assert_eq!(app.screen, Screen::Detail);
+    assert_eq!(app.refresh(), vec![Command::LoadApp("blog".into())]);
+}
+
+#[test]
+fn enter_on_a_delivery_without_a_deployment_shows_its_whole_record() {
+    let mut app = on_deliveries(deliveries(), Github::Connected(Box::new(integration())));
+    for _ in 0..4 {
+        app.handle_key(key(KeyCode::Char('j')));
+    }
+    assert_eq!(
+        app.deliveries.as_ref().unwrap().selected().unwrap().outcome,
+        "rejected"
+    );
+    assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+    assert!(app.deliveries.as_ref().unwrap().open);
+    insta::assert_snapshot!("webhook_delivery_record", render(&app, 80, 24));
+    assert!(app.handle_key(key(KeyCode::Char('j'))).is_empty());
+    let deliveries = app.deliveries.as_ref().unwrap();
+    assert!(!deliveries.open, "any key closes the record");
+    assert_eq!(deliveries.selected, 4, "the closing key does not also move");
+    assert_eq!(app.screen, Screen::Deliveries);
+}
+
+#[test]
+fn the_outcome_filter_cycles_and_asks_the_server() {
+    let mut app = on_deliveries(deliveries(), Github::Connected(Box::new(integration())));
+    let rejected = DeliveriesQuery {
+        outcome: Some("rejected".into()),
+        ..blog_query()
+    };
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('o'))),
+        vec![Command::LoadDeliveries(rejected.clone())]
+    );
+    let d = app.deliveries.as_ref().unwrap();
+    assert_eq!((d.items.as_ref(), d.selected), (None, 0));
+    assert!(
+        matches!(d.github, Github::Connected(_)),
+        "the integration stays in view"
+    );
+    // An answer to the earlier question is not taken for this one.
+    app.apply(loaded_deliveries(
+        blog_query(),
+        deliveries(),
+        Github::NotConnected,
+    ));
+    assert_eq!(app.deliveries.as_ref().unwrap().items, None);
+    let forged: Vec<_> = deliveries()
+        .into_iter()
+        .filter(|d| d.outcome == "rejected")
+        .collect();
+    app.apply(loaded_deliveries(
+        rejected,
+        forged,
+        Github::Connected(Box::new(integration())),
+    ));
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("Deliveries (1) · outcome: rejected"),
+        "{screen}"
+    );
+    let outcomes: Vec<Option<String>> = (0..4)
+        .map(|_| {
+            let commands = app.handle_key(key(KeyCode::Char('o')));
+            let [Command::LoadDeliveries(q)] = &commands[..] else {
+                panic!("{commands:?}")
+            };
+            q.outcome.clone()
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Some("ignored".into()),
+            Some("deployed".into()),
+            Some("pending".into()),
+            None
+        ]
+    );
+    app.apply(loaded_deliveries(
+        blog_query(),
+        vec![],
+        Github::NotConnected,
+    ));
+    app.handle_key(key(KeyCode::Char('o')));
+    let mut empty = DeliveriesQuery {
+        outcome: Some("rejected".into()),
+        ..blog_query()
+    };
+    app.apply(loaded_deliveries(
+        empty.clone(),
+        vec![],
+        Github::NotConnected,
+    ));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("No rejected deliveries."), "{screen}");
+    empty.outcome = Some("ignored".into());
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('o'))),
+        vec![Command::LoadDeliveries(empty)]
+    );
+}
+
+#[test]
+fn the_selection_stays_on_its_delivery_and_older_ones_load_past_the_end() {
+    let mut app = on_deliveries(deliveries(), Github::Connected(Box::new(integration())));
+    app.handle_key(key(KeyCode::Char('j')));
+    let mut newer = vec![delivery(7, "push", "pending")];
+    newer.extend(deliveries());
+    app.apply(loaded_deliveries(
+        blog_query(),
+        newer,
+        Github::Connected(Box::new(integration())),
+    ));
+    let d = app.deliveries.as_ref().unwrap();
+    assert_eq!((d.selected, d.selected().unwrap().id), (2, 5));
+
+    // A full first page: moving past its end asks for the next one, once.
+    let page: Vec<_> = (0..100)
+        .map(|i| delivery(1000 - i, "push", "ignored"))
+        .collect();
+    app.apply(Update::Deliveries(Box::new(DeliveriesLoaded {
+        query: blog_query(),
+        items: page,
+        more: true,
+        github: Github::NotConnected,
+        deployments: Default::default(),
+    })));
+    assert_eq!(app.handle_key(key(KeyCode::Char('G'))), vec![]);
+    let more = DeliveriesQuery {
+        count: 200,
+        ..blog_query()
+    };
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('j'))),
+        vec![Command::LoadDeliveries(more.clone())]
+    );
+    assert_eq!(app.handle_key(key(KeyCode::Down)), vec![]);
+    assert_eq!(app.refresh(), vec![Command::LoadDeliveries(more)]);
+    assert!(render(&app, 80, 24).contains("Deliveries (100+)"));
+}
+
+#[test]
+fn every_apps_deliveries_from_the_apps_list() {
+    let mut app = loaded();
+    let all = DeliveriesQuery {
+        app: None,
+        outcome: None,
+        count: 100,
+    };
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('W'))),
+        vec![Command::LoadDeliveries(all.clone())]
+    );
+    assert_eq!(app.screen, Screen::Deliveries);
+    let mut items = vec![WebhookDelivery {
+        id: 8,
+        delivery_id: Some("9f0e2c1a-cc78-11e3-81ab-4c9367dc0958".into()),
+        event: "push".into(),
+        app_id: None,
+        app: None,
+        repository: Some("octo-org/unknown".into()),
+        git_ref: None,
+        commit_sha: None,
+        outcome: "rejected".into(),
+        reason: Some(
+            "no_integration: no app is connected to the GitHub repository 'octo-org/unknown': \
+             connect one with PUT /api/v1/apps/{app}/github"
+                .into(),
+        ),
+        deployment_id: None,
+        source_addr: Some("140.82.115.4".into()),
+        received_at: "2026-03-02T11:00:00Z".into(),
+        handled_at: Some("2026-03-02T11:00:00Z".into()),
+    }];
+    items.extend(deliveries());
+    app.apply(loaded_deliveries(all.clone(), items, Github::Unknown));
+    insta::assert_snapshot!("webhook_deliveries_all_apps", render(&app, 100, 30));
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::OpenLogs {
+            deployment: 4,
+            after: None
+        }]
+    );
+    assert_eq!(app.logs.as_ref().unwrap().app, "blog");
+    assert_eq!(
+        app.handle_key(key(KeyCode::Esc)),
+        vec![Command::CloseLogs, Command::LoadDeliveries(all)]
+    );
+    assert_eq!(app.handle_key(key(KeyCode::Esc)), vec![Command::LoadApps]);
+    assert_eq!(app.screen, Screen::Apps);
+}
+
+/// The colour of the first cell that shows `text` on screen.
+fn color_of(app: &App, text: &str) -> ratatui::style::Color {
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    terminal.draw(|f| ui::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    let cells = buffer.content();
+    let symbols: Vec<&str> = cells.iter().map(|c| c.symbol()).collect();
+    let at = (0..cells.len())
+        .find(|&i| i % width + text.len() <= width && symbols[i..i + text.len()].concat() == text)
+        .unwrap_or_else(|| panic!("'{text}' is not on screen"));
+    cells[at].fg
+}
+
+#[test]
+fn outcomes_are_coloured_unless_colours_are_off() {
+    use ratatui::style::Color;
+    let mut app = on_deliveries(deliveries(), Github::Connected(Box::new(integration())));
+    app.color = true;
+    assert_eq!(color_of(&app, "deployed"), Color::Green);
+    assert_eq!(color_of(&app, "pending"), Color::Yellow);
+    assert_eq!(color_of(&app, "ignored"), Color::DarkGray);
+    assert_eq!(color_of(&app, "rejected"), Color::Red);
+    app.color = false;
+    for outcome in ["deployed", "pending", "ignored", "rejected"] {
+        assert_eq!(color_of(&app, outcome), Color::Reset, "{outcome}");
+    }
 }
