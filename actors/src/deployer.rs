@@ -812,9 +812,9 @@ impl Attempt<'_> {
         };
         let runtime_file = dir.join(format!(".rustploy-d{}.compose.json", self.deployment));
         let text = serde_json::to_vec_pretty(&doc).expect("JSON serialises");
-        tokio::fs::write(&runtime_file, text).await.map_err(|e| {
-            Failure::Transient(format!("cannot write {}: {e}", runtime_file.display()))
-        })?;
+        crate::deploy::write_private(&runtime_file, &text)
+            .await
+            .map_err(Failure::Transient)?;
         self.log.system(format!(
             "wrote the runtime compose file {} (project {})",
             runtime_file.display(),

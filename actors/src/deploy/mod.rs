@@ -76,6 +76,32 @@ impl DeployConfig {
     }
 }
 
+/// Writes `bytes` to `path` (whole or not at all), readable by its owner only: runtime files
+/// hold the app's secrets and its services' passwords.
+pub async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (path, bytes, shown) = (path.to_path_buf(), bytes.to_vec(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot write {}: {e}", shown.display()))
+}
+
 /// The encryption contexts of the secrets a deployment uses.
 pub mod contexts {
     pub fn deployment_env(deployment: i64) -> String {

@@ -49,7 +49,7 @@ impl Scope<'_> {
         } else {
             let file = self.file();
             let doc = project_doc(&names, services);
-            write_private(
+            crate::deploy::write_private(
                 &file,
                 &serde_json::to_vec_pretty(&doc).expect("JSON serialises"),
             )
@@ -193,29 +193,4 @@ impl Scope<'_> {
         )
         .await
     }
-}
-
-/// Writes `bytes` to `path` readable by its owner only: the file holds passwords.
-async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot write the services file: {e}"))
 }
