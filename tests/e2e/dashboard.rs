@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver)
 //! against the real server binary and the real Docker engine. One walk through the product:
-//! first-run setup, sign out and in, import a local repository, deploy and follow the live log
-//! to healthy, add an env var, redeploy, roll back, create and revoke a token, sign out.
+//! first-run setup, sign out and in, import a local repository, connect it to GitHub, deploy and
+//! follow the live log to healthy, add an env var, redeploy, roll back, create and revoke a token,
+//! sign out.
 //!
 //! A screenshot of each page goes to `target/screenshots/` for people to look at.
 
@@ -12,8 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use hmac::{Hmac, Mac};
 use rustploy_e2e::{Sandbox, Server};
 use serde_json::json;
+use sha2::Sha256;
 
 use crate::deploying::{DEPLOY_TIMEOUT, DockerScope, Repo, write_compose_app};
 
@@ -169,6 +172,48 @@ impl Browser {
         }
     }
 
+    /// The `value` of the input `css`, or nothing when there is none.
+    async fn value(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.prop("value").await.ok().flatten().unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the text of `css` satisfies `ok`: after a click, the answer may still be
+    /// loading, or be the page the browser is already on.
+    async fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = self.text(css).await;
+            if ok(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; {css} says {t:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the value of the input `css` satisfies `ok`.
+    async fn wait_value(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.value(css).await;
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; {css} holds {v:?}\n{}",
+                self.text("main").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the page's path satisfies `ok`.
     async fn wait_path(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -276,11 +321,10 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo) {
     b.fill("#f-email", EMAIL).await;
     b.fill("#f-password", "wrong password here").await;
     b.click("form[action='/login'] button[type=submit]").await;
-    let error = b.text(".field-error").await;
-    assert!(
-        error.contains("wrong"),
-        "a failed sign-in says so: {error:?}"
-    );
+    b.wait_text(".field-error", "a failed sign-in to say so", |e| {
+        e.contains("wrong")
+    })
+    .await;
     b.shot("03-login-failed").await;
     b.fill("#f-password", PASSWORD).await;
     b.click("form[action='/login'] button[type=submit]").await;
@@ -310,6 +354,10 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo) {
     };
     assert!(facts.contains("compose"), "the detection is shown: {facts}");
     b.shot("05-imported").await;
+
+    // Connect the app to GitHub: the tab shows the webhook's secret once, and GitHub's ping,
+    // signed with it, is taken.
+    connect_github(b).await;
 
     // Deploy, and follow the live log until the release is healthy.
     b.click("form[action='/apps/shop/deploy'] button").await;
@@ -376,8 +424,11 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo) {
     );
     b.shot("13-token-created").await;
     b.click("form[action$='/revoke'] button").await;
-    b.wait_path("the tokens page", |p| p == "/tokens").await;
-    assert!(b.text("table").await.contains("revoked"));
+    // The revoke answers with the page the browser is on already: wait for its new content.
+    b.wait_text("table", "the token to be shown revoked", |t| {
+        t.contains("revoked")
+    })
+    .await;
     assert!(
         !b.text("main").await.contains(&shown),
         "the token is not shown again"
@@ -396,4 +447,70 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo) {
     b.shot("16-signed-out").await;
     b.goto("/apps").await;
     b.wait_path("the login page", |p| p == "/login").await;
+}
+
+/// On the imported app's GitHub tab: connects it through the form, reads the secret from the
+/// answer, plays GitHub's ping with it, rotates the secret, and checks that the tab never shows
+/// a secret again.
+async fn connect_github(b: &Browser) {
+    b.goto("/apps/shop/github").await;
+    b.fill("#f-owner", "e2e-org").await;
+    b.fill("#f-repo", "shop").await;
+    b.shot("05a-github-connect").await;
+    b.click("form[action='/apps/shop/github'] button[type=submit]")
+        .await;
+    let secret = b
+        .wait_value("#webhook-secret", "the secret to be shown", |v| {
+            v.len() == 64
+        })
+        .await;
+    let url = b.value("#webhook-url").await;
+    assert!(url.ends_with("/api/v1/webhooks/github"), "{url}");
+    assert!(b.text("main").await.contains("will not be shown again"));
+    b.shot("05b-github-secret").await;
+
+    let body = json!({
+        "zen": "Keep it logically awesome.",
+        "hook_id": 1,
+        "repository": { "name": "shop", "full_name": "e2e-org/shop" },
+    })
+    .to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let pinged = reqwest::Client::new()
+        .post(format!("{}/api/v1/webhooks/github", b.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", "ping")
+        .header("X-GitHub-Delivery", "e2e-ping-1")
+        .header(
+            "X-Hub-Signature-256",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("delivering a ping");
+    assert_eq!(pinged.status().as_u16(), 200, "the signed ping is taken");
+
+    // Rotating asks first, then shows the new secret once.
+    b.click("details.confirm summary").await;
+    b.shot("05c-github-rotate").await;
+    b.click("form[action='/apps/shop/github/rotate'] button")
+        .await;
+    let rotated = b
+        .wait_value("#webhook-secret", "a new secret to be shown", |v| {
+            v.len() == 64 && v != secret
+        })
+        .await;
+
+    b.goto("/apps/shop/github").await;
+    let tab = b.text("main").await;
+    assert!(tab.contains("e2e-org/shop@main"), "{tab}");
+    assert!(tab.contains("ping"), "the ping is listed: {tab}");
+    let source = b.client.source().await.unwrap_or_default();
+    assert!(
+        !source.contains(&secret) && !source.contains(&rotated),
+        "no secret is shown again"
+    );
+    b.shot("05d-github-connected").await;
 }

@@ -90,29 +90,40 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
 
 // --- Integrations -------------------------------------------------------------------------
 
+/// What connecting an app to GitHub asks for: the body of `PUT /api/v1/apps/{app}/github`, and
+/// what the dashboard's form gives.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutGithub {
-    owner: String,
-    repo: String,
-    branch: String,
-    deploy_tags: Option<bool>,
+pub(super) struct ConnectRequest {
+    pub(super) owner: String,
+    pub(super) repo: String,
+    pub(super) branch: String,
+    pub(super) deploy_tags: Option<bool>,
     /// Make a new secret even though the repository already has one.
-    rotate_secret: Option<bool>,
+    pub(super) rotate_secret: Option<bool>,
 }
 
 /// An integration as the ledger holds it, without its secret.
-struct Integration {
-    app_id: i64,
-    app: String,
-    owner: String,
-    repo: String,
-    branch: String,
-    deploy_tags: bool,
-    created_at: i64,
+pub(super) struct Integration {
+    pub(super) app_id: i64,
+    pub(super) app: String,
+    pub(super) owner: String,
+    pub(super) repo: String,
+    pub(super) branch: String,
+    pub(super) deploy_tags: bool,
+    pub(super) created_at: i64,
     /// Other apps connected to the same repository (they share its webhook and secret).
-    shared_with: Vec<String>,
-    has_import: bool,
+    pub(super) shared_with: Vec<String>,
+    pub(super) has_import: bool,
+}
+
+/// What [`connect`] did.
+pub(super) struct Connected {
+    pub(super) integration: Integration,
+    /// The app was connected already; its integration was changed.
+    pub(super) existed: bool,
+    /// The repository's new webhook secret, when one was made. It is never shown again.
+    pub(super) secret: Option<String>,
 }
 
 fn integration_json(settings: &crate::config::Settings, i: &Integration) -> Value {
@@ -139,7 +150,10 @@ fn integration_json(settings: &crate::config::Settings, i: &Integration) -> Valu
     })
 }
 
-fn load_integration(c: &Connection, app: i64) -> Result<Option<Integration>, LedgerError> {
+pub(super) fn load_integration(
+    c: &Connection,
+    app: i64,
+) -> Result<Option<Integration>, LedgerError> {
     let row = c
         .prepare_cached(
             "SELECT a.name, g.owner, g.repo, g.branch, g.deploy_tags, g.created_at,
@@ -172,7 +186,7 @@ fn load_integration(c: &Connection, app: i64) -> Result<Option<Integration>, Led
     Ok(Some(i))
 }
 
-fn not_connected(key: &str) -> ApiError {
+pub(super) fn not_connected(key: &str) -> ApiError {
     ApiError::not_found(format!(
         "app '{key}' is not connected to GitHub; connect it with PUT /api/v1/apps/{key}/github"
     ))
@@ -197,21 +211,64 @@ async fn get_integration(
     }
 }
 
+/// `PUT /api/v1/apps/{app}/github`: [`connect`], answered with the integration, the secret when
+/// one was made, and a note on what GitHub needs.
+async fn put_integration(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(request): ApiJson<ConnectRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let Connected {
+        integration,
+        existed,
+        secret,
+    } = connect(&state, &key, request).await?;
+    let mut out = integration_json(&state.settings, &integration);
+    out["secret"] = match &secret {
+        Some(s) => json!(s),
+        None => Value::Null,
+    };
+    out["secret_note"] = json!(match (&secret, integration.shared_with.is_empty()) {
+        (Some(_), true) => {
+            "enter this secret in the GitHub webhook; it is shown only now".to_string()
+        }
+        (Some(_), false) => format!(
+            "enter this new secret in the repository's GitHub webhook; it is shown only now, and \
+             it replaced the secret of {}",
+            integration.shared_with.join(", ")
+        ),
+        (None, true) => "the secret is unchanged and not shown again; \
+                         send rotate_secret: true for a new one"
+            .to_string(),
+        (None, false) => format!(
+            "the repository's webhook already has a secret (it serves {}); this app shares it, so \
+             GitHub needs no change; send rotate_secret: true for a new one",
+            integration.shared_with.join(", ")
+        ),
+    });
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, ApiJson(out)))
+}
+
 /// Connects an app to a GitHub repository and branch. A repository has one webhook secret,
 /// shared by every app connected to it, since GitHub signs a repository's deliveries to one URL
 /// with one secret. It is made (and shown, once) when the repository's first app is connected or
 /// when `rotate_secret` asks for a new one; otherwise the existing one is kept and not shown.
-async fn put_integration(
-    State(state): State<AppState>,
-    ApiPath(key): ApiPath<String>,
-    ApiJson(body): ApiJson<PutGithub>,
-) -> ApiResult<impl IntoResponse> {
-    let owner = check_owner(&body.owner).map_err(|e| ApiError::invalid("owner", e))?;
-    let repo = check_repo(&body.repo).map_err(|e| ApiError::invalid("repo", e))?;
-    let branch = check_branch(&body.branch).map_err(|e| ApiError::invalid("branch", e))?;
-    let deploy_tags = body.deploy_tags.unwrap_or(false);
-    let rotate = body.rotate_secret.unwrap_or(false);
-    let k = key.clone();
+pub(super) async fn connect(
+    state: &AppState,
+    key: &str,
+    request: ConnectRequest,
+) -> ApiResult<Connected> {
+    let owner = check_owner(&request.owner).map_err(|e| ApiError::invalid("owner", e))?;
+    let repo = check_repo(&request.repo).map_err(|e| ApiError::invalid("repo", e))?;
+    let branch = check_branch(&request.branch).map_err(|e| ApiError::invalid("branch", e))?;
+    let deploy_tags = request.deploy_tags.unwrap_or(false);
+    let rotate = request.rotate_secret.unwrap_or(false);
+    let k = key.to_string();
     let secrets = state.secrets.clone();
     let done = state
         .ledger
@@ -281,44 +338,26 @@ async fn put_integration(
         })
         .await?;
     let Some((integration, existed, secret)) = done else {
-        return Err(no_app(&key));
+        return Err(no_app(key));
     };
-    let mut out = integration_json(&state.settings, &integration);
-    out["secret"] = match &secret {
-        Some(s) => json!(String::from_utf8_lossy(s)),
-        None => Value::Null,
-    };
-    out["secret_note"] = json!(match (&secret, integration.shared_with.is_empty()) {
-        (Some(_), true) => {
-            "enter this secret in the GitHub webhook; it is shown only now".to_string()
-        }
-        (Some(_), false) => format!(
-            "enter this new secret in the repository's GitHub webhook; it is shown only now, and \
-             it replaced the secret of {}",
-            integration.shared_with.join(", ")
-        ),
-        (None, true) => "the secret is unchanged and not shown again; \
-                         send rotate_secret: true for a new one"
-            .to_string(),
-        (None, false) => format!(
-            "the repository's webhook already has a secret (it serves {}); this app shares it, so \
-             GitHub needs no change; send rotate_secret: true for a new one",
-            integration.shared_with.join(", ")
-        ),
-    });
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, ApiJson(out)))
+    Ok(Connected {
+        integration,
+        existed,
+        secret: secret.map(|s| String::from_utf8_lossy(&s).into_owned()),
+    })
 }
 
 async fn delete_integration(
     State(state): State<AppState>,
     ApiPath(key): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let k = key.clone();
+    disconnect(&state, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disconnects an app from GitHub. The repository's other apps keep its webhook and secret.
+pub(super) async fn disconnect(state: &AppState, key: &str) -> ApiResult<()> {
+    let k = key.to_string();
     let deleted = state
         .ledger
         .run(move |c| match resolve_app(c, &k)? {
@@ -329,9 +368,9 @@ async fn delete_integration(
         })
         .await?;
     match deleted {
-        None => Err(no_app(&key)),
-        Some(0) => Err(not_connected(&key)),
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(no_app(key)),
+        Some(0) => Err(not_connected(key)),
+        Some(_) => Ok(()),
     }
 }
 

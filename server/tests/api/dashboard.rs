@@ -634,3 +634,437 @@ async fn every_page_renders_for_an_owner() {
     let bad = get(&h, "/reset-password?token=unknown", None).await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
 }
+
+// Connecting an app to GitHub from its GitHub tab.
+
+const GITHUB_OWNER: &str = "octo-org";
+const GITHUB_REPO: &str = "shop";
+
+/// The `value` of the `<input>` with `id` in a page.
+fn input_value(page: &str, id: &str) -> Option<String> {
+    let at = page.find(&format!(r#"id="{id}""#))?;
+    let start = page[..at].rfind("<input")?;
+    let tag = &page[start..start + page[start..].find('>')?];
+    let value = &tag[tag.find(r#"value=""#)? + r#"value=""#.len()..];
+    Some(value[..value.find('"')?].to_string())
+}
+
+/// A `ping` delivery for `octo-org/shop` as GitHub sends one when a webhook is made, signed with
+/// `secret`.
+async fn ping(h: &Harness, delivery: &str, secret: &str) -> Reply {
+    use hmac::{Hmac, Mac};
+    let body = json!({
+        "zen": "Practicality beats purity.",
+        "hook_id": 4242,
+        "hook": { "type": "Repository", "id": 4242, "events": ["push"], "active": true },
+        "repository": {
+            "name": GITHUB_REPO,
+            "full_name": format!("{GITHUB_OWNER}/{GITHUB_REPO}"),
+        },
+        "sender": { "login": "mona" },
+    })
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let request = Request::post(rustploy_server::http::webhook_api::PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("X-GitHub-Event", "ping")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", signature)
+        .body(Body::from(body))
+        .unwrap();
+    h.send(request).await
+}
+
+/// Connects `web` to `octo-org/shop` through the tab's form, and returns the page and the
+/// secret it shows.
+async fn connect_github(h: &Harness, who: &Browser) -> (Reply, String) {
+    let r = post(
+        h,
+        "/apps/web/github",
+        as_user(who),
+        Some(&who.csrf),
+        &[
+            ("owner", GITHUB_OWNER),
+            ("repo", GITHUB_REPO),
+            ("branch", "main"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let secret = input_value(&r.text, "webhook-secret").expect("the secret is shown");
+    (r, secret)
+}
+
+async fn github_integrations(h: &Harness) -> i64 {
+    h.sql(|c| c.query_row("SELECT COUNT(*) FROM github_integrations", [], |r| r.get(0)))
+        .await
+}
+
+#[tokio::test]
+async fn github_is_connected_from_its_tab_and_the_secret_is_shown_once() {
+    let h = Harness::new().await;
+    admin_token_app(&h, "web").await;
+    let token = h.token("admin").await;
+    let maintainer = signed_in(&h, "maint@example.com", "maintainer").await;
+    // The form starts from the branch the app was imported from.
+    h.sql(|c| {
+        c.execute(
+            "INSERT INTO app_import_configs (app_id, repo_url, branch, build_mode, imported_at)
+             VALUES (1, 'https://github.com/octo-org/shop.git', 'production', 'compose', ?1)",
+            [now_ms()],
+        )
+    })
+    .await;
+    let tab = get(&h, "/apps/web/github", Some(&maintainer)).await;
+    assert_eq!(tab.status, StatusCode::OK, "{}", tab.text);
+    assert!(
+        tab.text.contains(r#"action="/apps/web/github""#),
+        "{}",
+        tab.text
+    );
+    assert_eq!(
+        input_value(&tab.text, "f-branch").as_deref(),
+        Some("production")
+    );
+
+    let r = post(
+        &h,
+        "/apps/web/github",
+        as_user(&maintainer),
+        Some(&maintainer.csrf),
+        &[
+            ("owner", GITHUB_OWNER),
+            ("repo", GITHUB_REPO),
+            ("branch", "production"),
+            ("deploy_tags", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let secret = input_value(&r.text, "webhook-secret").expect("the secret is shown");
+    assert_eq!(secret.len(), 64, "a 256-bit hex secret: {secret}");
+    assert_eq!(
+        r.text.matches(&secret).count(),
+        1,
+        "the secret is shown once"
+    );
+    let url = format!(
+        "{}{}",
+        h.state.settings.public_url,
+        rustploy_server::http::webhook_api::PATH
+    );
+    assert_eq!(
+        input_value(&r.text, "webhook-url").as_deref(),
+        Some(url.as_str())
+    );
+    for what in [
+        "application/json",
+        "push",
+        "ping",
+        "will not be shown again",
+        "https://github.com/octo-org/shop/settings/hooks/new",
+    ] {
+        assert!(r.text.contains(what), "the answer says {what}: {}", r.text);
+    }
+
+    // The deliveries below refresh from the tab itself, not from the form's address.
+    assert!(r.text.contains(r#"data-refresh-from="/apps/web/github""#));
+
+    // The same integration the API would have made.
+    let api = h
+        .call(Method::GET, "/api/v1/apps/web/github", Some(&token), None)
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.text);
+    assert_eq!(api.body["owner"], GITHUB_OWNER);
+    assert_eq!(api.body["repo"], GITHUB_REPO);
+    assert_eq!(api.body["branch"], "production");
+    assert_eq!(api.body["deploy_tags"], true);
+    assert!(!api.text.contains(&secret));
+
+    // GitHub's ping, signed with that secret, is accepted and shows on the tab.
+    let r = ping(&h, "ping-1", &secret).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let again = get(&h, "/apps/web/github", Some(&maintainer)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert!(
+        !again.text.contains(&secret),
+        "the secret is not shown again"
+    );
+    assert!(!again.text.contains(r#"id="webhook-secret""#));
+    assert!(
+        again.text.contains("octo-org/shop@production"),
+        "{}",
+        again.text
+    );
+    assert!(again.text.contains(&url));
+    assert!(again.text.contains("ping from GitHub webhook 4242"));
+    assert!(
+        !again.text.contains(r#"id="f-owner""#),
+        "no connect form once connected"
+    );
+    assert!(again.text.contains(r#"action="/apps/web/github/rotate""#));
+    assert!(
+        again
+            .text
+            .contains(r#"action="/apps/web/github/disconnect""#)
+    );
+}
+
+#[tokio::test]
+async fn a_bad_github_owner_is_said_beside_the_field_and_connects_nothing() {
+    let h = Harness::new().await;
+    admin_token_app(&h, "web").await;
+    let owner = signed_in(&h, "owner@example.com", "owner").await;
+    let r = post(
+        &h,
+        "/apps/web/github",
+        as_user(&owner),
+        Some(&owner.csrf),
+        &[
+            ("owner", "-not_an-owner"),
+            ("repo", "kept-repo"),
+            ("branch", "kept-branch"),
+            ("deploy_tags", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains(r#"value="-not_an-owner""#), "{}", r.text);
+    assert!(r.text.contains(r#"value="kept-repo""#));
+    assert!(r.text.contains(r#"value="kept-branch""#));
+    assert!(
+        r.text.contains(r#"name="deploy_tags" value="on" checked"#),
+        "the checkbox stays ticked: {}",
+        r.text
+    );
+    let at = r.text.find(r#"id="f-owner""#).expect("the owner field");
+    let error = r.text.find("field-error").expect("an error beside a field");
+    assert!(
+        error > at && error < r.text.find(r#"id="f-repo""#).unwrap(),
+        "the error is beside the owner"
+    );
+    assert!(
+        r.text.contains("is not a GitHub account name"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(r#"id="webhook-secret""#));
+    assert_eq!(github_integrations(&h).await, 0);
+    let token = h.token("read").await;
+    let api = h
+        .call(Method::GET, "/api/v1/apps/web/github", Some(&token), None)
+        .await;
+    assert_eq!(api.error(404, "nothing was connected"), "not_found");
+
+    let r = post(
+        &h,
+        "/apps/web/github",
+        as_user(&owner),
+        Some(&owner.csrf),
+        &[
+            ("owner", GITHUB_OWNER),
+            ("repo", "shop.git"),
+            ("branch", "main"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("without '.git'"), "{}", r.text);
+    assert_eq!(github_integrations(&h).await, 0);
+}
+
+#[tokio::test]
+async fn connecting_github_needs_the_csrf_token_and_a_role_that_changes_apps() {
+    let h = Harness::new().await;
+    admin_token_app(&h, "web").await;
+    let owner = signed_in(&h, "owner@example.com", "owner").await;
+    let viewer = signed_in(&h, "viewer@example.com", "viewer").await;
+    let fields = [
+        ("owner", GITHUB_OWNER),
+        ("repo", GITHUB_REPO),
+        ("branch", "main"),
+    ];
+    let r = post(&h, "/apps/web/github", as_user(&owner), None, &fields).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no token: {}", r.text);
+    let r = post(
+        &h,
+        "/apps/web/github",
+        as_user(&owner),
+        Some("forged"),
+        &fields,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a wrong token: {}", r.text);
+    assert_eq!(
+        github_integrations(&h).await,
+        0,
+        "a refused form connects nothing"
+    );
+
+    let tab = get(&h, "/apps/web/github", Some(&viewer)).await;
+    assert_eq!(tab.status, StatusCode::OK, "{}", tab.text);
+    assert!(tab.text.contains("not connected"), "{}", tab.text);
+    assert!(
+        !tab.text.contains(r#"action="/apps/web/github""#) && !tab.text.contains(r#"id="f-owner""#),
+        "no form for a viewer: {}",
+        tab.text
+    );
+    let r = post(
+        &h,
+        "/apps/web/github",
+        as_user(&viewer),
+        Some(&viewer.csrf),
+        &fields,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a viewer cannot connect");
+    assert_eq!(github_integrations(&h).await, 0);
+
+    // Connected: a viewer sees it, but neither the secret's rotation nor the disconnection.
+    let (_, secret) = connect_github(&h, &owner).await;
+    let tab = get(&h, "/apps/web/github", Some(&viewer)).await;
+    assert!(tab.text.contains("octo-org/shop@main"), "{}", tab.text);
+    assert!(!tab.text.contains("/apps/web/github/rotate"));
+    assert!(!tab.text.contains("/apps/web/github/disconnect"));
+    for action in ["rotate", "disconnect"] {
+        let r = post(
+            &h,
+            &format!("/apps/web/github/{action}"),
+            as_user(&viewer),
+            Some(&viewer.csrf),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "a viewer cannot {action}");
+        assert!(!r.text.contains(&secret));
+        let r = post(
+            &h,
+            &format!("/apps/web/github/{action}"),
+            as_user(&owner),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{action} without a token");
+    }
+    assert_eq!(
+        ping(&h, "still-1", &secret).await.status,
+        StatusCode::OK,
+        "the refused forms changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn rotating_shows_the_new_secret_once_and_the_old_one_stops_verifying() {
+    let h = Harness::new().await;
+    admin_token_app(&h, "web").await;
+    admin_token_app(&h, "worker").await;
+    let owner = signed_in(&h, "owner@example.com", "owner").await;
+    let (_, old) = connect_github(&h, &owner).await;
+    // A second app of the repository shares its webhook, and is told so when connected.
+    let r = post(
+        &h,
+        "/apps/worker/github",
+        as_user(&owner),
+        Some(&owner.csrf),
+        &[
+            ("owner", GITHUB_OWNER),
+            ("repo", GITHUB_REPO),
+            ("branch", "main"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(!r.text.contains(&old), "a shared secret is not shown again");
+    assert!(!r.text.contains(r#"id="webhook-secret""#));
+    assert!(r.text.contains("GitHub needs no change"), "{}", r.text);
+
+    let tab = get(&h, "/apps/web/github", Some(&owner)).await;
+    assert!(
+        tab.text
+            .contains("share the secret and switch to the new one too"),
+        "the rotation warns about the other apps: {}",
+        tab.text
+    );
+    let r = post(
+        &h,
+        "/apps/web/github/rotate",
+        as_user(&owner),
+        Some(&owner.csrf),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let new = input_value(&r.text, "webhook-secret").expect("the new secret is shown");
+    assert_ne!(new, old);
+    assert_eq!(
+        r.text.matches(&new).count(),
+        1,
+        "the new secret is shown once"
+    );
+    assert!(!r.text.contains(&old));
+    assert!(r.text.contains("will not be shown again"));
+    assert!(r.text.contains("worker"), "the apps sharing it: {}", r.text);
+
+    let refused = ping(&h, "old-1", &old).await;
+    assert_eq!(refused.error(401, "the old secret"), "signature_mismatch");
+    let accepted = ping(&h, "new-1", &new).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text);
+    assert_eq!(accepted.body["apps"].as_array().map(Vec::len), Some(2));
+
+    for app in ["web", "worker"] {
+        let tab = get(&h, &format!("/apps/{app}/github"), Some(&owner)).await;
+        assert_eq!(tab.status, StatusCode::OK);
+        assert!(
+            !tab.text.contains(&new) && !tab.text.contains(&old),
+            "{app}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn disconnecting_github_removes_the_integration() {
+    let h = Harness::new().await;
+    admin_token_app(&h, "web").await;
+    let token = h.token("admin").await;
+    let owner = signed_in(&h, "owner@example.com", "owner").await;
+    let (_, secret) = connect_github(&h, &owner).await;
+    assert_eq!(ping(&h, "before-1", &secret).await.status, StatusCode::OK);
+    let r = post(
+        &h,
+        "/apps/web/github/disconnect",
+        as_user(&owner),
+        Some(&owner.csrf),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(location(&r), "/apps/web/github");
+    let api = h
+        .call(Method::GET, "/api/v1/apps/web/github", Some(&token), None)
+        .await;
+    assert_eq!(api.error(404, "disconnected"), "not_found");
+    let refused = ping(&h, "after-1", &secret).await;
+    assert_eq!(refused.error(401, "no integration"), "no_integration");
+
+    let tab = get(&h, "/apps/web/github", Some(&owner)).await;
+    assert!(tab.text.contains("not connected"), "{}", tab.text);
+    assert!(tab.text.contains(r#"id="f-owner""#), "the form is back");
+    assert!(
+        tab.text.contains("ping from GitHub webhook 4242"),
+        "the deliveries stay: {}",
+        tab.text
+    );
+    let again = post(
+        &h,
+        "/apps/web/github/disconnect",
+        as_user(&owner),
+        Some(&owner.csrf),
+        &[],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.text);
+}

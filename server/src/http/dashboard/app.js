@@ -40,12 +40,14 @@ function followLog(pre) {
 
 function refresh(box) {
   const seconds = Number(box.dataset.refresh) || 5;
+  // A page answering a form refreshes from the page the box belongs to (data-refresh-from).
+  const from = box.dataset.refreshFrom || window.location.href;
   setInterval(async () => {
     if (document.hidden) return;
     const active = document.activeElement;
     if (active && box.contains(active) && active.matches("input, select, textarea")) return;
     try {
-      const response = await fetch(window.location.href, { credentials: "same-origin" });
+      const response = await fetch(from, { credentials: "same-origin" });
       if (!response.ok) return;
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.getElementById(box.id);

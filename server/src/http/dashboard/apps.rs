@@ -1,5 +1,5 @@
 //! Apps: the list, importing one, and an app's tabs (overview, deployments and their live
-//! logs, env vars, domains, GitHub).
+//! logs, env vars, domains, GitHub: connecting a repository, its secret shown once).
 
 use axum::Extension;
 use axum::Form;
@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Problem, Section, Table, Viewer, action, badge, csrf, duration, error_page, field, form_error,
-    layout, percent, respond, see_other, when, when_str,
+    Problem, Section, Table, Viewer, action, badge, confirm, csrf, duration, error_page, field,
+    form_error, layout, percent, respond, see_other, when, when_str,
 };
 use crate::http::AppState;
 use crate::http::api::{no_app, resolve_app};
@@ -24,6 +24,7 @@ use crate::http::deploy_api::{self, ImportRequest};
 use crate::http::domains_api::{self, NewDomain};
 use crate::http::env_api;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::webhook_api::{self, ConnectRequest, Integration};
 
 pub(super) fn table() -> Table {
     vec![
@@ -52,7 +53,21 @@ pub(super) fn table() -> Table {
             Need::Deploy,
             action(domain_remove),
         ),
-        ("/apps/{app}/github", Need::Read, get(github)),
+        (
+            "/apps/{app}/github",
+            Need::Read,
+            get(github).post(github_connect),
+        ),
+        (
+            "/apps/{app}/github/rotate",
+            Need::Deploy,
+            action(github_rotate),
+        ),
+        (
+            "/apps/{app}/github/disconnect",
+            Need::Deploy,
+            action(github_disconnect),
+        ),
     ]
 }
 
@@ -1147,12 +1162,26 @@ async fn domain_remove(
 
 // GitHub.
 
-struct Integration {
+#[derive(Deserialize, Default)]
+struct GithubForm {
+    #[serde(default)]
     owner: String,
+    #[serde(default)]
     repo: String,
+    #[serde(default)]
     branch: String,
-    deploy_tags: bool,
-    created_at: i64,
+    deploy_tags: Option<String>,
+}
+
+const GITHUB_FIELDS: &[&str] = &["owner", "repo", "branch"];
+
+/// What connecting or rotating just did, for the one answer that says it. A secret made here is
+/// in no other page: reloading the tab shows the integration without it.
+struct Fresh {
+    /// The repository's new webhook secret; none when the app joined a repository whose webhook
+    /// already has one.
+    secret: Option<String>,
+    rotated: bool,
 }
 
 struct DeliveryRow {
@@ -1170,27 +1199,43 @@ async fn github(
     Extension(v): Extension<Viewer>,
     Path(key): Path<String>,
 ) -> Response {
-    let head = match app_head(&state, &key).await {
+    github_page(
+        &state,
+        &v,
+        key,
+        StatusCode::OK,
+        None,
+        &Problem::default(),
+        None,
+    )
+    .await
+}
+
+/// The GitHub tab: the integration (or the form that makes one), what a connect or rotate just
+/// did, and the recent deliveries. `draft` is the form as sent, after a failed connect.
+async fn github_page(
+    state: &AppState,
+    v: &Viewer,
+    key: String,
+    status: StatusCode,
+    draft: Option<&GithubForm>,
+    problem: &Problem,
+    fresh: Option<&Fresh>,
+) -> Response {
+    let head = match app_head(state, &key).await {
         Ok(h) => h,
-        Err(e) => return error_page(Some(&v), e),
+        Err(e) => return error_page(Some(v), e),
     };
     let app = head.id;
     let read = state
         .ledger
         .run(move |c| {
-            let integration = c
+            let integration = webhook_api::load_integration(c, app)?;
+            let imported_branch: Option<String> = c
                 .query_row(
-                    "SELECT owner, repo, branch, deploy_tags, created_at FROM github_integrations WHERE app_id = ?1",
+                    "SELECT branch FROM app_import_configs WHERE app_id = ?1",
                     [app],
-                    |r| {
-                        Ok(Integration {
-                            owner: r.get(0)?,
-                            repo: r.get(1)?,
-                            branch: r.get(2)?,
-                            deploy_tags: r.get(3)?,
-                            created_at: r.get(4)?,
-                        })
-                    },
+                    |r| r.get(0),
                 )
                 .optional()?;
             let deliveries = c
@@ -1210,39 +1255,52 @@ async fn github(
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok((integration, deliveries))
+            Ok((integration, imported_branch, deliveries))
         })
         .await;
-    let (integration, deliveries) = match read {
+    let (integration, imported_branch, deliveries) = match read {
         Ok(r) => r,
-        Err(e) => return error_page(Some(&v), e.into()),
+        Err(e) => return error_page(Some(v), e.into()),
     };
-    let webhook_url = format!(
-        "{}{}",
-        state.settings.public_url,
-        crate::http::webhook_api::PATH
-    );
+    let base = format!("/apps/{}/github", percent(&head.name));
+    let webhook_url = format!("{}{}", state.settings.public_url, webhook_api::PATH);
+    let defaults = GithubForm {
+        branch: imported_branch.unwrap_or_else(|| "main".into()),
+        ..Default::default()
+    };
+    let draft = draft.unwrap_or(&defaults);
     let content = html! {
+        @if let (Some(f), Some(i)) = (fresh, &integration) { (fresh_notice(f, i, &webhook_url)) }
         section {
             @match &integration {
                 None => {
                     p.empty { "This app is not connected to a GitHub repository." }
-                    p.hint { "Connect it with " code { "PUT /api/v1/apps/" (head.name) "/github" } " (owner, repo, branch): the answer holds the webhook secret, shown once. Then add a webhook in the repository's settings with this payload URL, content type application/json:" }
-                    pre.mono { (webhook_url) }
+                    @if v.can(Need::Deploy) {
+                        (connect_form(v, &base, draft, problem))
+                    } @else {
+                        p.hint { "Connect it with " code { "PUT /api/v1/apps/" (head.name) "/github" } " (owner, repo, branch): the answer holds the webhook secret, shown once. Then add a webhook in the repository's settings with this payload URL, content type application/json:" }
+                        pre.mono { (webhook_url) }
+                    }
                 }
                 Some(i) => {
+                    @if !i.has_import {
+                        p.notice.error role="alert" { "The app has no repository yet, so a push cannot deploy it. " a href="/apps/import" { "Import" } " the repository as this app first." }
+                    }
                     dl.facts {
-                        dt { "Repository" } dd { (i.owner) "/" (i.repo) }
-                        dt { "Branch" } dd { (i.branch) }
+                        dt { "Repository" } dd.mono { (i.owner) "/" (i.repo) "@" (i.branch) }
                         dt { "Tags deploy" } dd { @if i.deploy_tags { "yes" } @else { "no" } }
                         dt { "Connected" } dd { (when(i.created_at)) }
-                        dt { "Webhook URL" } dd.mono { (webhook_url) }
-                        dt { "Secret" } dd { "Shown once when connecting; reconnect to issue a new one." }
+                        dt { "Payload URL" } dd.mono { (webhook_url) }
+                        @if !i.shared_with.is_empty() {
+                            dt { "Shares the webhook with" } dd { (i.shared_with.join(", ")) }
+                        }
+                        dt { "Secret" } dd { "Shown once when it was made. Rotate it for a new one." }
                     }
+                    @if v.can(Need::Deploy) { (connected_actions(v, &base, i)) }
                 }
             }
         }
-        section {
+        section id="deliveries" data-refresh="10" data-refresh-from=(base) {
             h2 { "Recent deliveries" }
             @if deliveries.is_empty() { p.empty { "None yet." } } @else {
                 div.scroll { table {
@@ -1258,5 +1316,205 @@ async fn github(
             }
         }
     };
-    respond(StatusCode::OK, app_frame(&v, &head, Tab::Github, content))
+    respond(status, app_frame(v, &head, Tab::Github, content))
+}
+
+fn connect_form(v: &Viewer, base: &str, draft: &GithubForm, problem: &Problem) -> Markup {
+    html! {
+        h2 { "Connect to GitHub" }
+        form.card method="post" action=(base) {
+            (csrf(&v.csrf))
+            (form_error(problem, GITHUB_FIELDS))
+            (field("Owner (account or organisation)", "owner", "text", &draft.owner, problem))
+            (field("Repository", "repo", "text", &draft.repo, problem))
+            (field("Branch", "branch", "text", &draft.branch, problem))
+            label.inline {
+                @if draft.deploy_tags.is_some() { input type="checkbox" name="deploy_tags" value="on" checked; } @else { input type="checkbox" name="deploy_tags" value="on"; }
+                " Deploy tags pushed to the repository too"
+            }
+            p.hint { "A push to the branch deploys its commit. Rustploy makes the webhook's secret and shows it once, with what to enter in GitHub." }
+            button type="submit" { "Connect" }
+        }
+    }
+}
+
+fn connected_actions(v: &Viewer, base: &str, i: &Integration) -> Markup {
+    let rotate_warning = html! {
+        p { "A new secret replaces the current one at once. GitHub's deliveries are refused until you enter it in the repository's webhook." }
+        @if !i.shared_with.is_empty() {
+            p { "The repository's other apps share the secret and switch to the new one too: " strong { (i.shared_with.join(", ")) } "." }
+        }
+    };
+    let disconnect_warning = html! {
+        p { "Pushes to " (i.owner) "/" (i.repo) " no longer deploy this app. Remove the webhook in GitHub too"
+            @if i.shared_with.is_empty() { "." } @else { ", unless it still serves " (i.shared_with.join(", ")) "." } }
+    };
+    html! {
+        div.confirms {
+            (confirm("Rotate the secret", "Make a new secret", &format!("{base}/rotate"), &v.csrf, rotate_warning))
+            (confirm("Disconnect", "Disconnect from GitHub", &format!("{base}/disconnect"), &v.csrf, disconnect_warning))
+        }
+    }
+}
+
+/// What to enter in GitHub after connecting or rotating: the one place a secret is shown.
+fn fresh_notice(f: &Fresh, i: &Integration, webhook_url: &str) -> Markup {
+    let hooks = format!(
+        "https://github.com/{}/{}/settings/hooks",
+        percent(&i.owner),
+        percent(&i.repo)
+    );
+    html! {
+        @match &f.secret {
+            None => {
+                div.notice.good.fresh role="status" {
+                    p { "Connected to " strong.mono { (i.owner) "/" (i.repo) "@" (i.branch) } "." }
+                    @if i.shared_with.is_empty() {
+                        p { "The repository's webhook secret is unchanged: GitHub needs no change." }
+                    } @else {
+                        p { "The repository's webhook already serves " (i.shared_with.join(", ")) ". This app shares it and its secret, so GitHub needs no change." }
+                    }
+                }
+            }
+            Some(secret) => {
+                div.notice.good.fresh role="status" {
+                    @if f.rotated {
+                        p { "A new secret was made for " strong.mono { (i.owner) "/" (i.repo) } ". Enter it in the repository's webhook: "
+                            a href=(hooks) rel="noreferrer" { "Settings → Webhooks" } ", edit the webhook, then change its secret." }
+                        @if !i.shared_with.is_empty() {
+                            p { "It is also the secret of " (i.shared_with.join(", ")) ", which share the webhook." }
+                        }
+                    } @else {
+                        p { "Connected to " strong.mono { (i.owner) "/" (i.repo) "@" (i.branch) } ". Now add a webhook in the repository: "
+                            a href={ (hooks) "/new" } rel="noreferrer" { "Settings → Webhooks → Add webhook" } ", with these values:" }
+                    }
+                    dl.facts {
+                        dt { label for="webhook-url" { "Payload URL" } }
+                        dd { input.copy id="webhook-url" type="text" readonly value=(webhook_url); }
+                        dt { "Content type" }
+                        dd { code { "application/json" } }
+                        dt { label for="webhook-secret" { "Secret" } }
+                        dd { input.copy id="webhook-secret" type="text" readonly value=(secret); }
+                        dt { "Events" }
+                        dd { "Just the " code { "push" } " event. GitHub sends a " code { "ping" } " by itself when the webhook is made; it shows under Recent deliveries." }
+                    }
+                    p { strong { "Copy the secret now: this secret will not be shown again." } }
+                }
+            }
+        }
+    }
+}
+
+async fn github_connect(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Form(form): Form<GithubForm>,
+) -> Response {
+    if !v.can(Need::Deploy) {
+        return error_page(Some(&v), ApiError::forbidden("deploy"));
+    }
+    let request = ConnectRequest {
+        owner: form.owner.trim().to_string(),
+        repo: form.repo.trim().to_string(),
+        branch: form.branch.trim().to_string(),
+        deploy_tags: Some(form.deploy_tags.is_some()),
+        rotate_secret: None,
+    };
+    match webhook_api::connect(&state, &key, request).await {
+        Ok(done) => {
+            let status = if done.existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let fresh = Fresh {
+                secret: done.secret,
+                rotated: false,
+            };
+            github_page(
+                &state,
+                &v,
+                key,
+                status,
+                None,
+                &Problem::default(),
+                Some(&fresh),
+            )
+            .await
+        }
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+            let status = e.status;
+            github_page(
+                &state,
+                &v,
+                key,
+                status,
+                Some(&form),
+                &Problem::from(e),
+                None,
+            )
+            .await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+/// A new secret for the repository, through the same path as the API's `rotate_secret`.
+async fn github_rotate(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    let k = key.clone();
+    let current = state
+        .ledger
+        .run(move |c| match resolve_app(c, &k)? {
+            None => Ok(None),
+            Some(app) => webhook_api::load_integration(c, app).map(Some),
+        })
+        .await;
+    let current = match current {
+        Ok(Some(Some(i))) => i,
+        Ok(Some(None)) => return error_page(Some(&v), webhook_api::not_connected(&key)),
+        Ok(None) => return error_page(Some(&v), no_app(&key)),
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    let request = ConnectRequest {
+        owner: current.owner,
+        repo: current.repo,
+        branch: current.branch,
+        deploy_tags: Some(current.deploy_tags),
+        rotate_secret: Some(true),
+    };
+    match webhook_api::connect(&state, &key, request).await {
+        Ok(done) => {
+            let fresh = Fresh {
+                secret: done.secret,
+                rotated: true,
+            };
+            github_page(
+                &state,
+                &v,
+                key,
+                StatusCode::OK,
+                None,
+                &Problem::default(),
+                Some(&fresh),
+            )
+            .await
+        }
+        Err(e) => error_page(Some(&v), e),
+    }
+}
+
+async fn github_disconnect(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+) -> Response {
+    match webhook_api::disconnect(&state, &key).await {
+        Ok(()) => see_other(&format!("/apps/{}/github", percent(&key))),
+        Err(e) => error_page(Some(&v), e),
+    }
 }

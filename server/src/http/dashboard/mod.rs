@@ -434,6 +434,21 @@ pub fn form_error(problem: &Problem, fields: &[&str]) -> Markup {
     }
 }
 
+/// An action that is hard to undo, behind a second click: `open` shows the warning and the
+/// button (`yes`) that posts to `action`. It needs no script, like every dashboard form.
+pub fn confirm(open: &str, yes: &str, action: &str, csrf_token: &str, warning: Markup) -> Markup {
+    html! {
+        details.confirm {
+            summary { (open) "…" }
+            form method="post" action=(action) {
+                (csrf(csrf_token))
+                (warning)
+                button.danger type="submit" { (yes) }
+            }
+        }
+    }
+}
+
 /// A state as a coloured badge.
 pub fn badge(state: &str) -> Markup {
     let class = match state {
