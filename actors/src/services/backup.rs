@@ -66,10 +66,7 @@ pub async fn dump(
             ],
         ),
     };
-    let secret = match engine {
-        Engine::Mariadb => root_password.unwrap_or(password),
-        _ => password,
-    };
+    let secret = tool_secret(engine, password, root_password);
     let partial = dest.with_extension("partial");
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir)
@@ -153,10 +150,7 @@ pub async fn restore(
             vec!["mariadb", "-h", "127.0.0.1", "-u", "root", DATABASE],
         ),
     };
-    let secret = match engine {
-        Engine::Mariadb => root_password.unwrap_or(password),
-        _ => password,
-    };
+    let secret = tool_secret(engine, password, root_password);
     let file = std::fs::File::open(src)
         .map_err(|e| format!("cannot read the backup {}: {e}", src.display()))?;
     exec(
@@ -182,6 +176,14 @@ pub async fn restore(
         .await;
     }
     Ok(())
+}
+
+/// The password the engine's tools log in with: mariadb's are run as root.
+fn tool_secret<'a>(engine: Engine, password: &'a str, root_password: Option<&'a str>) -> &'a str {
+    match engine {
+        Engine::Mariadb => root_password.unwrap_or(password),
+        _ => password,
+    }
 }
 
 /// Runs `argv` in `container` with one secret variable, stdin and stdout as given; stderr is
