@@ -196,6 +196,10 @@ pub struct DeployerState {
     app_id: i64,
     ledger: Ledger,
     deps: DeployDeps,
+    /// Replaced releases still draining, and until when: the next deployment's cleanup
+    /// leaves them to their own teardown instead of cutting their last requests. Lost with
+    /// the actor, which only means a cleanup after a crash removes them at once.
+    draining: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
 
 #[derive(Default)]
@@ -215,6 +219,7 @@ impl Actor for Deployer {
             app_id: args.app_id,
             ledger: args.ledger,
             deps: args.deps,
+            draining: Default::default(),
         })
     }
 
@@ -650,7 +655,19 @@ impl Attempt<'_> {
             &found,
             self.loaded.live,
         );
+        let draining: Vec<String> = {
+            let mut d = self.st.draining.lock().expect("not poisoned");
+            let now = Instant::now();
+            d.retain(|_, until| *until > now);
+            d.keys().cloned().collect()
+        };
         for project in stale {
+            if draining.contains(&project) {
+                self.log.system(format!(
+                    "leaving {project} to finish its drain; it stops on its own"
+                ));
+                continue;
+            }
             self.log
                 .system(format!("removing leftover containers of {project}"));
             self.engine()
@@ -1216,10 +1233,17 @@ impl Attempt<'_> {
         ));
         let engine = self.st.deps.engine.clone();
         let drain = self.config().drain;
+        let draining = self.st.draining.clone();
+        draining
+            .lock()
+            .expect("not poisoned")
+            .insert(project.clone(), Instant::now() + drain + grace);
         tokio::spawn(async move {
             // Requests already inside the old release get to finish.
             tokio::time::sleep(drain).await;
-            match engine.teardown(&project, grace).await {
+            let outcome = engine.teardown(&project, grace).await;
+            draining.lock().expect("not poisoned").remove(&project);
+            match outcome {
                 Ok(()) => engine.remove_images(&images).await,
                 Err(e) => {
                     tracing::warn!(%project, error = %e, "the previous release could not be removed yet; the next deployment retries")

@@ -883,3 +883,47 @@ fn a_server_killed_mid_deploy_resumes_after_restart_and_the_app_stays_served() {
         },
     );
 }
+
+#[test]
+fn a_deployment_during_the_previous_releases_drain_leaves_it_to_finish() {
+    let scope = DockerScope::new();
+    let sandbox = Sandbox::new();
+    sandbox.migrate();
+    let token = sandbox.create_token("e2e", "admin");
+    let mut flags = scope.flags();
+    flags.extend(["--drain-secs".to_string(), "60".to_string()]);
+    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Client::new(&server, &token);
+    let repo = Repo::new(&sandbox, "shop");
+    write_compose_app(&repo, "v1");
+    repo.commit("v1");
+    client.import("shop", &repo.url());
+    let d1 = client.deploy("shop");
+    client.finished(d1, "healthy");
+    write_compose_app(&repo, "v2");
+    repo.commit("v2");
+    let d2 = client.deploy("shop");
+    client.finished(d2, "healthy");
+
+    // Release 1 now drains for a minute; a third deployment must not cut it short.
+    write_compose_app(&repo, "v3");
+    repo.commit("v3");
+    let d3 = client.deploy("shop");
+    client.finished(d3, "healthy");
+    let first = format!("{}-shop-d{d1}", scope.prefix);
+    let log = client.log_text(d3);
+    assert!(
+        log.contains(&format!("leaving {first} to finish its drain")),
+        "{log}"
+    );
+    let running = docker_lines(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={first}"),
+        "--filter",
+        "status=running",
+    ]);
+    assert!(!running.is_empty(), "release 1 still runs during its drain");
+    assert_eq!(client.page("shop", "/index.html"), "v3\n");
+}
