@@ -1,10 +1,13 @@
 -- Managed services get what running them needs, and backups outlive the service they came from.
 --
--- A mariadb service has a root password beside the app user's. A backup belongs to the app and
+-- A mariadb service has a root password beside the app user's. A service deleted without
+-- purging its volume keeps its row (deleted_at set): the data in the volume was made with its
+-- credentials, so a service made again under that name takes them back. A backup belongs to the app and
 -- names its engine and service: deleting a service keeps its backups, so one can be restored
 -- into a new service. service_backups was never written before this version, so it is rebuilt.
 
 ALTER TABLE managed_services ADD COLUMN root_password_enc BLOB;
+ALTER TABLE managed_services ADD COLUMN deleted_at INTEGER;
 
 DROP TABLE service_backups;
 

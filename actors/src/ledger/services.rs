@@ -45,6 +45,11 @@ pub enum CreateError {
     EnvTaken(String, String),
     #[error("an app has at most {MAX_PER_APP} services")]
     TooMany,
+    #[error(
+        "the kept volume of a deleted {1} service named '{0}' holds its data: make a {1} service \
+         to take it back, or remove it with DELETE .../services/{0}?purge=true"
+    )]
+    KeptVolume(String, String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -133,6 +138,37 @@ fn insert(
     if rows.len() as i64 >= MAX_PER_APP {
         return Err(CreateError::TooMany);
     }
+    let kept: Option<(i64, String, String, Millis)> = conn
+        .prepare_cached(
+            "SELECT id, engine, volume, created_at FROM managed_services
+              WHERE app_id = ?1 AND name = ?2 AND deleted_at IS NOT NULL",
+        )
+        .map_err(LedgerError::from)?
+        .query_row(params![app_id, new.name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(LedgerError::from)?;
+    if let Some((id, engine, volume, created_at)) = kept {
+        if engine != new.engine.as_str() {
+            return Err(CreateError::KeptVolume(new.name.clone(), engine));
+        }
+        // Its volume and credentials come back; the image and variable are the new request's.
+        conn.execute(
+            "UPDATE managed_services SET deleted_at = NULL, image = ?2, env_name = ?3 WHERE id = ?1",
+            params![id, new.image, new.env_name],
+        )
+        .map_err(LedgerError::from)?;
+        return Ok(ServiceRow {
+            id,
+            name: new.name.clone(),
+            engine,
+            image: new.image.clone(),
+            env_name: new.env_name.clone(),
+            volume,
+            created_at,
+        });
+    }
     let password = secrets.seal(
         &password_context(app_id, &new.name),
         services::generate_password().as_bytes(),
@@ -178,7 +214,7 @@ fn insert(
 pub fn list(conn: &Connection, app_id: i64) -> Result<Vec<ServiceRow>, LedgerError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, name, engine, image, env_name, volume, created_at
-           FROM managed_services WHERE app_id = ?1 ORDER BY name",
+           FROM managed_services WHERE app_id = ?1 AND deleted_at IS NULL ORDER BY name",
     )?;
     let rows = stmt
         .query_map([app_id], |r| {
@@ -208,7 +244,7 @@ pub fn load(
 ) -> Result<Vec<Service>, LedgerError> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, engine, image, env_name, password_enc, root_password_enc
-           FROM managed_services WHERE app_id = ?1 ORDER BY name",
+           FROM managed_services WHERE app_id = ?1 AND deleted_at IS NULL ORDER BY name",
     )?;
     let rows = stmt
         .query_map([app_id], |r| {
@@ -250,25 +286,57 @@ pub fn load(
         .collect()
 }
 
-/// Removes a service's row and queues its container's removal (and its volume's, when
-/// `purge`). Its backups stay. Returns the row, or `None` when there is none.
+/// Deletes a service and queues its container's removal. Without `purge` its row stays,
+/// marked deleted, with the credentials its kept volume's data was made with; with `purge`
+/// the row and the volume go (also for a service deleted earlier without purge). Its backups
+/// stay. Returns the row, or `None` when there is none to delete.
 pub fn delete(
     conn: &Connection,
     app_id: i64,
     name: &str,
     purge: bool,
 ) -> Result<Option<(ServiceRow, i64)>, LedgerError> {
-    let Some(row) = get(conn, app_id, name)? else {
-        return Ok(None);
+    let row = match get(conn, app_id, name)? {
+        Some(row) => row,
+        None if purge => match kept(conn, app_id, name)? {
+            Some(row) => row,
+            None => return Ok(None),
+        },
+        None => return Ok(None),
     };
-    conn.execute("DELETE FROM managed_services WHERE id = ?1", [row.id])?;
     let purge_volumes = if purge {
+        conn.execute("DELETE FROM managed_services WHERE id = ?1", [row.id])?;
         vec![row.volume.clone()]
     } else {
+        conn.execute(
+            "UPDATE managed_services SET deleted_at = ?2 WHERE id = ?1",
+            params![row.id, now_ms()],
+        )?;
         Vec::new()
     };
     let job = enqueue_apply(conn, app_id, &purge_volumes)?;
     Ok(Some((row, job)))
+}
+
+/// A service deleted with its volume kept.
+pub fn kept(conn: &Connection, app_id: i64, name: &str) -> Result<Option<ServiceRow>, LedgerError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, name, engine, image, env_name, volume, created_at FROM managed_services
+              WHERE app_id = ?1 AND name = ?2 AND deleted_at IS NOT NULL",
+        )?
+        .query_row(params![app_id, name], |r| {
+            Ok(ServiceRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                engine: r.get(2)?,
+                image: r.get(3)?,
+                env_name: r.get(4)?,
+                volume: r.get(5)?,
+                created_at: r.get(6)?,
+            })
+        })
+        .optional()?)
 }
 
 /// One backup.

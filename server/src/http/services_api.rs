@@ -221,7 +221,7 @@ fn view(r: &ServiceRow, status: &str, container: Option<&str>, last_error: Optio
 }
 
 /// The error of the app's newest `services` job, when it failed and is not being retried.
-fn last_services_error(
+pub(super) fn last_services_error(
     c: &rusqlite::Connection,
     app_id: i64,
 ) -> Result<Option<String>, rustploy_actors::ledger::LedgerError> {
@@ -305,6 +305,10 @@ pub(super) async fn create(
             CreateError::TooMany => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_services", e.to_string())
             }
+            CreateError::KeptVolume(..) => {
+                ApiError::new(StatusCode::CONFLICT, "kept_volume", e.to_string())
+                    .details(json!({ "field": "name" }))
+            }
             CreateError::Ledger(e) => e.into(),
         })?;
     state.job_queue.nudge(JobQueueMsg::Nudge);
@@ -379,7 +383,13 @@ async fn credentials(
     State(state): State<AppState>,
     ApiPath((key, name)): ApiPath<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let (app_id, app, row) = one(&state, &key, &name).await?;
+    Ok(ApiJson(credentials_of(&state, &key, &name).await?))
+}
+
+/// A service's connection details with its password. Only admins may see them; the caller
+/// checks that (the route table for the API, the dashboard's reveal for owners).
+pub(super) async fn credentials_of(state: &AppState, key: &str, name: &str) -> ApiResult<Value> {
+    let (app_id, app, row) = one(state, key, name).await?;
     let secrets = state.secrets.clone();
     let service = state
         .ledger
@@ -390,7 +400,7 @@ async fn credentials(
         .ok_or_else(|| {
             ApiError::not_found(format!("the app '{app}' has no service named '{name}'"))
         })?;
-    Ok(ApiJson(json!({
+    Ok(json!({
         "name": service.name,
         "env_name": service.env_name,
         "url": service.url(),
@@ -399,7 +409,7 @@ async fn credentials(
         "username": services::USER,
         "password": service.password,
         "database": services::DATABASE,
-    })))
+    }))
 }
 
 fn backup_view(b: &BackupRow) -> Value {
@@ -420,12 +430,24 @@ async fn list_backups(
     State(state): State<AppState>,
     ApiPath((key, name)): ApiPath<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let (app_id, _) = app_of(&state, &key).await?;
+    let (app_id, app) = app_of(&state, &key).await?;
     // Backups outlive their service, so they are listed by its name even after a delete.
-    let items = state
+    let n = name.clone();
+    let (items, known) = state
         .ledger
-        .run(move |c| rows::list_backups(c, app_id, &name))
+        .run(move |c| {
+            let items = rows::list_backups(c, app_id, &n)?;
+            let known = !items.is_empty()
+                || rows::get(c, app_id, &n)?.is_some()
+                || rows::kept(c, app_id, &n)?.is_some();
+            Ok((items, known))
+        })
         .await?;
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "the app '{app}' has no service named '{name}' and no backups of one"
+        )));
+    }
     let items: Vec<Value> = items.iter().map(backup_view).collect();
     Ok(ApiJson(json!({ "items": items })))
 }
@@ -538,7 +560,7 @@ async fn restore(
             "job_id": job,
             "service": name,
             "backup_id": body.backup_id,
-            "note": "the restore replaces the service's data; follow it at /api/v1/jobs/{job_id}",
+            "note": format!("the restore replaces the service's data; follow it at /api/v1/jobs/{job}"),
         })),
     ))
 }

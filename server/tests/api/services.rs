@@ -258,3 +258,105 @@ async fn services_are_validated_unique_sealed_and_removable() {
         .await;
     assert_eq!(no_app.error(404, "services of a missing app"), "not_found");
 }
+
+#[tokio::test]
+async fn a_service_made_again_over_its_kept_volume_takes_back_its_credentials() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    h.call(
+        Method::POST,
+        "/api/v1/apps",
+        Some(&admin),
+        Some(&json!({ "name": "shop" })),
+    )
+    .await;
+    let call = |method: Method, path: &'static str, body: Option<serde_json::Value>| {
+        let (h, admin) = (&h, admin.clone());
+        async move { h.call(method, path, Some(&admin), body.as_ref()).await }
+    };
+    let password = || async {
+        call(
+            Method::GET,
+            "/api/v1/apps/shop/services/db/credentials",
+            None,
+        )
+        .await
+        .body["password"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let made = call(
+        Method::POST,
+        "/api/v1/apps/shop/services",
+        Some(json!({ "engine": "postgres", "name": "db" })),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let first = password().await;
+
+    let kept = call(Method::DELETE, "/api/v1/apps/shop/services/db", None).await;
+    assert_eq!(kept.status, 202, "{}", kept.text);
+    assert_eq!(kept.body["volume_kept"], true);
+    let list = call(Method::GET, "/api/v1/apps/shop/services", None).await;
+    assert_eq!(
+        list.body["items"],
+        json!([]),
+        "a deleted service is not listed"
+    );
+    let again = call(Method::DELETE, "/api/v1/apps/shop/services/db", None).await;
+    assert_eq!(again.error(404, "deleting twice"), "not_found");
+    // Its backups list still answers (empty), a name never used does not.
+    let backups = call(Method::GET, "/api/v1/apps/shop/services/db/backups", None).await;
+    assert_eq!(backups.status, 200, "{}", backups.text);
+    let never = call(Method::GET, "/api/v1/apps/shop/services/nope/backups", None).await;
+    assert_eq!(
+        never.error(404, "backups of a name never used"),
+        "not_found"
+    );
+
+    // Another engine may not take the name while the volume is kept.
+    let other = call(
+        Method::POST,
+        "/api/v1/apps/shop/services",
+        Some(json!({ "engine": "redis", "name": "db" })),
+    )
+    .await;
+    assert_eq!(
+        other.error(409, "another engine over a kept volume"),
+        "kept_volume"
+    );
+
+    // The same engine takes the volume back with the credentials its data was made with.
+    let back = call(
+        Method::POST,
+        "/api/v1/apps/shop/services",
+        Some(json!({ "engine": "postgres", "name": "db", "env_name": "PRIMARY_URL" })),
+    )
+    .await;
+    assert_eq!(back.status, 201, "{}", back.text);
+    assert_eq!(back.body["env_name"], "PRIMARY_URL");
+    assert_eq!(password().await, first);
+
+    // Purging a kept volume works without a live service.
+    call(Method::DELETE, "/api/v1/apps/shop/services/db", None).await;
+    let purged = call(
+        Method::DELETE,
+        "/api/v1/apps/shop/services/db?purge=true",
+        None,
+    )
+    .await;
+    assert_eq!(purged.status, 202, "{}", purged.text);
+    assert_eq!(purged.body["volume_kept"], false);
+    let fresh = call(
+        Method::POST,
+        "/api/v1/apps/shop/services",
+        Some(json!({ "engine": "redis", "name": "db" })),
+    )
+    .await;
+    assert_eq!(
+        fresh.status, 201,
+        "after a purge the name is free: {}",
+        fresh.text
+    );
+}
