@@ -116,8 +116,13 @@ impl Client {
     }
 
     pub(crate) async fn delete(&self, path: &str) -> Result<(), Error> {
-        let _: serde_json::Value = self.send(Method::DELETE, path, None::<&()>).await?;
+        let _: serde_json::Value = self.delete_json(path).await?;
         Ok(())
+    }
+
+    /// A `DELETE` whose answer says what became of the resource.
+    pub(crate) async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.send(Method::DELETE, path, None::<&()>).await
     }
 
     /// Opens a `text/event-stream`, resuming after `last_event_id` when given. The answer's

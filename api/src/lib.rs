@@ -8,6 +8,7 @@ pub mod agents;
 pub mod apps;
 mod client;
 mod error;
+pub mod services;
 pub mod sse;
 pub mod webhooks;
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use rustploy_api::agents::AgentView;
 use rustploy_api::apps::{App as ApiApp, Deployment, Domain, EnvVar, LogLine, Runtime};
+use rustploy_api::services::{Backup, DataVolume, ENGINES, Job, Service};
 use rustploy_api::webhooks::{GithubIntegration, WebhookDelivery};
 
 /// Work for the runtime: each runs off the draw loop and answers with an [`Update`].
@@ -15,8 +16,15 @@ use rustploy_api::webhooks::{GithubIntegration, WebhookDelivery};
 pub enum Command {
     LoadApps,
     LoadAgents,
-    /// The app's detail: the app, its runtime, deployments, env vars and domains.
+    /// The app's detail: the app, its runtime, deployments, env vars, domains and services.
     LoadApp(String),
+    /// A service's backups, and the service.
+    LoadBackups {
+        app: String,
+        service: String,
+    },
+    /// Where a job the user started (a backup, a restore) has got to.
+    LoadJob(i64),
     /// Webhook deliveries, with the app's GitHub integration when they are one app's.
     LoadDeliveries(DeliveriesQuery),
     /// Streams a deployment's log (replacing any open stream), resuming after `after`.
@@ -48,6 +56,27 @@ pub enum Command {
         app: String,
         domain: String,
     },
+    /// Adds a service; `None` takes the server's default name (the engine's).
+    AddService {
+        app: String,
+        engine: String,
+        name: Option<String>,
+    },
+    DeleteService {
+        app: String,
+        service: String,
+        volume: DataVolume,
+    },
+    BackUp {
+        app: String,
+        service: String,
+    },
+    /// Loads a backup into the service, replacing its data.
+    Restore {
+        app: String,
+        service: String,
+        backup: i64,
+    },
     Quit,
 }
 
@@ -60,6 +89,7 @@ pub enum Update {
     AppDomains(String, Vec<String>),
     Detail(Box<Detail>),
     Deliveries(Box<DeliveriesLoaded>),
+    Backups(Box<BackupsLoaded>),
     LogLines(i64, Vec<LogLine>),
     /// The stream's `end` event: the deployment finished in `state`.
     LogEnd {
@@ -72,11 +102,27 @@ pub enum Update {
         what: String,
         deployment: Box<Deployment>,
     },
-    /// An env or domain change was made; the message goes to the status bar.
+    /// An env, domain or service change was made; the message goes to the status bar.
     Done(String),
+    /// A job the user started was queued: it is followed until it ends. The message goes to
+    /// the status bar.
+    Started {
+        job: JobWatch,
+        message: String,
+    },
+    /// Where a followed job has got to.
+    Job(Box<Job>),
+    /// A followed job cannot be read (the server no longer knows it): it is no longer followed.
+    JobLost {
+        job: i64,
+        message: String,
+    },
     /// Something failed; it is shown in the status bar (and retried on the next tick when it
     /// was a load).
     Error(String),
+    /// Something the user asked for failed: the status bar shows it until the next key, even
+    /// if a load succeeds meanwhile.
+    Failed(String),
     /// A request succeeded after an error: the status bar clears.
     Ok,
 }
@@ -92,6 +138,8 @@ pub enum Screen {
     Agents,
     /// GitHub's webhook deliveries and what became of each.
     Deliveries,
+    /// A service's backups, from which one is restored.
+    Backups,
 }
 
 /// An app's detail screen.
@@ -103,6 +151,8 @@ pub struct Detail {
     pub deployments: Vec<Deployment>,
     pub env: Vec<(String, EnvVar)>,
     pub domains: Vec<Domain>,
+    /// The app's managed services, by name.
+    pub services: Vec<Service>,
 }
 
 /// Which webhook deliveries to load.
@@ -189,6 +239,42 @@ pub const OUTCOME_FILTERS: &[Option<&str>] = &[
     Some("pending"),
 ];
 
+/// The answer to [`Command::LoadBackups`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupsLoaded {
+    pub app: String,
+    pub service: String,
+    /// `None` when the service is gone: its backups outlive it.
+    pub info: Option<Service>,
+    pub items: Vec<Backup>,
+}
+
+/// A service's backups screen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backups {
+    pub app: String,
+    pub service: String,
+    /// The service, as last loaded; `None` when it is gone (or not loaded yet).
+    pub info: Option<Service>,
+    /// Newest first; `None` until the first answer.
+    pub items: Option<Vec<Backup>>,
+    pub selected: usize,
+}
+
+impl Backups {
+    pub fn selected(&self) -> Option<&Backup> {
+        self.items.as_ref().and_then(|i| i.get(self.selected))
+    }
+}
+
+/// A job the user started and the status bar follows until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobWatch {
+    pub id: i64,
+    /// What it does, to start a sentence: `restore of backup #12 into db`.
+    pub what: String,
+}
+
 /// A deployment's live log.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Logs {
@@ -219,6 +305,21 @@ impl Logs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirm {
     pub prompt: String,
+    /// What y or Enter does.
+    pub command: Command,
+    /// A second way to go ahead, when there is one: then every answer is spelled out.
+    pub choice: Option<Choice>,
+}
+
+/// The other answer of a question with two ways to go ahead, such as keeping or purging a
+/// deleted service's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// What y or Enter does, in words.
+    pub yes: String,
+    pub key: char,
+    /// What `key` does, in words.
+    pub label: String,
     pub command: Command,
 }
 
@@ -228,6 +329,7 @@ pub enum Pane {
     Deployments,
     Env,
     Domains,
+    Services,
 }
 
 /// What a prompt asks for.
@@ -236,6 +338,10 @@ pub enum PromptKind {
     /// `KEY=value`.
     EnvVar,
     Domain,
+    /// The engine of a new service; the name is asked next.
+    ServiceEngine,
+    /// The name of a new service of this engine; empty takes the server's default.
+    ServiceName(&'static str),
 }
 
 /// A line of text to type before an action.
@@ -273,13 +379,20 @@ pub struct App {
     pub pane: Pane,
     pub env_selected: usize,
     pub domain_selected: usize,
+    pub service_selected: usize,
     pub prompt: Option<Prompt>,
     pub logs: Option<Logs>,
     pub deliveries: Option<Deliveries>,
+    pub backups: Option<Backups>,
+    /// Backups and restores the user started, followed until they end.
+    pub jobs: Vec<JobWatch>,
     pub confirm: Option<Confirm>,
     pub help: bool,
     /// The status bar: a message and whether it is an error.
     pub status: Option<(String, bool)>,
+    /// The status answers something the user did (a refusal, a failed action, a job's end): a
+    /// successful load does not clear it before the next key.
+    pub status_stays: bool,
     pub quit: bool,
     /// Colours are used unless `NO_COLOR` is set.
     pub color: bool,
@@ -305,12 +418,16 @@ impl App {
             pane: Pane::Deployments,
             env_selected: 0,
             domain_selected: 0,
+            service_selected: 0,
             prompt: None,
             logs: None,
             deliveries: None,
+            backups: None,
+            jobs: Vec::new(),
             confirm: None,
             help: false,
             status: None,
+            status_stays: false,
             quit: false,
             color,
             page: 10,
@@ -325,7 +442,7 @@ impl App {
             (Screen::Logs, Some(logs)) => logs.back,
             (screen, _) => *screen,
         };
-        match screen {
+        let mut out = match screen {
             Screen::Apps => vec![Command::LoadApps],
             Screen::Agents => vec![Command::LoadAgents],
             Screen::Detail | Screen::Logs => match &self.detail {
@@ -336,7 +453,17 @@ impl App {
                 Some(d) => vec![Command::LoadDeliveries(d.query.clone())],
                 None => vec![],
             },
-        }
+            Screen::Backups => match &self.backups {
+                Some(b) => vec![Command::LoadBackups {
+                    app: b.app.clone(),
+                    service: b.service.clone(),
+                }],
+                None => vec![],
+            },
+        };
+        // Jobs are followed whatever the screen: their outcome goes to the status bar.
+        out.extend(self.jobs.iter().map(|j| Command::LoadJob(j.id)));
+        out
     }
 
     /// The apps the filter lets through, in list order.
@@ -361,11 +488,19 @@ impl App {
             .and_then(|d| d.deployments.get(self.deployment_selected))
     }
 
+    pub fn selected_service(&self) -> Option<&Service> {
+        self.detail
+            .as_ref()
+            .and_then(|d| d.services.get(self.service_selected))
+    }
+
     /// Maps one key press to state changes and commands.
     pub fn handle_key(&mut self, key: KeyEvent) -> Vec<Command> {
         if key.kind == KeyEventKind::Release {
             return vec![];
         }
+        // The user has seen the status by now.
+        self.status_stays = false;
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             self.quit = true;
             return vec![Command::Quit];
@@ -375,13 +510,13 @@ impl App {
             return vec![];
         }
         if let Some(confirm) = self.confirm.take() {
-            return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
-                    self.status = Some(("working…".into(), false));
-                    vec![confirm.command]
-                }
-                _ => vec![],
+            let command = match (key.code, confirm.choice) {
+                (KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter, _) => confirm.command,
+                (KeyCode::Char(c), Some(choice)) if c == choice.key => choice.command,
+                _ => return vec![],
             };
+            self.status = Some(("working…".into(), false));
+            return vec![command];
         }
         if self.prompt.is_some() {
             return self.prompt_key(key);
@@ -400,6 +535,7 @@ impl App {
             Screen::Logs => self.logs_key(key),
             Screen::Agents => self.agents_key(key),
             Screen::Deliveries => self.deliveries_key(key),
+            Screen::Backups => self.backups_key(key),
         }
     }
 
@@ -460,7 +596,7 @@ impl App {
                             }]
                         }
                         _ => {
-                            self.status = Some(("write the variable as KEY=value".into(), true));
+                            self.refuse("write the variable as KEY=value".into());
                             vec![]
                         }
                     },
@@ -469,6 +605,28 @@ impl App {
                         domain: text.to_string(),
                     }],
                     PromptKind::Domain => vec![],
+                    PromptKind::ServiceEngine => {
+                        let kind = match engine(text) {
+                            Some(engine) => PromptKind::ServiceName(engine),
+                            None => {
+                                self.refuse(format!(
+                                    "'{text}' is not an engine: type postgres, redis or mariadb"
+                                ));
+                                PromptKind::ServiceEngine
+                            }
+                        };
+                        self.prompt = Some(Prompt {
+                            kind,
+                            app,
+                            text: String::new(),
+                        });
+                        vec![]
+                    }
+                    PromptKind::ServiceName(engine) => vec![Command::AddService {
+                        app,
+                        engine: engine.to_string(),
+                        name: (!text.is_empty()).then(|| text.to_string()),
+                    }],
                 };
             }
             _ => {}
@@ -574,6 +732,7 @@ impl App {
             self.deployment_selected = 0;
             self.env_selected = 0;
             self.domain_selected = 0;
+            self.service_selected = 0;
             self.pane = Pane::Deployments;
         }
         self.screen = Screen::Detail;
@@ -593,9 +752,13 @@ impl App {
                 vec![Command::LoadApps]
             }
             KeyCode::Tab | KeyCode::BackTab => {
-                let order = [Pane::Deployments, Pane::Env, Pane::Domains];
+                let order = [Pane::Deployments, Pane::Env, Pane::Domains, Pane::Services];
                 let at = order.iter().position(|p| *p == self.pane).unwrap_or(0);
-                let step = if key.code == KeyCode::Tab { 1 } else { 2 };
+                let step = if key.code == KeyCode::Tab {
+                    1
+                } else {
+                    order.len() - 1
+                };
                 self.pane = order[(at + step) % order.len()];
                 vec![]
             }
@@ -605,6 +768,7 @@ impl App {
                     Pane::Deployments => (&mut self.deployment_selected, count),
                     Pane::Env => (&mut self.env_selected, detail.env.len()),
                     Pane::Domains => (&mut self.domain_selected, detail.domains.len()),
+                    Pane::Services => (&mut self.service_selected, detail.services.len()),
                 };
                 *selected = if down {
                     (*selected + 1).min(count.saturating_sub(1))
@@ -617,6 +781,7 @@ impl App {
                 let kind = match self.pane {
                     Pane::Env => PromptKind::EnvVar,
                     Pane::Domains => PromptKind::Domain,
+                    Pane::Services => PromptKind::ServiceEngine,
                     Pane::Deployments => return vec![],
                 };
                 self.prompt = Some(Prompt {
@@ -648,6 +813,14 @@ impl App {
                         ),
                         None => return vec![],
                     },
+                    Pane::Services => {
+                        let Some(s) = detail.services.get(self.service_selected) else {
+                            return vec![];
+                        };
+                        let (service, volume) = (s.name.clone(), s.volume.clone());
+                        self.ask_delete_service(&name, service, &volume);
+                        return vec![];
+                    }
                     Pane::Deployments => return vec![],
                 };
                 self.ask(prompt, command);
@@ -655,6 +828,19 @@ impl App {
             }
             KeyCode::Char('r') => vec![Command::LoadApp(name)],
             KeyCode::Char('w') => self.open_deliveries(Some(name)),
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') if self.pane == Pane::Services => {
+                match self.selected_service().cloned() {
+                    Some(service) => self.open_backups(&name, service),
+                    None => vec![],
+                }
+            }
+            KeyCode::Char('b') if self.pane == Pane::Services => match self.selected_service() {
+                Some(s) => vec![Command::BackUp {
+                    app: name,
+                    service: s.name.clone(),
+                }],
+                None => vec![],
+            },
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l')
                 if self.pane == Pane::Deployments =>
             {
@@ -912,8 +1098,190 @@ impl App {
         deliveries.deployments = loaded.deployments;
     }
 
+    /// Shows an error that answers what the user did; it stays until the next key.
+    fn refuse(&mut self, message: String) {
+        self.status = Some((message, true));
+        self.status_stays = true;
+    }
+
     fn ask(&mut self, prompt: String, command: Command) {
-        self.confirm = Some(Confirm { prompt, command });
+        self.confirm = Some(Confirm {
+            prompt,
+            command,
+            choice: None,
+        });
+    }
+
+    /// Asks whether to delete a service, and whether its data goes with it: y keeps the volume,
+    /// p purges it.
+    fn ask_delete_service(&mut self, app: &str, service: String, volume: &str) {
+        let delete = |volume| Command::DeleteService {
+            app: app.to_string(),
+            service: service.clone(),
+            volume,
+        };
+        self.confirm = Some(Confirm {
+            prompt: format!(
+                "Delete the service {service} of {app}? Its data is in the volume {volume}."
+            ),
+            command: delete(DataVolume::Keep),
+            choice: Some(Choice {
+                yes: "delete it; keep the volume and its data".into(),
+                key: 'p',
+                label: "delete it and purge the volume: the data is gone".into(),
+                command: delete(DataVolume::Purge),
+            }),
+        });
+    }
+
+    /// Opens the backups of `service`, shown with what is known of the service already.
+    fn open_backups(&mut self, app: &str, service: Service) -> Vec<Command> {
+        let same = self
+            .backups
+            .as_ref()
+            .is_some_and(|b| b.app == app && b.service == service.name);
+        if !same {
+            self.backups = Some(Backups {
+                app: app.to_string(),
+                service: service.name.clone(),
+                info: Some(service),
+                items: None,
+                selected: 0,
+            });
+        }
+        self.screen = Screen::Backups;
+        self.refresh()
+    }
+
+    fn backups_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let Some(backups) = &mut self.backups else {
+            self.screen = Screen::Apps;
+            return vec![Command::LoadApps];
+        };
+        let count = backups.items.as_ref().map_or(0, Vec::len);
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') => {
+                let app = backups.app.clone();
+                self.open_detail(&app)
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                backups.selected = (backups.selected + 1).min(count.saturating_sub(1));
+                vec![]
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                backups.selected = backups.selected.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Home | KeyCode::Char('g') => {
+                backups.selected = 0;
+                vec![]
+            }
+            KeyCode::End | KeyCode::Char('G') => {
+                backups.selected = count.saturating_sub(1);
+                vec![]
+            }
+            KeyCode::Char('r') => self.refresh(),
+            KeyCode::Char('b') => vec![Command::BackUp {
+                app: backups.app.clone(),
+                service: backups.service.clone(),
+            }],
+            KeyCode::Enter => {
+                let Some(b) = backups.selected() else {
+                    return vec![];
+                };
+                let service = backups.service.clone();
+                let refusal = match &backups.info {
+                    _ if b.state != "done" => Some(format!(
+                        "backup #{} {}: only a finished backup can be restored",
+                        b.id,
+                        match b.state.as_str() {
+                            "running" => "is still running".to_string(),
+                            "failed" => "failed".to_string(),
+                            other => format!("is {other}"),
+                        }
+                    )),
+                    None => Some(format!(
+                        "the service {service} is gone: add it again to restore into it"
+                    )),
+                    Some(s) if s.engine != b.engine => Some(format!(
+                        "backup #{} is of a {} service; {service} runs {}",
+                        b.id, b.engine, s.engine
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(refusal) = refusal {
+                    self.refuse(refusal);
+                    return vec![];
+                }
+                let made = b.created_at.replacen('T', " ", 1);
+                let prompt = format!(
+                    "Restore backup #{} of {} UTC into {service}? This replaces all of \
+                     {service}'s current data with the backup's.",
+                    b.id,
+                    made.get(..16).unwrap_or(&made),
+                );
+                let command = Command::Restore {
+                    app: backups.app.clone(),
+                    service,
+                    backup: b.id,
+                };
+                self.ask(prompt, command);
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Takes in a load of backups, unless the user has since left them. The selection stays
+    /// on the backup it was on as newer ones arrive above it.
+    fn take_backups(&mut self, loaded: BackupsLoaded) {
+        let Some(backups) = self
+            .backups
+            .as_mut()
+            .filter(|b| b.app == loaded.app && b.service == loaded.service)
+        else {
+            return;
+        };
+        let mut items = loaded.items;
+        items.sort_by_key(|b| std::cmp::Reverse(b.id));
+        let was = backups.selected().map(|b| b.id);
+        backups.selected = was
+            .and_then(|id| items.iter().position(|b| b.id == id))
+            .unwrap_or(backups.selected)
+            .min(items.len().saturating_sub(1));
+        backups.items = Some(items);
+        backups.info = loaded.info;
+    }
+
+    /// Takes in where a followed job has got to; its end goes to the status bar.
+    fn take_job(&mut self, job: Job) -> Vec<Command> {
+        let Some(at) = self.jobs.iter().position(|w| w.id == job.id) else {
+            return vec![];
+        };
+        let what = self.jobs[at].what.clone();
+        if !job.is_finished() {
+            // Progress does not hide what the user has not seen yet.
+            if !self.status_stays {
+                self.status = Some((format!("{what}: {}…", job.state), false));
+            }
+            return vec![];
+        }
+        self.jobs.remove(at);
+        match job.state.as_str() {
+            "succeeded" => {
+                self.status = Some((format!("{what}: done"), false));
+                self.status_stays = true;
+            }
+            "cancelled" => self.refuse(format!("{what} was cancelled")),
+            _ => self.refuse(format!(
+                "{what} failed: {}",
+                job.last_error
+                    .as_deref()
+                    .unwrap_or("the server gave no reason")
+            )),
+        }
+        // What the job changed shows at once.
+        self.refresh()
     }
 
     /// Takes in what the runtime learnt; may ask for more work (a deploy opens its log).
@@ -942,10 +1310,14 @@ impl App {
                     self.domain_selected = self
                         .domain_selected
                         .min(detail.domains.len().saturating_sub(1));
+                    self.service_selected = self
+                        .service_selected
+                        .min(detail.services.len().saturating_sub(1));
                     self.detail = Some(*detail);
                 }
             }
             Update::Deliveries(loaded) => self.take_deliveries(*loaded),
+            Update::Backups(loaded) => self.take_backups(*loaded),
             Update::LogLines(id, lines) => {
                 if let Some(logs) = self.logs.as_mut().filter(|l| l.deployment == id) {
                     let after = logs.last_seq().unwrap_or(0);
@@ -984,15 +1356,46 @@ impl App {
             }
             Update::Done(message) => {
                 self.status = Some((message, false));
+                self.status_stays = false;
                 return self.refresh();
             }
+            Update::Started { job, message } => {
+                self.status = Some((message, false));
+                self.status_stays = false;
+                if !self.jobs.iter().any(|j| j.id == job.id) {
+                    self.jobs.push(job);
+                }
+                return self.refresh();
+            }
+            Update::Job(job) => return self.take_job(*job),
+            Update::JobLost { job, message } => {
+                self.jobs.retain(|j| j.id != job);
+                self.refuse(message);
+            }
             Update::Error(message) => self.status = Some((message, true)),
+            Update::Failed(message) => self.refuse(message),
             Update::Ok => {
-                if self.status.as_ref().is_some_and(|(_, error)| *error) {
+                if !self.status_stays && self.status.as_ref().is_some_and(|(_, error)| *error) {
                     self.status = None;
                 }
             }
         }
         vec![]
+    }
+}
+
+/// The engine a typed answer names: empty is postgres, and a prefix of one engine's name is
+/// that engine. `mysql` is mariadb, as the server reads it.
+pub fn engine(text: &str) -> Option<&'static str> {
+    let text = text.trim().to_lowercase();
+    match text.as_str() {
+        "" | "pg" | "postgresql" => return Some("postgres"),
+        "mysql" => return Some("mariadb"),
+        _ => {}
+    }
+    let mut matches = ENGINES.iter().filter(|e| e.starts_with(&text));
+    match (matches.next(), matches.next()) {
+        (Some(e), None) => Some(e),
+        _ => None,
     }
 }

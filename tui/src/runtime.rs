@@ -9,10 +9,14 @@ use std::time::Duration;
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEvent};
 use rustploy_api::Client;
 use rustploy_api::apps::{EnvValue, LogEvent};
+use rustploy_api::services::NewService;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use crate::app::{App, Command, DeliveriesLoaded, DeliveriesQuery, Detail, Github, Update};
+use crate::app::{
+    App, BackupsLoaded, Command, DeliveriesLoaded, DeliveriesQuery, Detail, Github, JobWatch,
+    Update,
+};
 use crate::ui;
 
 /// How often the current screen is reloaded (and a failed load retried).
@@ -217,6 +221,38 @@ impl Runner {
                     }
                 });
             }
+            Command::LoadBackups { app, service } => {
+                let Some(done) = self.begin(format!("backups:{app}/{service}")) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _done = done;
+                    match load_backups(&client, app, service).await {
+                        Ok(loaded) => {
+                            send(Update::Backups(Box::new(loaded)));
+                            send(Update::Ok);
+                        }
+                        Err(e) => send(Update::Error(e.to_string())),
+                    }
+                });
+            }
+            Command::LoadJob(id) => {
+                let Some(done) = self.begin(format!("job:{id}")) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _done = done;
+                    match client.job(id).await {
+                        Ok(job) => send(Update::Job(Box::new(job))),
+                        // Anything but a 404 may pass: the next tick asks again.
+                        Err(e) if e.status() == Some(404) => send(Update::JobLost {
+                            job: id,
+                            message: format!("job #{id} is no longer known to the server"),
+                        }),
+                        Err(e) => send(Update::Error(format!("following job #{id}: {e}"))),
+                    }
+                });
+            }
             Command::OpenLogs { deployment, after } => {
                 self.close_logs();
                 self.logs = Some(tokio::spawn(stream_logs(client, deployment, after, send)));
@@ -228,7 +264,7 @@ impl Runner {
                             what: "deploy".into(),
                             deployment: Box::new(d),
                         }),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -239,7 +275,7 @@ impl Runner {
                             what: "cancel".into(),
                             deployment: Box::new(d),
                         }),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -255,7 +291,7 @@ impl Runner {
                     .into();
                     match client.set_env_vars(&app, &vars).await {
                         Ok(_) => send(Update::Done(format!("{key} set on {app}"))),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -263,7 +299,7 @@ impl Runner {
                 tokio::spawn(async move {
                     match client.delete_env_var(&app, &key).await {
                         Ok(()) => send(Update::Done(format!("{key} removed from {app}"))),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -271,7 +307,7 @@ impl Runner {
                 tokio::spawn(async move {
                     match client.add_domain(&app, &domain).await {
                         Ok(d) => send(Update::Done(format!("{} added ({})", d.domain, d.status))),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -279,7 +315,83 @@ impl Runner {
                 tokio::spawn(async move {
                     match client.remove_domain(&app, &domain).await {
                         Ok(()) => send(Update::Done(format!("{domain} removed from {app}"))),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
+                    }
+                });
+            }
+            Command::AddService { app, engine, name } => {
+                tokio::spawn(async move {
+                    let new = NewService {
+                        engine,
+                        name,
+                        ..NewService::default()
+                    };
+                    match client.create_service(&app, &new).await {
+                        Ok(made) => send(Update::Done(format!(
+                            "{} ({}) added to {app}: {}",
+                            made.service.name, made.service.engine, made.note
+                        ))),
+                        Err(e) => send(Update::Failed(e.to_string())),
+                    }
+                });
+            }
+            Command::DeleteService {
+                app,
+                service,
+                volume,
+            } => {
+                tokio::spawn(async move {
+                    match client.delete_service(&app, &service, volume).await {
+                        Ok(gone) => {
+                            let data = if gone.volume_kept {
+                                format!("data kept in the volume {}", gone.volume)
+                            } else {
+                                format!("the volume {} is purged", gone.volume)
+                            };
+                            send(Update::Done(format!(
+                                "{service} deleted ({data}): {}",
+                                gone.note
+                            )))
+                        }
+                        Err(e) => send(Update::Failed(e.to_string())),
+                    }
+                });
+            }
+            Command::BackUp { app, service } => {
+                tokio::spawn(async move {
+                    match client.back_up_service(&app, &service).await {
+                        Ok(started) => {
+                            let what = format!("backup #{} of {service}", started.backup.id);
+                            send(Update::Started {
+                                message: format!("{what} started"),
+                                job: JobWatch {
+                                    id: started.job_id,
+                                    what,
+                                },
+                            })
+                        }
+                        Err(e) => send(Update::Failed(e.to_string())),
+                    }
+                });
+            }
+            Command::Restore {
+                app,
+                service,
+                backup,
+            } => {
+                tokio::spawn(async move {
+                    match client.restore_service(&app, &service, backup).await {
+                        Ok(queued) => {
+                            let what = format!("restore of backup #{backup} into {service}");
+                            send(Update::Started {
+                                message: format!("{what} queued"),
+                                job: JobWatch {
+                                    id: queued.job_id,
+                                    what,
+                                },
+                            })
+                        }
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -290,7 +402,7 @@ impl Runner {
                             what: "rollback".into(),
                             deployment: Box::new(d),
                         }),
-                        Err(e) => send(Update::Error(e.to_string())),
+                        Err(e) => send(Update::Failed(e.to_string())),
                     }
                 });
             }
@@ -330,12 +442,13 @@ impl Drop for Inflight {
 }
 
 async fn load_detail(client: &Client, name: &str) -> Result<Detail, rustploy_api::Error> {
-    let (app, runtime, deployments, env, domains) = tokio::join!(
+    let (app, runtime, deployments, env, domains, services) = tokio::join!(
         client.app(name),
         client.runtime(name),
         client.deployments(name, Some(50), None),
         client.env_vars(name),
         client.domains(name),
+        client.services(name),
     );
     Ok(Detail {
         name: name.to_string(),
@@ -345,6 +458,32 @@ async fn load_detail(client: &Client, name: &str) -> Result<Detail, rustploy_api
         deployments: deployments?.items,
         env: env?.vars.into_iter().collect(),
         domains: domains?.items,
+        services: services?.items,
+    })
+}
+
+/// A service's backups, and the service (`None` once it is gone: its backups remain).
+async fn load_backups(
+    client: &Client,
+    app: String,
+    service: String,
+) -> Result<BackupsLoaded, rustploy_api::Error> {
+    let (info, backups) = tokio::join!(
+        client.service(&app, &service),
+        client.service_backups(&app, &service),
+    );
+    let items = backups?.items;
+    let info = match info {
+        Ok(s) => Some(s),
+        // The backups were listed, so the app exists: the 404 is the service that is gone.
+        Err(e) if e.status() == Some(404) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(BackupsLoaded {
+        app,
+        service,
+        info,
+        items,
     })
 }
 
@@ -595,6 +734,52 @@ mod tests {
                 "/api/v1/webhooks/deliveries?limit=50&cursor=801&app=blog&outcome=ignored",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn backups_load_with_their_service_or_without_it_once_it_is_gone() {
+        fn answer(path: &str) -> (u16, String) {
+            let backup = r#"{"id": 12, "service": "db", "engine": "postgres",
+                "file": "backups/blog/db/20260301T090000Z-12.dump", "size_bytes": 734,
+                "state": "done", "reason": null, "created_at": "2026-03-01T09:00:00Z",
+                "finished_at": "2026-03-01T09:00:04Z"}"#;
+            match path {
+                "/api/v1/apps/blog/services/db/backups" | "/api/v1/apps/blog/services/old/backups" => {
+                    (200, format!(r#"{{"items":[{backup}]}}"#))
+                }
+                "/api/v1/apps/blog/services/db" => (
+                    200,
+                    r#"{"name": "db", "engine": "postgres", "image": "postgres:17",
+                        "env_name": "DATABASE_URL", "host": "db", "port": 5432,
+                        "username": "app", "database": "app",
+                        "url": "postgres://app:********@db:5432/app",
+                        "volume": "rp-blog-svc-db", "status": "healthy",
+                        "container": "rp-blog-services-db-1", "last_error": null,
+                        "created_at": "2026-03-01T09:00:00Z"}"#
+                        .into(),
+                ),
+                "/api/v1/apps/blog/services/old" => (
+                    404,
+                    r#"{"error":{"code":"not_found","message":"the app 'blog' has no service named 'old'","details":null}}"#.into(),
+                ),
+                _ => (500, String::new()),
+            }
+        }
+        let (client, _) = stub(answer).await;
+        let loaded = load_backups(&client, "blog".into(), "db".into())
+            .await
+            .unwrap();
+        assert_eq!(loaded.info.map(|s| s.status), Some("healthy".into()));
+        assert_eq!(loaded.items.len(), 1);
+        let gone = load_backups(&client, "blog".into(), "old".into())
+            .await
+            .unwrap();
+        assert_eq!(gone.info, None, "a 404 is the service that is gone");
+        assert_eq!(gone.items.len(), 1, "its backups remain");
+        let e = load_backups(&client, "blog".into(), "other".into())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(500));
     }
 
     #[tokio::test]

@@ -3,16 +3,18 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{
-    Block, Borders, Cell, Clear, List, ListState, Paragraph, Row, Table, TableState, Wrap,
+    Block, Borders, Cell, Clear, HighlightSpacing, List, ListItem, ListState, Paragraph, Row,
+    Table, TableState, Wrap,
 };
 
 use std::collections::BTreeMap;
 
+use rustploy_api::services::{Backup, Service};
 use rustploy_api::webhooks::WebhookDelivery;
 
-use crate::app::{App, Deliveries, Github, Input, Pane, PromptKind, Screen};
+use crate::app::{App, Deliveries, Detail, Github, Input, Pane, PromptKind, Screen};
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
@@ -29,6 +31,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Screen::Logs => draw_logs(frame, app, body),
         Screen::Agents => draw_agents(frame, app, body),
         Screen::Deliveries => draw_deliveries(frame, app, body),
+        Screen::Backups => draw_backups(frame, app, body),
     }
     draw_status(frame, app, status);
     if let Some(deliveries) = app.deliveries.as_ref().filter(|d| d.open)
@@ -37,33 +40,58 @@ pub fn draw(frame: &mut Frame, app: &App) {
         draw_delivery_record(frame, app, deliveries);
     }
     if let Some(confirm) = &app.confirm {
-        let area = centered(frame.area(), 60, 5);
+        let mut lines = vec![Line::from(confirm.prompt.clone()), Line::from("")];
+        match &confirm.choice {
+            None => lines.push(Line::from("y/Enter: yes    n/Esc: no")),
+            // Two ways to go ahead: each answer says what it does.
+            Some(choice) => lines.extend([
+                Line::from(format!("{:<9}{}", "y/Enter", choice.yes)),
+                Line::from(format!("{:<9}{}", choice.key, choice.label)),
+                Line::from(format!("{:<9}cancel", "n/Esc")),
+            ]),
+        }
+        let width = 60.min(frame.area().width);
+        let rows = wrapped_rows(&lines, width.saturating_sub(2));
+        let area = centered(frame.area(), width, rows + 2);
         frame.render_widget(Clear, area);
         frame.render_widget(
-            Paragraph::new(vec![
-                Line::from(confirm.prompt.clone()),
-                Line::from(""),
-                Line::from("y/Enter: yes    n/Esc: no"),
-            ])
-            .wrap(Wrap { trim: true })
-            .block(Block::default().borders(Borders::ALL).title(" Confirm ")),
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: true })
+                .block(Block::default().borders(Borders::ALL).title(" Confirm ")),
             area,
         );
     }
     if let Some(prompt) = &app.prompt {
-        let (title, hint) = match prompt.kind {
-            PromptKind::EnvVar => (" Set a variable ", "KEY=value"),
-            PromptKind::Domain => (" Add a domain ", "shop.example.com"),
+        let (title, hints) = match prompt.kind {
+            PromptKind::EnvVar => (
+                " Set a variable ".to_string(),
+                vec!["KEY=value    Enter: save  Esc: cancel".to_string()],
+            ),
+            PromptKind::Domain => (
+                " Add a domain ".to_string(),
+                vec!["shop.example.com    Enter: save  Esc: cancel".to_string()],
+            ),
+            PromptKind::ServiceEngine => (
+                " Add a service: engine ".to_string(),
+                vec![
+                    "postgres, redis or mariadb (empty: postgres)".to_string(),
+                    "Enter: next  Esc: cancel".to_string(),
+                ],
+            ),
+            PromptKind::ServiceName(engine) => (
+                format!(" Add a {engine} service: name "),
+                vec![
+                    format!("its host name for the app, such as db (empty: {engine})"),
+                    "Enter: add  Esc: cancel".to_string(),
+                ],
+            ),
         };
-        let area = centered(frame.area(), 60, 5);
+        let mut lines = vec![Line::from(format!("{}▏", prompt.text)), Line::from("")];
+        lines.extend(hints.into_iter().map(Line::from));
+        let area = centered(frame.area(), 60, lines.len() as u16 + 2);
         frame.render_widget(Clear, area);
         frame.render_widget(
-            Paragraph::new(vec![
-                Line::from(format!("{}▏", prompt.text)),
-                Line::from(""),
-                Line::from(format!("{hint}    Enter: save  Esc: cancel")),
-            ])
-            .block(Block::default().borders(Borders::ALL).title(title)),
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
             area,
         );
     }
@@ -107,6 +135,27 @@ impl Theme {
         })
     }
 
+    /// A managed service's status, as the server names it.
+    fn service(&self, status: &str) -> Style {
+        self.fg(match status {
+            "healthy" => Color::Green,
+            "starting" => Color::Yellow,
+            "unhealthy" | "missing" => Color::Red,
+            // Docker did not answer, or a status this version does not know.
+            _ => Color::DarkGray,
+        })
+    }
+
+    /// A backup's state, as the server names it.
+    fn backup(&self, state: &str) -> Style {
+        self.fg(match state {
+            "done" => Color::Green,
+            "running" => Color::Yellow,
+            "failed" => Color::Red,
+            _ => Color::DarkGray,
+        })
+    }
+
     /// Reverse video works with and without colours.
     fn selected(&self) -> Style {
         Style::default().add_modifier(Modifier::REVERSED)
@@ -128,6 +177,10 @@ fn draw_title(frame: &mut Frame, app: &App, area: Rect) {
         Screen::Logs => match &app.logs {
             Some(l) => format!("apps › {} › deployment #{}", l.app, l.deployment),
             None => "logs".into(),
+        },
+        Screen::Backups => match &app.backups {
+            Some(b) => format!("apps › {} › {} › backups", b.app, b.service),
+            None => "backups".into(),
         },
     };
     let theme = Theme { color: app.color };
@@ -167,7 +220,13 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
                     Pane::Env | Pane::Domains => {
                         "a add  x remove  d deploy  w webhooks  Tab pane  ? help  q back"
                     }
+                    Pane::Services => {
+                        "Enter backups  a add  x delete  b back up  d deploy  Tab pane  ? help  q back"
+                    }
                 },
+                Screen::Backups => {
+                    "Enter restore  b back up now  j/k move  r refresh  ? help  q back"
+                }
                 Screen::Deliveries => {
                     "Enter details/log  o outcome  j/k move  r refresh  ? help  q back"
                 }
@@ -252,10 +311,26 @@ fn draw_apps(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let theme = Theme { color: app.color };
     let Some(detail) = &app.detail else { return };
-    let [top, deployments, bottom] = Layout::vertical([
+    // The services take the rows they need (a header, a row each and one more for an error),
+    // up to what leaves the deployments their border, header and two rows: 15 is those five
+    // with the runtime's four and the env and domains' six.
+    let services_rows: u16 = detail
+        .services
+        .iter()
+        .map(|s| 1 + u16::from(s.last_error.is_some()))
+        .sum();
+    let services_height = if detail.services.is_empty() {
+        3
+    } else {
+        (services_rows + 3)
+            .min(area.height.saturating_sub(15))
+            .max(3)
+    };
+    let [top, deployments, bottom, services] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Min(4),
         Constraint::Length(6),
+        Constraint::Length(services_height),
     ])
     .areas(area);
 
@@ -386,6 +461,90 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
         pane_title(app, Pane::Domains, "Domains", detail.domains.len()),
         app.domain_selected,
     );
+    draw_services(frame, app, services, detail);
+}
+
+/// The app's services as a list with a header: a service whose last start or stop failed
+/// takes a second line for the error.
+fn draw_services(frame: &mut Frame, app: &App, area: Rect, detail: &Detail) {
+    let title = pane_title(app, Pane::Services, "Services", detail.services.len());
+    if detail.services.is_empty() {
+        draw_list(frame, app, area, Pane::Services, vec![], title, 0);
+        return;
+    }
+    let theme = Theme { color: app.color };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [header, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    let widest = |f: fn(&Service) -> &str, title: &str, most: usize| {
+        detail
+            .services
+            .iter()
+            .map(|s| f(s).chars().count())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+            .min(most)
+    };
+    let name_w = widest(|s| &s.name, "NAME", 16);
+    let env_w = widest(|s| &s.env_name, "ENV", 20);
+    // The list's selection mark is two columns wide, and always reserved.
+    frame.render_widget(
+        Paragraph::new(format!(
+            "  {}  {}  {}  {}  IMAGE",
+            fit("NAME", name_w),
+            fit("ENGINE", 8),
+            fit("STATUS", 9),
+            fit("ENV", env_w)
+        ))
+        .style(theme.fg(Color::Cyan)),
+        header,
+    );
+    let items: Vec<ListItem> = detail
+        .services
+        .iter()
+        .map(|s| {
+            let mut lines = vec![Line::from(vec![
+                Span::raw(format!("{}  {}  ", fit(&s.name, name_w), fit(&s.engine, 8))),
+                Span::styled(fit(&s.status, 9), theme.service(&s.status)),
+                Span::raw(format!("  {}  {}", fit(&s.env_name, env_w), s.image)),
+            ])];
+            if let Some(e) = &s.last_error {
+                lines.push(Line::from(Span::styled(
+                    format!("error: {e}"),
+                    theme.fg(Color::Red),
+                )));
+            }
+            ListItem::new(Text::from(lines))
+        })
+        .collect();
+    let list_widget = List::new(items)
+        .highlight_style(theme.selected())
+        .highlight_symbol("› ")
+        .highlight_spacing(HighlightSpacing::Always);
+    let focused = app.pane == Pane::Services;
+    let mut state = ListState::default().with_selected(focused.then_some(app.service_selected));
+    frame.render_stateful_widget(list_widget, list, &mut state);
+}
+
+/// `text` in exactly `width` columns: padded, or cut with an ellipsis.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return format!("{text:<width$}");
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// How many rows `lines` take in `width` columns when wrapped at words: each line as many as
+/// its length needs, and one more when any wraps, since words do not fill rows exactly.
+fn wrapped_rows(lines: &[Line], width: u16) -> u16 {
+    let width = usize::from(width.max(1));
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(width).max(1)).sum();
+    let rows = if rows > lines.len() { rows + 1 } else { rows };
+    rows as u16
 }
 
 /// A pane's title; the focused one is marked.
@@ -837,11 +996,8 @@ fn draw_delivery_record(frame: &mut Frame, app: &App, deliveries: &Deliveries) {
     let theme = Theme { color: app.color };
     let lines = delivery_lines(&theme, d, deliveries);
     let width = 72.min(frame.area().width);
-    let inner = width.saturating_sub(2).max(1) as usize;
-    // Each line takes as many rows as it wraps to; wrapping at words may take one more.
-    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
-    let rows = if rows > lines.len() { rows + 1 } else { rows };
-    let area = centered(frame.area(), width, rows as u16 + 2);
+    let rows = wrapped_rows(&lines, width.saturating_sub(2));
+    let area = centered(frame.area(), width, rows + 2);
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(
@@ -854,9 +1010,149 @@ fn draw_delivery_record(frame: &mut Frame, app: &App, deliveries: &Deliveries) {
     );
 }
 
+fn draw_backups(frame: &mut Frame, app: &App, area: Rect) {
+    let theme = Theme { color: app.color };
+    let Some(backups) = &app.backups else {
+        return;
+    };
+    let mut about = vec![match (&backups.info, &backups.items) {
+        (Some(s), _) => Line::from(vec![
+            Span::raw(format!("{} · ", s.engine)),
+            Span::styled(s.status.clone(), theme.service(&s.status)),
+            Span::raw(format!(" · {} · volume {}", s.env_name, s.volume)),
+        ]),
+        (None, Some(_)) => Line::from(Span::styled(
+            format!(
+                "the service {} is gone; its backups remain. Add it again to restore one",
+                backups.service
+            ),
+            theme.fg(Color::Yellow),
+        )),
+        (None, None) => Line::from("loading…"),
+    }];
+    // The detail screen has room for only a line of the error; here it is whole.
+    if let Some(e) = backups.info.as_ref().and_then(|s| s.last_error.as_ref()) {
+        about.push(Line::from(Span::styled(
+            format!("error: {e}"),
+            theme.fg(Color::Red),
+        )));
+    }
+    let about_rows = wrapped_rows(&about, area.width.saturating_sub(2)).min(6);
+    let [service, list, record] = Layout::vertical([
+        Constraint::Length(about_rows + 2),
+        Constraint::Min(5),
+        Constraint::Length(5),
+    ])
+    .areas(area);
+    frame.render_widget(
+        Paragraph::new(about).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Service {} ", backups.service)),
+        ),
+        service,
+    );
+
+    let items = backups.items.as_deref().unwrap_or_default();
+    let title = match &backups.items {
+        Some(items) => format!(" Backups ({}) ", items.len()),
+        None => " Backups ".to_string(),
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    if items.is_empty() {
+        let text = match backups.items {
+            None => "loading…",
+            Some(_) => "No backups yet. b: back up now",
+        };
+        frame.render_widget(Paragraph::new(text).block(block), list.union(record));
+        return;
+    }
+    let rows = items.iter().map(|b| {
+        Row::new(vec![
+            Cell::from(format!("#{}", b.id)),
+            Cell::from(short_time(&b.created_at)),
+            Cell::from(Span::styled(b.state.clone(), theme.backup(&b.state))),
+            Cell::from(b.size_bytes.map(size).unwrap_or_else(|| "-".into())),
+            Cell::from(b.reason.clone().unwrap_or_else(|| "-".into())),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(17),
+            Constraint::Length(7),
+            Constraint::Length(9),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(["ID", "CREATED", "STATE", "SIZE", "REASON"]).style(theme.fg(Color::Cyan)))
+    .row_highlight_style(theme.selected())
+    .highlight_symbol("› ")
+    .block(block);
+    let mut state = TableState::default().with_selected(Some(backups.selected));
+    frame.render_stateful_widget(table, list, &mut state);
+
+    let Some(b) = backups.selected() else {
+        return;
+    };
+    frame.render_widget(
+        Paragraph::new(backup_lines(&theme, b, &backups.service))
+            .wrap(Wrap { trim: false })
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!(" Backup #{} ", b.id)),
+            ),
+        record,
+    );
+}
+
+/// A backup's whole record: its file, its times, and why it failed or how to restore it.
+fn backup_lines(theme: &Theme, b: &Backup, service: &str) -> Vec<Line<'static>> {
+    let mut when = format!("started {}", full_time(&b.created_at));
+    match &b.finished_at {
+        Some(t) => when.push_str(&format!(" · finished {}", full_time(t))),
+        None => when.push_str(" · not finished"),
+    }
+    let mut lines = vec![Line::from(format!("file: {}", b.file)), Line::from(when)];
+    match (b.state.as_str(), &b.reason) {
+        (_, Some(reason)) => lines.push(Line::from(Span::styled(
+            format!("{}: {reason}", b.state),
+            theme.backup(&b.state),
+        ))),
+        ("done", None) => lines.push(Line::from(Span::styled(
+            format!("Enter: restore it into {service}, replacing {service}'s data"),
+            theme.fg(Color::DarkGray),
+        ))),
+        ("running", None) => lines.push(Line::from(Span::styled(
+            "still running: it can be restored once it is done",
+            theme.fg(Color::DarkGray),
+        ))),
+        _ => {}
+    }
+    lines
+}
+
+/// A size in bytes the way people read it: `512 B`, `1.5 MiB`.
+fn size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 const HELP: &[(&str, &str)] = &[
     ("↑/↓ j/k", "move / scroll"),
-    ("Enter l →", "open (app, log, delivery)"),
+    ("Enter l →", "open (app, log, delivery, backups)"),
     ("q Esc ← h", "back (quit on the apps list)"),
     ("/", "filter apps, search the log"),
     ("n / N", "next / previous match"),
@@ -865,9 +1161,10 @@ const HELP: &[(&str, &str)] = &[
     ("PgUp/PgDn u/Space", "page the log"),
     ("d", "deploy the app"),
     ("c", "cancel the selected deployment"),
-    ("b", "roll back (to the selected deployment)"),
+    ("b", "roll back; back up the selected service"),
     ("Tab / Shift-Tab", "next / previous pane of an app"),
-    ("a / x", "add / remove an env var or domain"),
+    ("a / x", "add / remove: env var, domain, service"),
+    ("Enter (a backup)", "restore it into its service"),
     ("A", "agents (from the apps list)"),
     ("w / W", "webhook deliveries: the app's / all"),
     ("o", "deliveries of one outcome, or all"),

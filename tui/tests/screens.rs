@@ -7,9 +7,11 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use rustploy_api::apps::{
     App as ApiApp, Deployment, Domain, EnvVar, LogLine, RouteTarget, Runtime,
 };
+use rustploy_api::services::{Backup, DataVolume, Job, Service};
 use rustploy_api::webhooks::{GithubIntegration, WebhookDelivery};
 use rustploy_tui::app::{
-    App, Command, DeliveriesLoaded, DeliveriesQuery, Detail, Github, Input, Screen, Update,
+    App, BackupsLoaded, Command, DeliveriesLoaded, DeliveriesQuery, Detail, Github, Input, Pane,
+    PromptKind, Screen, Update,
 };
 use rustploy_tui::ui;
 
@@ -136,6 +138,7 @@ fn detail() -> Detail {
             created_at: "2026-03-01T09:00:00Z".into(),
             updated_at: "2026-03-01T09:00:00Z".into(),
         }],
+        services: vec![],
     }
 }
 
@@ -365,7 +368,14 @@ fn tiny_terminals_do_not_panic() {
         record.handle_key(key(KeyCode::Char('j')));
         record.handle_key(key(KeyCode::Char('j')));
         record.handle_key(key(KeyCode::Enter));
-        for app in [loaded(), on_detail(), on_logs(), record] {
+        for app in [
+            loaded(),
+            on_detail(),
+            on_logs(),
+            record,
+            on_services(every_status()),
+            on_backups(),
+        ] {
             render(&app, w, h);
         }
         let mut app = on_detail();
@@ -379,7 +389,7 @@ fn tiny_terminals_do_not_panic() {
 fn env_vars_and_domains_are_added_and_removed_from_their_panes() {
     let mut app = on_detail();
     app.handle_key(key(KeyCode::Tab));
-    assert_eq!(app.pane, rustploy_tui::app::Pane::Env);
+    assert_eq!(app.pane, Pane::Env);
     app.handle_key(key(KeyCode::Char('a')));
     chars(&mut app, "COLOR=blue=ish");
     insta::assert_snapshot!("env_prompt", render(&app, 80, 24));
@@ -431,7 +441,7 @@ fn env_vars_and_domains_are_added_and_removed_from_their_panes() {
     );
     app.handle_key(key(KeyCode::BackTab));
     app.handle_key(key(KeyCode::BackTab));
-    assert_eq!(app.pane, rustploy_tui::app::Pane::Deployments);
+    assert_eq!(app.pane, Pane::Deployments);
 }
 
 #[test]
@@ -878,4 +888,528 @@ fn outcomes_are_coloured_unless_colours_are_off() {
     for outcome in ["deployed", "pending", "ignored", "rejected"] {
         assert_eq!(color_of(&app, outcome), Color::Reset, "{outcome}");
     }
+}
+
+/// A service of the blog as the server lists it.
+fn service(name: &str, engine: &str, status: &str, last_error: Option<&str>) -> Service {
+    let (env_name, image, port, scheme) = match engine {
+        "postgres" => ("DATABASE_URL", "postgres:17", 5432, "postgres"),
+        "redis" => ("REDIS_URL", "redis:7", 6379, "redis"),
+        _ => ("MYSQL_URL", "mariadb:11", 3306, "mysql"),
+    };
+    Service {
+        name: name.into(),
+        engine: engine.into(),
+        image: image.into(),
+        env_name: env_name.into(),
+        host: name.into(),
+        port,
+        username: "app".into(),
+        database: "app".into(),
+        url: format!("{scheme}://app:********@{name}:{port}/app"),
+        volume: format!("rp-blog-svc-{name}"),
+        status: status.into(),
+        container: (status != "missing").then(|| format!("rp-blog-services-{name}-1")),
+        last_error: last_error.map(Into::into),
+        created_at: "2026-03-01T09:00:00Z".into(),
+    }
+}
+
+const PULL_ERROR: &str =
+    "docker compose up: pull access denied for mariadb:11.9, repository does not exist";
+
+/// Services a user meets most: running, still starting, and one that could not start.
+fn some_services() -> Vec<Service> {
+    vec![
+        service("db", "postgres", "healthy", None),
+        service("cache", "redis", "starting", None),
+        service("search", "mariadb", "missing", Some(PULL_ERROR)),
+    ]
+}
+
+/// One service in each status the server reports.
+fn every_status() -> Vec<Service> {
+    vec![
+        service("db", "postgres", "healthy", None),
+        service("cache", "redis", "starting", None),
+        service(
+            "legacy",
+            "mariadb",
+            "unhealthy",
+            Some("the healthcheck of legacy failed 5 times"),
+        ),
+        service("search", "mariadb", "missing", Some(PULL_ERROR)),
+        service("sessions", "redis", "unknown", None),
+    ]
+}
+
+/// The blog's detail with `services`, the services pane focused.
+fn on_services(services: Vec<Service>) -> App {
+    let mut app = on_detail();
+    app.apply(Update::Detail(Box::new(Detail {
+        services,
+        ..detail()
+    })));
+    for _ in 0..3 {
+        app.handle_key(key(KeyCode::Tab));
+    }
+    assert_eq!(app.pane, Pane::Services);
+    app
+}
+
+#[test]
+fn app_detail_with_services() {
+    let mut app = on_detail();
+    app.apply(Update::Detail(Box::new(Detail {
+        services: some_services(),
+        ..detail()
+    })));
+    insta::assert_snapshot!("app_detail_services_80x24", render(&app, 80, 24));
+    let mut app = on_services(some_services());
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('j')));
+    insta::assert_snapshot!("app_detail_services_focused_80x24", render(&app, 80, 24));
+    let app = on_services(every_status());
+    insta::assert_snapshot!("app_detail_services_100x30", render(&app, 100, 30));
+}
+
+#[test]
+fn service_statuses_are_coloured_unless_colours_are_off() {
+    use ratatui::style::Color;
+    let mut app = on_services(every_status());
+    app.color = true;
+    for (status, color) in [
+        ("healthy", Color::Green),
+        ("starting", Color::Yellow),
+        ("unhealthy", Color::Red),
+        ("missing", Color::Red),
+        ("unknown", Color::DarkGray),
+    ] {
+        assert_eq!(color_of(&app, status), color, "{status}");
+    }
+    assert_eq!(color_of(&app, "error: docker compose"), Color::Red);
+    app.color = false;
+    for status in ["healthy", "starting", "unhealthy", "missing", "unknown"] {
+        assert_eq!(color_of(&app, status), Color::Reset, "{status}");
+    }
+}
+
+#[test]
+fn a_service_is_added_with_the_defaults_or_what_was_typed() {
+    let mut app = on_services(some_services());
+    assert!(app.handle_key(key(KeyCode::Char('a'))).is_empty());
+    assert_eq!(app.prompt.as_ref().unwrap().kind, PromptKind::ServiceEngine);
+    insta::assert_snapshot!("service_engine_prompt", render(&app, 80, 24));
+    // Empty answers take the defaults: postgres, named by the server.
+    assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+    assert_eq!(
+        app.prompt.as_ref().unwrap().kind,
+        PromptKind::ServiceName("postgres")
+    );
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::AddService {
+            app: "blog".into(),
+            engine: "postgres".into(),
+            name: None
+        }]
+    );
+    assert!(app.prompt.is_none());
+
+    app.handle_key(key(KeyCode::Char('a')));
+    chars(&mut app, "mongo");
+    assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+    assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+    let prompt = app.prompt.as_ref().expect("the question is asked again");
+    assert_eq!(
+        (prompt.kind, prompt.text.as_str()),
+        (PromptKind::ServiceEngine, "")
+    );
+    chars(&mut app, "redis");
+    app.handle_key(key(KeyCode::Enter));
+    chars(&mut app, "cache");
+    insta::assert_snapshot!("service_name_prompt", render(&app, 80, 24));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::AddService {
+            app: "blog".into(),
+            engine: "redis".into(),
+            name: Some("cache".into())
+        }]
+    );
+
+    // Esc at either question adds nothing.
+    app.handle_key(key(KeyCode::Char('a')));
+    chars(&mut app, "m");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.prompt.as_ref().unwrap().kind,
+        PromptKind::ServiceName("mariadb")
+    );
+    assert!(app.handle_key(key(KeyCode::Esc)).is_empty());
+    assert!(app.prompt.is_none());
+}
+
+#[test]
+fn engines_are_read_from_short_answers() {
+    use rustploy_tui::app::engine;
+    for (typed, want) in [
+        ("", Some("postgres")),
+        ("p", Some("postgres")),
+        ("PG", Some("postgres")),
+        ("postgresql", Some("postgres")),
+        ("re", Some("redis")),
+        ("m", Some("mariadb")),
+        ("mysql", Some("mariadb")),
+        ("mongo", None),
+        ("redis7", None),
+    ] {
+        assert_eq!(engine(typed), want, "{typed:?}");
+    }
+}
+
+#[test]
+fn deleting_a_service_asks_whether_to_keep_or_purge_its_data() {
+    let mut app = on_services(some_services());
+    assert!(app.handle_key(key(KeyCode::Char('x'))).is_empty());
+    insta::assert_snapshot!("service_delete_confirm", render(&app, 80, 24));
+    let delete = |volume| Command::DeleteService {
+        app: "blog".into(),
+        service: "db".into(),
+        volume,
+    };
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('p'))),
+        vec![delete(DataVolume::Purge)]
+    );
+    app.handle_key(key(KeyCode::Delete));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![delete(DataVolume::Keep)]
+    );
+    app.handle_key(key(KeyCode::Char('x')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('y'))),
+        vec![delete(DataVolume::Keep)]
+    );
+    app.handle_key(key(KeyCode::Char('x')));
+    assert!(app.handle_key(key(KeyCode::Char('n'))).is_empty());
+    assert!(app.confirm.is_none());
+    // Other questions have no purge answer.
+    app.handle_key(key(KeyCode::Char('d')));
+    assert!(app.handle_key(key(KeyCode::Char('p'))).is_empty());
+}
+
+fn job(id: i64, kind: &str, state: &str, last_error: Option<&str>) -> Job {
+    Job {
+        id,
+        kind: kind.into(),
+        key: None,
+        state: state.into(),
+        attempts: 1,
+        max_attempts: 1,
+        next_run_at: Some("2026-03-02T11:00:00Z".into()),
+        locked_until: None,
+        last_error: last_error.map(Into::into),
+        cancel_requested: false,
+        created_at: "2026-03-02T11:00:00Z".into(),
+        finished_at: None,
+    }
+}
+
+#[test]
+fn a_backup_starts_at_once_and_is_followed_to_its_end() {
+    use rustploy_tui::app::JobWatch;
+    let mut app = on_services(some_services());
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('b'))),
+        vec![Command::BackUp {
+            app: "blog".into(),
+            service: "cache".into()
+        }]
+    );
+    assert!(app.confirm.is_none(), "a backup changes no data");
+    let started = Update::Started {
+        job: JobWatch {
+            id: 43,
+            what: "backup #15 of cache".into(),
+        },
+        message: "backup #15 of cache started".into(),
+    };
+    assert_eq!(
+        app.apply(started),
+        vec![Command::LoadApp("blog".into()), Command::LoadJob(43)]
+    );
+    assert_eq!(
+        app.refresh(),
+        vec![Command::LoadApp("blog".into()), Command::LoadJob(43)],
+        "each tick asks how the job is going"
+    );
+    assert!(
+        app.apply(Update::Job(Box::new(job(43, "backup", "running", None))))
+            .is_empty()
+    );
+    assert_eq!(
+        app.status,
+        Some(("backup #15 of cache: running…".into(), false))
+    );
+    assert_eq!(
+        app.apply(Update::Job(Box::new(job(43, "backup", "succeeded", None)))),
+        vec![Command::LoadApp("blog".into())]
+    );
+    assert_eq!(
+        app.status,
+        Some(("backup #15 of cache: done".into(), false))
+    );
+    assert!(app.jobs.is_empty());
+    assert_eq!(app.refresh(), vec![Command::LoadApp("blog".into())]);
+    // An answer about a job no longer followed changes nothing.
+    app.apply(Update::Job(Box::new(job(
+        43,
+        "backup",
+        "dead",
+        Some("late"),
+    ))));
+    assert_eq!(
+        app.status,
+        Some(("backup #15 of cache: done".into(), false))
+    );
+}
+
+fn backup(id: i64, state: &str, size: Option<i64>, reason: Option<&str>) -> Backup {
+    Backup {
+        id,
+        service: "db".into(),
+        engine: "postgres".into(),
+        file: format!("backups/blog/db/2026030{}T090000Z-{id}.dump", id % 10),
+        size_bytes: size,
+        state: state.into(),
+        reason: reason.map(Into::into),
+        created_at: format!("2026-03-0{}T09:00:00Z", id % 10),
+        finished_at: (state != "running").then(|| format!("2026-03-0{}T09:00:04Z", id % 10)),
+    }
+}
+
+/// The db's backups, opened from the blog's services, in the order the server lists them.
+fn on_backups() -> App {
+    let mut app = on_services(some_services());
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        vec![Command::LoadBackups {
+            app: "blog".into(),
+            service: "db".into()
+        }]
+    );
+    assert_eq!(app.screen, Screen::Backups);
+    app.apply(Update::Backups(Box::new(BackupsLoaded {
+        app: "blog".into(),
+        service: "db".into(),
+        info: Some(service("db", "postgres", "healthy", None)),
+        items: vec![
+            backup(15, "running", None, None),
+            backup(
+                14,
+                "failed",
+                None,
+                Some("pg_dump: error: connection to server failed"),
+            ),
+            backup(13, "done", Some(1_572_864), None),
+            backup(12, "done", Some(734), None),
+        ],
+    })));
+    app
+}
+
+#[test]
+fn a_services_backups() {
+    let mut app = on_backups();
+    insta::assert_snapshot!("service_backups_80x24", render(&app, 80, 24));
+    app.handle_key(key(KeyCode::Char('j')));
+    insta::assert_snapshot!("service_backups_100x30", render(&app, 100, 30));
+    assert_eq!(
+        app.refresh(),
+        vec![Command::LoadBackups {
+            app: "blog".into(),
+            service: "db".into()
+        }]
+    );
+}
+
+#[test]
+fn the_backups_screen_shows_the_services_whole_error() {
+    let mut app = on_backups();
+    let long = "docker compose up: container rp-blog-services-db-1 is unhealthy: its \
+                healthcheck failed 5 times, last with: pg_isready: no response";
+    app.apply(Update::Backups(Box::new(BackupsLoaded {
+        app: "blog".into(),
+        service: "db".into(),
+        info: Some(service("db", "postgres", "unhealthy", Some(long))),
+        items: vec![backup(12, "done", Some(734), None)],
+    })));
+    insta::assert_snapshot!("service_backups_error", render(&app, 80, 24));
+}
+
+#[test]
+fn backups_are_newest_first_and_the_selection_stays_on_its_backup() {
+    let mut app = on_backups();
+    app.handle_key(key(KeyCode::Char('G')));
+    let loaded = |items| {
+        Update::Backups(Box::new(BackupsLoaded {
+            app: "blog".into(),
+            service: "db".into(),
+            info: None,
+            items,
+        }))
+    };
+    app.apply(loaded(vec![
+        backup(12, "done", Some(734), None),
+        backup(16, "running", None, None),
+        backup(13, "done", Some(1_572_864), None),
+    ]));
+    let b = app.backups.as_ref().unwrap();
+    let ids: Vec<i64> = b.items.as_ref().unwrap().iter().map(|b| b.id).collect();
+    assert_eq!(ids, [16, 13, 12]);
+    assert_eq!(b.selected().map(|b| b.id), Some(12));
+    // The service is gone: its backups stay listed, and none can be restored into it.
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("the service db is gone"), "{screen}");
+    assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+    assert!(app.confirm.is_none());
+    assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+    // Another service's backups are not taken for these.
+    app.apply(Update::Backups(Box::new(BackupsLoaded {
+        app: "blog".into(),
+        service: "cache".into(),
+        info: None,
+        items: vec![],
+    })));
+    assert_eq!(
+        app.backups.as_ref().unwrap().items.as_ref().unwrap().len(),
+        3
+    );
+}
+
+#[test]
+fn restoring_a_backup_asks_first_then_follows_the_restore() {
+    use rustploy_tui::app::JobWatch;
+    let mut app = on_backups();
+    // The newest is still running, the next failed: neither can be restored.
+    for _ in 0..2 {
+        assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+        assert!(app.confirm.is_none());
+        assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+        app.handle_key(key(KeyCode::Char('j')));
+    }
+    assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+    let confirm = app.confirm.as_ref().expect("a restore asks first");
+    assert!(
+        confirm.prompt.contains("replaces all of db's current data"),
+        "{}",
+        confirm.prompt
+    );
+    insta::assert_snapshot!("restore_confirm", render(&app, 80, 24));
+    assert!(app.handle_key(key(KeyCode::Esc)).is_empty());
+    assert!(app.confirm.is_none(), "Esc declines");
+    app.handle_key(key(KeyCode::Enter));
+    let restore = Command::Restore {
+        app: "blog".into(),
+        service: "db".into(),
+        backup: 13,
+    };
+    assert_eq!(app.handle_key(key(KeyCode::Char('y'))), vec![restore]);
+    let load = Command::LoadBackups {
+        app: "blog".into(),
+        service: "db".into(),
+    };
+    assert_eq!(
+        app.apply(Update::Started {
+            job: JobWatch {
+                id: 44,
+                what: "restore of backup #13 into db".into(),
+            },
+            message: "restore of backup #13 into db queued".into(),
+        }),
+        vec![load.clone(), Command::LoadJob(44)]
+    );
+    app.apply(Update::Job(Box::new(job(44, "restore", "queued", None))));
+    assert_eq!(
+        app.status,
+        Some(("restore of backup #13 into db: queued…".into(), false))
+    );
+    // Following it goes on from any screen.
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('q'))),
+        vec![Command::LoadApp("blog".into())]
+    );
+    assert_eq!(app.screen, Screen::Detail);
+    assert_eq!(app.pane, Pane::Services, "back where the user was");
+    assert_eq!(
+        app.refresh(),
+        vec![Command::LoadApp("blog".into()), Command::LoadJob(44)]
+    );
+    app.apply(Update::Job(Box::new(job(
+        44,
+        "restore",
+        "dead",
+        Some("pg_restore: error: input file is too short"),
+    ))));
+    assert_eq!(
+        app.status,
+        Some((
+            "restore of backup #13 into db failed: pg_restore: error: input file is too short"
+                .into(),
+            true
+        ))
+    );
+    assert!(app.jobs.is_empty());
+    insta::assert_snapshot!("restore_failed", render(&app, 80, 24));
+    // The outcome stays in view while the screen refreshes, until the user goes on.
+    app.apply(Update::Detail(Box::new(Detail {
+        services: some_services(),
+        ..detail()
+    })));
+    app.apply(Update::Ok);
+    assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+    app.handle_key(key(KeyCode::Char('j')));
+    app.apply(Update::Ok);
+    assert_eq!(app.status, None);
+}
+
+#[test]
+fn a_refused_action_stays_in_the_status_bar_until_the_next_key() {
+    let mut app = on_services(some_services());
+    app.apply(Update::Failed(
+        "the server refused the request: HTTP 409 service_exists: the app 'blog' already has \
+         a service named 'db'"
+            .into(),
+    ));
+    app.apply(Update::Ok);
+    assert!(app.status.as_ref().is_some_and(|(_, error)| *error));
+    app.handle_key(key(KeyCode::Char('k')));
+    app.apply(Update::Ok);
+    assert_eq!(app.status, None);
+    // A load's error still clears as soon as a load succeeds.
+    app.apply(Update::Error("cannot reach the server".into()));
+    app.apply(Update::Ok);
+    assert_eq!(app.status, None);
+}
+
+#[test]
+fn a_job_the_server_no_longer_knows_is_no_longer_followed() {
+    use rustploy_tui::app::JobWatch;
+    let mut app = on_services(some_services());
+    app.apply(Update::Started {
+        job: JobWatch {
+            id: 44,
+            what: "restore of backup #13 into db".into(),
+        },
+        message: "queued".into(),
+    });
+    app.apply(Update::JobLost {
+        job: 44,
+        message: "job #44 is no longer known to the server".into(),
+    });
+    assert!(app.jobs.is_empty());
+    assert_eq!(app.refresh(), vec![Command::LoadApp("blog".into())]);
 }
