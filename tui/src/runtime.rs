@@ -683,7 +683,7 @@ mod tests {
             return (200, body);
         }
         if path == "/api/v1/apps/blog/github" {
-            let error = r#"{"error":{"code":"not_found","message":"app 'blog' is not connected to GitHub","details":null}}"#;
+            let error = r#"{"error":{"code":"not_connected","message":"app 'blog' is not connected to GitHub","details":null}}"#;
             return (404, error.into());
         }
         if path.starts_with("/api/v1/apps/blog/deployments") {

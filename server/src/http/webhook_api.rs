@@ -186,10 +186,15 @@ pub(super) fn load_integration(
     Ok(Some(i))
 }
 
+/// 404 with its own code, so a client tells "not connected" from "no such app".
 pub(super) fn not_connected(key: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "app '{key}' is not connected to GitHub; connect it with PUT /api/v1/apps/{key}/github"
-    ))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_connected",
+        format!(
+            "app '{key}' is not connected to GitHub; connect it with PUT /api/v1/apps/{key}/github"
+        ),
+    )
 }
 
 async fn get_integration(

@@ -324,7 +324,7 @@ async fn an_integration_is_put_shown_without_its_secret_and_deleted() {
     let gone = h
         .call(Method::GET, "/api/v1/apps/web/github", Some(&t.admin), None)
         .await;
-    assert_eq!(gone.error(404, "GET after DELETE"), "not_found");
+    assert_eq!(gone.error(404, "GET after DELETE"), "not_connected");
     let again = h
         .call(
             Method::DELETE,
@@ -333,7 +333,7 @@ async fn an_integration_is_put_shown_without_its_secret_and_deleted() {
             None,
         )
         .await;
-    assert_eq!(again.error(404, "DELETE twice"), "not_found");
+    assert_eq!(again.error(404, "DELETE twice"), "not_connected");
     let missing = h
         .call(
             Method::GET,
