@@ -14,13 +14,13 @@ use crate::harness::{Harness, Reply};
 const PASSWORD: &str = "correct horse battery";
 
 /// A signed-in user of the dashboard.
-struct Browser {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Browser {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 /// A user with `role` (and [`PASSWORD`]) and a session for them.
-async fn signed_in(h: &Harness, email: &str, role: &str) -> Browser {
+pub(crate) async fn signed_in(h: &Harness, email: &str, role: &str) -> Browser {
     let (email, role) = (email.to_string(), role.to_string());
     let hash = secrets::hash_password(PASSWORD);
     let (cookie, csrf) = h
@@ -46,7 +46,7 @@ async fn signed_in(h: &Harness, email: &str, role: &str) -> Browser {
     Browser { cookie, csrf }
 }
 
-async fn get(h: &Harness, path: &str, who: Option<&Browser>) -> Reply {
+pub(crate) async fn get(h: &Harness, path: &str, who: Option<&Browser>) -> Reply {
     let mut r = Request::get(path);
     if let Some(b) = who {
         r = r.header(header::COOKIE, format!("{SESSION_COOKIE}={}", b.cookie));
@@ -55,7 +55,7 @@ async fn get(h: &Harness, path: &str, who: Option<&Browser>) -> Reply {
 }
 
 /// Posts a form as a browser would; `csrf` is the hidden field's value (or none at all).
-async fn post(
+pub(crate) async fn post(
     h: &Harness,
     path: &str,
     cookie: Option<String>,
@@ -79,7 +79,7 @@ async fn post(
     h.send(r.body(Body::from(body.join("&"))).unwrap()).await
 }
 
-fn as_user(b: &Browser) -> Option<String> {
+pub(crate) fn as_user(b: &Browser) -> Option<String> {
     Some(format!("{SESSION_COOKIE}={}", b.cookie))
 }
 
@@ -92,7 +92,7 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-fn location(r: &Reply) -> &str {
+pub(crate) fn location(r: &Reply) -> &str {
     r.headers
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -118,7 +118,7 @@ fn form_token(page: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
-async fn admin_token_app(h: &Harness, name: &str) {
+pub(crate) async fn admin_token_app(h: &Harness, name: &str) {
     let token = h.token("admin").await;
     let r = h
         .call(
@@ -857,7 +857,7 @@ async fn a_bad_github_owner_is_said_beside_the_field_and_connects_nothing() {
     let api = h
         .call(Method::GET, "/api/v1/apps/web/github", Some(&token), None)
         .await;
-    assert_eq!(api.error(404, "nothing was connected"), "not_found");
+    assert_eq!(api.error(404, "nothing was connected"), "not_connected");
 
     let r = post(
         &h,
@@ -1046,7 +1046,7 @@ async fn disconnecting_github_removes_the_integration() {
     let api = h
         .call(Method::GET, "/api/v1/apps/web/github", Some(&token), None)
         .await;
-    assert_eq!(api.error(404, "disconnected"), "not_found");
+    assert_eq!(api.error(404, "disconnected"), "not_connected");
     let refused = ping(&h, "after-1", &secret).await;
     assert_eq!(refused.error(401, "no integration"), "no_integration");
 

@@ -347,22 +347,23 @@ fn imported_page(v: &Viewer, app: &Value) -> Markup {
 // An app's tabs.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tab {
+pub(super) enum Tab {
     Overview,
     Deployments,
     Env,
     Domains,
+    Services,
     Github,
 }
 
 /// What every tab shows above itself.
-struct AppHead {
-    id: i64,
-    name: String,
+pub(super) struct AppHead {
+    pub(super) id: i64,
+    pub(super) name: String,
     last_state: Option<String>,
 }
 
-async fn app_head(state: &AppState, key: &str) -> ApiResult<AppHead> {
+pub(super) async fn app_head(state: &AppState, key: &str) -> ApiResult<AppHead> {
     let k = key.to_string();
     let head = state
         .ledger
@@ -386,7 +387,7 @@ async fn app_head(state: &AppState, key: &str) -> ApiResult<AppHead> {
     head.ok_or_else(|| no_app(key))
 }
 
-fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -> Markup {
+pub(super) fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -> Markup {
     let base = format!("/apps/{}", percent(&head.name));
     let tab_link = |t: Tab, href: String, text: &str| {
         html! {
@@ -415,6 +416,7 @@ fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -> Markup {
                 (tab_link(Tab::Deployments, format!("{base}/deployments"), "Deployments"))
                 (tab_link(Tab::Env, format!("{base}/env"), "Env vars"))
                 (tab_link(Tab::Domains, format!("{base}/domains"), "Domains"))
+                (tab_link(Tab::Services, format!("{base}/services"), "Services"))
                 (tab_link(Tab::Github, format!("{base}/github"), "GitHub"))
             }
             (content)

@@ -14,6 +14,7 @@
 
 mod access;
 mod apps;
+mod services;
 mod system;
 
 use axum::Router;
@@ -54,6 +55,7 @@ fn table() -> Vec<(&'static str, Need, MethodRouter<AppState>)> {
     )];
     t.extend(access::table());
     t.extend(apps::table());
+    t.extend(services::table());
     t.extend(system::table());
     t
 }
@@ -411,6 +413,18 @@ impl From<ApiError> for Problem {
 
 /// A labelled input, its error beside it, keeping what was typed.
 pub fn field(label: &str, name: &str, kind: &str, value: &str, problem: &Problem) -> Markup {
+    optional_field(label, name, kind, value, None, problem)
+}
+
+/// A [`field`] that may be left empty, with `placeholder` saying what empty stands for.
+pub fn optional_field(
+    label: &str,
+    name: &str,
+    kind: &str,
+    value: &str,
+    placeholder: Option<&str>,
+    problem: &Problem,
+) -> Markup {
     let error = problem.beside(name);
     let id = format!("f-{name}");
     let err_id = format!("{id}-error");
@@ -418,10 +432,10 @@ pub fn field(label: &str, name: &str, kind: &str, value: &str, problem: &Problem
         div.field.invalid[error.is_some()] {
             label for=(id) { (label) }
             @if let Some(e) = error {
-                input id=(id) name=(name) type=(kind) value=(value) aria-invalid="true" aria-describedby=(err_id);
+                input id=(id) name=(name) type=(kind) value=(value) placeholder=[placeholder] aria-invalid="true" aria-describedby=(err_id);
                 p.field-error id=(err_id) role="alert" { (e) }
             } @else {
-                input id=(id) name=(name) type=(kind) value=(value);
+                input id=(id) name=(name) type=(kind) value=(value) placeholder=[placeholder];
             }
         }
     }
@@ -452,9 +466,13 @@ pub fn confirm(open: &str, yes: &str, action: &str, csrf_token: &str, warning: M
 /// A state as a coloured badge.
 pub fn badge(state: &str) -> Markup {
     let class = match state {
-        "healthy" | "online" | "routed" | "deployed" | "ok" | "live" => "good",
-        "failed" | "offline" | "error" | "rejected" | "down" => "bad",
-        "queued" | "running" | "pending" | "stale" => "busy",
+        "healthy" | "online" | "routed" | "deployed" | "ok" | "live" | "done" | "succeeded" => {
+            "good"
+        }
+        "failed" | "offline" | "error" | "rejected" | "down" | "unhealthy" | "missing" | "dead" => {
+            "bad"
+        }
+        "queued" | "running" | "pending" | "stale" | "starting" => "busy",
         _ => "quiet",
     };
     html! { span class={ "badge " (class) } { (state) } }
