@@ -285,6 +285,24 @@ fn an_app_gets_a_postgres_it_keeps_across_redeploys_and_a_backup_restores_into_a
         "{} holds the dump",
         file.display()
     );
+    // An admin downloads exactly the file.
+    let download = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/api/v1/apps/shop/services/postgres/backups/{}/download",
+            server.base_url(),
+            b["id"]
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(download.status().as_u16(), 200);
+    assert_eq!(
+        download.bytes().unwrap().as_ref(),
+        std::fs::read(&file).unwrap()
+    );
     client
         .api
         .post(

@@ -73,6 +73,12 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
             post(create_backup),
         ),
         (
+            M::GET,
+            "/api/v1/apps/{app}/services/{name}/backups/{id}/download",
+            Need::Admin,
+            get(download_backup),
+        ),
+        (
             M::POST,
             "/api/v1/apps/{app}/services/{name}/restore",
             Need::Deploy,
@@ -563,4 +569,77 @@ async fn restore(
             "note": format!("the restore replaces the service's data; follow it at /api/v1/jobs/{job}"),
         })),
     ))
+}
+
+/// A finished backup's file, streamed: it holds the service's data, so only admins get it.
+async fn download_backup(
+    State(state): State<AppState>,
+    ApiPath((key, name, id)): ApiPath<(String, String, i64)>,
+) -> ApiResult<impl IntoResponse> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let (app_id, app) = app_of(&state, &key).await?;
+    let backup = state
+        .ledger
+        .run(move |c| rows::get_backup(c, app_id, id))
+        .await?
+        .filter(|b| b.service == name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the app '{app}' has no backup {id} of a service named '{name}'"
+            ))
+        })?;
+    if backup.state != "done" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_not_done",
+            format!(
+                "backup {id} is {}: only a finished backup can be downloaded",
+                backup.state
+            ),
+        ));
+    }
+    let path = state.settings.data_dir.join(&backup.path);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::GONE,
+            "backup_file_missing",
+            format!(
+                "the file of backup {id} cannot be read ({e}); it may have been removed by hand"
+            ),
+        )
+    })?;
+    let size = file.metadata().await.map(|m| m.len()).ok();
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+    .boxed();
+    let filename = std::path::Path::new(&backup.path)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or("backup")
+        .to_string();
+    let mut response = axum::body::Body::from_stream(chunks).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+    {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    if let Some(size) = size {
+        headers.insert(axum::http::header::CONTENT_LENGTH, size.into());
+    }
+    Ok(response)
 }

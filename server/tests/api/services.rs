@@ -210,6 +210,26 @@ async fn services_are_validated_unique_sealed_and_removable() {
         early.error(409, "restoring an unfinished backup"),
         "backup_not_done"
     );
+    let path = format!("/api/v1/apps/shop/services/postgres/backups/{id}/download");
+    let unfinished = h.call(Method::GET, &path, Some(&admin), None).await;
+    assert_eq!(
+        unfinished.error(409, "downloading an unfinished backup"),
+        "backup_not_done"
+    );
+    let denied = h.call(Method::GET, &path, Some(&deploy), None).await;
+    assert_eq!(denied.error(403, "downloading with deploy"), "forbidden");
+    let other = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/apps/shop/services/sql/backups/{id}/download"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        other.error(404, "a backup under another service's name"),
+        "not_found"
+    );
 
     // Deleting: unknown is 404; the volume is kept unless purged.
     let missing = h
