@@ -49,28 +49,15 @@ impl Scope<'_> {
         } else {
             let file = self.file();
             let doc = project_doc(&names, services);
-            crate::deploy::write_private(
-                &file,
-                &serde_json::to_vec_pretty(&doc).expect("JSON serialises"),
-            )
-            .await?;
-            let run = ComposeRun {
-                project: &project,
-                file,
-                args: ["up", "-d", "--remove-orphans"].map(String::from).to_vec(),
-                env: Default::default(),
-                timeout: self.config.build_timeout,
-            };
-            self.engine
-                .compose(run, cancel, on_line)
-                .await
-                .map_err(|e| match e {
-                    crate::deploy::process::ProcessError::Failed { tail, .. } => format!(
-                        "starting the services failed: {}",
-                        crate::deployer::telling_line(&tail).unwrap_or("compose failed")
-                    ),
-                    other => format!("starting the services failed: {other}"),
-                })?;
+            let bytes = serde_json::to_vec_pretty(&doc).expect("JSON serialises");
+            if self.settled(&file, &bytes, services).await {
+                // Every deployment checks its services: when nothing changed and all are
+                // healthy, a compose run would only cost its start-up.
+                on_line(Stream::Stdout, "services unchanged and healthy".into());
+            } else {
+                crate::deploy::write_private(&file, &bytes).await?;
+                self.compose_up(&project, file, cancel, on_line).await?;
+            }
         }
         for volume in purge {
             docker::remove_volume(volume)
@@ -78,6 +65,56 @@ impl Scope<'_> {
                 .map_err(|e| format!("removing the volume {volume} failed: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Whether the project already runs exactly `services`: its file holds `bytes`, and each
+    /// service has one healthy container and nothing else runs in it.
+    async fn settled(&self, file: &std::path::Path, bytes: &[u8], services: &[Service]) -> bool {
+        if tokio::fs::read(file).await.ok().as_deref() != Some(bytes) {
+            return false;
+        }
+        let names = self.names();
+        let Ok(containers) = self
+            .engine
+            .containers(&names.project(), &names.network())
+            .await
+        else {
+            return false;
+        };
+        containers.len() == services.len()
+            && services.iter().all(|s| {
+                containers.iter().any(|c| {
+                    c.service == s.name
+                        && Status::of(Some((c.state.as_str(), c.health.as_deref())))
+                            == Status::Healthy
+                })
+            })
+    }
+
+    async fn compose_up(
+        &self,
+        project: &str,
+        file: PathBuf,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(Stream, String) + Send),
+    ) -> Result<(), String> {
+        let run = ComposeRun {
+            project,
+            file,
+            args: ["up", "-d", "--remove-orphans"].map(String::from).to_vec(),
+            env: Default::default(),
+            timeout: self.config.build_timeout,
+        };
+        self.engine
+            .compose(run, cancel, on_line)
+            .await
+            .map_err(|e| match e {
+                crate::deploy::process::ProcessError::Failed { tail, .. } => format!(
+                    "starting the services failed: {}",
+                    crate::deployer::telling_line(&tail).unwrap_or("compose failed")
+                ),
+                other => format!("starting the services failed: {other}"),
+            })
     }
 
     /// The state of each of `services`, in their order, with its container when it has one.
