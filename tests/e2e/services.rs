@@ -266,7 +266,9 @@ fn an_app_gets_a_postgres_it_keeps_across_redeploys_and_a_backup_restores_into_a
     let d2 = client.deploy("shop");
     client.finished(d2, "healthy");
     assert!(
-        client.log_text(d2).contains("services unchanged and healthy"),
+        client
+            .log_text(d2)
+            .contains("services unchanged and healthy"),
         "a redeploy leaves running services alone"
     );
     assert_eq!(client.page("shop", "/count.txt").trim(), "2");
