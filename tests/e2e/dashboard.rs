@@ -1,8 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver)
 //! against the real server binary and the real Docker engine. One walk through the product:
 //! first-run setup, sign out and in, import a local repository, connect it to GitHub, deploy and
-//! follow the live log to healthy, add an env var, redeploy, roll back, create and revoke a token,
-//! sign out.
+//! follow the live log to healthy, add an env var, redeploy, roll back, add a redis service and
+//! back it up and restore it, create and revoke a token, sign out.
 //!
 //! A screenshot of each page goes to `target/screenshots/` for people to look at.
 
@@ -22,6 +22,14 @@ use crate::deploying::{DEPLOY_TIMEOUT, DockerScope, Repo, write_compose_app};
 
 const PASSWORD: &str = "a long enough password";
 const EMAIL: &str = "owner@example.com";
+/// The local stand-ins for the managed services' official images (built by scripts/test-images).
+const SERVICE_IMAGES: [(&str, &str); 3] = [
+    ("--postgres-image", "rustploy-test/postgres:1"),
+    ("--redis-image", "rustploy-test/redis:1"),
+    ("--mariadb-image", "rustploy-test/mariadb:1"),
+];
+/// How long a service may take to start, a backup to be made or a restore to end.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// chromedriver (and the Chromium it starts) in their own process group, killed together when
 /// dropped, however the test ends.
@@ -183,7 +191,44 @@ impl Browser {
     /// Waits until the text of `css` satisfies `ok`: after a click, the answer may still be
     /// loading, or be the page the browser is already on.
     async fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_text_within(css, what, Duration::from_secs(20), ok)
+            .await
+    }
+
+    /// [`Browser::wait_text`] with a deadline of its own, for what the page's own refresh
+    /// brings in.
+    async fn wait_text_within(
+        &self,
+        css: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
+        self.poll_text(css, what, timeout, false, ok).await
+    }
+
+    /// Waits until the text of `css` satisfies `ok`, reloading the page between looks: for a
+    /// state that changes on the server sooner than the page refreshes itself. The page must be
+    /// the answer to a GET (wait for it first after a form).
+    async fn wait_text_reloading(
+        &self,
+        css: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
+        self.poll_text(css, what, timeout, true, ok).await
+    }
+
+    async fn poll_text(
+        &self,
+        css: &str,
+        what: &str,
+        timeout: Duration,
+        reload: bool,
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
         loop {
             let t = self.text(css).await;
             if ok(&t) {
@@ -191,9 +236,15 @@ impl Browser {
             }
             assert!(
                 Instant::now() < deadline,
-                "waited for {what}; {css} says {t:?}"
+                "waited {timeout:?} for {what}; {css} says {t:?}\n{}",
+                self.text("main").await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if reload {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                self.client.refresh().await.ok();
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 
@@ -283,7 +334,10 @@ fn setup_token(server: &Server) -> String {
 fn the_dashboard_takes_an_app_from_import_to_rollback_in_a_real_browser() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    let flags = scope.flags();
+    let mut flags = scope.flags();
+    for (flag, image) in SERVICE_IMAGES {
+        flags.extend([flag.to_string(), image.to_string()]);
+    }
     let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     let repo = Repo::new(&sandbox, "shop");
     write_compose_app(&repo, "v1");
@@ -298,14 +352,14 @@ fn the_dashboard_takes_an_app_from_import_to_rollback_in_a_real_browser() {
         .unwrap();
     runtime.block_on(async {
         let b = Browser::open(&driver, server.base_url(), &profile).await;
-        walk(&b, &token, &repo).await;
+        walk(&b, &token, &repo, &scope).await;
         b.client.close().await.ok();
     });
     drop(driver);
     drop(server);
 }
 
-async fn walk(b: &Browser, setup: &str, repo: &Repo) {
+async fn walk(b: &Browser, setup: &str, repo: &Repo, scope: &DockerScope) {
     // First-run setup creates the owner and signs them in.
     b.goto(&format!("/setup?token={setup}")).await;
     b.shot("01-setup").await;
@@ -385,7 +439,11 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo) {
     b.click("form[action='/apps/shop/env'] button[type=submit]")
         .await;
     b.wait_path("the env tab", |p| p == "/apps/shop/env").await;
-    assert!(b.text("table").await.contains("from-the-dashboard"));
+    // The path is the same before and after the form's answer: wait for the value itself.
+    b.wait_text("table", "the new env var", |t| {
+        t.contains("from-the-dashboard")
+    })
+    .await;
     b.shot("10-env").await;
     b.click("form[action='/apps/shop/deploy'] button").await;
     let second = b
@@ -411,13 +469,18 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo) {
     assert!(history.contains("rollback"), "{history}");
     b.shot("12-rolled-back").await;
 
+    // A managed redis beside the app: added, backed up and restored from the Services tab.
+    services(b, scope).await;
+
     // A token: shown once, then revoked; the audit log is on the same page.
     b.goto("/tokens").await;
     b.fill("#f-name", "ci").await;
     b.click("input[name=scopes][value=read]").await;
     b.fill("#f-expires_in_days", "30").await;
     b.click("form[action='/tokens'] button[type=submit]").await;
-    let shown = b.text("#new-token").await;
+    let shown = b
+        .wait_text("#new-token", "the new token", |t| t.starts_with("rp_"))
+        .await;
     assert!(
         shown.starts_with("rp_"),
         "the new token is shown: {shown:?}"
@@ -513,4 +576,137 @@ async fn connect_github(b: &Browser) {
         "no secret is shown again"
     );
     b.shot("05d-github-connected").await;
+}
+
+/// On the deployed app's Services tab: adds a redis named `cache`, its variable and image left
+/// to the defaults, waits until it is healthy, backs it up (the backups page following the
+/// backup by its own refresh), and restores the backup into it. The service's container and
+/// volume carry the test's prefix, so the scope removes them with the rest.
+async fn services(b: &Browser, scope: &DockerScope) {
+    let started = Instant::now();
+    let status = "#live tbody tr:first-child td:nth-child(3) .badge";
+    b.goto("/apps/shop/services").await;
+    assert!(
+        b.text("#live p.empty").await.contains("no services yet"),
+        "the tab starts empty: {}",
+        b.text("main").await
+    );
+    b.shot("12a-services-empty").await;
+
+    // The engine and a name: the variable and the image are the engine's defaults.
+    let asked = Instant::now();
+    b.find("#f-engine")
+        .await
+        .select_by_value("redis")
+        .await
+        .expect("choosing redis");
+    b.fill("#f-name", "cache").await;
+    b.click("form[action='/apps/shop/services'] button[type=submit]")
+        .await;
+    b.wait_text(
+        "#live tbody tr:first-child td:first-child",
+        "the service to be listed",
+        |t| t == "cache",
+    )
+    .await;
+    let row = b.text("#live tbody tr:first-child").await;
+    assert!(row.contains("REDIS_URL"), "{row}");
+    assert!(
+        row.contains("rustploy-test/redis:1"),
+        "the server's image: {row}"
+    );
+    let volume = format!("{}-shop-svc-cache", scope.prefix);
+    assert!(row.contains(&volume), "the volume is {volume}: {row}");
+    let state = b
+        .wait_text_reloading(status, "the service to be healthy", SERVICE_TIMEOUT, |t| {
+            matches!(t, "healthy" | "unhealthy")
+        })
+        .await;
+    assert_eq!(state, "healthy", "{}", b.text("main").await);
+    let healthy = asked.elapsed();
+    let project = format!("{}-shop-services", scope.prefix);
+    let containers = scope.containers();
+    assert!(
+        containers.iter().any(|c| c.starts_with(&project)),
+        "the service's container is in the scope: {containers:?}"
+    );
+    b.shot("12b-service-healthy").await;
+
+    // "Back up now" leads to the service's backups, where the backup is followed until done.
+    let asked = Instant::now();
+    b.click("form[action='/apps/shop/services/cache/backup'] button")
+        .await;
+    b.wait_path("the backups page", |p| {
+        p == "/apps/shop/services/cache/backups"
+    })
+    .await;
+    // The list refreshes itself while a backup runs: no reload is needed to see it end.
+    let backup = "#backups tbody tr:first-child";
+    let state = b
+        .wait_text_within(
+            &format!("{backup} td:nth-child(3) .badge"),
+            "the backup to end",
+            SERVICE_TIMEOUT,
+            |t| matches!(t, "done" | "failed"),
+        )
+        .await;
+    assert_eq!(state, "done", "{}", b.text("main").await);
+    let backed_up = asked.elapsed();
+    let id = b.text(&format!("{backup} td:first-child")).await;
+    let id = id.trim_start_matches('#').to_string();
+    assert!(id.parse::<i64>().is_ok(), "a backup number: {id:?}");
+    let size = b.text(&format!("{backup} td:nth-child(4)")).await;
+    assert!(size.ends_with('B'), "its size is shown: {size:?}");
+    b.shot("12c-backup-done").await;
+
+    // Restoring asks first, then follows the restore job on the same page until it ends. From
+    // a fresh page: the list loaded while the backup ran goes on refreshing itself, which folds
+    // an open confirm shut.
+    b.goto("/apps/shop/services/cache/backups").await;
+    b.click("#backups details.confirm summary").await;
+    b.shot("12d-restore-confirm").await;
+    let asked = Instant::now();
+    b.click(&format!(
+        "form[action='/apps/shop/services/cache/backups/{id}/restore'] button"
+    ))
+    .await;
+    b.wait_text("#restore .badge", "the restore to be followed", |t| {
+        !t.is_empty()
+    })
+    .await;
+    let state = b
+        .wait_text_reloading(
+            "#restore .badge",
+            "the restore to end",
+            SERVICE_TIMEOUT,
+            |t| !t.is_empty() && !matches!(t, "queued" | "running"),
+        )
+        .await;
+    assert_eq!(state, "succeeded", "{}", b.text("main").await);
+    let restored = asked.elapsed();
+    assert!(
+        b.text("#restore")
+            .await
+            .contains(&format!("of backup #{id} into cache")),
+        "{}",
+        b.text("#restore").await
+    );
+    b.shot("12e-restored").await;
+
+    // Redis restarted to load the snapshot; the tab shows it healthy again.
+    b.goto("/apps/shop/services").await;
+    let state = b
+        .wait_text_reloading(
+            status,
+            "the service to be healthy again",
+            SERVICE_TIMEOUT,
+            |t| matches!(t, "healthy" | "unhealthy"),
+        )
+        .await;
+    assert_eq!(state, "healthy", "{}", b.text("main").await);
+    eprintln!(
+        "redis healthy {healthy:?} after the add, backup done {backed_up:?} after the click, \
+         restore succeeded {restored:?} after the confirm; the services step took {:?}",
+        started.elapsed()
+    );
 }

@@ -42,16 +42,20 @@ function refresh(box) {
   const seconds = Number(box.dataset.refresh) || 5;
   // A page answering a form refreshes from the page the box belongs to (data-refresh-from).
   const from = box.dataset.refreshFrom || window.location.href;
-  setInterval(async () => {
+  const timer = setInterval(async () => {
     if (document.hidden) return;
     const active = document.activeElement;
     if (active && box.contains(active) && active.matches("input, select, textarea")) return;
+    // A confirm the user opened stays open until they answer it.
+    if (box.querySelector("details[open]")) return;
     try {
       const response = await fetch(from, { credentials: "same-origin" });
       if (!response.ok) return;
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.getElementById(box.id);
       if (fresh) box.replaceChildren(...fresh.childNodes);
+      // The page stops asking once there is nothing left to follow (a backup finished).
+      if (!fresh || !fresh.hasAttribute("data-refresh")) clearInterval(timer);
     } catch (_) {
       // Offline for a moment: try again at the next tick.
     }
