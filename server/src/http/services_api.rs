@@ -180,6 +180,22 @@ pub(super) async fn views(
         app,
     };
     let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    // A service without a container yet whose start is still queued or running is starting,
+    // not missing.
+    let a = app.to_string();
+    let pending = state
+        .ledger
+        .run(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs j JOIN apps a ON a.id = j.app_id
+                                 WHERE a.name = ?1 AND j.kind = 'services'
+                                   AND j.state IN ('queued', 'running'))",
+                [a],
+                |r| r.get::<_, bool>(0),
+            )?)
+        })
+        .await
+        .unwrap_or(false);
     let statuses = match tokio::time::timeout(STATUS_TIMEOUT, scope.statuses(&names)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
@@ -192,6 +208,9 @@ pub(super) async fn views(
         .enumerate()
         .map(|(i, r)| {
             let (status, container) = match &statuses {
+                Some(s) if s[i].0 == Status::Missing && pending => {
+                    (Status::Starting.as_str(), None)
+                }
                 Some(s) => (s[i].0.as_str(), s[i].1.as_ref()),
                 None => ("unknown", None),
             };
@@ -327,7 +346,7 @@ async fn create_service(
     ApiJson(body): ApiJson<NewServiceBody>,
 ) -> ApiResult<impl IntoResponse> {
     let (row, job, _) = create(&state, &key, &body).await?;
-    let mut v = view(&row, Status::Missing.as_str(), None, None);
+    let mut v = view(&row, Status::Starting.as_str(), None, None);
     v["job_id"] = json!(job);
     v["note"] = json!(format!(
         "the service starts now; the app receives {} at its next deployment",

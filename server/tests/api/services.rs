@@ -43,6 +43,22 @@ async fn services_are_validated_unique_sealed_and_removable() {
         "postgres://app:********@postgres:5432/app"
     );
     assert!(made.body["job_id"].as_i64().is_some(), "{}", made.text);
+    assert_eq!(made.body["status"], "starting", "{}", made.text);
+    // Its start waits in the queue (no worker runs here): starting, not missing.
+    let read_back = h
+        .call(
+            Method::GET,
+            "/api/v1/apps/shop/services/postgres",
+            Some(&read),
+            None,
+        )
+        .await;
+    let status = read_back.body["status"].as_str().unwrap_or_default();
+    assert!(
+        ["starting", "unknown"].contains(&status),
+        "unknown only without Docker: {}",
+        read_back.text
+    );
     let volume = made.body["volume"].as_str().unwrap();
     assert!(volume.ends_with("-shop-svc-postgres"), "{volume}");
 
