@@ -1158,6 +1158,9 @@ fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, L
 
 /// Writes a checked delivery inside the caller's transaction: its rows, or nothing when its
 /// id was taken before (a redelivery).
+/// How many redeliveries of one delivery are recorded; more are only logged.
+const MAX_RECORDED_REDELIVERIES: i64 = 20;
+
 fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, LedgerError> {
     let now = now_ms();
     let (rows, extra, repository) = match checked {
@@ -1196,24 +1199,60 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
             repository,
         } => (rows, extra, repository),
     };
-    let earlier: Vec<Value> = tx
+    let earlier: Vec<(i64, Option<i64>, Value)> = tx
         .prepare_cached(
-            "SELECT a.name, w.outcome, w.reason, w.commit_sha, w.deployment_id
+            "SELECT w.id, w.app_id, a.name, w.outcome, w.reason, w.commit_sha, w.deployment_id
                FROM webhook_deliveries w LEFT JOIN apps a ON a.id = w.app_id
-              WHERE w.delivery_id = ?1 AND w.outcome != 'rejected' ORDER BY w.id",
+              WHERE w.delivery_id = ?1 AND w.outcome != 'rejected' AND w.duplicate_of IS NULL
+              ORDER BY w.id",
         )?
         .query_map([&d.id], |r| {
-            Ok(json!({
-                "app": r.get::<_, Option<String>>(0)?,
-                "outcome": r.get::<_, String>(1)?,
-                "reason": r.get::<_, Option<String>>(2)?,
-                "commit_sha": r.get::<_, Option<String>>(3)?,
-                "deployment_id": r.get::<_, Option<i64>>(4)?,
-            }))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                json!({
+                    "app": r.get::<_, Option<String>>(2)?,
+                    "outcome": r.get::<_, String>(3)?,
+                    "reason": r.get::<_, Option<String>>(4)?,
+                    "commit_sha": r.get::<_, Option<String>>(5)?,
+                    "deployment_id": r.get::<_, Option<i64>>(6)?,
+                }),
+            ))
         })?
         .collect::<Result<_, _>>()?;
     if !earlier.is_empty() {
-        return Ok(Verdict::Duplicate { rows: earlier });
+        // Recorded, so the list explains it; a replayed delivery is recorded a bounded number
+        // of times, then only logged.
+        let repeats: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE delivery_id = ?1 AND duplicate_of IS NOT NULL",
+            )?
+            .query_row([&d.id], |r| r.get(0))?;
+        if repeats < MAX_RECORDED_REDELIVERIES {
+            for (first, app, _) in &earlier {
+                tx.prepare_cached(
+                    "INSERT INTO webhook_deliveries (delivery_id, event, app_id, repository, outcome,
+                            reason, duplicate_of, source_addr, received_at, handled_at)
+                     VALUES (?1, ?2, ?3, ?4, 'ignored', ?5, ?6, ?7, ?8, ?8)",
+                )?
+                .execute(params![
+                    d.id,
+                    d.event,
+                    app,
+                    repository,
+                    format!(
+                        "a redelivery of delivery {}, already handled (row {first}): nothing new was done",
+                        d.id
+                    ),
+                    first,
+                    d.source,
+                    now
+                ])?;
+            }
+        }
+        return Ok(Verdict::Duplicate {
+            rows: earlier.into_iter().map(|(_, _, v)| v).collect(),
+        });
     }
     let handled = |outcome: &str| (outcome != "pending").then_some(now);
     for row in &rows {
@@ -1454,7 +1493,7 @@ async fn list_deliveries(
                 .prepare_cached(
                     "SELECT w.id, w.delivery_id, w.event, w.app_id, a.name, w.repository, w.git_ref,
                             w.commit_sha, w.outcome, w.reason, w.deployment_id, w.source_addr,
-                            w.received_at, w.handled_at
+                            w.received_at, w.handled_at, w.duplicate_of
                        FROM webhook_deliveries w LEFT JOIN apps a ON a.id = w.app_id
                       WHERE w.id < ?1 AND (?2 IS NULL OR w.app_id = ?2)
                         AND (?3 IS NULL OR w.outcome = ?3)
@@ -1476,6 +1515,7 @@ async fn list_deliveries(
                         "source_addr": r.get::<_, Option<String>>(11)?,
                         "received_at": rfc3339(r.get(12)?),
                         "handled_at": r.get::<_, Option<i64>>(13)?.map(rfc3339),
+                        "duplicate_of": r.get::<_, Option<i64>>(14)?,
                     }))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -706,8 +706,23 @@ async fn a_redelivery_is_acknowledged_and_deploys_nothing_new() {
     assert_eq!(again.body["duplicate"], true, "{}", again.text);
     t.settled().await;
     assert_eq!(t.deployments().await.len(), 1);
+    // Every redelivery is in the list, pointing at the delivery it repeats.
     let rows = t.deliveries("").await;
-    assert_eq!(rows["items"].as_array().unwrap().len(), 1, "{rows}");
+    let items = rows["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "{rows}");
+    let first = items.last().unwrap();
+    assert_eq!(first["outcome"], "deployed", "{rows}");
+    assert_eq!(first["duplicate_of"], Value::Null);
+    for again in &items[..4] {
+        assert_eq!(again["outcome"], "ignored", "{rows}");
+        assert_eq!(again["duplicate_of"], first["id"], "{rows}");
+        assert!(
+            again["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("a redelivery of delivery same-id")),
+            "{rows}"
+        );
+    }
 }
 
 #[tokio::test]
