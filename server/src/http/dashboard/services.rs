@@ -298,8 +298,8 @@ fn kept_section(v: &Viewer, base: &str, kept: &[Kept]) -> Markup {
                     tr {
                         td { (k.name) }
                         td { (k.engine) }
-                        td.mono { (k.volume) }
-                        td { (when(k.deleted_at)) }
+                        td.mono.whole { (k.volume) }
+                        td.nowrap { (when(k.deleted_at)) }
                         td {
                             a href={ (at) "/backups" } { "Backups" }
                             @if v.can(Need::Deploy) {
@@ -600,9 +600,11 @@ async fn backups_page(
             Some(s) => {
                 p { "A " (s.engine) " service. Backups are made with the engine's own tools and kept under the server's data directory." }
                 @if v.can(Need::Deploy) {
-                    form method="post" action={ (tab) "/" (percent(&s.name)) "/backup" } {
-                        (csrf(&v.csrf))
-                        button.secondary type="submit" { "Back up now" }
+                    div.actions {
+                        form method="post" action={ (tab) "/" (percent(&s.name)) "/backup" } {
+                            (csrf(&v.csrf))
+                            button.secondary type="submit" { "Back up now" }
+                        }
                     }
                 }
             }
@@ -642,8 +644,8 @@ fn backups_table(
         table {
             thead { tr { th { "#" } th { "Created" } th { "State" } th { "Size" } th { "File" } th {} } }
             tbody { @for b in list { tr {
-                td { "#" (b.id) }
-                td {
+                td.nowrap { "#" (b.id) }
+                td.nowrap {
                     (when(b.created_at))
                     @if let Some(f) = b.finished_at { br; small { "took " (duration(f - b.created_at)) } }
                 }
@@ -651,8 +653,8 @@ fn backups_table(
                     (badge(&b.state))
                     @if let Some(r) = &b.reason { br; small.reason { (r) } }
                 }
-                td { @if let Some(n) = b.size_bytes { (size(n)) } }
-                td.mono { (b.path) }
+                td.nowrap { @if let Some(n) = b.size_bytes { (size(n)) } }
+                td.mono.whole { (file_path(&b.path)) }
                 td {
                     @if let Some(s) = target {
                         @if b.state == "done" && b.engine == s.engine {
@@ -671,6 +673,12 @@ fn backups_table(
             } } }
         }
     }
+}
+
+/// A backup's file: a narrow column may break it after its folder, never inside its name.
+fn file_path(path: &str) -> Markup {
+    let (folder, file) = path.split_at(path.rfind('/').map_or(0, |i| i + 1));
+    html! { (folder) wbr; span.nowrap { (file) } }
 }
 
 fn restore_warning(b: &BackupRow, s: &ServiceRow) -> Markup {
