@@ -211,23 +211,26 @@ fn insert(
     })
 }
 
+/// A `ServiceRow` from `SELECT id, name, engine, image, env_name, volume, created_at`.
+fn service_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
+    Ok(ServiceRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        engine: r.get(2)?,
+        image: r.get(3)?,
+        env_name: r.get(4)?,
+        volume: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
 pub fn list(conn: &Connection, app_id: i64) -> Result<Vec<ServiceRow>, LedgerError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, name, engine, image, env_name, volume, created_at
            FROM managed_services WHERE app_id = ?1 AND deleted_at IS NULL ORDER BY name",
     )?;
     let rows = stmt
-        .query_map([app_id], |r| {
-            Ok(ServiceRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                engine: r.get(2)?,
-                image: r.get(3)?,
-                env_name: r.get(4)?,
-                volume: r.get(5)?,
-                created_at: r.get(6)?,
-            })
-        })?
+        .query_map([app_id], service_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -325,17 +328,7 @@ pub fn kept(conn: &Connection, app_id: i64, name: &str) -> Result<Option<Service
             "SELECT id, name, engine, image, env_name, volume, created_at FROM managed_services
               WHERE app_id = ?1 AND name = ?2 AND deleted_at IS NOT NULL",
         )?
-        .query_row(params![app_id, name], |r| {
-            Ok(ServiceRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                engine: r.get(2)?,
-                image: r.get(3)?,
-                env_name: r.get(4)?,
-                volume: r.get(5)?,
-                created_at: r.get(6)?,
-            })
-        })
+        .query_row(params![app_id, name], service_row)
         .optional()?)
 }
 
