@@ -22,31 +22,8 @@ pub enum HeartbeatMonitorMsg {
     InjectPanic,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum AgentState {
-    Online,
-    Stale,
-    Offline,
-}
-
-impl AgentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentState::Online => "online",
-            AgentState::Stale => "stale",
-            AgentState::Offline => "offline",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "online" => Some(AgentState::Online),
-            "stale" => Some(AgentState::Stale),
-            "offline" => Some(AgentState::Offline),
-            _ => None,
-        }
-    }
-}
+/// An agent's state: the same type the API carries, ordered from online to offline.
+pub use rustploy_api::agents::AgentState;
 
 /// An agent is stale after missing two heartbeat intervals and offline after missing five.
 /// Only the server's receive times count: an agent's own clock may be wrong.

@@ -22,7 +22,8 @@ pub const MAX_NAME: usize = 255;
 /// The longest error text a sample may carry.
 pub const MAX_ERROR: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Ordered from online to offline: the monitor only ever moves an agent down this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentState {
     Online,

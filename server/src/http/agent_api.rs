@@ -241,13 +241,13 @@ async fn heartbeat(
         .await?;
     match outcome {
         Heartbeat::Recorded { previous } => {
-            if previous != heartbeat_monitor::AgentState::Online {
+            if previous != AgentState::Online {
                 tracing::info!(agent = id, from = previous.as_str(), "agent back online");
             }
             Ok(ApiJson(HeartbeatResponse {
                 agent_id: id,
                 state: AgentState::Online,
-                previous_state: AgentState::parse(previous.as_str()).unwrap_or(AgentState::Online),
+                previous_state: previous,
                 received_at: rfc3339(received_at),
             }))
         }
