@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::api::Page;
-use super::auth::{Need, Principal};
+use super::auth::{Need, Principal, RecordedElsewhere};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::domain::rfc3339;
 
@@ -244,12 +244,15 @@ async fn heartbeat(
             if previous != AgentState::Online {
                 tracing::info!(agent = id, from = previous.as_str(), "agent back online");
             }
-            Ok(ApiJson(HeartbeatResponse {
-                agent_id: id,
-                state: AgentState::Online,
-                previous_state: previous,
-                received_at: rfc3339(received_at),
-            }))
+            Ok((
+                Extension(RecordedElsewhere),
+                ApiJson(HeartbeatResponse {
+                    agent_id: id,
+                    state: AgentState::Online,
+                    previous_state: previous,
+                    received_at: rfc3339(received_at),
+                }),
+            ))
         }
         Heartbeat::UnknownAgent => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -4,7 +4,7 @@
 //! [`require`] resolves the caller from an API token or a session cookie, checks the need,
 //! enforces CSRF protection for cookie-authenticated writes, and leaves a [`Principal`] in the
 //! request's extensions. Every token-authenticated request is audited with its final status,
-//! except successful agent heartbeats, which are recorded as heartbeats.
+//! except answers a handler marks [`RecordedElsewhere`] (a heartbeat is its own record).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -121,10 +121,7 @@ pub async fn require(
         req.extensions_mut().insert(principal.clone());
         next.run(req).await
     };
-    // A successful heartbeat is its own record (agent_heartbeats, pruned by the monitor);
-    // auditing each one would grow the audit log by thousands of rows per agent and day.
-    let routine =
-        need == Need::Agent && path.ends_with("/heartbeat") && response.status().is_success();
+    let routine = response.extensions().get::<RecordedElsewhere>().is_some();
     if let Principal::Token { id, .. } = principal
         && !routine
     {
@@ -191,15 +188,26 @@ async fn authenticate_token(ledger: &Ledger, token: String) -> Result<Option<Pri
 }
 
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name`.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
+
+/// Marks a successful answer whose request the handler already recorded in a table of its
+/// own, so the token audit leaves it out: an agent's heartbeat is stored as a heartbeat (and
+/// pruned by the monitor); auditing each would add thousands of rows per agent and day.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedElsewhere;
 
 /// Sessions last at most this long, and lapse after this long unused.
 pub const SESSION_ABSOLUTE_MS: i64 = 7 * 24 * 3600 * 1000;

@@ -114,6 +114,28 @@ async fn an_agent_registers_beats_and_shows_up_online_with_its_sample() {
     assert_eq!(reply.body["agent_id"], id);
     assert_eq!(reply.body["state"], "online");
     assert_eq!(reply.body["previous_state"], "online");
+    // A heartbeat is its own record, not a token audit event; a refused one is audited.
+    let audited = || async {
+        h.sql(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM token_audit_events WHERE path = ?1",
+                [HEARTBEAT],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+    };
+    assert_eq!(audited().await, 0);
+    let unknown = h
+        .call(
+            Method::POST,
+            HEARTBEAT,
+            Some(&token),
+            Some(&beat(id + 1000)),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(audited().await, 1);
 
     let listed = h
         .call(Method::GET, "/api/v1/agents", Some(&read), None)

@@ -20,7 +20,7 @@ mod system;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -121,7 +121,7 @@ async fn guard(
     let write = req.method() != Method::GET && req.method() != Method::HEAD;
     let secure = state.settings.public_url.starts_with("https://");
     if need == Need::Public {
-        let cookie = cookie(req.headers(), FORM_COOKIE).filter(|c| c.len() >= 32);
+        let cookie = auth::cookie(req.headers(), FORM_COOKIE).filter(|c| c.len() >= 32);
         if write {
             let (req, field) = match take_csrf_field(req).await {
                 Ok(r) => r,
@@ -243,18 +243,6 @@ fn csrf_refused() -> Response {
             },
         ),
     )
-}
-
-/// The value of cookie `name`.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 /// Sends a visitor without a session to the login page, to come back here afterwards.
