@@ -1158,6 +1158,27 @@ fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, L
 
 /// Writes a checked delivery inside the caller's transaction: its rows, or nothing when its
 /// id was taken before (a redelivery).
+/// Records a refused request (delivery id and event) for `app`, or for no app.
+fn insert_rejected(
+    tx: &Connection,
+    (delivery, event): (Option<&str>, &str),
+    app: Option<i64>,
+    repository: Option<&str>,
+    reason: &str,
+    source: Option<&str>,
+    now: i64,
+) -> Result<(), LedgerError> {
+    tx.prepare_cached(
+        "INSERT INTO webhook_deliveries (delivery_id, event, app_id, repository,
+                outcome, reason, source_addr, received_at, handled_at)
+         VALUES (?1, ?2, ?3, ?4, 'rejected', ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![
+        delivery, event, app, repository, reason, source, now
+    ])?;
+    Ok(())
+}
+
 /// How many redeliveries of one delivery are recorded; more are only logged.
 const MAX_RECORDED_REDELIVERIES: i64 = 20;
 
@@ -1171,21 +1192,17 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
             answer: (status, code, message),
         } => {
             // Signed by a holder of the secret, so worth keeping whole: a sender to fix.
+            let reason = format!("{code}: {message}");
             for app in apps {
-                tx.prepare_cached(
-                    "INSERT INTO webhook_deliveries (delivery_id, event, app_id, repository,
-                            outcome, reason, source_addr, received_at, handled_at)
-                     VALUES (?1, ?2, ?3, ?4, 'rejected', ?5, ?6, ?7, ?7)",
-                )?
-                .execute(params![
-                    d.id,
-                    d.event,
-                    app,
-                    repository,
-                    format!("{code}: {message}"),
-                    d.source,
-                    now
-                ])?;
+                insert_rejected(
+                    tx,
+                    (Some(d.id.as_str()), &d.event),
+                    Some(app),
+                    repository.as_deref(),
+                    &reason,
+                    d.source.as_deref(),
+                    now,
+                )?;
             }
             return Ok(Verdict::Unreadable {
                 status,
@@ -1422,21 +1439,17 @@ async fn reject(state: &AppState, local: &Local, r: Rejected) -> ApiError {
             if apps.is_empty() {
                 apps.push(None);
             }
+            let now = now_ms();
             for app in apps {
-                tx.prepare_cached(
-                    "INSERT INTO webhook_deliveries (delivery_id, event, app_id, repository,
-                            outcome, reason, source_addr, received_at, handled_at)
-                     VALUES (?1, ?2, ?3, ?4, 'rejected', ?5, ?6, ?7, ?7)",
-                )?
-                .execute(params![
-                    r.id,
-                    r.event.as_deref().unwrap_or("unknown"),
+                insert_rejected(
+                    &tx,
+                    (r.id.as_deref(), r.event.as_deref().unwrap_or("unknown")),
                     app,
-                    repository,
-                    reason,
-                    r.source,
-                    now_ms(),
-                ])?;
+                    repository.as_deref(),
+                    &reason,
+                    r.source.as_deref(),
+                    now,
+                )?;
             }
             tx.commit()?;
             Ok(())
