@@ -204,6 +204,19 @@ pub(super) fn resolve_app(c: &Connection, key: &str) -> Result<Option<i64>, Ledg
     )
 }
 
+/// Like [`resolve_app`], with the app's name.
+pub(super) fn resolve_app_named(
+    c: &Connection,
+    key: &str,
+) -> Result<Option<(i64, String)>, LedgerError> {
+    let by_id = key.parse::<i64>().ok();
+    Ok(
+        c.prepare_cached("SELECT id, name FROM apps WHERE id = ?1 OR name = ?2")?
+            .query_row(params![by_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?,
+    )
+}
+
 pub(super) fn no_app(key: &str) -> ApiError {
     ApiError::not_found(format!("no app with id or name '{key}'"))
 }

@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::api::{Page, deployment_json, no_app, optional_json, page_of, resolve_app};
+use super::api::{
+    Page, deployment_json, no_app, optional_json, page_of, resolve_app, resolve_app_named,
+};
 use super::auth::{Need, Principal};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::domain::{AppName, GitRef, rfc3339};
@@ -344,11 +346,9 @@ async fn delete_app(
     let found = state
         .ledger
         .run(move |c| {
-            let Some(id) = resolve_app(c, &k)? else {
+            let Some((id, name)) = resolve_app_named(c, &k)? else {
                 return Ok(None);
             };
-            let name: String =
-                c.query_row("SELECT name FROM apps WHERE id = ?1", [id], |r| r.get(0))?;
             let running: i64 = c.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
                 [id],
@@ -799,11 +799,9 @@ pub(super) async fn runtime_of(state: &AppState, key: String) -> ApiResult<Value
         state
             .ledger
             .run(move |c| {
-                let Some(app) = resolve_app(c, &k)? else {
+                let Some((app, name)) = resolve_app_named(c, &k)? else {
                     return Ok(None);
                 };
-                let name: String =
-                    c.query_row("SELECT name FROM apps WHERE id = ?1", [app], |r| r.get(0))?;
                 let route: Vec<(String, i64, String, String, i64)> = c
                 .prepare_cached(
                     "SELECT container_id, deployment_id, service, address, port FROM app_runtimes
@@ -907,14 +905,7 @@ async fn container_logs(
     let k = key.clone();
     let name = state
         .ledger
-        .run(move |c| match resolve_app(c, &k)? {
-            Some(app) => Ok(Some(c.query_row(
-                "SELECT name FROM apps WHERE id = ?1",
-                [app],
-                |r| r.get::<_, String>(0),
-            )?)),
-            None => Ok(None),
-        })
+        .run(move |c| Ok(resolve_app_named(c, &k)?.map(|(_, name)| name)))
         .await?;
     let Some(name) = name else {
         return Err(no_app(&key));

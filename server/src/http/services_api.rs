@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::{no_app, resolve_app};
+use super::api::{no_app, resolve_app_named};
 use super::auth::Need;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::domain::rfc3339;
@@ -154,14 +154,7 @@ async fn app_of(state: &AppState, key: &str) -> ApiResult<(i64, String)> {
     let k = key.to_string();
     state
         .ledger
-        .run(move |c| {
-            let Some(id) = resolve_app(c, &k)? else {
-                return Ok(None);
-            };
-            let name: String =
-                c.query_row("SELECT name FROM apps WHERE id = ?1", [id], |r| r.get(0))?;
-            Ok(Some((id, name)))
-        })
+        .run(move |c| resolve_app_named(c, &k))
         .await?
         .ok_or_else(|| no_app(key))
 }

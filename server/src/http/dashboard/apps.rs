@@ -255,7 +255,8 @@ async fn import_form(Extension(v): Extension<Viewer>) -> Response {
     )
 }
 
-fn some(s: &str) -> Option<String> {
+/// A form field's text, trimmed; `None` when it was left empty.
+pub(super) fn some(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
 }

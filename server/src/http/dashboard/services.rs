@@ -18,7 +18,7 @@ use rustploy_actors::services::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::apps::{AppHead, Tab, app_frame, app_head};
+use super::apps::{AppHead, Tab, app_frame, app_head, some};
 use super::{
     Problem, Table, Viewer, action, badge, confirm, csrf, duration, error_page, form_error,
     optional_field, percent, respond, see_other, when,
@@ -367,11 +367,6 @@ fn add_form(
             }
         }
     }
-}
-
-fn some(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
 }
 
 async fn add(
