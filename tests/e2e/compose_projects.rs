@@ -207,3 +207,50 @@ fn a_read_only_bind_of_a_repository_folder_is_served() {
 fn a_dotenv_file_beside_the_compose_file_fills_in_variables() {
     deploy_twice("e2e-dotenv", "/greeting.txt", "hello-from-dotenv\n");
 }
+
+#[test]
+fn an_image_already_on_the_server_tells_the_import_its_port() {
+    let scope = DockerScope::new();
+    let image = format!("{}-exposing:1", scope.prefix);
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("running docker build");
+    {
+        use std::io::Write;
+        let mut stdin = build.stdin.take().unwrap();
+        write!(
+            stdin,
+            "FROM {}\nEXPOSE 22 8080\n",
+            crate::deploying::BASE_IMAGE
+        )
+        .unwrap();
+    }
+    assert!(build.wait().unwrap().success(), "building {image}");
+    let sandbox = Sandbox::new();
+    sandbox.migrate();
+    let token = sandbox.create_token("e2e", "admin");
+    let flags = scope.flags();
+    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Client::new(&server, &token);
+    let repo = Repo::new(&sandbox, "exposing");
+    repo.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  site:\n    image: {image}\n  db:\n    image: rustploy-test/postgres:1\n"
+        ),
+    );
+    repo.commit("a service that states no port");
+    let app = client.import("exposing", &repo.url());
+    let import = &app["import"];
+    assert_eq!(import["routed_service"], "site", "{app}");
+    assert_eq!(import["port"], 8080, "SSH's 22 is never routed: {app}");
+    assert!(
+        import["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r.as_str().unwrap_or("").contains("image's EXPOSE"))),
+        "{app}"
+    );
+}
