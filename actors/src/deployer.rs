@@ -738,11 +738,13 @@ impl Attempt<'_> {
             .as_ref()
             .and_then(|i| i.compose_path.clone());
         let root = src.clone();
-        let detection =
-            tokio::task::spawn_blocking(move || detect::detect(&root, explicit.as_deref()))
-                .await
-                .map_err(|e| Failure::Transient(e.to_string()))?
-                .map_err(|e| Failure::User(e.to_string()))?;
+        let images = crate::deploy::docker::LocalImages::current();
+        let detection = tokio::task::spawn_blocking(move || {
+            detect::detect_with(&root, explicit.as_deref(), &images)
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))?
+        .map_err(|e| Failure::User(e.to_string()))?;
         for w in &detection.warnings {
             self.log.system(format!("warning: {w}"));
         }
@@ -780,9 +782,13 @@ impl Attempt<'_> {
         }
         let file = match &detection.compose_path {
             Some(p) => {
-                let text = std::fs::read_to_string(src.join(p))
-                    .map_err(|e| Failure::User(format!("cannot read {p}: {e}")))?;
-                ComposeFile::parse(p, &text).map_err(|e| Failure::User(e.0))?
+                // The same merged project detection read: the file, its override, `extends`.
+                let (root, p) = (src.clone(), p.clone());
+                tokio::task::spawn_blocking(move || crate::deploy::load::load(&root, &p))
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()))?
+                    .map_err(|e| Failure::User(e.0))?
+                    .file
             }
             None => ComposeFile::for_dockerfile(
                 detect::DOCKERFILE_SERVICE,
@@ -807,6 +813,11 @@ impl Attempt<'_> {
             network: self.config().network.clone(),
             routed_service: detection.routed_service.clone(),
             env: env.clone(),
+            profiles: detection
+                .manifest
+                .as_ref()
+                .map(|m| m.profiles.clone())
+                .unwrap_or_default(),
             private: (!managed.is_empty()).then(|| {
                 (
                     self.config().service_names(&self.loaded.app).network(),

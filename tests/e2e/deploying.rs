@@ -699,13 +699,13 @@ fn imports_are_validated_and_dockerfile_repos_and_broken_compose_files_are_handl
     // A commit that breaks the compose file fails with a useful message; the live release stays.
     solo.write(
         "compose.yaml",
-        "services:\n  web:\n    build: .\n    ports: \"8080\"\n    container_name: fixed\n",
+        "services:\n  web:\n    build: .\n    profiles: [debug]\n",
     );
     solo.commit("broken compose file");
     let d = client.deploy("solo");
     let failed = client.finished(d, "failed");
     let reason = failed["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("container_name"), "{failed}");
+    assert!(reason.contains("'profiles:' in rustploy.yaml"), "{failed}");
     solo.write(
         "compose.yaml",
         "services:\n  web:\n    build: .\n    restart: sometimes\n",

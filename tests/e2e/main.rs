@@ -5,6 +5,7 @@
 
 mod agent;
 mod cli;
+mod compose_projects;
 mod dashboard;
 mod deploy;
 mod deploying;

@@ -54,6 +54,12 @@ pub struct ServiceInfo {
 impl ComposeFile {
     /// Parses `text` (YAML or JSON). `file` names it in messages.
     pub fn parse(file: &str, text: &str) -> Result<Self, ComposeError> {
+        Self::from_document(file, Self::parse_document(file, text)?)
+    }
+
+    /// Parses `text` into a mapping with YAML merge keys applied, without checking its shape:
+    /// override files and files read for `extends` are partial.
+    pub fn parse_document(file: &str, text: &str) -> Result<Map<String, Value>, ComposeError> {
         let mut yaml: serde_norway::Value = serde_norway::from_str(text)
             .map_err(|e| ComposeError(format!("{file} is not valid YAML: {e}")))?;
         yaml.apply_merge()
@@ -63,6 +69,11 @@ impl ComposeFile {
         let Value::Object(doc) = doc else {
             return err(format!("{file} must be a mapping with a 'services' key"));
         };
+        Ok(doc)
+    }
+
+    /// Checks that a (merged) document has the shape Rustploy needs.
+    pub fn from_document(file: &str, doc: Map<String, Value>) -> Result<Self, ComposeError> {
         let Some(services) = doc.get("services") else {
             return err(format!("{file} has no 'services' key"));
         };
@@ -83,15 +94,24 @@ impl ComposeFile {
                     "{file}: service '{name}' has neither 'image' nor 'build'"
                 ));
             }
-            if s.contains_key("container_name") {
-                return err(format!(
-                    "{file}: service '{name}' sets 'container_name', which Rustploy cannot allow: \
-                     each deployment runs beside the previous one until it is healthy, and two \
-                     containers cannot share a name. Remove 'container_name'."
-                ));
-            }
         }
         Ok(Self { doc })
+    }
+
+    /// Warnings about what the runtime file changes in the user's services, for the import.
+    pub fn import_warnings(&self) -> Vec<String> {
+        self.service_map()
+            .iter()
+            .filter_map(|(name, s)| {
+                let c = s.get("container_name")?.as_str()?;
+                Some(container_name_note(name, c))
+            })
+            .collect()
+    }
+
+    /// The services as the (merged) file defines them.
+    pub fn service_docs(&self) -> &Map<String, Value> {
+        self.service_map()
     }
 
     /// A one-service project around a lone Dockerfile at the repository's root.
@@ -182,6 +202,8 @@ pub struct RuntimeSpec {
     /// The app's private network and its managed services' names, when it has any: every
     /// service joins it, and no service may take a managed service's name.
     pub private: Option<(String, Vec<String>)>,
+    /// The compose profiles the manifest enables; services only in other profiles are left out.
+    pub profiles: Vec<String>,
 }
 
 /// The runtime compose document, and notes about what was changed, for the deployment log.
@@ -211,12 +233,14 @@ pub fn runtime(
                 .join(", ")
         ));
     }
+    apply_profiles(&mut doc, &spec.profiles, &spec.routed_service, &mut notes)?;
     let services = doc
         .get_mut("services")
         .and_then(Value::as_object_mut)
         .expect("checked by parse");
     for (name, service) in services.iter_mut() {
         let s = service.as_object_mut().expect("checked by parse");
+        keep_container_name_as_alias(s, name, &mut notes)?;
         if s.remove("ports").is_some() {
             notes.push(format!(
                 "service '{name}': host 'ports' were removed: traffic reaches the app through Rustploy's proxy"
@@ -290,6 +314,7 @@ pub fn runtime(
             json!({ "external": true, "name": private }),
         );
     }
+    pin_networks(networks, spec, &mut notes)?;
     if let Some(volumes) = doc.get_mut("volumes") {
         let Some(volumes) = volumes.as_object_mut() else {
             return err("the top-level 'volumes' must be a mapping");
@@ -315,6 +340,193 @@ pub fn runtime(
         }
     }
     Ok((Value::Object(doc), notes))
+}
+
+/// The label that marks a network pinned per app: shared by its releases, so tearing one
+/// release down leaves it, and it is removed with the app.
+pub const LABEL_NETWORK: &str = "dev.rustploy.network";
+/// [`LABEL_NETWORK`]'s value on an app's own (user-defined) networks.
+pub const NETWORK_OF_APP: &str = "app";
+
+/// The warning for a service's `container_name`, in the import and the deployment log.
+fn container_name_note(service: &str, container_name: &str) -> String {
+    format!(
+        "service '{service}': 'container_name: {container_name}' is not used (each release runs \
+         beside the previous one until it is healthy, and two containers cannot share a name); \
+         the name stays reachable as a network alias on the app's networks"
+    )
+}
+
+/// Drops `container_name`, and makes the name an alias on each network the service joins, so
+/// services that call it by that name still reach it.
+fn keep_container_name_as_alias(
+    s: &mut Map<String, Value>,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Result<(), ComposeError> {
+    let Some(value) = s.remove("container_name") else {
+        return Ok(());
+    };
+    let Some(alias) = value.as_str().filter(|a| is_host_name(a)) else {
+        return err(format!(
+            "service '{name}': 'container_name' must be a host name (letters, digits, '.', '_' \
+             and '-'), not {value}"
+        ));
+    };
+    notes.push(container_name_note(name, alias));
+    if s.contains_key("network_mode") {
+        notes.push(format!(
+            "service '{name}' sets 'network_mode', so '{alias}' cannot become a network alias"
+        ));
+        return Ok(());
+    }
+    let mut networks = match s.remove("networks") {
+        None => Map::from_iter([("default".to_string(), Value::Null)]),
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .filter_map(|n| n.as_str().map(|n| (n.to_string(), Value::Null)))
+            .collect(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return err(format!(
+                "service '{name}': 'networks' must be a list or a mapping"
+            ));
+        }
+    };
+    for (_, attach) in networks.iter_mut() {
+        if attach.is_null() {
+            *attach = Value::Object(Map::new());
+        }
+        let Some(a) = attach.as_object_mut() else {
+            return err(format!(
+                "service '{name}': each of its 'networks' must be empty or a mapping"
+            ));
+        };
+        let aliases = a
+            .entry("aliases")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(list) = aliases.as_array_mut()
+            && !list.iter().any(|v| v.as_str() == Some(alias))
+        {
+            list.push(Value::String(alias.to_string()));
+        }
+    }
+    s.insert("networks".into(), Value::Object(networks));
+    Ok(())
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with(['-', '.'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+/// Leaves out the services whose profiles are not enabled, and makes the enabled ones plain
+/// services (so compose starts them without `--profile`). A started service may not depend on
+/// one left out.
+fn apply_profiles(
+    doc: &mut Map<String, Value>,
+    enabled: &[String],
+    routed: &str,
+    notes: &mut Vec<String>,
+) -> Result<(), ComposeError> {
+    let Some(services) = doc.get_mut("services").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let profiles_of = |s: &Value| -> Vec<String> {
+        s.get("profiles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    let left_out: Vec<(String, Vec<String>)> = services
+        .iter()
+        .filter_map(|(name, s)| {
+            let p = profiles_of(s);
+            (!p.is_empty() && !p.iter().any(|p| enabled.contains(p))).then(|| (name.clone(), p))
+        })
+        .collect();
+    for (name, profiles) in &left_out {
+        if name == routed {
+            return err(format!(
+                "the routed service '{name}' is only in profile(s) {}: add one of them to \
+                 'profiles:' in rustploy.yaml",
+                profiles.join(", ")
+            ));
+        }
+        services.remove(name);
+        notes.push(format!(
+            "service '{name}' is not started: its profile(s) {} are not enabled in rustploy.yaml",
+            profiles.join(", ")
+        ));
+    }
+    for (name, s) in services.iter_mut() {
+        let Some(s) = s.as_object_mut() else { continue };
+        s.remove("profiles");
+        let needs: Vec<String> = match s.get("depends_on") {
+            Some(Value::Array(l)) => l
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        if let Some((missing, profiles)) = left_out.iter().find(|(n, _)| needs.contains(n)) {
+            return err(format!(
+                "service '{name}' depends on '{missing}', which is only in profile(s) {}: add \
+                 one of them to 'profiles:' in rustploy.yaml",
+                profiles.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives the app's own networks names pinned per app (`<prefix>-<app>-net-<key>`), so two
+/// releases side by side share them, labelled so teardown of a release leaves them.
+fn pin_networks(
+    networks: &mut Map<String, Value>,
+    spec: &RuntimeSpec,
+    notes: &mut Vec<String>,
+) -> Result<(), ComposeError> {
+    for (key, network) in networks.iter_mut() {
+        if key == "default" || key == INGRESS_KEY || key == PRIVATE_KEY {
+            continue;
+        }
+        if network.is_null() {
+            *network = Value::Object(Map::new());
+        }
+        let Some(n) = network.as_object_mut() else {
+            return err(format!("network '{key}' must be a mapping or empty"));
+        };
+        if n.get("external").is_some_and(|e| e != &Value::Bool(false)) {
+            continue;
+        }
+        let pinned = network_name(&spec.app_scope, key);
+        if let Some(own) = n.insert("name".into(), Value::String(pinned.clone()))
+            && own.as_str() != Some(pinned.as_str())
+        {
+            notes.push(format!(
+                "network '{key}': its name {own} was replaced by {pinned}, the app's own"
+            ));
+        }
+        let mut labels = to_map(n.remove("labels"), '=')
+            .map_err(|m| ComposeError(format!("network '{key}': 'labels' {m}")))?;
+        labels.insert(LABEL_APP.into(), Value::String(spec.app.clone()));
+        labels.insert(LABEL_NETWORK.into(), Value::String(NETWORK_OF_APP.into()));
+        n.insert("labels".into(), Value::Object(labels));
+    }
+    Ok(())
+}
+
+/// The Docker name of an app's own network `key`: the same for every deployment of the app.
+pub fn network_name(app_scope: &str, key: &str) -> String {
+    format!("{app_scope}-net-{key}")
 }
 
 /// Adds network `key` to service `name`'s networks, keeping `default` when it had none.
@@ -387,6 +599,7 @@ mod tests {
                 ("MODE".into(), "prod".into()),
             ]),
             private: None,
+            profiles: Vec::new(),
         }
     }
 
@@ -496,10 +709,6 @@ volumes:
             ("web:\n  image: x\n", "no 'services'"),
             ("services: {}\n", "empty"),
             ("services:\n  web: {}\n", "neither 'image' nor 'build'"),
-            (
-                "services:\n  web:\n    image: x\n    container_name: w\n",
-                "container_name",
-            ),
         ];
         for (text, why) in cases {
             let e = ComposeFile::parse("compose.yaml", text).unwrap_err();
@@ -517,6 +726,94 @@ volumes:
                 .unwrap_err()
                 .0
                 .contains("'web' is not in")
+        );
+    }
+
+    #[test]
+    fn container_name_becomes_an_alias_on_the_app_networks() {
+        let f = ComposeFile::parse(
+            "c",
+            "services:\n  web:\n    image: x\n    container_name: shop-web\n  api:\n    image: x\n    container_name: shop-api\n    networks: [back]\n  cache:\n    image: x\n    container_name: shop-cache\n    networks:\n      back: { aliases: [kv] }\nnetworks:\n  back:\n",
+        )
+        .unwrap();
+        assert_eq!(f.import_warnings().len(), 3);
+        let (doc, notes) = runtime(&f, &spec()).unwrap();
+        let s = &doc["services"];
+        assert!(s["web"].get("container_name").is_none());
+        assert_eq!(
+            s["web"]["networks"],
+            json!({ "default": { "aliases": ["shop-web"] }, INGRESS_KEY: null }),
+            "the alias is not put on the shared ingress network"
+        );
+        assert_eq!(
+            s["api"]["networks"],
+            json!({ "back": { "aliases": ["shop-api"] } })
+        );
+        assert_eq!(
+            s["cache"]["networks"],
+            json!({ "back": { "aliases": ["kv", "shop-cache"] } })
+        );
+        assert_eq!(
+            notes
+                .iter()
+                .filter(|n| n.contains("container_name"))
+                .count(),
+            3
+        );
+        let bad = ComposeFile::parse(
+            "c",
+            "services:\n  web:\n    image: x\n    container_name: 'a b'\n",
+        )
+        .unwrap();
+        assert!(runtime(&bad, &spec()).unwrap_err().0.contains("host name"));
+    }
+
+    #[test]
+    fn user_networks_are_pinned_per_app_and_labelled() {
+        let f = ComposeFile::parse(
+            "c",
+            "name: mine\nservices:\n  web:\n    image: x\n    networks: [front, back]\nnetworks:\n  front:\n  back: { internal: true, name: shared }\n  outside: { external: true }\n",
+        )
+        .unwrap();
+        let (doc, notes) = runtime(&f, &spec()).unwrap();
+        let n = &doc["networks"];
+        assert_eq!(n["front"]["name"], "rp-shop-net-front");
+        assert_eq!(n["back"]["name"], "rp-shop-net-back");
+        assert_eq!(n["back"]["internal"], true);
+        assert_eq!(n["back"]["labels"][LABEL_NETWORK], NETWORK_OF_APP);
+        assert_eq!(n["front"]["labels"][LABEL_APP], "shop");
+        assert!(n["outside"].get("name").is_none());
+        assert!(doc.get("name").is_none(), "the project name is Rustploy's");
+        assert!(notes.iter().any(|n| n.contains("shared")), "{notes:?}");
+    }
+
+    #[test]
+    fn services_in_profiles_start_only_when_enabled() {
+        let text = "services:\n  web:\n    image: x\n  debug:\n    image: x\n    profiles: [dev]\n  docs:\n    image: x\n    profiles: [docs, dev]\n";
+        let f = ComposeFile::parse("c", text).unwrap();
+        let (doc, notes) = runtime(&f, &spec()).unwrap();
+        assert!(doc["services"].get("debug").is_none());
+        assert!(doc["services"].get("docs").is_none());
+        assert_eq!(notes.iter().filter(|n| n.contains("profile")).count(), 2);
+        let mut with_docs = spec();
+        with_docs.profiles = vec!["docs".into()];
+        let (doc, _) = runtime(&f, &with_docs).unwrap();
+        assert!(doc["services"]["docs"].get("profiles").is_none());
+        assert!(doc["services"].get("debug").is_none());
+        let f = ComposeFile::parse(
+            "c",
+            "services:\n  web:\n    image: x\n    depends_on: { seed: { condition: service_completed_successfully } }\n  seed:\n    image: x\n    profiles: [setup]\n",
+        )
+        .unwrap();
+        let e = runtime(&f, &spec()).unwrap_err();
+        assert!(e.0.contains("depends on 'seed'"), "{e}");
+        let f = ComposeFile::parse("c", "services:\n  web:\n    image: x\n    profiles: [p]\n")
+            .unwrap();
+        assert!(
+            runtime(&f, &spec())
+                .unwrap_err()
+                .0
+                .contains("routed service")
         );
     }
 

@@ -6,7 +6,9 @@ use std::path::{Component, Path};
 use serde::Serialize;
 
 use super::compose::{self, ComposeFile, ServiceInfo};
+use super::load;
 use super::manifest::{self, BuildMode, Manifest, ManifestError};
+use super::routing::{self, Facts, PortSpec, Wanted};
 
 /// The service name a lone Dockerfile is wrapped in.
 pub const DOCKERFILE_SERVICE: &str = "web";
@@ -66,8 +68,31 @@ pub fn check_repo_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What the engine knows of an image: the ports it EXPOSEs, when the image is on this server.
+pub trait ImagePorts {
+    fn exposed(&self, image: &str) -> Option<Vec<u16>>;
+}
+
+/// No engine to ask: detection then relies on the files alone.
+pub struct NoImages;
+
+impl ImagePorts for NoImages {
+    fn exposed(&self, _image: &str) -> Option<Vec<u16>> {
+        None
+    }
+}
+
 /// Reads the checkout at `root`. Blocking: call it off the async runtime.
 pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, DetectError> {
+    detect_with(root, explicit_compose, &NoImages)
+}
+
+/// [`detect`], asking `images` for the EXPOSEd ports of images a service names without a port.
+pub fn detect_with(
+    root: &Path,
+    explicit_compose: Option<&str>,
+    images: &dyn ImagePorts,
+) -> Result<Detection, DetectError> {
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();
     let manifest = match manifest::FILE_NAMES.iter().find(|n| root.join(n).is_file()) {
@@ -109,11 +134,13 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
 
     let (file, build_mode, dockerfile) = match &compose_path {
         Some(p) => {
-            let text = read(root, p)?;
-            let file = ComposeFile::parse(p, &text).map_err(|e| DetectError::Invalid {
+            let loaded = load::load(root, p).map_err(|e| DetectError::Invalid {
                 field: "compose_path",
                 message: e.0,
             })?;
+            reasons.extend(loaded.notes);
+            let file = loaded.file;
+            warnings.extend(file.import_warnings());
             let all_images = file.services().iter().all(|s| !s.has_build);
             let mode = wants.unwrap_or(if all_images {
                 BuildMode::Image
@@ -144,47 +171,20 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
     };
 
     let services = file.services();
-    let (routed, why) =
-        choose_routed(&services, manifest.as_ref()).map_err(|m| DetectError::Invalid {
-            field: "service",
-            message: m,
-        })?;
-    reasons.push(why);
-    let info = services
-        .iter()
-        .find(|s| s.name == routed)
-        .expect("chosen among the services");
     let compose_dir = compose_path
         .as_deref()
         .and_then(|p| Path::new(p).parent())
         .map(|p| root.join(p))
         .unwrap_or_else(|| root.to_path_buf());
-    let port = match manifest.as_ref().and_then(|m| m.port) {
-        Some(p) => {
-            reasons.push(format!("port {p}: from the manifest"));
-            Some(p)
+    let route = route(&file, &compose_dir, manifest.as_ref(), images).map_err(|m| {
+        DetectError::Invalid {
+            field: "service",
+            message: m,
         }
-        None => {
-            match info.ports.first() {
-                Some(p) => {
-                    reasons.push(format!(
-                        "port {p}: the first port service '{routed}' exposes"
-                    ));
-                    Some(*p)
-                }
-                None => match dockerfile_expose(&compose_dir, info) {
-                    Some(p) => {
-                        reasons.push(format!("port {p}: EXPOSEd by the service's Dockerfile"));
-                        Some(p)
-                    }
-                    None => {
-                        reasons.push("port: not named anywhere; the deploy uses the one port the image exposes".into());
-                        None
-                    }
-                },
-            }
-        }
-    };
+    })?;
+    reasons.extend(route.reasons);
+    warnings.extend(route.warnings);
+    let (routed, port) = (route.service, route.port);
     let healthcheck_path = manifest
         .as_ref()
         .and_then(|m| m.healthcheck.as_ref())
@@ -203,98 +203,116 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
     })
 }
 
-/// The service that takes traffic, and why: the manifest's `service`, else one named `web` or
-/// `app`, else the only service with a build and a port.
-pub fn choose_routed(
-    services: &[ServiceInfo],
+/// The routed service and its port, by [`routing::choose`], with the ports the services'
+/// Dockerfiles and local images EXPOSE filled in.
+fn route(
+    file: &ComposeFile,
+    compose_dir: &Path,
     manifest: Option<&Manifest>,
-) -> Result<(String, String), String> {
-    let names = || {
-        services
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(wanted) = manifest.and_then(|m| m.service.as_deref()) {
-        return if services.iter().any(|s| s.name == wanted) {
-            Ok((
-                wanted.to_string(),
-                format!("routed service '{wanted}': named by the manifest"),
-            ))
-        } else {
-            Err(format!(
-                "the manifest names service '{wanted}', but the compose file has only: {}",
-                names()
-            ))
-        };
-    }
-    for name in ["web", "app"] {
-        if services.iter().any(|s| s.name == name) {
-            return Ok((
-                name.to_string(),
-                format!("routed service '{name}': its name"),
-            ));
+    images: &dyn ImagePorts,
+) -> Result<routing::Route, String> {
+    let infos = file.services();
+    let mut facts: Vec<Facts> = file
+        .service_docs()
+        .iter()
+        .filter_map(|(name, s)| Some(Facts::from_service(name, s.as_object()?)))
+        .collect();
+    for f in &mut facts {
+        let states_ports = !f.published.is_empty() || !f.exposed.is_empty();
+        if let Some(info) = infos.iter().find(|i| i.name == f.name)
+            && info.has_build
+        {
+            let target = file.service_docs()[&f.name]
+                .get("build")
+                .and_then(|b| b.get("target"))
+                .and_then(|t| t.as_str());
+            f.dockerfile_ports = dockerfile_exposes(compose_dir, info, target);
+        } else if !states_ports
+            && !f.is_backing()
+            && let Some(image) = &f.image
+        {
+            f.image_ports = images
+                .exposed(image)
+                .unwrap_or_default()
+                .into_iter()
+                .map(PortSpec::tcp)
+                .collect();
         }
     }
-    if services.len() == 1 {
-        let name = &services[0].name;
-        return Ok((
-            name.clone(),
-            format!("routed service '{name}': the only service"),
-        ));
-    }
-    let candidates: Vec<&ServiceInfo> = services
-        .iter()
-        .filter(|s| s.has_build && !s.ports.is_empty())
-        .collect();
-    let built: Vec<&ServiceInfo> = services.iter().filter(|s| s.has_build).collect();
-    match (candidates.as_slice(), built.as_slice()) {
-        ([only], _) => Ok((
-            only.name.clone(),
-            format!(
-                "routed service '{}': the only service with a build and a port",
-                only.name
-            ),
-        )),
-        ([], [only]) => Ok((
-            only.name.clone(),
-            format!(
-                "routed service '{}': the only service with a build",
-                only.name
-            ),
-        )),
-        _ => Err(format!(
-            "cannot tell which service takes traffic among: {}. Name it with 'service:' in \
-             rustploy.yaml, or call it 'web'",
-            names()
-        )),
-    }
+    let profiles = manifest.map(|m| m.profiles.as_slice()).unwrap_or_default();
+    routing::choose(
+        &facts,
+        Wanted {
+            service: manifest.and_then(|m| m.service.as_deref()),
+            port: manifest.and_then(|m| m.port),
+            profiles,
+        },
+    )
 }
 
-/// The first port the service's Dockerfile EXPOSEs, when its build context is local.
-fn dockerfile_expose(compose_dir: &Path, info: &ServiceInfo) -> Option<u16> {
-    let context = info.build_context.as_deref()?;
+/// The ports the service's Dockerfile EXPOSEs in the stage it builds (`build.target`, else the
+/// last), when its build context is local.
+fn dockerfile_exposes(
+    compose_dir: &Path,
+    info: &ServiceInfo,
+    target: Option<&str>,
+) -> Vec<PortSpec> {
+    let Some(context) = info.build_context.as_deref() else {
+        return Vec::new();
+    };
     if context.contains("://")
         || check_repo_path(context.trim_start_matches("./")).is_err() && context != "."
     {
-        return None;
+        return Vec::new();
     }
     let dockerfile = compose_dir
         .join(context)
         .join(info.dockerfile.as_deref().unwrap_or("Dockerfile"));
-    let text = std::fs::read_to_string(dockerfile).ok()?;
-    text.lines().find_map(|line| {
+    let Ok(text) = std::fs::read_to_string(dockerfile) else {
+        return Vec::new();
+    };
+    stage_exposes(&text, target)
+}
+
+/// The EXPOSEd ports of one stage of a Dockerfile: `target`, else the last.
+fn stage_exposes(text: &str, target: Option<&str>) -> Vec<PortSpec> {
+    let mut stages: Vec<(Option<String>, Vec<PortSpec>)> = Vec::new();
+    for line in text.lines() {
         let line = line.trim();
-        let rest = line
-            .get(..6)
-            .filter(|w| w.eq_ignore_ascii_case("expose"))
-            .map(|_| &line[6..])?;
-        rest.split_whitespace()
-            .next()
-            .and_then(|p| p.split('/').next())
-            .and_then(|p| p.parse().ok())
-    })
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        if instruction.eq_ignore_ascii_case("from") {
+            let rest: Vec<&str> = words.collect();
+            let name = rest
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case("as"))
+                .and_then(|i| rest.get(i + 1))
+                .map(|n| n.to_ascii_lowercase());
+            stages.push((name, Vec::new()));
+        } else if instruction.eq_ignore_ascii_case("expose")
+            && let Some((_, ports)) = stages.last_mut()
+        {
+            for word in words {
+                let (port, proto) = word.split_once('/').unwrap_or((word, "tcp"));
+                if let Some(port) = port.parse().ok().filter(|p| *p > 0) {
+                    ports.push(PortSpec {
+                        port,
+                        udp: proto.eq_ignore_ascii_case("udp"),
+                        host: None,
+                    });
+                }
+            }
+        }
+    }
+    let stage = match target {
+        Some(t) => stages
+            .into_iter()
+            .find(|(name, _)| name.as_deref() == Some(t.to_ascii_lowercase().as_str())),
+        None => stages.pop(),
+    };
+    stage.map(|(_, ports)| ports).unwrap_or_default()
 }
 
 fn read(root: &Path, name: &str) -> Result<String, DetectError> {
@@ -308,42 +326,19 @@ fn read(root: &Path, name: &str) -> Result<String, DetectError> {
 mod tests {
     use super::*;
 
-    fn svc(name: &str, build: bool, ports: &[u16]) -> ServiceInfo {
-        ServiceInfo {
-            name: name.into(),
-            has_build: build,
-            build_context: build.then(|| ".".into()),
-            dockerfile: None,
-            ports: ports.to_vec(),
-            has_healthcheck: false,
-        }
-    }
-
     #[test]
-    fn the_routed_service_is_chosen_in_order() {
-        let m = Manifest {
-            service: Some("api".into()),
-            ..Manifest::default()
+    fn the_exposed_ports_are_those_of_the_built_stage() {
+        let text = "FROM node:20 AS build\nEXPOSE 9229\nFROM nginx AS serve\nEXPOSE 80 443/tcp\nFROM busybox AS debug\nexpose 5353/udp\n";
+        let ports = |t| {
+            stage_exposes(text, t)
+                .iter()
+                .map(|p: &PortSpec| (p.port, p.udp))
+                .collect::<Vec<_>>()
         };
-        let s = [
-            svc("web", true, &[80]),
-            svc("api", true, &[]),
-            svc("db", false, &[5432]),
-        ];
-        assert_eq!(choose_routed(&s, Some(&m)).unwrap().0, "api");
-        assert_eq!(choose_routed(&s, None).unwrap().0, "web");
-        let s = [svc("db", false, &[5432]), svc("app", false, &[])];
-        assert_eq!(choose_routed(&s, None).unwrap().0, "app");
-        let s = [svc("front", true, &[3000]), svc("db", false, &[5432])];
-        assert_eq!(choose_routed(&s, None).unwrap().0, "front");
-        let s = [svc("a", true, &[1]), svc("b", true, &[2])];
-        let e = choose_routed(&s, None).unwrap_err();
-        assert!(e.contains("a, b"), "{e}");
-        let m = Manifest {
-            service: Some("nope".into()),
-            ..Manifest::default()
-        };
-        assert!(choose_routed(&s, Some(&m)).unwrap_err().contains("nope"));
+        assert_eq!(ports(None), vec![(5353, true)]);
+        assert_eq!(ports(Some("serve")), vec![(80, false), (443, false)]);
+        assert_eq!(ports(Some("build")), vec![(9229, false)]);
+        assert!(ports(Some("nope")).is_empty());
     }
 
     #[test]

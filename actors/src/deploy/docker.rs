@@ -20,7 +20,8 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::compose::{LABEL_APP, LABEL_DEPLOYMENT};
+use super::compose::{LABEL_APP, LABEL_DEPLOYMENT, LABEL_NETWORK, NETWORK_OF_APP};
+use super::detect::ImagePorts;
 use super::process::{self, ProcessError, Stream};
 
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
@@ -517,6 +518,15 @@ pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError>
         .await
         .map_err(api)?;
     for n in networks {
+        // An app's own networks are shared by its releases: they go with the app.
+        let of_app = n
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_NETWORK))
+            .is_some_and(|v| v == NETWORK_OF_APP);
+        if of_app {
+            continue;
+        }
         if let Some(id) = n.id {
             match docker.remove_network(&id).await {
                 Ok(()) => {}
@@ -526,6 +536,83 @@ pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError>
         }
     }
     Ok(())
+}
+
+/// Removes the app's own networks (those pinned per app, shared by its releases). Call it
+/// after the app's releases are gone.
+pub async fn remove_app_networks(app: &str) -> Result<(), EngineError> {
+    let docker = client().await?;
+    let filters = HashMap::from([(
+        "label",
+        vec![
+            format!("{LABEL_APP}={app}"),
+            format!("{LABEL_NETWORK}={NETWORK_OF_APP}"),
+        ],
+    )]);
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .map_err(api)?;
+    for n in networks {
+        if let Some(id) = n.id {
+            match docker.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(api(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The TCP ports image `image` EXPOSEs, or `None` when this engine does not have the image.
+pub async fn image_exposed_ports(image: &str) -> Result<Option<Vec<u16>>, EngineError> {
+    let docker = client().await?;
+    match docker.inspect_image(image).await {
+        Ok(i) => {
+            let mut ports: Vec<u16> = i
+                .config
+                .and_then(|c| c.exposed_ports)
+                .map(|p| {
+                    p.keys()
+                        .filter(|k| !k.ends_with("/udp") && !k.ends_with("/sctp"))
+                        .filter_map(|k| k.split('/').next()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ports.sort_unstable();
+            Ok(Some(ports))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(api(e)),
+    }
+}
+
+/// Detection's view of the engine's images, for use on a blocking thread (detection runs on
+/// one). Without an engine, or when it does not answer in time, it knows no image: the
+/// import still works from the files alone.
+#[derive(Debug, Clone)]
+pub struct LocalImages(Option<tokio::runtime::Handle>);
+
+impl LocalImages {
+    /// Asks through the current runtime; call it on the runtime, use it off it.
+    pub fn current() -> Self {
+        Self(tokio::runtime::Handle::try_current().ok())
+    }
+}
+
+impl ImagePorts for LocalImages {
+    fn exposed(&self, image: &str) -> Option<Vec<u16>> {
+        let handle = self.0.as_ref()?;
+        handle.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), image_exposed_ports(image))
+                .await
+                .ok()?
+                .ok()?
+        })
+    }
 }
 
 /// Removes the app's named volumes (those Rustploy labelled as the app's, with the app's name

@@ -21,6 +21,9 @@ pub struct Manifest {
     pub healthcheck: Option<HealthcheckSection>,
     #[serde(default)]
     pub dependencies: Vec<Dependency>,
+    /// The compose profiles to start: services in other profiles are left out.
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// Defaults for the app's environment; the app's own env vars win over these.
     #[serde(default)]
     pub env: BTreeMap<String, EnvValue>,

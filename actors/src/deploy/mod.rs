@@ -2,20 +2,25 @@
 //!
 //! - [`plan`]: the decisions, as pure functions (names, start/cleanup/failure/rollback rules);
 //! - [`detect`], [`manifest`], [`compose`]: what a repository holds, and the runtime compose
-//!   file written from it;
+//!   file written from it; [`load`] and [`merge`] read a compose project with its override
+//!   file and `extends`; [`routing`] decides which service takes traffic, on which port;
 //! - [`git`], [`process`]: the git CLI and the runner for external programs;
 //! - [`docker`], [`health`]: the Docker seam (compose CLI + Engine API) and readiness checks;
 //! - [`redact`]: keeps secrets out of deployment logs.
 
 pub mod compose;
+pub mod corpus;
 pub mod detect;
 pub mod docker;
 pub mod git;
 pub mod health;
+pub mod load;
 pub mod manifest;
+pub mod merge;
 pub mod plan;
 pub mod process;
 pub mod redact;
+pub mod routing;
 
 use std::path::PathBuf;
 use std::time::Duration;

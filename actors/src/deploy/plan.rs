@@ -142,11 +142,18 @@ pub fn deployment_env(
     env
 }
 
-/// The port traffic goes to: the configured one, else the single port the image exposes.
+/// The port traffic goes to: the configured one, else the single port the image exposes (of
+/// several, the only one that is not a well-known port of another protocol).
 pub fn routed_port(configured: Option<u16>, exposed: &[u16]) -> Result<u16, String> {
+    let http: Vec<u16> = exposed
+        .iter()
+        .copied()
+        .filter(|p| super::routing::other_protocol(*p).is_none())
+        .collect();
     match (configured, exposed) {
         (Some(p), _) => Ok(p),
         (None, [only]) => Ok(*only),
+        (None, [_, _, ..]) if http.len() == 1 => Ok(http[0]),
         (None, []) => Err(
             "no port is known for the routed service: set 'port' in rustploy.yaml, or EXPOSE one in its Dockerfile".into(),
         ),
@@ -279,6 +286,11 @@ mod tests {
         assert_eq!(routed_port(None, &[8080]), Ok(8080));
         assert!(routed_port(None, &[]).is_err());
         assert!(routed_port(None, &[1, 2]).unwrap_err().contains("1, 2"));
+        assert_eq!(
+            routed_port(None, &[22, 3000]),
+            Ok(3000),
+            "SSH is never routed"
+        );
     }
 
     #[test]

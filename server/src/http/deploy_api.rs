@@ -428,6 +428,8 @@ async fn teardown_app(
     }
     // Its managed services and their private network go after the releases that used them.
     docker::teardown(&config.service_names(app).project(), config.stop_grace).await?;
+    // The app's own networks, shared by its releases, go once no release uses them.
+    docker::remove_app_networks(app).await?;
     let scope = config.app_scope(app);
     if purge_volumes {
         docker::remove_app_volumes(app, &scope).await?;
@@ -553,9 +555,13 @@ pub(super) async fn import(state: &AppState, body: ImportRequest) -> ApiResult<V
     };
     let root = src.clone();
     let explicit = body.compose_path.clone();
-    let detected = tokio::task::spawn_blocking(move || detect::detect(&root, explicit.as_deref()))
-        .await
-        .map_err(ApiError::internal)?;
+    // Asks the engine for the ports of images already on this server; works without it.
+    let images = docker::LocalImages::current();
+    let detected = tokio::task::spawn_blocking(move || {
+        detect::detect_with(&root, explicit.as_deref(), &images)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let detection = match detected {
         Ok(d) => d,
         Err(e) => {
