@@ -1,6 +1,7 @@
 //! Deploying an app: the parts the Deployer is made of.
 //!
 //! - [`plan`]: the decisions, as pure functions (names, start/cleanup/failure/rollback rules);
+//! - [`policy`]: what a compose file may ask of the engine unless the app is trusted;
 //! - [`detect`], [`manifest`], [`compose`]: what a repository holds, and the runtime compose
 //!   file written from it;
 //! - [`git`], [`process`]: the git CLI and the runner for external programs;
@@ -14,6 +15,7 @@ pub mod git;
 pub mod health;
 pub mod manifest;
 pub mod plan;
+pub mod policy;
 pub mod process;
 pub mod redact;
 
