@@ -29,6 +29,8 @@ pub struct Checkout {
     pub root: PathBuf,
     /// The compose file's folder; relative paths in the file start here.
     pub compose_dir: PathBuf,
+    /// The compose file itself, when there is one (not for a lone Dockerfile).
+    pub compose_file: Option<PathBuf>,
     /// `<prefix>-<app>`: the volumes and networks whose names start with `<scope>-` are the
     /// app's own.
     pub app_scope: String,
@@ -40,13 +42,16 @@ impl Checkout {
     /// to find the root's canonical path.
     pub fn new(root: &Path, compose_path: Option<&str>, app_scope: &str) -> Self {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        let compose_dir = compose_path
-            .and_then(|p| Path::new(p).parent())
-            .map(|d| lexical_join(&root, d))
+        let compose_file = compose_path.map(|p| lexical_join(&root, Path::new(p)));
+        let compose_dir = compose_file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
             .unwrap_or_else(|| root.clone());
         Self {
             root,
             compose_dir,
+            compose_file,
             app_scope: app_scope.to_string(),
         }
     }
@@ -80,11 +85,14 @@ pub fn check(doc: &Map<String, Value>, checkout: &Checkout) -> Vec<Violation> {
         checkout,
         out: Vec::new(),
     };
-    if let Err(why) = walk.path_inside(&checkout.root, &checkout.compose_dir) {
+    // The file itself is read through the checkout too: a symlink to a file elsewhere on the
+    // host would run whatever that file says.
+    let file = checkout.compose_file.as_ref().unwrap_or(&checkout.compose_dir);
+    if let Err(why) = walk.path_inside(&checkout.root, file) {
         walk.out.push(Violation {
             service: None,
             key: "compose file".into(),
-            why: format!("its folder is {why}"),
+            why: format!("it is {why}"),
         });
     }
     walk.document(doc, &checkout.compose_dir, 0);
@@ -1103,13 +1111,19 @@ mod tests {
     }
 
     #[test]
-    fn a_compose_folder_behind_a_symlink_out_of_the_checkout_is_refused() {
+    fn a_compose_file_behind_a_symlink_out_of_the_checkout_is_refused() {
         let f = fixture();
-        let mut checkout = f.checkout.clone();
-        checkout.compose_dir = checkout.root.join("etc-link");
-        let got = check(&doc("services:\n  web:\n    image: x\n"), &checkout);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].key, "compose file");
+        let root = f.checkout.root.clone();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("linked.yaml")).unwrap();
+        let simple = doc("services:\n  web:\n    image: x\n");
+        for path in ["etc-link/compose.yaml", "linked.yaml"] {
+            let checkout = Checkout::new(&root, Some(path), "rp-shop");
+            let got = check(&simple, &checkout);
+            assert_eq!(got.len(), 1, "{path}: {got:?}");
+            assert_eq!(got[0].key, "compose file");
+        }
+        let inside = Checkout::new(&root, Some("conf-link/compose.yaml"), "rp-shop");
+        assert!(check(&simple, &inside).is_empty());
     }
 
     #[test]
