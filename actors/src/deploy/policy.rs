@@ -87,7 +87,10 @@ pub fn check(doc: &Map<String, Value>, checkout: &Checkout) -> Vec<Violation> {
     };
     // The file itself is read through the checkout too: a symlink to a file elsewhere on the
     // host would run whatever that file says.
-    let file = checkout.compose_file.as_ref().unwrap_or(&checkout.compose_dir);
+    let file = checkout
+        .compose_file
+        .as_ref()
+        .unwrap_or(&checkout.compose_dir);
     if let Err(why) = walk.path_inside(&checkout.root, file) {
         walk.out.push(Violation {
             service: None,
@@ -162,10 +165,7 @@ const NAMESPACES: &[(&str, &str)] = &[
         "userns_mode",
         "it turns off the user namespace that keeps the container's root apart from the host's",
     ),
-    (
-        "cgroup",
-        "the container sees the host's control groups",
-    ),
+    ("cgroup", "the container sees the host's control groups"),
 ];
 
 struct Walk<'a> {
@@ -194,12 +194,22 @@ impl Walk<'_> {
             }
         }
         for (key, what) in [("volumes", "volume"), ("networks", "network")] {
-            for (name, spec) in doc.get(key).and_then(Value::as_object).into_iter().flatten() {
+            for (name, spec) in doc
+                .get(key)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 self.top_level(key, what, name, spec);
             }
         }
         for key in ["secrets", "configs"] {
-            for (name, spec) in doc.get(key).and_then(Value::as_object).into_iter().flatten() {
+            for (name, spec) in doc
+                .get(key)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 let place = format!("{key}.{name}");
                 if is_set(spec.get("external")) {
                     self.refuse(
@@ -241,7 +251,11 @@ impl Walk<'_> {
                     }
                 }
             }
-            Some(_) => self.refuse(None, "include", "it must be a list of files in the checkout"),
+            Some(_) => self.refuse(
+                None,
+                "include",
+                "it must be a list of files in the checkout",
+            ),
         }
     }
 
@@ -269,7 +283,10 @@ impl Walk<'_> {
                 "the container could take all of the host's memory without being stopped",
             );
         }
-        if s.get("oom_score_adj").and_then(as_number).is_some_and(|n| n < 0.0) {
+        if s.get("oom_score_adj")
+            .and_then(as_number)
+            .is_some_and(|n| n < 0.0)
+        {
             self.refuse(
                 svc,
                 "oom_score_adj",
@@ -295,7 +312,11 @@ impl Walk<'_> {
                 continue;
             };
             if mode == "host" {
-                self.refuse(svc, *key, format!("'host' shares a namespace of the host: {shares}"));
+                self.refuse(
+                    svc,
+                    *key,
+                    format!("'host' shares a namespace of the host: {shares}"),
+                );
             } else if mode.starts_with("container:") {
                 self.refuse(svc, *key, "it joins a container outside this app");
             } else if let Some(other) = mode.strip_prefix("service:")
@@ -440,7 +461,11 @@ impl Walk<'_> {
             );
         }
         if is_set(b.get("privileged")) {
-            self.refuse(svc, "build.privileged", "it runs the build as root on the host");
+            self.refuse(
+                svc,
+                "build.privileged",
+                "it runs the build as root on the host",
+            );
         }
         if is_set(b.get("entitlements")) {
             self.refuse(
@@ -534,7 +559,11 @@ impl Walk<'_> {
                 self.file(svc, key, &source, dir, "binds");
             }
             "volume" | "tmpfs" | "image" => {}
-            _ => self.refuse(svc, key, "only volumes, tmpfs and binds inside the checkout are allowed"),
+            _ => self.refuse(
+                svc,
+                key,
+                "only volumes, tmpfs and binds inside the checkout are allowed",
+            ),
         }
     }
 
@@ -718,8 +747,8 @@ fn read_document(path: &Path) -> Result<Map<String, Value>, String> {
     if !meta.is_file() || meta.len() > MAX_FILE {
         return Err("the file it names is not a compose file of at most 1 MiB".into());
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|_| "the file it names cannot be read".to_string())?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|_| "the file it names cannot be read".to_string())?;
     let mut yaml: serde_norway::Value = serde_norway::from_str(&text)
         .map_err(|_| "the file it names is not valid YAML".to_string())?;
     yaml.apply_merge()
@@ -858,7 +887,8 @@ mod tests {
     /// The keys refused in a one-service file whose service `web` has `body` (YAML, indented
     /// by four spaces), plus `top` at the top level.
     fn refused(f: &Fixture, body: &str, top: &str) -> Vec<String> {
-        let text = format!("services:\n  web:\n    image: x\n{body}\n  other:\n    image: x\n{top}\n");
+        let text =
+            format!("services:\n  web:\n    image: x\n{body}\n  other:\n    image: x\n{top}\n");
         check(&doc(&text), &f.checkout)
             .into_iter()
             .map(|v| {
@@ -884,12 +914,24 @@ mod tests {
             ("    privileged: false", "", &[]),
             // Capabilities: Docker's defaults are fine, more is refused.
             ("    cap_add: [SYS_ADMIN]", "", &["web:cap_add[0]"]),
-            ("    cap_add: [NET_BIND_SERVICE, ALL]", "", &["web:cap_add[1]"]),
+            (
+                "    cap_add: [NET_BIND_SERVICE, ALL]",
+                "",
+                &["web:cap_add[1]"],
+            ),
             ("    cap_add: [CAP_NET_ADMIN]", "", &["web:cap_add[0]"]),
-            ("    cap_drop: [ALL]\n    cap_add: [NET_BIND_SERVICE]", "", &[]),
+            (
+                "    cap_drop: [ALL]\n    cap_add: [NET_BIND_SERVICE]",
+                "",
+                &[],
+            ),
             // Devices.
             ("    devices: ['/dev/sda:/dev/sda']", "", &["web:devices"]),
-            ("    device_cgroup_rules: ['c 1:3 mr']", "", &["web:device_cgroup_rules"]),
+            (
+                "    device_cgroup_rules: ['c 1:3 mr']",
+                "",
+                &["web:device_cgroup_rules"],
+            ),
             ("    gpus: all", "", &["web:gpus"]),
             (
                 "    deploy: {resources: {reservations: {devices: [{capabilities: [gpu]}]}}}",
@@ -910,32 +952,88 @@ mod tests {
             ("    pid: 'service:nope'", "", &["web:pid"]),
             // Networking.
             ("    network_mode: host", "", &["web:network_mode"]),
-            ("    network_mode: 'container:db'", "", &["web:network_mode"]),
+            (
+                "    network_mode: 'container:db'",
+                "",
+                &["web:network_mode"],
+            ),
             ("    network_mode: bridge", "", &[]),
             ("    network_mode: none", "", &[]),
             ("    network_mode: 'service:other'", "", &[]),
-            ("    network_mode: 'service:ghost'", "", &["web:network_mode"]),
+            (
+                "    network_mode: 'service:ghost'",
+                "",
+                &["web:network_mode"],
+            ),
             ("    network_mode: some-net", "", &["web:network_mode"]),
             // Confinement.
             ("    security_opt: ['no-new-privileges:true']", "", &[]),
             ("    security_opt: [no-new-privileges]", "", &[]),
-            ("    security_opt: ['seccomp=unconfined']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['seccomp:unconfined']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['seccomp=./profile.json']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['apparmor=unconfined']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['apparmor:unconfined']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['label=disable']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['label:disable']", "", &["web:security_opt[0]"]),
-            ("    security_opt: ['systempaths=unconfined']", "", &["web:security_opt[0]"]),
-            ("    sysctls: {net.core.somaxconn: 1024}", "", &["web:sysctls"]),
-            ("    sysctls: ['net.core.somaxconn=1024']", "", &["web:sysctls"]),
+            (
+                "    security_opt: ['seccomp=unconfined']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['seccomp:unconfined']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['seccomp=./profile.json']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['apparmor=unconfined']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['apparmor:unconfined']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['label=disable']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['label:disable']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    security_opt: ['systempaths=unconfined']",
+                "",
+                &["web:security_opt[0]"],
+            ),
+            (
+                "    sysctls: {net.core.somaxconn: 1024}",
+                "",
+                &["web:sysctls"],
+            ),
+            (
+                "    sysctls: ['net.core.somaxconn=1024']",
+                "",
+                &["web:sysctls"],
+            ),
             ("    runtime: runsc", "", &["web:runtime"]),
-            ("    cgroup_parent: /system.slice", "", &["web:cgroup_parent"]),
+            (
+                "    cgroup_parent: /system.slice",
+                "",
+                &["web:cgroup_parent"],
+            ),
             ("    oom_kill_disable: true", "", &["web:oom_kill_disable"]),
             ("    oom_score_adj: -500", "", &["web:oom_score_adj"]),
             ("    oom_score_adj: 500", "", &[]),
             ("    ulimits: {nofile: 65536}", "", &[]),
-            ("    shm_size: 256m\n    tmpfs: [/run]\n    init: true", "", &[]),
+            (
+                "    shm_size: 256m\n    tmpfs: [/run]\n    init: true",
+                "",
+                &[],
+            ),
             ("    unknown_key: {anything: true}", "", &[]),
             // Short-syntax volumes.
             ("    volumes: ['data:/data']", "volumes:\n  data:", &[]),
@@ -943,14 +1041,26 @@ mod tests {
             ("    volumes: ['./conf:/conf:ro']", "", &[]),
             ("    volumes: ['./conf-link:/conf']", "", &[]),
             ("    volumes: ['./new-folder:/x']", "", &[]),
-            ("    volumes: ['/etc:/host-etc:ro']", "", &["web:volumes[0]"]),
+            (
+                "    volumes: ['/etc:/host-etc:ro']",
+                "",
+                &["web:volumes[0]"],
+            ),
             ("    volumes: ['/:/host']", "", &["web:volumes[0]"]),
             ("    volumes: ['../:/up']", "", &["web:volumes[0]"]),
-            ("    volumes: ['./conf/../../x:/x']", "", &["web:volumes[0]"]),
+            (
+                "    volumes: ['./conf/../../x:/x']",
+                "",
+                &["web:volumes[0]"],
+            ),
             ("    volumes: ['./conf/../conf:/x']", "", &[]),
             ("    volumes: ['~/.ssh:/keys']", "", &["web:volumes[0]"]),
             ("    volumes: ['./etc-link:/x']", "", &["web:volumes[0]"]),
-            ("    volumes: ['./etc-link/ssl:/x']", "", &["web:volumes[0]"]),
+            (
+                "    volumes: ['./etc-link/ssl:/x']",
+                "",
+                &["web:volumes[0]"],
+            ),
             ("    volumes: ['./dangling:/x']", "", &["web:volumes[0]"]),
             ("    volumes: ['./sock:/s']", "", &["web:volumes[0]"]),
             ("    volumes: ['./${HOME}:/x']", "", &["web:volumes[0]"]),
@@ -959,11 +1069,27 @@ mod tests {
                 "",
                 &["web:volumes[0]"],
             ),
-            ("    volumes: ['/run/docker.sock:/d.sock']", "", &["web:volumes[0]"]),
+            (
+                "    volumes: ['/run/docker.sock:/d.sock']",
+                "",
+                &["web:volumes[0]"],
+            ),
             // Long-syntax volumes.
-            ("    volumes: [{type: bind, source: ./conf, target: /c}]", "", &[]),
-            ("    volumes: [{type: bind, source: /etc, target: /c}]", "", &["web:volumes[0]"]),
-            ("    volumes: [{type: bind, source: ../x, target: /c}]", "", &["web:volumes[0]"]),
+            (
+                "    volumes: [{type: bind, source: ./conf, target: /c}]",
+                "",
+                &[],
+            ),
+            (
+                "    volumes: [{type: bind, source: /etc, target: /c}]",
+                "",
+                &["web:volumes[0]"],
+            ),
+            (
+                "    volumes: [{type: bind, source: ../x, target: /c}]",
+                "",
+                &["web:volumes[0]"],
+            ),
             (
                 "    volumes: [{type: bind, source: ./etc-link, target: /c}]",
                 "",
@@ -980,31 +1106,71 @@ mod tests {
                 &[],
             ),
             ("    volumes: [{type: tmpfs, target: /t}]", "", &[]),
-            ("    volumes: [{type: npipe, source: x, target: /t}]", "", &["web:volumes[0]"]),
-            ("    volumes: [{source: /etc, target: /c}]", "", &["web:volumes[0]"]),
+            (
+                "    volumes: [{type: npipe, source: x, target: /t}]",
+                "",
+                &["web:volumes[0]"],
+            ),
+            (
+                "    volumes: [{source: /etc, target: /c}]",
+                "",
+                &["web:volumes[0]"],
+            ),
             // Sharing volumes.
             ("    volumes_from: [other]", "", &[]),
             ("    volumes_from: ['other:ro']", "", &[]),
             ("    volumes_from: [stranger]", "", &["web:volumes_from[0]"]),
-            ("    volumes_from: ['container:abc']", "", &["web:volumes_from[0]"]),
+            (
+                "    volumes_from: ['container:abc']",
+                "",
+                &["web:volumes_from[0]"],
+            ),
             // Files compose reads.
             ("    env_file: conf/app.env", "", &[]),
-            ("    env_file: [conf/app.env, {path: ./conf/app.env, required: false}]", "", &[]),
+            (
+                "    env_file: [conf/app.env, {path: ./conf/app.env, required: false}]",
+                "",
+                &[],
+            ),
             ("    env_file: /etc/environment", "", &["web:env_file[0]"]),
-            ("    env_file: [{path: ../../secret.env}]", "", &["web:env_file[0]"]),
-            ("    env_file: etc-link/environment", "", &["web:env_file[0]"]),
+            (
+                "    env_file: [{path: ../../secret.env}]",
+                "",
+                &["web:env_file[0]"],
+            ),
+            (
+                "    env_file: etc-link/environment",
+                "",
+                &["web:env_file[0]"],
+            ),
             // Builds.
             ("    build: ./conf", "", &[]),
             ("    build: .", "", &[]),
             ("    build: /", "", &["web:build"]),
             ("    build: ..", "", &["web:build"]),
             ("    build: https://github.com/o/r.git#main", "", &[]),
-            ("    build: {context: conf, dockerfile: Dockerfile.prod}", "", &[]),
-            ("    build: {context: ., dockerfile: ../../Dockerfile}", "", &["web:build.dockerfile"]),
-            ("    build: {context: ., dockerfile: /etc/Dockerfile}", "", &["web:build.dockerfile"]),
+            (
+                "    build: {context: conf, dockerfile: Dockerfile.prod}",
+                "",
+                &[],
+            ),
+            (
+                "    build: {context: ., dockerfile: ../../Dockerfile}",
+                "",
+                &["web:build.dockerfile"],
+            ),
+            (
+                "    build: {context: ., dockerfile: /etc/Dockerfile}",
+                "",
+                &["web:build.dockerfile"],
+            ),
             ("    build: {context: etc-link}", "", &["web:build.context"]),
             ("    build: {context: ../}", "", &["web:build.context"]),
-            ("    build: {context: ., dockerfile_inline: 'FROM x'}", "", &[]),
+            (
+                "    build: {context: ., dockerfile_inline: 'FROM x'}",
+                "",
+                &[],
+            ),
             (
                 "    build: {context: ., additional_contexts: {assets: ./conf, base: 'docker-image://x'}}",
                 "",
@@ -1020,37 +1186,77 @@ mod tests {
                 "",
                 &["web:build.additional_contexts[0]"],
             ),
-            ("    build: {context: ., network: host}", "", &["web:build.network"]),
+            (
+                "    build: {context: ., network: host}",
+                "",
+                &["web:build.network"],
+            ),
             ("    build: {context: ., network: none}", "", &[]),
-            ("    build: {context: ., privileged: true}", "", &["web:build.privileged"]),
+            (
+                "    build: {context: ., privileged: true}",
+                "",
+                &["web:build.privileged"],
+            ),
             (
                 "    build: {context: ., entitlements: [network.host]}",
                 "",
                 &["web:build.entitlements"],
             ),
-            ("    build: {context: ., ssh: [default]}", "", &["web:build.ssh"]),
+            (
+                "    build: {context: ., ssh: [default]}",
+                "",
+                &["web:build.ssh"],
+            ),
             (
                 "    build: {context: ., cache_to: ['type=local,dest=/etc/x']}",
                 "",
                 &["web:build.cache_to[0]"],
             ),
-            ("    build: {context: ., cache_from: ['type=registry,ref=x']}", "", &[]),
+            (
+                "    build: {context: ., cache_from: ['type=registry,ref=x']}",
+                "",
+                &[],
+            ),
             // Extending other files: checked as if written here.
             ("    extends: {file: base.yaml, service: calm}", "", &[]),
-            ("    extends: {file: base.yaml, service: base}", "", &["web:privileged"]),
-            ("    extends: {file: /etc/compose.yaml, service: x}", "", &["web:extends.file"]),
-            ("    extends: {file: ../../c.yaml, service: x}", "", &["web:extends.file"]),
+            (
+                "    extends: {file: base.yaml, service: base}",
+                "",
+                &["web:privileged"],
+            ),
+            (
+                "    extends: {file: /etc/compose.yaml, service: x}",
+                "",
+                &["web:extends.file"],
+            ),
+            (
+                "    extends: {file: ../../c.yaml, service: x}",
+                "",
+                &["web:extends.file"],
+            ),
             ("    extends: other", "", &[]),
             // Top-level volumes and networks.
-            ("", "volumes:\n  cache: {external: true}", &["volumes.cache.external"]),
+            (
+                "",
+                "volumes:\n  cache: {external: true}",
+                &["volumes.cache.external"],
+            ),
             (
                 "",
                 "volumes:\n  cache: {external: true, name: other-app-data}",
                 &["volumes.cache.external"],
             ),
-            ("", "volumes:\n  cache: {external: true, name: rp-shop-cache}", &[]),
+            (
+                "",
+                "volumes:\n  cache: {external: true, name: rp-shop-cache}",
+                &[],
+            ),
             ("", "volumes:\n  rp-shop-cache: {external: true}", &[]),
-            ("", "volumes:\n  cache: {external: {name: rp-other-x}}", &["volumes.cache.external"]),
+            (
+                "",
+                "volumes:\n  cache: {external: {name: rp-other-x}}",
+                &["volumes.cache.external"],
+            ),
             (
                 "",
                 "volumes:\n  cache: {driver: local, driver_opts: {type: none, o: bind, device: /etc}}",
@@ -1061,19 +1267,55 @@ mod tests {
                 "volumes:\n  cache: {driver_opts: {type: tmpfs, device: tmpfs, o: 'size=64m'}}",
                 &[],
             ),
-            ("", "volumes:\n  cache: {driver: some-plugin}", &["volumes.cache.driver"]),
+            (
+                "",
+                "volumes:\n  cache: {driver: some-plugin}",
+                &["volumes.cache.driver"],
+            ),
             ("", "networks:\n  back: {}", &[]),
-            ("", "networks:\n  back: {driver: bridge, internal: true}", &[]),
-            ("", "networks:\n  back: {external: true}", &["networks.back.external"]),
-            ("", "networks:\n  back: {external: true, name: rp-shop-private}", &[]),
-            ("", "networks:\n  back: {name: rp-other-private}", &["networks.back.name"]),
-            ("", "networks:\n  back: {driver: macvlan}", &["networks.back.driver"]),
+            (
+                "",
+                "networks:\n  back: {driver: bridge, internal: true}",
+                &[],
+            ),
+            (
+                "",
+                "networks:\n  back: {external: true}",
+                &["networks.back.external"],
+            ),
+            (
+                "",
+                "networks:\n  back: {external: true, name: rp-shop-private}",
+                &[],
+            ),
+            (
+                "",
+                "networks:\n  back: {name: rp-other-private}",
+                &["networks.back.name"],
+            ),
+            (
+                "",
+                "networks:\n  back: {driver: macvlan}",
+                &["networks.back.driver"],
+            ),
             // Secrets and configs.
             ("", "secrets:\n  token: {file: ./conf/app.env}", &[]),
-            ("", "secrets:\n  token: {file: /etc/shadow}", &["secrets.token.file"]),
+            (
+                "",
+                "secrets:\n  token: {file: /etc/shadow}",
+                &["secrets.token.file"],
+            ),
             ("", "secrets:\n  token: {environment: TOKEN}", &[]),
-            ("", "secrets:\n  token: {external: true}", &["secrets.token.external"]),
-            ("", "configs:\n  conf: {file: ../../x}", &["configs.conf.file"]),
+            (
+                "",
+                "secrets:\n  token: {external: true}",
+                &["secrets.token.external"],
+            ),
+            (
+                "",
+                "configs:\n  conf: {file: ../../x}",
+                &["configs.conf.file"],
+            ),
             ("", "configs:\n  conf: {content: hello}", &[]),
             // Included files: checked too.
             ("", "include: [more.yaml]", &["extra:volumes[0]"]),

@@ -24,15 +24,17 @@ pub struct Changer {
 
 /// The trust of app `app_id`; `None` when there is no such app.
 pub fn get(c: &Connection, app_id: i64) -> Result<Option<Trust>, LedgerError> {
-    Ok(c.prepare_cached("SELECT trusted, trusted_by, trusted_at FROM apps WHERE id = ?1")?
-        .query_row([app_id], |r| {
-            Ok(Trust {
-                trusted: r.get(0)?,
-                by: r.get(1)?,
-                at: r.get(2)?,
+    Ok(
+        c.prepare_cached("SELECT trusted, trusted_by, trusted_at FROM apps WHERE id = ?1")?
+            .query_row([app_id], |r| {
+                Ok(Trust {
+                    trusted: r.get(0)?,
+                    by: r.get(1)?,
+                    at: r.get(2)?,
+                })
             })
-        })
-        .optional()?)
+            .optional()?,
+    )
 }
 
 /// Sets app `app_id`'s trust and records who did it in the audit log, under the path of the
