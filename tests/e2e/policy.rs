@@ -55,7 +55,8 @@ fn escaping_compose(stolen: &str) -> String {
         ("ext", "    volumes: [\"stolen:/stolen\"]\n"),
     ];
     let mut text =
-        format!("services:\n  web:\n    build: ./web\n    init: true\n    volumes: [data:/data]\n");
+        "services:\n  web:\n    build: ./web\n    init: true\n    volumes: [data:/data]\n"
+            .to_string();
     for (name, extra) in services {
         text.push_str(&format!("  {name}:\n{}", sleeper(extra)));
     }

@@ -16,9 +16,9 @@ use rustploy_actors::deploy::detect::{self, DetectError};
 use rustploy_actors::deploy::docker::{self, EngineError};
 use rustploy_actors::deploy::git::{self, Credentials, Git};
 use rustploy_actors::deploy::plan::{self, Past};
+use rustploy_actors::deploy::policy::{self, Violation};
 use rustploy_actors::deploy::process::ProcessError;
 use rustploy_actors::deploy::redact::{Redactor, url_credentials};
-use rustploy_actors::deploy::policy::{self, Violation};
 use rustploy_actors::deploy::{compose, contexts};
 use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::deployments::{self, DeployRequest as NewDeployment};
@@ -633,7 +633,11 @@ pub(super) async fn import(
             });
         }
     };
-    let (root, d, scope) = (src.clone(), detection.clone(), config.app_scope(name.as_str()));
+    let (root, d, scope) = (
+        src.clone(),
+        detection.clone(),
+        config.app_scope(name.as_str()),
+    );
     let checked = tokio::task::spawn_blocking(move || check_policy(&root, &d, &scope))
         .await
         .map_err(ApiError::internal)?;

@@ -56,10 +56,12 @@ volumes:
 async fn audit_details(h: &Harness, path: &str) -> Vec<String> {
     let path = path.to_string();
     h.sql(move |c| {
-        c.prepare("SELECT COALESCE(detail, '') FROM token_audit_events
-              WHERE path = ?1 AND status = 200 ORDER BY id")?
-            .query_map([path], |r| r.get(0))?
-            .collect()
+        c.prepare(
+            "SELECT COALESCE(detail, '') FROM token_audit_events
+              WHERE path = ?1 AND status = 200 ORDER BY id",
+        )?
+        .query_map([path], |r| r.get(0))?
+        .collect()
     })
     .await
 }
@@ -69,7 +71,10 @@ async fn an_import_that_reaches_past_its_containers_is_refused_unless_an_owner_t
     let h = Harness::with_settings(|s| s.allow_local_repos = true).await;
     let repos = tempfile::tempdir().unwrap();
     let repo = repos.path().join("escape");
-    repository(&repo, &[("compose.yaml", ESCAPING), ("site/index.html", "hi\n")]);
+    repository(
+        &repo,
+        &[("compose.yaml", ESCAPING), ("site/index.html", "hi\n")],
+    );
     let url = repo.to_string_lossy().into_owned();
     let deployer = h.token("deploy").await;
     let owner = h.token("admin").await;
@@ -292,7 +297,14 @@ async fn the_dashboard_shows_trust_to_everyone_and_the_switch_to_owners_only() {
         page.text
     );
     // Without the CSRF field the switch does nothing.
-    let r = post(&h, "/apps/web/trusted?trusted=true", as_user(&owner), None, &[]).await;
+    let r = post(
+        &h,
+        "/apps/web/trusted?trusted=true",
+        as_user(&owner),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = post(
         &h,

@@ -24,8 +24,8 @@ use crate::http::auth::Need;
 use crate::http::deploy_api::{self, ImportRequest};
 use crate::http::domains_api::{self, NewDomain};
 use crate::http::env_api;
-use crate::http::trust_api;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::trust_api;
 use crate::http::webhook_api::{self, ConnectRequest, Integration};
 
 pub(super) fn table() -> Table {
