@@ -27,6 +27,7 @@ use crate::deploy::docker::{ComposeRun, ContainerObs, Engine, EngineError};
 use crate::deploy::git::{Credentials, Git};
 use crate::deploy::health::{self, Probe, Verdict};
 use crate::deploy::plan::{self, Failure, Start, Step};
+use crate::deploy::policy;
 use crate::deploy::process::{ProcessError, Stream};
 use crate::deploy::redact::Redactor;
 use crate::deploy::{DeployConfig, contexts};
@@ -250,6 +251,8 @@ struct Loaded {
     import: Option<ImportRow>,
     app_env: BTreeMap<String, String>,
     live: Option<i64>,
+    /// An owner lifted the compose policy for this app.
+    trusted: bool,
 }
 
 struct ImportRow {
@@ -319,7 +322,7 @@ impl DeployerState {
             .run(move |c| {
                 let row = c
                     .query_row(
-                        "SELECT d.state, d.requested_ref, d.env_snapshot_enc, a.name
+                        "SELECT d.state, d.requested_ref, d.env_snapshot_enc, a.name, a.trusted
                            FROM deployments d JOIN apps a ON a.id = d.app_id
                           WHERE d.id = ?1 AND d.app_id = ?2",
                         params![deployment, app_id],
@@ -329,11 +332,12 @@ impl DeployerState {
                                 r.get::<_, Option<String>>(1)?,
                                 r.get::<_, Option<Vec<u8>>>(2)?,
                                 r.get::<_, String>(3)?,
+                                r.get::<_, bool>(4)?,
                             ))
                         },
                     )
                     .optional()?;
-                let Some((state, requested_ref, snapshot, app)) = row else {
+                let Some((state, requested_ref, snapshot, app, trusted)) = row else {
                     return Ok(None);
                 };
                 let import = c
@@ -401,6 +405,7 @@ impl DeployerState {
                     import,
                     app_env,
                     live,
+                    trusted,
                 }))
             })
             .await
@@ -795,6 +800,7 @@ impl Attempt<'_> {
                 detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
             ),
         };
+        self.check_policy(&file, &detection, &src).await?;
         let managed = self.services(&detection).await?;
         let mut env = env;
         for (key, url) in services::app_env(&managed) {
@@ -857,6 +863,45 @@ impl Attempt<'_> {
             runtime_file,
             env,
         })
+    }
+
+    /// Applies the compose policy to the file about to run, before anything of the release is
+    /// created: an untrusted app asking for what it refuses fails as the app's own fault, each
+    /// violation in the log. A trusted app's are logged as allowed, so the log says what ran.
+    async fn check_policy(
+        &mut self,
+        file: &ComposeFile,
+        detection: &Detection,
+        src: &Path,
+    ) -> Result<(), Failure> {
+        let doc = file.document().clone();
+        let (root, compose_path) = (src.to_path_buf(), detection.compose_path.clone());
+        let scope = self.config().app_scope(&self.loaded.app);
+        let violations = tokio::task::spawn_blocking(move || {
+            let checkout = policy::Checkout::new(&root, compose_path.as_deref(), &scope);
+            policy::check(&doc, &checkout)
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+        if violations.is_empty() {
+            return Ok(());
+        }
+        if self.loaded.trusted {
+            for v in &violations {
+                self.log
+                    .system(format!("allowed because the app is trusted: {v}"));
+            }
+            return Ok(());
+        }
+        for v in &violations {
+            self.log.system(v.to_string());
+        }
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        Err(Failure::User(format!(
+            "the compose file asks for what untrusted apps may not have ({}); remove it, or \
+             have an owner mark the app trusted",
+            lines.join("; ")
+        )))
     }
 
     /// Makes the services the manifest depends on, starts the app's services and waits until

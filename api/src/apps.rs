@@ -16,6 +16,14 @@ pub struct App {
     pub updated_at: String,
     #[serde(default)]
     pub last_deployment: Option<Deployment>,
+    /// An owner lifted the compose policy for this app: its compose file may ask for anything.
+    #[serde(default)]
+    pub trusted: bool,
+    /// Who last changed `trusted` (`user:<email>` or `token:<name>#<id>`), and when.
+    #[serde(default)]
+    pub trusted_by: Option<String>,
+    #[serde(default)]
+    pub trusted_at: Option<String>,
 }
 
 /// One deployment of an app.
@@ -216,6 +224,15 @@ impl Client {
     /// An app by its id or name.
     pub async fn app(&self, app: &str) -> Result<App, Error> {
         self.get(&format!("/api/v1/apps/{}", segment(app))).await
+    }
+
+    /// Marks the app trusted (its compose file is no longer checked) or not. Owners only.
+    pub async fn set_trusted(&self, app: &str, trusted: bool) -> Result<App, Error> {
+        self.put(
+            &format!("/api/v1/apps/{}/trusted", segment(app)),
+            &serde_json::json!({ "trusted": trusted }),
+        )
+        .await
     }
 
     pub async fn runtime(&self, app: &str) -> Result<Runtime, Error> {

@@ -12,6 +12,7 @@ mod deploying;
 mod ingress;
 mod lifecycle;
 mod ops;
+mod policy;
 mod queue;
 mod services;
 mod tui;

@@ -42,6 +42,9 @@ fn api_app(id: i64, name: &str, last: Option<Deployment>) -> ApiApp {
         created_at: "2026-03-01T09:00:00Z".into(),
         updated_at: "2026-03-01T09:00:00Z".into(),
         last_deployment: last,
+        trusted: false,
+        trusted_by: None,
+        trusted_at: None,
     }
 }
 

@@ -124,6 +124,11 @@ impl ComposeFile {
         Self { doc }
     }
 
+    /// The parsed document, as the file says it (for the policy check).
+    pub fn document(&self) -> &Map<String, Value> {
+        &self.doc
+    }
+
     pub fn services(&self) -> Vec<ServiceInfo> {
         self.service_map()
             .iter()

@@ -1,6 +1,7 @@
 //! Deploying an app: the parts the Deployer is made of.
 //!
 //! - [`plan`]: the decisions, as pure functions (names, start/cleanup/failure/rollback rules);
+//! - [`policy`]: what a compose file may ask of the engine unless the app is trusted;
 //! - [`detect`], [`manifest`], [`compose`]: what a repository holds, and the runtime compose
 //!   file written from it; [`load`] and [`merge`] read a compose project with its override
 //!   file and `extends`; [`routing`] decides which service takes traffic, on which port;
@@ -18,6 +19,7 @@ pub mod load;
 pub mod manifest;
 pub mod merge;
 pub mod plan;
+pub mod policy;
 pub mod process;
 pub mod redact;
 pub mod routing;

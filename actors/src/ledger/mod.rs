@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod jobs;
 mod migrate;
 pub mod services;
+pub mod trust;
 
 use std::path::Path;
 use std::time::Duration;

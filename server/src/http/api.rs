@@ -49,6 +49,7 @@ fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     .chain(super::webhook_api::table())
     .chain(super::services_api::table())
     .chain(super::agent_api::table())
+    .chain(super::trust_api::table())
     .collect()
 }
 
@@ -138,7 +139,8 @@ pub(super) fn page_of(items: Vec<Value>, limit: i64) -> Value {
 /// An app with its newest deployment, in one query.
 const APP_SELECT: &str = "SELECT a.id, a.name, a.created_at, a.updated_at,
         d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
-        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of,
+        a.trusted, a.trusted_by, a.trusted_at
    FROM apps a
    LEFT JOIN deployments d ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)";
 
@@ -153,6 +155,9 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "created_at": rfc3339(r.get(2)?),
         "updated_at": rfc3339(r.get(3)?),
         "last_deployment": last,
+        "trusted": r.get::<_, bool>(18)?,
+        "trusted_by": r.get::<_, Option<String>>(19)?,
+        "trusted_at": r.get::<_, Option<i64>>(20)?.map(rfc3339),
     }))
 }
 

@@ -16,12 +16,14 @@ use rustploy_actors::deploy::detect::{self, DetectError};
 use rustploy_actors::deploy::docker::{self, EngineError};
 use rustploy_actors::deploy::git::{self, Credentials, Git};
 use rustploy_actors::deploy::plan::{self, Past};
+use rustploy_actors::deploy::policy::{self, Violation};
 use rustploy_actors::deploy::process::ProcessError;
 use rustploy_actors::deploy::redact::{Redactor, url_credentials};
 use rustploy_actors::deploy::{compose, contexts};
 use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::deployments::{self, DeployRequest as NewDeployment};
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
+use rustploy_actors::ledger::trust;
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -448,21 +450,78 @@ pub(super) struct ImportRequest {
     pub(super) deploy_key: Option<String>,
     /// A token for HTTPS access (sent as basic auth `x-access-token:<token>`).
     pub(super) https_token: Option<String>,
+    /// Create the app trusted: its compose file is not checked by the policy. Owners only.
+    pub(super) trusted: Option<bool>,
 }
 
 async fn import_app(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<ImportRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let app = import(&state, body).await?;
+    let app = import(&state, &who, body).await?;
     Ok((StatusCode::CREATED, ApiJson(app)))
+}
+
+/// The answer to an import whose compose file asks for what the policy refuses.
+fn policy_refused(violations: &[Violation]) -> ApiError {
+    let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    let listed: Vec<Value> = violations
+        .iter()
+        .map(|v| json!({ "service": v.service, "key": v.key, "reason": v.why }))
+        .collect();
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "policy_refused",
+        format!(
+            "the compose file asks for what untrusted apps may not have: {}. Remove it, or have \
+             an owner import the app with \"trusted\": true",
+            lines.join("; ")
+        ),
+    )
+    .details(json!({ "violations": listed }))
+}
+
+/// The policy's verdict on the checkout at `src` (blocking: it reads the compose file and
+/// resolves the paths it names). A lone Dockerfile is always fine.
+fn check_policy(
+    src: &std::path::Path,
+    detection: &detect::Detection,
+    app_scope: &str,
+) -> Result<Vec<Violation>, ApiError> {
+    let Some(path) = &detection.compose_path else {
+        return Ok(Vec::new());
+    };
+    let unreadable = |message: String| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "undeployable", message)
+            .details(json!({ "field": "compose_path" }))
+    };
+    let text = std::fs::read_to_string(src.join(path))
+        .map_err(|e| unreadable(format!("cannot read {path}: {e}")))?;
+    let file = compose::ComposeFile::parse(path, &text).map_err(|e| unreadable(e.0))?;
+    let checkout = policy::Checkout::new(src, Some(path), app_scope);
+    Ok(policy::check(file.document(), &checkout))
 }
 
 /// Imports a repository: validates it, clones it shallowly, detects what it holds, and creates
 /// the app. Nothing is deployed yet. Returns the app with what was detected under `import`.
 /// The dashboard's import form uses it too.
-pub(super) async fn import(state: &AppState, body: ImportRequest) -> ApiResult<Value> {
+pub(super) async fn import(
+    state: &AppState,
+    who: &Principal,
+    body: ImportRequest,
+) -> ApiResult<Value> {
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let trusted = body.trusted.unwrap_or(false);
+    if trusted && !who.allows(Need::Admin) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an owner (or a token with the 'admin' scope) may import an app as trusted; \
+             import it without \"trusted\", or ask an owner",
+        )
+        .details(json!({ "field": "trusted" })));
+    }
     let settings = &state.settings;
     git::validate_repo_url(&body.repo_url, settings.allow_local_repos)
         .map_err(|e| ApiError::invalid("repo_url", e))?;
@@ -580,6 +639,32 @@ pub(super) async fn import(state: &AppState, body: ImportRequest) -> ApiResult<V
             });
         }
     };
+    let (root, d, scope) = (
+        src.clone(),
+        detection.clone(),
+        config.app_scope(name.as_str()),
+    );
+    let checked = tokio::task::spawn_blocking(move || check_policy(&root, &d, &scope))
+        .await
+        .map_err(ApiError::internal)?;
+    let violations = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup(staging).await;
+            return Err(e);
+        }
+    };
+    if !violations.is_empty() && !trusted {
+        cleanup(staging).await;
+        return Err(policy_refused(&violations));
+    }
+    let mut detection = detection;
+    for v in &violations {
+        detection
+            .warnings
+            .push(format!("allowed because the app is trusted: {v}"));
+    }
+    let changer = trusted.then(|| super::trust_api::changer(who));
 
     let secrets = state.secrets.clone();
     let (app_name, repo_url, branch_s) = (
@@ -632,6 +717,9 @@ pub(super) async fn import(state: &AppState, body: ImportRequest) -> ApiResult<V
                     now,
                 ],
             )?;
+            if let Some(who) = &changer {
+                trust::set(&tx, id, true, who)?;
+            }
             let app = super::api::app_json(&tx, id)?;
             tx.commit()?;
             Ok(app)

@@ -17,6 +17,7 @@ pub mod limiter;
 pub mod ops;
 pub mod services_api;
 pub mod setup;
+pub mod trust_api;
 pub mod webhook_api;
 
 use std::net::SocketAddr;

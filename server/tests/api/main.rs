@@ -11,4 +11,5 @@ mod errors;
 mod harness;
 mod services;
 mod session;
+mod trust;
 mod webhooks;

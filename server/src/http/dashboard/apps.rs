@@ -10,6 +10,7 @@ use axum::routing::get;
 use maud::{Markup, html};
 use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_actors::ledger::LedgerError;
+use rustploy_actors::ledger::trust::{self, Trust};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,6 +25,7 @@ use crate::http::deploy_api::{self, ImportRequest};
 use crate::http::domains_api::{self, NewDomain};
 use crate::http::env_api;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::trust_api;
 use crate::http::webhook_api::{self, ConnectRequest, Integration};
 
 pub(super) fn table() -> Table {
@@ -38,6 +40,7 @@ pub(super) fn table() -> Table {
         ("/apps/{app}/deployments", Need::Read, get(deployments)),
         ("/apps/{app}/deploy", Need::Deploy, action(deploy)),
         ("/apps/{app}/rollback", Need::Deploy, action(rollback)),
+        ("/apps/{app}/trusted", Need::Admin, action(trust_set)),
         ("/deployments/{id}", Need::Read, get(deployment)),
         ("/deployments/{id}/cancel", Need::Deploy, action(cancel)),
         ("/apps/{app}/env", Need::Read, get(env).post(env_set)),
@@ -273,8 +276,9 @@ async fn import_submit(
         compose_path: some(&form.compose_path),
         deploy_key: some(&form.deploy_key),
         https_token: some(&form.https_token),
+        trusted: None,
     };
-    match deploy_api::import(&state, request).await {
+    match deploy_api::import(&state, &v.principal, request).await {
         Ok(app) => respond(StatusCode::CREATED, imported_page(&v, &app)),
         Err(e) if e.status.is_client_error() => {
             respond(e.status, import_page(&v, &form, &Problem::from(e)))
@@ -528,10 +532,15 @@ async fn overview(
             Ok((
                 deployment_rows(c, app, 5)?,
                 domains_api::domains_of(c, app)?,
+                trust::get(c, app)?.unwrap_or(Trust {
+                    trusted: false,
+                    by: None,
+                    at: None,
+                }),
             ))
         })
         .await;
-    let (recent, domains) = match read {
+    let (recent, domains, trusted) = match read {
         Ok(r) => r,
         Err(e) => return error_page(Some(&v), e.into()),
     };
@@ -579,8 +588,76 @@ async fn overview(
                 @if recent.is_empty() { p.empty { "None yet." } } @else { (deployments_table(&v, &recent, false)) }
             }
         }
+        // Outside the refreshed part, so an open confirmation stays open.
+        (trust_section(&v, &head, &trusted))
     };
     respond(StatusCode::OK, app_frame(&v, &head, Tab::Overview, content))
+}
+
+/// Whether the app is trusted, what that means, and (for owners) the switch.
+fn trust_section(v: &Viewer, head: &AppHead, t: &Trust) -> Markup {
+    let action = |to: bool| format!("/apps/{}/trusted?trusted={to}", percent(&head.name));
+    html! {
+        section.trust id="trust" {
+            h2 { "Trusted" }
+            p {
+                @if t.trusted { (badge("trusted")) } @else { (badge("not trusted")) }
+                @if let (Some(by), Some(at)) = (&t.by, t.at) {
+                    " " small { "set by " (by) " at " (when(at)) }
+                }
+            }
+            p.hint {
+                "An app that is not trusted may not ask Docker for anything that reaches past its \
+                 containers: privileged mode, extra capabilities, the host's devices, namespaces or \
+                 network, loosened confinement, host paths outside its checkout, the Docker socket, \
+                 or another app's volumes and networks. A deployment whose compose file asks for one \
+                 fails and names it."
+            }
+            p.hint {
+                "Trusting the app lifts these refusals: anyone who can push to its repository can \
+                 then run code as root on this host. Only owners can change it, and each change is \
+                 recorded in the audit log."
+            }
+            @if v.can(Need::Admin) {
+                @if t.trusted {
+                    (confirm("Stop trusting", "Check its compose file again", &action(false), &v.csrf, html! {
+                        p { "Its next deployment fails if its compose file asks for what the policy refuses. The live release keeps running." }
+                    }))
+                } @else {
+                    (confirm("Trust this app", "Trust it: allow root on this host", &action(true), &v.csrf, html! {
+                        p.notice.error { "Whoever can push to this app's repository will be able to take over this host." }
+                    }))
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TrustQuery {
+    trusted: Option<String>,
+}
+
+async fn trust_set(
+    State(state): State<AppState>,
+    Extension(v): Extension<Viewer>,
+    Path(key): Path<String>,
+    Query(q): Query<TrustQuery>,
+) -> Response {
+    let trusted = match q.trusted.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => {
+            return error_page(
+                Some(&v),
+                ApiError::invalid("trusted", "say ?trusted=true or ?trusted=false"),
+            );
+        }
+    };
+    match trust_api::set_trust(&state, &v.principal, key.clone(), trusted).await {
+        Ok(_) => see_other(&format!("/apps/{}#trust", percent(&key))),
+        Err(e) => error_page(Some(&v), e),
+    }
 }
 
 async fn deployments(
