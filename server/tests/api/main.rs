@@ -7,6 +7,7 @@ mod auth_flows;
 mod dashboard;
 mod dashboard_services;
 mod domains;
+mod env_files;
 mod errors;
 mod harness;
 mod services;
