@@ -462,6 +462,7 @@ async fn import_app(
 pub(super) async fn import(state: &AppState, body: ImportRequest) -> ApiResult<Value> {
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let settings = &state.settings;
+    super::domains_api::check_app_name(name.as_str(), settings)?;
     git::validate_repo_url(&body.repo_url, settings.allow_local_repos)
         .map_err(|e| ApiError::invalid("repo_url", e))?;
     let branch = GitRef::parse(body.branch.as_deref().unwrap_or("main"))

@@ -5,6 +5,7 @@ mod access;
 mod agents;
 mod auth_flows;
 mod dashboard;
+mod dashboard_host;
 mod dashboard_services;
 mod domains;
 mod env_files;
