@@ -4,6 +4,7 @@
 mod access;
 mod agents;
 mod auth_flows;
+mod credentials;
 mod dashboard;
 mod dashboard_host;
 mod dashboard_services;

@@ -49,7 +49,7 @@ fn public_page(status: StatusCode, title: &str, content: Markup) -> Response {
 }
 
 fn session_cookie(state: &AppState, secret: &str) -> String {
-    let secure = state.settings.public_url.starts_with("https://");
+    let secure = crate::http::auth::https(&state.settings);
     crate::http::auth::session_cookie_header(secret, secure)
 }
 
