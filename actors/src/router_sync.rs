@@ -175,7 +175,9 @@ pub struct DomainRow {
 }
 
 /// The desired sites: each domain with its app's live upstreams (or a 503 while it has none),
-/// and the dashboard's host. Domains in `excluded` are left out.
+/// and the dashboard's host. Domains in `excluded` are left out, and so is any domain on the
+/// dashboard's host: it always routes to the dashboard, whose session cookie must never reach
+/// an app.
 pub fn desired_sites(
     domains: &[DomainRow],
     upstreams: &BTreeMap<String, Vec<String>>,
@@ -184,7 +186,7 @@ pub fn desired_sites(
 ) -> Vec<Site> {
     let mut sites: Vec<Site> = domains
         .iter()
-        .filter(|d| !excluded(d))
+        .filter(|d| !excluded(d) && !is_dashboard_host(&d.hostname, dashboard))
         .map(|d| Site {
             hostname: d.hostname.clone(),
             tls: d.tls,
@@ -197,11 +199,7 @@ pub fn desired_sites(
             },
         })
         .collect();
-    if let Some((host, tls, dial)) = dashboard
-        && !domains
-            .iter()
-            .any(|d| d.hostname.eq_ignore_ascii_case(host))
-    {
+    if let Some((host, tls, dial)) = dashboard {
         sites.push(Site {
             hostname: host.clone(),
             tls: *tls,
@@ -211,6 +209,11 @@ pub fn desired_sites(
         });
     }
     sites
+}
+
+/// Whether `hostname` is the dashboard's own host.
+fn is_dashboard_host(hostname: &str, dashboard: Option<&(String, TlsMode, String)>) -> bool {
+    dashboard.is_some_and(|(host, _, _)| hostname.eq_ignore_ascii_case(host))
 }
 
 /// Which of `sites` a rejected load most likely points at: those Caddy's message names (by
@@ -253,13 +256,18 @@ struct Desired {
     upstreams: BTreeMap<String, Vec<String>>,
 }
 
-/// Keeps the `<app>.<base domain>` rows in step with the apps and the setting.
+/// Keeps the `<app>.<base domain>` rows in step with the apps and the setting. An app named
+/// after the dashboard's host (app `dash`, base `example.com`, dashboard `dash.example.com`)
+/// gets no base row: that host is the dashboard's.
 fn reconcile_base_domains(
     c: &mut Connection,
     base: Option<&(String, TlsMode)>,
+    dashboard_host: Option<&str>,
 ) -> Result<(), LedgerError> {
     let tx = c.transaction()?;
     let now = now_ms();
+    // No hostname is empty, so '' reserves nothing.
+    let reserved = dashboard_host.unwrap_or("");
     match base {
         None => {
             tx.execute("DELETE FROM domains WHERE source = 'base'", [])?;
@@ -267,8 +275,9 @@ fn reconcile_base_domains(
         Some((base, tls)) => {
             tx.execute(
                 "DELETE FROM domains WHERE source = 'base'
-                   AND hostname != (SELECT name FROM apps WHERE apps.id = domains.app_id) || '.' || ?1",
-                [base],
+                   AND (hostname != (SELECT name FROM apps WHERE apps.id = domains.app_id) || '.' || ?1
+                        OR hostname = ?2)",
+                params![base, reserved],
             )?;
             tx.execute(
                 "UPDATE domains SET tls = ?1, updated_at = ?2 WHERE source = 'base' AND tls != ?1",
@@ -276,9 +285,10 @@ fn reconcile_base_domains(
             )?;
             tx.execute(
                 "INSERT INTO domains (app_id, hostname, tls, source, created_at, updated_at)
-                 SELECT id, name || '.' || ?1, ?2, 'base', ?3, ?3 FROM apps WHERE true
+                 SELECT id, name || '.' || ?1, ?2, 'base', ?3, ?3 FROM apps
+                  WHERE name || '.' || ?1 != ?4
                  ON CONFLICT (hostname) DO NOTHING",
-                params![base, tls.as_str(), now],
+                params![base, tls.as_str(), now, reserved],
             )?;
         }
     }
@@ -355,10 +365,11 @@ impl RouterSyncState {
     async fn apply(&mut self) -> Result<SyncReport, ActorProcessingErr> {
         let started = Instant::now();
         let base = self.settings.base_domain.clone();
+        let dashboard_host = self.settings.dashboard.as_ref().map(|(h, _, _)| h.clone());
         let desired = self
             .ledger
             .run(move |c| {
-                reconcile_base_domains(c, base.as_ref())?;
+                reconcile_base_domains(c, base.as_ref(), dashboard_host.as_deref())?;
                 read_desired(c)
             })
             .await?;
@@ -418,10 +429,20 @@ impl RouterSyncState {
         match &outcome {
             Ok(()) => {
                 let upstreams = desired.upstreams.clone();
+                let dashboard = self.settings.dashboard.clone();
                 self.record(
                     &desired,
                     |d| {
-                        if let Some((_, message, _)) = excluded.get(&d.hostname) {
+                        if is_dashboard_host(&d.hostname, dashboard.as_ref()) {
+                            (
+                                "error",
+                                Some(
+                                    "this host is the dashboard's (--dashboard-domain) and routes \
+                                     only to it: remove it from the app"
+                                        .to_string(),
+                                ),
+                            )
+                        } else if let Some((_, message, _)) = excluded.get(&d.hostname) {
                             (
                                 "error",
                                 Some(format!("Caddy rejected this domain: {message}")),
@@ -706,6 +727,75 @@ mod tests {
         assert_eq!(sites[1].target, Target::NoRelease { app: "b".into() });
         assert_eq!(sites[2].hostname, "dash.test");
         assert_eq!(sites[2].tls, TlsMode::Internal);
+    }
+
+    #[test]
+    fn the_dashboard_host_routes_to_the_dashboard_whatever_an_app_claims() {
+        let upstreams = BTreeMap::from([("a".to_string(), vec!["10.0.0.2:80".to_string()])]);
+        let dashboard = (
+            "dash.test".to_string(),
+            TlsMode::Off,
+            "127.0.0.1:8080".to_string(),
+        );
+        let mut prefixed = row(3, "a", "dash.test");
+        prefixed.path_prefix = Some("/api".into());
+        let sites = desired_sites(
+            &[
+                row(1, "a", "DASH.test"),
+                row(2, "a", "*.test"),
+                prefixed,
+                row(4, "a", "a.test"),
+            ],
+            &upstreams,
+            &|_| false,
+            Some(&dashboard),
+        );
+        let dash: Vec<&Site> = sites.iter().filter(|s| s.hostname == "dash.test").collect();
+        assert_eq!(dash.len(), 1, "{sites:?}");
+        assert_eq!(
+            dash[0].target,
+            Target::Upstreams(vec!["127.0.0.1:8080".into()])
+        );
+        assert_eq!(dash[0].path_prefix, None);
+        assert!(sites.iter().any(|s| s.hostname == "*.test"));
+    }
+
+    #[test]
+    fn no_base_domain_row_takes_the_dashboard_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), &Default::default()).unwrap();
+        ledger
+            .blocking(|c| {
+                check_base_rows(c);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn check_base_rows(c: &mut Connection) {
+        for name in ["dash", "web"] {
+            c.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES (?1, 1, 1)",
+                [name],
+            )
+            .unwrap();
+        }
+        let hosts = |c: &Connection| -> Vec<String> {
+            c.prepare("SELECT hostname FROM domains WHERE source = 'base' ORDER BY hostname")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let base = ("example.com".to_string(), TlsMode::Off);
+        reconcile_base_domains(c, Some(&base), None).unwrap();
+        assert_eq!(hosts(c), ["dash.example.com", "web.example.com"]);
+        // The dashboard moved onto an app's base host: the row goes.
+        reconcile_base_domains(c, Some(&base), Some("dash.example.com")).unwrap();
+        assert_eq!(hosts(c), ["web.example.com"]);
+        reconcile_base_domains(c, Some(&base), Some("dash.example.com")).unwrap();
+        assert_eq!(hosts(c), ["web.example.com"]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct Metrics {
     jobs: Family<Labels, Gauge>,
     deployments: Family<Labels, Gauge>,
     restarts: Family<Labels, Gauge>,
+    audit_write_failures: Counter,
     /// Scrapes rewrite the gauges; one at a time.
     scrape: Mutex<()>,
 }
@@ -59,7 +60,14 @@ impl Default for Metrics {
             "Restarts of each actor since the server started",
             restarts.clone(),
         );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Token audit events that could not be written (the request itself was answered)",
+            audit_write_failures.clone(),
+        );
         Self {
+            audit_write_failures,
             registry,
             http_requests,
             http_latency,
@@ -83,6 +91,11 @@ impl Metrics {
         self.http_latency
             .get_or_create(&vec![("route", route.to_string())])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts an audit event that could not be written.
+    pub fn audit_write_failed(&self) {
+        self.audit_write_failures.inc();
     }
 
     /// Renders the registry after setting the gauges from fresh figures.

@@ -35,6 +35,7 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
 
     let mut http_routes = Vec::new();
     let mut https_routes = Vec::new();
+    let mut http_only_covered: Vec<String> = Vec::new();
     for site in &sites {
         if site.tls.is_tls() {
             // Plain HTTP to a TLS site is redirected to HTTPS, keeping host and URI.
@@ -49,10 +50,17 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
             https_routes.push(route(site, handlers(cfg, site)));
         } else {
             http_routes.push(route(site, handlers(cfg, site)));
+            if covered_by_tls_wildcard(site, &sites) {
+                // Over HTTPS this host would fall to the wildcard's site (another app, or an app
+                // instead of the dashboard, which would receive the dashboard's cookies): it
+                // answers 404 there instead.
+                https_routes.push(route(site, vec![not_found_handler()]));
+                http_only_covered.push(site.hostname.clone());
+            }
         }
     }
     // Without it Caddy answers 200 with an empty body for unknown hosts.
-    let not_found = json!({ "handle": [{ "handler": "static_response", "status_code": 404 }] });
+    let not_found = json!({ "handle": [not_found_handler()] });
     http_routes.push(not_found.clone());
 
     let mut servers = Map::new();
@@ -68,13 +76,15 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
     if !https_routes.is_empty() {
         https_routes.push(not_found);
         let mut auto_https = json!({ "disable_redirects": true });
-        if !custom.is_empty() {
-            // Their certificates are loaded from files below; Caddy must not try to issue them.
-            auto_https["skip_certificates"] = custom
-                .iter()
-                .map(|s| Value::from(s.hostname.clone()))
-                .collect::<Vec<_>>()
-                .into();
+        // Custom certificates are loaded from files below, and plain-HTTP hosts only refuse
+        // HTTPS: Caddy must not try to issue certificates for either.
+        let mut skip: Vec<Value> = custom
+            .iter()
+            .map(|s| Value::from(s.hostname.clone()))
+            .collect();
+        skip.extend(http_only_covered.into_iter().map(Value::from));
+        if !skip.is_empty() {
+            auto_https["skip_certificates"] = skip.into();
         }
         servers.insert(
             HTTPS_SERVER.into(),
@@ -137,6 +147,27 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
         "admin": { "listen": cfg.admin_listen, "config": { "persist": false } },
         "storage": storage.cloned().unwrap_or_else(|| json!({ "module": "file_system", "root": cfg.storage_root.to_string_lossy() })),
         "apps": apps,
+    })
+}
+
+fn not_found_handler() -> Value {
+    json!({ "handler": "static_response", "status_code": 404 })
+}
+
+/// Whether a TLS wildcard site (`*.example.com`) covers the exact host of `site`. Caddy's
+/// wildcards match one label, like certificates'.
+fn covered_by_tls_wildcard(site: &Site, sites: &[&Site]) -> bool {
+    if site.hostname.starts_with("*.") {
+        return false;
+    }
+    sites.iter().any(|w| {
+        w.tls.is_tls()
+            && w.hostname.strip_prefix("*.").is_some_and(|parent| {
+                site.hostname
+                    .strip_suffix(parent)
+                    .and_then(|label| label.strip_suffix('.'))
+                    .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+            })
     })
 }
 
@@ -372,6 +403,80 @@ mod tests {
         assert_eq!(
             routes[0]["handle"][0]["headers"]["Location"][0],
             "https://b.example.com{http.request.uri}"
+        );
+    }
+
+    #[test]
+    fn an_exact_host_comes_before_a_wildcard_that_covers_it_on_both_servers() {
+        let dashboard = || {
+            site(
+                "dash.example.com",
+                TlsMode::Internal,
+                Target::Upstreams(vec!["127.0.0.1:8080".into()]),
+            )
+        };
+        let wildcard = site(
+            "*.example.com",
+            TlsMode::Internal,
+            Target::Upstreams(vec!["172.18.0.9:80".into()]),
+        );
+        // Given in either order, the exact host's route is tried first.
+        for sites in [
+            vec![wildcard.clone(), dashboard()],
+            vec![dashboard(), wildcard.clone()],
+        ] {
+            let c = build(&cfg(), &sites, None);
+            for server in [HTTP_SERVER, HTTPS_SERVER] {
+                let routes = &c["apps"]["http"]["servers"][server]["routes"];
+                assert_eq!(
+                    hosts(routes),
+                    ["dash.example.com", "*.example.com", "*"],
+                    "{server}"
+                );
+            }
+            let https = &c["apps"]["http"]["servers"][HTTPS_SERVER]["routes"];
+            assert_eq!(
+                https[0]["handle"][0]["upstreams"][0]["dial"],
+                "127.0.0.1:8080"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_http_host_is_not_served_by_a_tls_wildcard_over_https() {
+        let dashboard = site(
+            "dash.example.com",
+            TlsMode::Off,
+            Target::Upstreams(vec!["127.0.0.1:8080".into()]),
+        );
+        let wildcard = site(
+            "*.example.com",
+            TlsMode::Internal,
+            Target::Upstreams(vec!["172.18.0.9:80".into()]),
+        );
+        let elsewhere = site(
+            "a.b.example.com",
+            TlsMode::Off,
+            Target::NoRelease { app: "a".into() },
+        );
+        let c = build(&cfg(), &[wildcard, dashboard, elsewhere], None);
+        let servers = &c["apps"]["http"]["servers"];
+        let http = &servers[HTTP_SERVER]["routes"];
+        assert_eq!(
+            hosts(http),
+            ["a.b.example.com", "dash.example.com", "*.example.com", "*"]
+        );
+        assert_eq!(
+            http[1]["handle"][0]["upstreams"][0]["dial"],
+            "127.0.0.1:8080"
+        );
+        let https = &servers[HTTPS_SERVER]["routes"];
+        // Only the host the wildcard covers (one label deep) needs the refusal.
+        assert_eq!(hosts(https), ["dash.example.com", "*.example.com", "*"]);
+        assert_eq!(https[0]["handle"][0]["status_code"], 404);
+        assert_eq!(
+            servers[HTTPS_SERVER]["automatic_https"]["skip_certificates"],
+            json!(["dash.example.com"])
         );
     }
 

@@ -177,7 +177,7 @@ async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Re
         };
     match sign_in(&state, &body.email, body.password, client).await {
         Ok(SignedIn { secret, csrf, user }) => {
-            let secure = state.settings.public_url.starts_with("https://");
+            let secure = auth::https(&state.settings);
             (
                 [(
                     header::SET_COOKIE,
@@ -287,7 +287,8 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
 /// Revokes the request's session (if any) and returns the `Set-Cookie` value that clears it.
 /// The dashboard's logout button uses it too.
 pub(super) async fn sign_out(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
-    if let Some(secret) = auth::session_cookie(headers) {
+    let secure = auth::https(&state.settings);
+    if let Some(secret) = auth::session_cookie(headers, secure) {
         let hash = secrets::hash_secret(&secret);
         state
             .ledger
@@ -300,10 +301,7 @@ pub(super) async fn sign_out(state: &AppState, headers: &HeaderMap) -> ApiResult
             })
             .await?;
     }
-    Ok(format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
-        auth::SESSION_COOKIE
-    ))
+    Ok(auth::expired_session_cookie_header(secure))
 }
 
 #[derive(Deserialize)]
@@ -518,6 +516,7 @@ pub(super) async fn change_user(state: &AppState, id: i64, body: UserPatch) -> A
                     "UPDATE users SET role = ?2, updated_at = ?3 WHERE id = ?1",
                     params![id, role, now],
                 )?;
+                revoke_tokens_beyond(&tx, id, role, now)?;
             }
             if let Some(email) = &email {
                 match tx.execute(
@@ -557,6 +556,43 @@ pub(super) async fn change_user(state: &AppState, id: i64, body: UserPatch) -> A
     }
 }
 
+/// The token scopes a role holds itself: what a token made by a user with that role may keep.
+fn scopes_of_role(role: &str) -> &'static [&'static str] {
+    match role {
+        "owner" => SCOPES,
+        "maintainer" => &["read", "deploy"],
+        _ => &["read"],
+    }
+}
+
+/// Whether a token with `scopes` grants more than `role` holds.
+fn exceeds_role(scopes: &str, role: &str) -> bool {
+    let held = scopes_of_role(role);
+    scopes.split(',').any(|s| !held.contains(&s))
+}
+
+/// Revokes the live tokens user `id` made that grant more than their (new) `role`. Tokens within
+/// the role stay: a demoted owner's read-only token for a status page keeps working, and such a
+/// token gives nothing its maker does not hold. Sessions need nothing: they read the role at
+/// every request.
+fn revoke_tokens_beyond(c: &Connection, id: i64, role: &str, now: i64) -> Result<(), LedgerError> {
+    let tokens: Vec<(i64, String)> = c
+        .prepare_cached(
+            "SELECT id, scopes FROM api_tokens WHERE created_by = ?1 AND revoked_at IS NULL",
+        )?
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (token, scopes) in tokens {
+        if exceeds_role(&scopes, role) {
+            c.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1",
+                params![token, now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn last_owner() -> ApiError {
     ApiError::conflict("this is the last owner; make another user owner first")
 }
@@ -584,6 +620,13 @@ pub(super) async fn remove_user(state: &AppState, id: i64) -> ApiResult<()> {
             if role == "owner" && owners_besides(&tx, id)? == 0 {
                 return Ok(UserChange::LastOwner);
             }
+            // Tokens outlive their maker (`created_by` becomes NULL): revoke them first, so
+            // removing a person removes what they could do.
+            let now = now_ms();
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE created_by = ?1 AND revoked_at IS NULL",
+                params![id, now],
+            )?;
             tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
             tx.commit()?;
             Ok(UserChange::Done(Value::Null))
@@ -811,4 +854,31 @@ pub(super) async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<Api
         })
         .await?;
     Ok(ApiJson(super::api::page_of(items, limit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_keeps_only_what_its_makers_role_holds() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("read", "owner", false),
+            ("read,deploy,admin,agent", "owner", false),
+            ("read", "maintainer", false),
+            ("read,deploy", "maintainer", false),
+            ("deploy", "maintainer", false),
+            ("admin", "maintainer", true),
+            ("agent", "maintainer", true),
+            ("read,admin", "maintainer", true),
+            ("read", "viewer", false),
+            ("deploy", "viewer", true),
+            ("read,agent", "viewer", true),
+            ("read", "unknown-role", false),
+            ("deploy", "unknown-role", true),
+        ];
+        for (scopes, role, exceeds) in cases {
+            assert_eq!(exceeds_role(scopes, role), *exceeds, "{scopes} / {role}");
+        }
+    }
 }

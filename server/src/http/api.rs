@@ -257,6 +257,7 @@ async fn create_app(
     ApiJson(body): ApiJson<CreateApp>,
 ) -> ApiResult<impl IntoResponse> {
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    super::domains_api::check_app_name(name.as_str(), &state.settings)?;
     let taken = name.to_string();
     let app = state
         .ledger
@@ -333,6 +334,9 @@ async fn update_app(
         .map(AppName::parse)
         .transpose()
         .map_err(|e| ApiError::invalid("name", e))?;
+    if let Some(name) = &name {
+        super::domains_api::check_app_name(name.as_str(), &state.settings)?;
+    }
     let k = key.clone();
     let outcome = state
         .ledger

@@ -17,7 +17,27 @@ use super::AppState;
 use super::error::ApiError;
 use crate::secrets;
 
+/// The session cookie's name when the public URL is plain http (local use).
 pub const SESSION_COOKIE: &str = "rp_session";
+/// Its name when the public URL is https. Browsers accept a `__Host-` cookie only when it is
+/// `Secure`, has `Path=/` and no `Domain`, so no other host (an app on a sibling or child
+/// domain) and no plain-http page can set or replace it.
+pub const HOST_SESSION_COOKIE: &str = "__Host-rp_session";
+
+/// Whether the dashboard is served over https (its public URL says so): then cookies are
+/// `Secure` with `__Host-` names, and answers carry `Strict-Transport-Security`.
+pub fn https(settings: &crate::config::Settings) -> bool {
+    settings.public_url.starts_with("https://")
+}
+
+/// The name of the session cookie.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        HOST_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// The access a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +128,7 @@ pub async fn require(
     if need == Need::Public {
         return next.run(req).await;
     }
-    let principal = match authenticate(&state.ledger, &headers).await {
+    let principal = match authenticate(&state.ledger, &headers, https(&state.settings)).await {
         Ok(Some(p)) => p,
         Ok(None) => return ApiError::unauthenticated().into_response(),
         Err(e) => return e.into_response(),
@@ -133,22 +153,36 @@ pub async fn require(
             client_addr: client,
             at: now_ms(),
         };
-        if let Err(e) = state.audit.record(event).await {
-            return ApiError::internal(format!("recording the token audit event failed: {e}"))
-                .into_response();
+        // The handler has acted by now: the answer must say what happened, so a failed audit
+        // write is logged and counted (`rustploy_audit_write_failures_total`), not turned
+        // into a 500 for an action that took place.
+        if let Err(e) = state.audit.record(event.clone()).await {
+            state.metrics.audit_write_failed();
+            tracing::error!(
+                error = %e,
+                token_id = event.token_id,
+                method = %event.method,
+                path = %event.path,
+                status = event.status,
+                "recording the token audit event failed; the request was answered"
+            );
         }
     }
     response
 }
 
-async fn authenticate(ledger: &Ledger, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+async fn authenticate(
+    ledger: &Ledger,
+    headers: &HeaderMap,
+    secure: bool,
+) -> Result<Option<Principal>, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
             return Ok(None);
         };
         return authenticate_token(ledger, token.trim().to_string()).await;
     }
-    match session_cookie(headers) {
+    match session_cookie(headers, secure) {
         Some(secret) => authenticate_session(ledger, secret).await,
         None => Ok(None),
     }
@@ -187,8 +221,10 @@ async fn authenticate_token(ledger: &Ledger, token: String) -> Result<Option<Pri
         .await?)
 }
 
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE)
+/// The session secret the request carries. Over https only the `__Host-` cookie counts: one
+/// without the prefix may have been planted by another host.
+pub fn session_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie(headers, session_cookie_name(secure))
 }
 
 /// The value of cookie `name`.
@@ -276,8 +312,18 @@ pub fn create_session(
 
 pub fn session_cookie_header(secret: &str, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        "{}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        session_cookie_name(secure),
         SESSION_ABSOLUTE_MS / 1000,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The `Set-Cookie` value that clears the session cookie.
+pub fn expired_session_cookie_header(secure: bool) -> String {
+    format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        session_cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }

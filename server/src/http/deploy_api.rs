@@ -523,6 +523,16 @@ pub(super) async fn import(
         .details(json!({ "field": "trusted" })));
     }
     let settings = &state.settings;
+    super::domains_api::check_app_name(name.as_str(), settings)?;
+    if holds_credentials(&body.repo_url) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "credentials_in_url",
+            "repo_url must not hold credentials ('user:token@'): it is stored and shown in clear. \
+             Send the URL without them and the token as https_token, which is stored sealed",
+        )
+        .details(json!({ "field": "repo_url" })));
+    }
     git::validate_repo_url(&body.repo_url, settings.allow_local_repos)
         .map_err(|e| ApiError::invalid("repo_url", e))?;
     let branch = GitRef::parse(body.branch.as_deref().unwrap_or("main"))
@@ -761,6 +771,28 @@ pub(super) async fn import(
         .router
         .nudge(rustploy_actors::router_sync::RouterSyncMsg::Nudge);
     Ok(app)
+}
+
+/// Whether a repository URL carries credentials: any user info in an `https://` (or other
+/// non-ssh) URL, where git sends it as a password or token, and a password anywhere. A bare SSH
+/// user name (`ssh://git@host/...`, `git@host:path`) is no secret and stays allowed. We refuse
+/// rather than move the token into `https_token` ourselves, so that nothing is guessed about
+/// which part is the token.
+fn holds_credentials(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            match authority.rsplit_once('@') {
+                None => false,
+                Some((user, _)) if scheme.eq_ignore_ascii_case("ssh") => user.contains(':'),
+                Some(_) => true,
+            }
+        }
+        // scp-style `user@host:path`: a ':' before the '@' is a password.
+        None => url
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':')),
+    }
 }
 
 fn import_json(repo_url: &str, branch: &str, sha: &str, d: &detect::Detection) -> Value {
@@ -1179,6 +1211,34 @@ impl LogCursor {
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_urls_with_credentials_are_recognised() {
+        let cases: &[(&str, bool)] = &[
+            ("https://github.com/o/r.git", false),
+            ("https://github.com/o/r@v1.git", false),
+            ("ssh://git@github.com/o/r.git", false),
+            ("git@github.com:o/r.git", false),
+            ("/srv/repos/r.git", false),
+            ("file:///srv/repos/r.git", false),
+            ("https://user:token@github.com/o/r.git", true),
+            ("https://ghp_abc123@github.com/o/r.git", true),
+            ("HTTPS://x-access-token:t@github.com/o/r", true),
+            ("https://user:p%40ss@github.com/o/r.git", true),
+            ("https://user:p@ss@github.com/o/r.git", true),
+            ("http://user:pass@example.com/r.git", true),
+            ("ssh://git:secret@github.com/o/r.git", true),
+            ("git:secret@github.com:o/r.git", true),
+        ];
+        for (url, creds) in cases {
+            assert_eq!(holds_credentials(url), *creds, "{url}");
         }
     }
 }

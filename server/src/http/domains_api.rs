@@ -18,6 +18,7 @@ use super::AppState;
 use super::api::{no_app, resolve_app};
 use super::auth::Need;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::config::Settings;
 use crate::domain::{DomainName, rfc3339};
 
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
@@ -71,6 +72,40 @@ struct ValidDomain {
 fn unprocessable(code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
         .details(json!({ "field": field }))
+}
+
+/// The dashboard's own host (`--dashboard-domain`) is never an app's domain: the browser would
+/// send the dashboard's session cookie to the app. Names under it are not reserved: the
+/// dashboard's cookies are host-only, so they never reach them.
+pub(super) fn check_not_dashboard(host: &str, settings: &Settings, field: &str) -> ApiResult<()> {
+    match &settings.dashboard {
+        Some((dashboard, _)) if dashboard.as_str().eq_ignore_ascii_case(host) => {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "domain_reserved",
+                format!(
+                    "{host} is the dashboard's own host (--dashboard-domain) and cannot be an app's"
+                ),
+            )
+            .details(json!({ "field": field })))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An app's name must not make its base-domain host (`<name>.<base domain>`) the dashboard's.
+pub(super) fn check_app_name(name: &str, settings: &Settings) -> ApiResult<()> {
+    let Some((base, _)) = &settings.base_domain else {
+        return Ok(());
+    };
+    let host = format!("{name}.{base}");
+    check_not_dashboard(&host, settings, "name").map_err(|e| ApiError {
+        message: format!(
+            "the app '{name}' would answer at {host}, which is the dashboard's own host \
+             (--dashboard-domain): choose another name"
+        ),
+        ..e
+    })
 }
 
 /// `redirect_to`: an origin (`https://host[:port]`) or a bare hostname (then https). The
@@ -305,6 +340,7 @@ pub(super) async fn add(state: &AppState, key: String, body: NewDomain) -> ApiRe
     let domain = tokio::task::spawn_blocking(move || validate(body))
         .await
         .map_err(ApiError::internal)??;
+    check_not_dashboard(domain.hostname.as_str(), &state.settings, "domain")?;
     let k = key.clone();
     let host = domain.hostname.to_string();
     let added = state

@@ -249,18 +249,22 @@ pub(super) async fn write_vars(
     written.ok_or_else(|| no_app(&key))
 }
 
+/// Reads a `.env` file with our own parser: values are kept byte for byte, and `${VAR}` is
+/// never expanded (from the server's environment or anywhere else).
 pub(super) fn parse_dotenv(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
-    dotenvy::from_read_iter(body)
-        .map(|item| {
-            item.map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    format!("the .env file is invalid: {e}"),
-                )
-            })
-        })
-        .collect()
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::invalid(
+            "dotenv",
+            format!(
+                "the .env file is not UTF-8 text (the first bad byte is at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    rustploy_actors::dotenv::parse(text).map_err(|e| {
+        ApiError::invalid("dotenv", format!("the .env file is invalid: {e}"))
+            .details(json!({ "field": "dotenv", "line": e.line() }))
+    })
 }
 
 async fn delete_env(

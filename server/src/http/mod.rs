@@ -101,7 +101,29 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(body_too_large))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            strict_transport,
+        ))
         .with_state(state)
+}
+
+/// Over https every answer tells the browser to use https only for a year, so a later visit
+/// never starts in plain http where its cookies or pages could be tampered with. Not over http:
+/// local use stays possible, and browsers ignore the header there anyway.
+async fn strict_transport(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    if auth::https(&state.settings) {
+        response.headers_mut().insert(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            axum::http::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// Counts and times every request by its route pattern, for `/metrics`.

@@ -4,9 +4,12 @@
 mod access;
 mod agents;
 mod auth_flows;
+mod credentials;
 mod dashboard;
+mod dashboard_host;
 mod dashboard_services;
 mod domains;
+mod env_files;
 mod errors;
 mod harness;
 mod services;

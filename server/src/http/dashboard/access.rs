@@ -49,7 +49,7 @@ fn public_page(status: StatusCode, title: &str, content: Markup) -> Response {
 }
 
 fn session_cookie(state: &AppState, secret: &str) -> String {
-    let secure = state.settings.public_url.starts_with("https://");
+    let secure = crate::http::auth::https(&state.settings);
     crate::http::auth::session_cookie_header(secret, secure)
 }
 
@@ -162,12 +162,24 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a path of this site is a place to go back to.
+/// Only a path of this site is a place to go back to: `/` followed by a path character, and
+/// nothing but printable ASCII other than `\`. Browsers read `//host`, `/\host` and
+/// `/<tab>/host` (they drop tabs and newlines) as another site, so anything else goes to
+/// `/apps`.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if is_local_path(n) => n.to_string(),
         _ => "/apps".into(),
     }
+}
+
+fn is_local_path(next: &str) -> bool {
+    let Some(rest) = next.strip_prefix('/') else {
+        return false;
+    };
+    let printable = |b: u8| b.is_ascii_graphic() && b != b'\\';
+    let path_start = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@?#".contains(&b);
+    rest.bytes().next().is_none_or(path_start) && rest.bytes().all(printable)
 }
 
 fn login_page(form: &FormToken, next: &str, email: &str, problem: &Problem) -> Markup {
@@ -796,5 +808,45 @@ async fn delete_user(
     match access_api::remove_user(&state, id).await {
         Ok(()) => see_other("/users"),
         Err(e) => error_page(Some(&v), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_of_this_site_are_followed_after_sign_in() {
+        let cases: &[(&str, bool)] = &[
+            ("/", true),
+            ("/apps", true),
+            ("/apps/web/deployments?page=2&state=failed", true),
+            ("/apps/web#env", true),
+            ("/?next=/x", true),
+            ("/%2F%2Fevil.example", true),
+            ("/apps/caf%C3%A9", true),
+            ("//evil.example", false),
+            ("/\\evil.example", false),
+            ("/\\/evil.example", false),
+            ("/\t/evil.example", false),
+            ("/\n/evil.example", false),
+            ("/\r\n/evil.example", false),
+            ("/apps\\..\\evil", false),
+            ("/ /evil.example", false),
+            ("/apps/\u{7f}", false),
+            ("/apps/\0", false),
+            ("/apps/café", false),
+            ("https://evil.example", false),
+            ("javascript:alert(1)", false),
+            ("evil.example", false),
+            ("", false),
+            ("\t/apps", false),
+        ];
+        for (next, local) in cases {
+            assert_eq!(is_local_path(next), *local, "{next:?}");
+            let want = if *local { *next } else { "/apps" };
+            assert_eq!(local_path(Some(next)), want, "{next:?}");
+        }
+        assert_eq!(local_path(None), "/apps");
     }
 }

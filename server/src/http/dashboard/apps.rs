@@ -281,6 +281,11 @@ async fn import_submit(
     match deploy_api::import(&state, &v.principal, request).await {
         Ok(app) => respond(StatusCode::CREATED, imported_page(&v, &app)),
         Err(e) if e.status.is_client_error() => {
+            let mut form = form;
+            // A URL with a token in it is not sent back into the page.
+            if e.code == "credentials_in_url" {
+                form.repo_url.clear();
+            }
             respond(e.status, import_page(&v, &form, &Problem::from(e)))
         }
         Err(e) => error_page(Some(&v), e),

@@ -40,8 +40,10 @@ const JS: &str = include_str!("app.js");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The cookie that public forms (no session yet) are checked against.
+/// The cookie that public forms (no session yet) are checked against, over http and (with the
+/// `__Host-` prefix, so no other host can plant one) over https.
 const FORM_COOKIE: &str = "rp_form";
+const HOST_FORM_COOKIE: &str = "__Host-rp_form";
 
 /// The name of the hidden CSRF field in every form.
 pub const CSRF_FIELD: &str = "_csrf";
@@ -119,9 +121,14 @@ async fn guard(
     next: Next,
 ) -> Response {
     let write = req.method() != Method::GET && req.method() != Method::HEAD;
-    let secure = state.settings.public_url.starts_with("https://");
+    let secure = auth::https(&state.settings);
+    let form_cookie = if secure {
+        HOST_FORM_COOKIE
+    } else {
+        FORM_COOKIE
+    };
     if need == Need::Public {
-        let cookie = auth::cookie(req.headers(), FORM_COOKIE).filter(|c| c.len() >= 32);
+        let cookie = auth::cookie(req.headers(), form_cookie).filter(|c| c.len() >= 32);
         if write {
             let (req, field) = match take_csrf_field(req).await {
                 Ok(r) => r,
@@ -142,7 +149,7 @@ async fn guard(
         let mut response = next.run(req).await;
         if fresh {
             let value = format!(
-                "{FORM_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+                "{form_cookie}={token}; Path=/; HttpOnly; SameSite=Strict{}",
                 if secure { "; Secure" } else { "" }
             );
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -151,7 +158,7 @@ async fn guard(
         }
         return response;
     }
-    let principal = match auth::session_cookie(req.headers()) {
+    let principal = match auth::session_cookie(req.headers(), secure) {
         Some(secret) => auth::authenticate_session(&state.ledger, secret).await,
         None => Ok(None),
     };
