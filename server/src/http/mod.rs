@@ -8,6 +8,7 @@ pub mod agent_api;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod dashboard;
 pub mod deploy_api;
 pub mod domains_api;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -100,6 +101,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(body_too_large))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client::resolve,
+        ))
         .with_state(state)
 }
 
@@ -153,10 +158,10 @@ async fn body_too_large(req: Request, next: Next) -> Response {
     response
 }
 
+/// The client's address as text, for limiters and audit records: the peer, or what a trusted
+/// proxy forwarded (see `client.rs`).
 pub fn client_addr(req: &Request) -> Option<String> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ci| ci.0.ip().to_string())
+    client::of(req).map(|ip| ip.to_string())
 }
 
 pub type HttpActorRef = ActorRef<HttpMsg>;

@@ -8,7 +8,9 @@ use rustploy_actors::ledger::now_ms;
 use rustploy_server::secrets;
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, Reply};
+use rustploy_server::http::client::TrustedProxies;
+
+use crate::harness::{Harness, Reply, from_peer};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -123,23 +125,132 @@ async fn wrong_passwords_and_unknown_emails_get_the_same_answer() {
     );
 }
 
+fn retry_after(r: &Reply) -> u64 {
+    r.headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Retry-After: {:?}", r.headers))
+}
+
 #[tokio::test]
-async fn ten_failures_lock_the_account_even_for_the_right_password() {
+async fn failures_slow_an_account_down_but_never_lock_its_owner_out() {
     let h = Harness::new().await;
     let admin = h.token("admin").await;
     add_user(&h, &admin, "target@example.com", "viewer").await;
-    for i in 0..10 {
+    for i in 0..5 {
         let r = login(&h, "target@example.com", &format!("guess number {i}")).await;
         r.error(401, "a wrong guess");
     }
+    // From now on each attempt waits, even with the right password: the wait is not a hint.
     let r = login(&h, "target@example.com", PASSWORD).await;
-    assert_eq!(r.error(429, "the locked account"), "rate_limited");
-    let wait: u64 = r.headers[header::RETRY_AFTER]
-        .to_str()
-        .unwrap()
-        .parse()
+    assert_eq!(r.error(429, "an attempt within the wait"), "rate_limited");
+    let wait = retry_after(&r);
+    assert!((1..=15 * 60).contains(&wait), "{wait}");
+    assert_eq!(r.body["error"]["details"]["retry_after"], json!(wait));
+    // After the wait the right password works: an attacker cannot lock the owner out.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    assert_eq!(
+        login(&h, "target@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
+
+/// Signs in over a connection from `peer`, which forwarded `forwarded_for` if given.
+async fn login_from(
+    h: &Harness,
+    peer: &str,
+    forwarded_for: Option<&str>,
+    email: &str,
+    password: &str,
+) -> Reply {
+    let request = Request::post("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({ "email": email, "password": password }).to_string(),
+        ))
         .unwrap();
-    assert!(wait > 0 && wait <= 15 * 60, "{wait}");
+    h.send(from_peer(request, peer, forwarded_for)).await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit_and_cannot_choose_it() {
+    let h = Harness::with_settings(|s| {
+        s.trusted_proxies = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+    })
+    .await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "owner@example.com", "owner").await;
+    // One client behind the proxy guesses at ten accounts, once each.
+    for i in 0..10 {
+        let email = format!("user{i}@example.com");
+        login_from(&h, "127.0.0.1", Some("203.0.113.1"), &email, "wrong")
+            .await
+            .error(401, "a guess");
+    }
+    let r = login_from(
+        &h,
+        "127.0.0.1",
+        Some("203.0.113.1"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(r.error(429, "the guessing client"), "rate_limited");
+    // Another client behind the same proxy is not held up by it.
+    let r = login_from(
+        &h,
+        "127.0.0.1",
+        Some("203.0.113.2"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The guesser cannot pass as someone else: an address it puts left of the one the proxy
+    // added is not believed, and neither is the header of a peer that is no trusted proxy.
+    let r = login_from(
+        &h,
+        "127.0.0.1",
+        Some("203.0.113.2, 203.0.113.1"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    r.error(429, "a forged entry through the proxy");
+    let r = login_from(
+        &h,
+        "203.0.113.1",
+        Some("203.0.113.2"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    r.error(429, "a forged header sent directly");
+
+    // Token use is audited with the client's address, not the proxy's.
+    let reader = h.token("read").await;
+    let request = Request::get("/api/v1/apps")
+        .header(header::AUTHORIZATION, format!("Bearer {reader}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = h
+        .send(from_peer(request, "127.0.0.1", Some("198.51.100.4")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let audit = h
+        .call(
+            Method::GET,
+            "/api/v1/audit?path_prefix=/api/v1/apps",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit.body["items"][0]["client_addr"], "198.51.100.4",
+        "{}",
+        audit.text
+    );
 }
 
 #[tokio::test]

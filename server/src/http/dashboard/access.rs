@@ -226,16 +226,19 @@ async fn login_submit(
             .into_response(),
         Err(e) => {
             let status = e.status;
+            let retry = access_api::retry_after(&e);
             let problem = if e.code == "bad_credentials" {
                 Problem::at("password", e.message)
             } else {
                 Problem::from(e)
             };
-            public_page(
+            let mut r = public_page(
                 status,
                 "Sign in",
                 login_page(&form_token, &next, form.email.trim(), &problem),
-            )
+            );
+            access_api::set_retry_after(&mut r, retry);
+            r
         }
     }
 }
