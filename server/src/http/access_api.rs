@@ -317,50 +317,84 @@ struct ResetRequest {
     email: String,
 }
 
-/// Always 202, whether or not the email exists; the link goes by mail (or to the server log
-/// when no mail is configured), never into the response.
-async fn reset_request(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<ResetRequest>,
-) -> ApiResult<impl IntoResponse> {
-    send_reset_link(&state, &body.email).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        ApiJson(json!({ "status": "accepted" })),
-    ))
+/// Always 202 with the same body, whether or not the email exists, and as fast: the link is
+/// issued and sent after the answer. It goes by mail (or to the server log when no mail is
+/// configured), never into the response.
+async fn reset_request(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let client = super::client_addr(&req).unwrap_or_else(|| "unknown".into());
+    let ApiJson(body) =
+        match <ApiJson<ResetRequest> as axum::extract::FromRequest<AppState>>::from_request(
+            req, &state,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+    match request_reset(&state, &body.email, &client) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            ApiJson(json!({ "status": "accepted" })),
+        )
+            .into_response(),
+        Err(e) => refusal(e),
+    }
 }
 
-/// Issues a reset link for `email` and sends it, when such a user exists; says nothing either
-/// way. The dashboard's reset form uses it too.
-pub(super) async fn send_reset_link(state: &AppState, email: &str) -> ApiResult<()> {
-    let email = email.trim().to_lowercase();
-    let token = secrets::random_secret();
-    let t = token.clone();
-    let e = email.clone();
-    let issued = state
-        .ledger
-        .run(move |c| {
-            let user: Option<i64> =
-                c.query_row("SELECT id FROM users WHERE email = ?1", [&e], |r| r.get(0)).optional()?;
-            let Some(user) = user else { return Ok(false) };
-            let now = now_ms();
-            c.execute(
-                "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![user, secrets::hash_secret(&t), now, now + super::setup::RESET_TOKEN_MS],
-            )?;
-            Ok(true)
-        })
-        .await?;
-    if issued {
-        let link = format!("{}/reset-password?token={token}", state.settings.public_url);
-        crate::mail::send_reset_link(&state.settings, &email, &link).await;
-    }
+/// The longest issuing and mailing one reset link may take in the background.
+const RESET_MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Counts a reset request for `email` from `client` against the limits (per address and per
+/// account, known or not) and, when it is within them, issues and sends the link in a task of
+/// its own: the caller answers at once and the same way whether or not such a user exists.
+/// The dashboard's reset form uses it too.
+pub(super) fn request_reset(state: &AppState, email: &str, client: &str) -> ApiResult<()> {
+    let email = valid_email(email)?.to_lowercase();
+    state
+        .reset_limiter
+        .take(
+            &account_key(&email),
+            &format!("client:{client}"),
+            Instant::now(),
+        )
+        .map_err(|wait| {
+            rate_limited(
+                wait,
+                "too many password reset requests; try again in {secs} s",
+            )
+        })?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(RESET_MAIL_TIMEOUT, send_reset_link(&state, &email)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = e.message, "issuing a password reset link failed")
+            }
+            Err(_) => tracing::error!(
+                "issuing and sending a password reset link took longer than {RESET_MAIL_TIMEOUT:?}"
+            ),
+        }
+    });
     Ok(())
 }
 
 /// The limiters' key of an account: a digest, so that keys are small whatever was typed.
 fn account_key(email: &str) -> String {
     format!("account:{}", hex::encode(secrets::hash_secret(email)))
+}
+
+/// Issues a reset link for `email` and sends it, when such a user exists.
+async fn send_reset_link(state: &AppState, email: &str) -> ApiResult<()> {
+    let e = email.to_string();
+    let issued = state
+        .ledger
+        .run(move |c| super::setup::issue_reset_token(c, &e))
+        .await?;
+    if let Some(token) = issued {
+        let link = format!("{}/reset-password?token={token}", state.settings.public_url);
+        crate::mail::send_reset_link(&state.settings, email, &link).await;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -375,8 +409,10 @@ async fn reset_confirm(
     ApiJson(body): ApiJson<ResetConfirm>,
 ) -> ApiResult<impl IntoResponse> {
     valid_password(&body.password)?;
-    let hash = hash_password(body.password).await?;
-    let done = super::setup::apply_reset(&state.ledger, body.token, hash).await?;
+    let done = super::setup::reset_password(&state.ledger, body.token, body.password, |p| {
+        secrets::hash_password(p)
+    })
+    .await?;
     if !done {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -1,4 +1,4 @@
-//! In-memory limits on sign-ins.
+//! In-memory limits on sign-ins and password reset requests.
 //!
 //! Sign-ins are limited twice. Per client address, ten failures within fifteen minutes make
 //! that address wait until the oldest ages out. Per account, the delay grows instead of
@@ -69,6 +69,34 @@ impl LoginLimiter {
     pub fn succeeded(&self, account: &str, address: &str) {
         self.accounts.clear(account);
         self.addresses.give_back(address);
+    }
+}
+
+/// Password reset requests per account and per client address (mails are sent to the account,
+/// so both bound how much mail one person can cause).
+pub struct ResetLimiter {
+    accounts: Window,
+    addresses: Window,
+}
+
+impl Default for ResetLimiter {
+    fn default() -> Self {
+        Self {
+            accounts: Window::new(3, Duration::from_secs(3600)),
+            addresses: Window::new(10, Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl ResetLimiter {
+    /// Counts a reset request, or says how long to wait first.
+    pub fn take(&self, account: &str, address: &str, now: Instant) -> Result<(), Duration> {
+        self.addresses.take(address, now)?;
+        if let Err(wait) = self.accounts.take(account, now) {
+            self.addresses.give_back(address);
+            return Err(wait);
+        }
+        Ok(())
     }
 }
 
@@ -254,6 +282,22 @@ mod tests {
         assert_eq!(l.begin("acct99", "addr", t0 + S(60)), Err(S(15 * 60 - 60)));
         assert!(l.begin("acct99", "elsewhere", t0 + S(60)).is_ok());
         assert!(l.begin("acct99", "addr", t0 + S(15 * 60)).is_ok());
+    }
+
+    #[test]
+    fn reset_requests_are_limited_per_account_and_per_address() {
+        let l = ResetLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..3 {
+            l.take("me@example.com", &format!("a{i}"), t0).unwrap();
+        }
+        assert_eq!(l.take("me@example.com", "a9", t0 + S(10)), Err(S(3590)));
+        // The refused request did not use up the address's budget.
+        for i in 0..10 {
+            l.take(&format!("u{i}@example.com"), "a9", t0).unwrap();
+        }
+        assert!(l.take("u99@example.com", "a9", t0).is_err());
+        assert!(l.take("me@example.com", "a0", t0 + S(3600)).is_ok());
     }
 
     #[test]

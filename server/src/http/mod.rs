@@ -56,6 +56,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub login_limiter: Arc<limiter::LoginLimiter>,
+    pub reset_limiter: Arc<limiter::ResetLimiter>,
     pub audit: Arc<audit::AuditLog>,
 }
 
@@ -77,6 +78,7 @@ impl AppState {
             metrics: Arc::default(),
             started: Instant::now(),
             login_limiter: Arc::default(),
+            reset_limiter: Arc::default(),
             audit: Arc::new(audit::AuditLog::start(ledger.clone())),
             ledger,
         }
