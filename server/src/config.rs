@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// addresses are trusted too. Default: none
     #[arg(long, env = "RUSTPLOY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Who sees /metrics and the details of /readyz: `loopback` (clients on this host, or a
+    /// token with the read scope), `token` (only such a token), or `public`. Default: loopback
+    #[arg(long, env = "RUSTPLOY_OPS_ACCESS", value_parser = ["loopback", "token", "public"])]
+    pub ops_access: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +243,7 @@ pub struct FileConfig {
     pub stop_grace_secs: Option<u64>,
     pub webhook_rate_per_minute: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub ops_access: Option<String>,
 }
 
 impl FileConfig {
@@ -297,6 +302,19 @@ pub struct Settings {
     pub webhook_rate_per_minute: u32,
     /// Whose X-Forwarded-For tells the client's address.
     pub trusted_proxies: TrustedProxies,
+    /// Who sees /metrics and the details of /readyz.
+    pub ops_access: OpsAccess,
+}
+
+/// Who sees the operations details (`/metrics`, the components of `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsAccess {
+    /// Clients on this host, or a token with the read scope.
+    Loopback,
+    /// Only a token with the read scope.
+    Token,
+    /// Everyone.
+    Public,
 }
 
 /// How apps are routed.
@@ -494,6 +512,16 @@ impl Settings {
                 trusted_proxies.add(listen.ip().into());
             }
         }
+        let ops_access = match serve.ops_access.clone().or(file.ops_access).as_deref() {
+            None | Some("loopback") => OpsAccess::Loopback,
+            Some("token") => OpsAccess::Token,
+            Some("public") => OpsAccess::Public,
+            Some(other) => {
+                return Err(format!(
+                    "ops access must be loopback, token or public; got '{other}'"
+                ));
+            }
+        };
         let caddy_admin = caddy_admin
             .unwrap_or_else(|| "http://127.0.0.1:2019".into())
             .trim_end_matches('/')
@@ -584,6 +612,7 @@ impl Settings {
             router_check,
             webhook_rate_per_minute,
             trusted_proxies,
+            ops_access,
             smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
@@ -786,9 +815,15 @@ mod tests {
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let s = resolve(&["serve"], "").unwrap();
         assert!(s.trusted_proxies.is_empty());
-        let s = resolve(&["serve"], "trusted_proxies = ['10.0.0.0/8']").unwrap();
+        assert_eq!(s.ops_access, OpsAccess::Loopback);
+        let s = resolve(
+            &["serve"],
+            "trusted_proxies = ['10.0.0.0/8']\nops_access = 'token'",
+        )
+        .unwrap();
         assert!(s.trusted_proxies.contains("10.1.1.1".parse().unwrap()));
         assert!(!s.trusted_proxies.contains(loopback));
+        assert_eq!(s.ops_access, OpsAccess::Token);
         let s = resolve(
             &[
                 "serve",
@@ -815,6 +850,7 @@ mod tests {
         assert!(s.trusted_proxies.contains("192.0.2.10".parse().unwrap()));
         let err = resolve(&["serve", "--trusted-proxies", "10.0.0.0/40"], "").unwrap_err();
         assert!(err.contains("10.0.0.0/40"), "{err}");
+        assert!(resolve(&["serve"], "ops_access = 'everyone'").is_err());
     }
 
     #[test]

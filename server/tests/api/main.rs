@@ -9,6 +9,7 @@ mod dashboard_services;
 mod domains;
 mod errors;
 mod harness;
+mod ops;
 mod services;
 mod session;
 mod webhooks;
