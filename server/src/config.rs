@@ -11,6 +11,7 @@ use rustploy_actors::router_sync::RouterSettings;
 use serde::Deserialize;
 
 use crate::domain::DomainName;
+use crate::http::client::TrustedProxies;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -160,6 +161,15 @@ pub struct ServeArgs {
     /// holds a minute's worth); beyond it the answer is 429 with Retry-After. Default: 300
     #[arg(long, env = "RUSTPLOY_WEBHOOK_RATE_PER_MINUTE")]
     pub webhook_rate_per_minute: Option<u32>,
+    /// Proxies whose X-Forwarded-For is believed, as IP addresses or networks (comma-separated,
+    /// e.g. 10.0.0.0/8,192.0.2.7). With --caddy managed or external, this host's loopback
+    /// addresses are trusted too. Default: none
+    #[arg(long, env = "RUSTPLOY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Who sees /metrics and the details of /readyz: `loopback` (clients on this host, or a
+    /// token with the read scope), `token` (only such a token), or `public`. Default: loopback
+    #[arg(long, env = "RUSTPLOY_OPS_ACCESS", value_parser = ["loopback", "token", "public"])]
+    pub ops_access: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +242,8 @@ pub struct FileConfig {
     pub git_timeout_secs: Option<u64>,
     pub stop_grace_secs: Option<u64>,
     pub webhook_rate_per_minute: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub ops_access: Option<String>,
 }
 
 impl FileConfig {
@@ -288,6 +300,21 @@ pub struct Settings {
     pub stop_grace: Duration,
     /// Webhook deliveries per minute and source address.
     pub webhook_rate_per_minute: u32,
+    /// Whose X-Forwarded-For tells the client's address.
+    pub trusted_proxies: TrustedProxies,
+    /// Who sees /metrics and the details of /readyz.
+    pub ops_access: OpsAccess,
+}
+
+/// Who sees the operations details (`/metrics`, the components of `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsAccess {
+    /// Clients on this host, or a token with the read scope.
+    Loopback,
+    /// Only a token with the read scope.
+    Token,
+    /// Everyone.
+    Public,
 }
 
 /// How apps are routed.
@@ -466,6 +493,35 @@ impl Settings {
             None if caddy_admin.is_some() => CaddyMode::External,
             None => CaddyMode::Off,
         };
+        let mut trusted_proxies = TrustedProxies::parse(
+            &serve
+                .trusted_proxies
+                .clone()
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
+        )?;
+        if caddy != CaddyMode::Off {
+            // The Caddy RouterSync drives reaches the dashboard at the listen address (loopback
+            // when it is unspecified), so when it runs on this host (always, when managed) its
+            // connections come from here. Trusting them is harmless otherwise: only this
+            // host's own processes connect from these addresses.
+            for net in ["127.0.0.0/8", "::1/128"] {
+                trusted_proxies.add(net.parse().expect("a valid network"));
+            }
+            if !listen.ip().is_unspecified() {
+                trusted_proxies.add(listen.ip().into());
+            }
+        }
+        let ops_access = match serve.ops_access.clone().or(file.ops_access).as_deref() {
+            None | Some("loopback") => OpsAccess::Loopback,
+            Some("token") => OpsAccess::Token,
+            Some("public") => OpsAccess::Public,
+            Some(other) => {
+                return Err(format!(
+                    "ops access must be loopback, token or public; got '{other}'"
+                ));
+            }
+        };
         let caddy_admin = caddy_admin
             .unwrap_or_else(|| "http://127.0.0.1:2019".into())
             .trim_end_matches('/')
@@ -555,6 +611,8 @@ impl Settings {
             router_debounce,
             router_check,
             webhook_rate_per_minute,
+            trusted_proxies,
+            ops_access,
             smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
@@ -666,6 +724,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {
@@ -741,6 +801,56 @@ mod tests {
             panic!("serve")
         };
         assert!(Settings::resolve(&cli.global, &serve, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_layer_and_the_managed_caddy_is_trusted() {
+        let resolve = |args: &[&str], file: &str| {
+            let cli = parse(args);
+            let Some(Command::Serve(serve)) = cli.command else {
+                panic!("serve")
+            };
+            Settings::resolve(&cli.global, &serve, toml::from_str(file).unwrap())
+        };
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let s = resolve(&["serve"], "").unwrap();
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.ops_access, OpsAccess::Loopback);
+        let s = resolve(
+            &["serve"],
+            "trusted_proxies = ['10.0.0.0/8']\nops_access = 'token'",
+        )
+        .unwrap();
+        assert!(s.trusted_proxies.contains("10.1.1.1".parse().unwrap()));
+        assert!(!s.trusted_proxies.contains(loopback));
+        assert_eq!(s.ops_access, OpsAccess::Token);
+        let s = resolve(
+            &[
+                "serve",
+                "--trusted-proxies",
+                "192.0.2.7,198.51.100.0/24",
+                "--caddy",
+                "managed",
+            ],
+            "trusted_proxies = ['10.0.0.0/8']",
+        )
+        .unwrap();
+        assert!(
+            !s.trusted_proxies.contains("10.1.1.1".parse().unwrap()),
+            "the flag wins"
+        );
+        assert!(s.trusted_proxies.contains("198.51.100.3".parse().unwrap()));
+        assert!(s.trusted_proxies.contains(loopback), "the managed Caddy");
+        assert!(s.trusted_proxies.contains("::1".parse().unwrap()));
+        let s = resolve(
+            &["serve", "--caddy", "managed", "--listen", "192.0.2.10:8080"],
+            "",
+        )
+        .unwrap();
+        assert!(s.trusted_proxies.contains("192.0.2.10".parse().unwrap()));
+        let err = resolve(&["serve", "--trusted-proxies", "10.0.0.0/40"], "").unwrap_err();
+        assert!(err.contains("10.0.0.0/40"), "{err}");
+        assert!(resolve(&["serve"], "ops_access = 'everyone'").is_err());
     }
 
     #[test]

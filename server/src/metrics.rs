@@ -79,11 +79,29 @@ impl Default for Metrics {
     }
 }
 
+/// The `method` label of a request: the standard methods by name, any other as `other`, so
+/// that made-up methods cannot add series without end.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 impl Metrics {
-    pub fn observe_http(&self, method: &str, route: &str, status: u16, took: Duration) {
+    pub fn observe_http(&self, method: &http::Method, route: &str, status: u16, took: Duration) {
         self.http_requests
             .get_or_create(&vec![
-                ("method", method.to_string()),
+                ("method", method_label(method).to_string()),
                 ("route", route.to_string()),
                 ("status", status.to_string()),
             ])
@@ -126,5 +144,27 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_names_and_the_rest_are_other() {
+        let cases = [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("DELETE", "DELETE"),
+            ("OPTIONS", "OPTIONS"),
+            ("FOOBAR", "other"),
+            ("get", "other"),
+            ("PROPFIND", "other"),
+        ];
+        for (method, want) in cases {
+            let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), want, "{method}");
+        }
     }
 }

@@ -743,3 +743,105 @@ fn redeploys_under_load_drop_no_request_and_a_failed_health_check_never_switches
         },
     );
 }
+
+/// The address of this host on Docker's default bridge: not a loopback address, so a request
+/// to Caddy on it comes from "elsewhere" as far as the server can tell, without leaving the
+/// host.
+fn bridge_address() -> String {
+    let run = |cmd: &str, args: &[&str]| {
+        let out = Command::new(cmd).args(args).output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            other => panic!("this test needs Docker's default bridge ({cmd} {args:?}): {other:?}"),
+        }
+    };
+    let name = run(
+        "docker",
+        &[
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+        ],
+    );
+    let addresses = run("ip", &["-4", "-o", "addr", "show", "dev", name.trim()]);
+    addresses
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .unwrap_or_else(|| panic!("no IPv4 address on {}: {addresses}", name.trim()))
+        .to_string()
+}
+
+#[test]
+fn through_the_managed_caddy_a_client_elsewhere_cannot_pass_as_this_host() {
+    require_caddy();
+    let scope = DockerScope::new();
+    let sandbox = Sandbox::new();
+    let ports = Ports::new(&sandbox);
+    let bridge = bridge_address();
+    let dashboard = format!("dash.{}.test", scope.prefix);
+    let mut flags = scope.flags();
+    flags.extend([
+        "--caddy".to_string(),
+        "managed".into(),
+        "--caddy-admin".into(),
+        ports.admin_url(),
+        "--http-listen".into(),
+        format!("{bridge}:{}", ports.http),
+        "--https-listen".into(),
+        format!("127.0.0.1:{}", ports.https),
+        "--dashboard-domain".into(),
+        dashboard.clone(),
+        "--dashboard-tls".into(),
+        "off".into(),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = sandbox.start(&flags);
+    let web = plain_client();
+    let get = |path: &str, forwarded_for: Option<&str>| {
+        let mut request = web
+            .get(format!("http://{bridge}:{}{path}", ports.http))
+            .header("Host", &dashboard);
+        if let Some(value) = forwarded_for {
+            request = request.header("X-Forwarded-For", value);
+        }
+        let r = request.send().map_err(|e| format!("{e:?}"))?;
+        let status = r.status().as_u16();
+        Ok::<_, String>((status, r.text().map_err(|e| e.to_string())?))
+    };
+    poll(
+        "the dashboard's host served through Caddy",
+        ROUTE_TIMEOUT,
+        Duration::from_millis(100),
+        || match get("/healthz", None) {
+            Ok((200, body)) if body.contains("alive") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Caddy forwards the address it saw, whatever the client claimed to be.
+    for claimed in [None, Some("127.0.0.1"), Some("::1, 127.0.0.1")] {
+        let (status, body) = get("/metrics", claimed).unwrap();
+        assert_eq!(status, 403, "/metrics claiming {claimed:?}: {body}");
+        let (status, body) = get("/readyz", claimed).unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert_eq!(
+            (status, body),
+            (200, json!({ "status": "ready" })),
+            "/readyz claiming {claimed:?}"
+        );
+    }
+    // On this host, directly, everything is there.
+    server
+        .api(None)
+        .get("/metrics")
+        .expect_status(200, "/metrics on this host");
+    let ready = server
+        .api(None)
+        .get("/readyz")
+        .expect_status(200, "/readyz on this host");
+    assert!(ready.body["components"].is_object(), "{}", ready.text);
+}

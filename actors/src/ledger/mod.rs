@@ -131,12 +131,12 @@ impl Ledger {
         f(&mut conn)
     }
 
-    /// Proves the ledger accepts writes: a write transaction that is rolled back.
-    pub async fn check_writable(&self) -> Result<(), LedgerError> {
+    /// Proves the ledger answers: a connection from the pool reads the schema version. It only
+    /// reads, so a readiness probe that anyone may call often never takes the write lock (in
+    /// WAL mode a reader neither waits for a writer nor holds one up).
+    pub async fn check_readable(&self) -> Result<(), LedgerError> {
         self.run(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("CREATE TEMP TABLE IF NOT EXISTS _rp_probe (x)", [])?;
-            tx.rollback()?;
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
             Ok(())
         })
         .await

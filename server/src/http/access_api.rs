@@ -154,16 +154,37 @@ struct Login {
     password: String,
 }
 
-fn too_many(wait: std::time::Duration) -> Response {
-    let secs = wait.as_secs().max(1);
-    let mut r = ApiError::new(
+/// A refusal by a limit: 429 `rate_limited`, `message` with `{secs}` replaced by the wait,
+/// and the wait in `details.retry_after`.
+pub(super) fn rate_limited(wait: std::time::Duration, message: &str) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
-        format!("too many failed sign-ins; try again in {secs} s"),
+        message.replace("{secs}", &secs.to_string()),
     )
-    .into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    .details(json!({ "retry_after": secs }))
+}
+
+/// An error as a response; a refusal by a limit carries `Retry-After`.
+pub(super) fn refusal(e: ApiError) -> Response {
+    let retry = retry_after(&e);
+    let mut r = e.into_response();
+    set_retry_after(&mut r, retry);
     r
+}
+
+/// The wait of a refusal by a limit, in seconds.
+pub(super) fn retry_after(e: &ApiError) -> Option<u64> {
+    (e.code == "rate_limited")
+        .then(|| e.details.as_ref().and_then(|d| d["retry_after"].as_u64()))
+        .flatten()
+}
+
+pub(super) fn set_retry_after(r: &mut Response, secs: Option<u64>) {
+    if let Some(secs) = secs {
+        r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
 }
 
 async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Response {
@@ -187,7 +208,7 @@ async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Re
             )
                 .into_response()
         }
-        Err(e) => sign_in_refused(e),
+        Err(e) => refusal(e),
     }
 }
 
@@ -198,17 +219,10 @@ pub(super) struct SignedIn {
     pub(super) user: Value,
 }
 
-/// A refusal of [`sign_in`] as a response; a lockout carries `Retry-After`.
-fn sign_in_refused(e: ApiError) -> Response {
-    match e.details.as_ref().and_then(|d| d["retry_after"].as_u64()) {
-        Some(secs) if e.code == "rate_limited" => too_many(std::time::Duration::from_secs(secs)),
-        _ => e.into_response(),
-    }
-}
-
-/// Checks an email and password (rate-limited per account and per client, and as slow for an
-/// unknown email as for a known one) and creates a session. The dashboard's login form uses
-/// it too. A lockout is `rate_limited` with `details.retry_after` in seconds.
+/// Checks an email and password and creates a session. The dashboard's login form uses it
+/// too. Attempts are limited per client address and delayed per account (see `limiter.rs`),
+/// the same for an unknown email as for a known one, and an unknown email takes as long to
+/// refuse. A refusal by the limits is `rate_limited` with `details.retry_after` in seconds.
 pub(super) async fn sign_in(
     state: &AppState,
     email: &str,
@@ -216,20 +230,13 @@ pub(super) async fn sign_in(
     client: String,
 ) -> ApiResult<SignedIn> {
     let email = email.trim().to_lowercase();
-    let (account_key, client_key) = (format!("account:{email}"), format!("client:{client}"));
+    let (account_key, client_key) = (account_key(&email), format!("client:{client}"));
     let limiter = &state.login_limiter;
-    let now = Instant::now();
-    if let Some(wait) = limiter
-        .locked_for(&account_key, now)
-        .or(limiter.locked_for(&client_key, now))
-    {
-        let secs = wait.as_secs().max(1);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many failed sign-ins; try again in {secs} s"),
-        )
-        .details(json!({ "retry_after": secs })));
+    if let Err(wait) = limiter.begin(&account_key, &client_key, Instant::now()) {
+        return Err(rate_limited(
+            wait,
+            "too many failed sign-ins; try again in {secs} s",
+        ));
     }
     let lookup = email.clone();
     let user = state
@@ -251,15 +258,13 @@ pub(super) async fn sign_in(
         .await
         .unwrap_or(false);
     let Some(user_id) = user_id.filter(|_| verified) else {
-        limiter.record_failure(&account_key, now);
-        limiter.record_failure(&client_key, now);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_credentials",
             "the email or password is wrong",
         ));
     };
-    limiter.clear(&account_key);
+    limiter.succeeded(&account_key, &client_key);
     let (secret, csrf, user) = state
         .ledger
         .run(move |c| {
@@ -310,43 +315,82 @@ struct ResetRequest {
     email: String,
 }
 
-/// Always 202, whether or not the email exists; the link goes by mail (or to the server log
-/// when no mail is configured), never into the response.
-async fn reset_request(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<ResetRequest>,
-) -> ApiResult<impl IntoResponse> {
-    send_reset_link(&state, &body.email).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        ApiJson(json!({ "status": "accepted" })),
-    ))
+/// Always 202 with the same body, whether or not the email exists, and as fast: the link is
+/// issued and sent after the answer. It goes by mail (or to the server log when no mail is
+/// configured), never into the response.
+async fn reset_request(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let client = super::client_addr(&req).unwrap_or_else(|| "unknown".into());
+    let ApiJson(body) =
+        match <ApiJson<ResetRequest> as axum::extract::FromRequest<AppState>>::from_request(
+            req, &state,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+    match request_reset(&state, &body.email, &client) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            ApiJson(json!({ "status": "accepted" })),
+        )
+            .into_response(),
+        Err(e) => refusal(e),
+    }
 }
 
-/// Issues a reset link for `email` and sends it, when such a user exists; says nothing either
-/// way. The dashboard's reset form uses it too.
-pub(super) async fn send_reset_link(state: &AppState, email: &str) -> ApiResult<()> {
-    let email = email.trim().to_lowercase();
-    let token = secrets::random_secret();
-    let t = token.clone();
-    let e = email.clone();
+/// The longest issuing and mailing one reset link may take in the background.
+const RESET_MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Counts a reset request for `email` from `client` against the limits (per address and per
+/// account, known or not) and, when it is within them, issues and sends the link in a task of
+/// its own: the caller answers at once and the same way whether or not such a user exists.
+/// The dashboard's reset form uses it too.
+pub(super) fn request_reset(state: &AppState, email: &str, client: &str) -> ApiResult<()> {
+    let email = valid_email(email)?.to_lowercase();
+    state
+        .reset_limiter
+        .take(
+            &account_key(&email),
+            &format!("client:{client}"),
+            Instant::now(),
+        )
+        .map_err(|wait| {
+            rate_limited(
+                wait,
+                "too many password reset requests; try again in {secs} s",
+            )
+        })?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(RESET_MAIL_TIMEOUT, send_reset_link(&state, &email)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = e.message, "issuing a password reset link failed")
+            }
+            Err(_) => tracing::error!(
+                "issuing and sending a password reset link took longer than {RESET_MAIL_TIMEOUT:?}"
+            ),
+        }
+    });
+    Ok(())
+}
+
+/// The limiters' key of an account: a digest, so that keys are small whatever was typed.
+fn account_key(email: &str) -> String {
+    format!("account:{}", hex::encode(secrets::hash_secret(email)))
+}
+
+/// Issues a reset link for `email` and sends it, when such a user exists.
+async fn send_reset_link(state: &AppState, email: &str) -> ApiResult<()> {
+    let e = email.to_string();
     let issued = state
         .ledger
-        .run(move |c| {
-            let user: Option<i64> =
-                c.query_row("SELECT id FROM users WHERE email = ?1", [&e], |r| r.get(0)).optional()?;
-            let Some(user) = user else { return Ok(false) };
-            let now = now_ms();
-            c.execute(
-                "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![user, secrets::hash_secret(&t), now, now + super::setup::RESET_TOKEN_MS],
-            )?;
-            Ok(true)
-        })
+        .run(move |c| super::setup::issue_reset_token(c, &e))
         .await?;
-    if issued {
+    if let Some(token) = issued {
         let link = format!("{}/reset-password?token={token}", state.settings.public_url);
-        crate::mail::send_reset_link(&state.settings, &email, &link).await;
+        crate::mail::send_reset_link(&state.settings, email, &link).await;
     }
     Ok(())
 }
@@ -363,8 +407,10 @@ async fn reset_confirm(
     ApiJson(body): ApiJson<ResetConfirm>,
 ) -> ApiResult<impl IntoResponse> {
     valid_password(&body.password)?;
-    let hash = hash_password(body.password).await?;
-    let done = super::setup::apply_reset(&state.ledger, body.token, hash).await?;
+    let done = super::setup::reset_password(&state.ledger, body.token, body.password, |p| {
+        secrets::hash_password(p)
+    })
+    .await?;
     if !done {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

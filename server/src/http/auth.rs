@@ -188,7 +188,10 @@ async fn authenticate(
     }
 }
 
-async fn authenticate_token(ledger: &Ledger, token: String) -> Result<Option<Principal>, ApiError> {
+pub(super) async fn authenticate_token(
+    ledger: &Ledger,
+    token: String,
+) -> Result<Option<Principal>, ApiError> {
     let Some((public_id, secret)) = secrets::parse_token(&token) else {
         return Ok(None);
     };

@@ -8,6 +8,7 @@ pub mod agent_api;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod dashboard;
 pub mod deploy_api;
 pub mod domains_api;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -56,6 +57,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub login_limiter: Arc<limiter::LoginLimiter>,
+    pub reset_limiter: Arc<limiter::ResetLimiter>,
     pub audit: Arc<audit::AuditLog>,
 }
 
@@ -77,6 +79,7 @@ impl AppState {
             metrics: Arc::default(),
             started: Instant::now(),
             login_limiter: Arc::default(),
+            reset_limiter: Arc::default(),
             audit: Arc::new(audit::AuditLog::start(ledger.clone())),
             ledger,
         }
@@ -104,6 +107,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             strict_transport,
+        ))
+        // Outermost, so every layer and handler sees the client's address.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client::resolve,
         ))
         .with_state(state)
 }
@@ -137,7 +145,7 @@ async fn observe(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
     state.metrics.observe_http(
@@ -176,10 +184,10 @@ async fn body_too_large(req: Request, next: Next) -> Response {
     response
 }
 
+/// The client's address as text, for limiters and audit records: the peer, or what a trusted
+/// proxy forwarded (see `client.rs`).
 pub fn client_addr(req: &Request) -> Option<String> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ci| ci.0.ip().to_string())
+    client::of(req).map(|ip| ip.to_string())
 }
 
 pub type HttpActorRef = ActorRef<HttpMsg>;

@@ -93,13 +93,54 @@ pub fn valid_reset_token(
     .optional()?)
 }
 
-/// Uses up a reset token: sets the new password hash and ends the user's sessions. Returns
-/// false when the token is unknown, used or expired.
-pub async fn apply_reset(
+/// Issues a reset token for the user with `email`, if there is one, and returns it.
+pub fn issue_reset_token(
+    c: &rusqlite::Connection,
+    email: &str,
+) -> Result<Option<String>, LedgerError> {
+    let user: Option<i64> = c
+        .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(user) = user else { return Ok(None) };
+    let token = secrets::random_secret();
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![user, secrets::hash_secret(&token), now, now + RESET_TOKEN_MS],
+    )?;
+    Ok(Some(token))
+}
+
+/// Sets a new password with a reset token. The token is looked up (by its hash) first, so a
+/// made-up one costs an indexed read and never the password hash, which is slow on purpose:
+/// `hash` runs only for a token that is live. Returns false when the token is unknown, used
+/// or expired. The password must already have passed [`secrets::check_password_rules`].
+pub async fn reset_password(
     ledger: &Ledger,
     token: String,
-    hash: String,
-) -> Result<bool, LedgerError> {
+    password: String,
+    hash: impl FnOnce(&str) -> String + Send + 'static,
+) -> ApiResult<bool> {
+    let t = token.clone();
+    if ledger
+        .run(move |c| valid_reset_token(c, &t))
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    let hash = tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(ApiError::internal)?;
+    // A token used meanwhile by another request is refused here, in the transaction.
+    Ok(apply_reset(ledger, token, hash).await?)
+}
+
+/// Uses up a reset token: sets the new password hash and ends the user's sessions. Returns
+/// false when the token is unknown, used or expired.
+async fn apply_reset(ledger: &Ledger, token: String, hash: String) -> Result<bool, LedgerError> {
     ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -123,4 +164,86 @@ pub async fn apply_reset(
             Ok(true)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use rustploy_actors::ledger::LedgerConfig;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reset_hashes_the_password_only_for_a_live_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let ledger =
+            tokio::task::spawn_blocking(move || Ledger::open(&path, &LedgerConfig::default()))
+                .await
+                .unwrap()
+                .unwrap();
+        let token = ledger
+            .run(|c| {
+                c.execute(
+                    "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES ('a@example.com', 'x', 'owner', 0, 0)",
+                    [],
+                )?;
+                issue_reset_token(c, "a@example.com")
+            })
+            .await
+            .unwrap()
+            .expect("a token for a user");
+        let hashed = Arc::new(AtomicBool::new(false));
+        let flag = hashed.clone();
+        let fake = move |_: &str| {
+            flag.store(true, Ordering::SeqCst);
+            "new hash".to_string()
+        };
+        let done = reset_password(
+            &ledger,
+            "made up".into(),
+            "a good password".into(),
+            fake.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(!done);
+        assert!(
+            !hashed.load(Ordering::SeqCst),
+            "a made-up token was hashed for"
+        );
+        assert!(
+            reset_password(
+                &ledger,
+                token.clone(),
+                "a good password".into(),
+                fake.clone()
+            )
+            .await
+            .unwrap()
+        );
+        assert!(hashed.load(Ordering::SeqCst));
+        let stored: String = ledger
+            .run(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(stored, "new hash");
+        hashed.store(false, Ordering::SeqCst);
+        assert!(
+            !reset_password(&ledger, token, "a good password".into(), fake)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hashed.load(Ordering::SeqCst),
+            "a used token was hashed for"
+        );
+        let none = ledger
+            .run(|c| issue_reset_token(c, "nobody@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+    }
 }

@@ -8,7 +8,9 @@ use rustploy_actors::ledger::now_ms;
 use rustploy_server::secrets;
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, Reply};
+use rustploy_server::http::client::TrustedProxies;
+
+use crate::harness::{Harness, Reply, from_peer};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -123,23 +125,132 @@ async fn wrong_passwords_and_unknown_emails_get_the_same_answer() {
     );
 }
 
+fn retry_after(r: &Reply) -> u64 {
+    r.headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Retry-After: {:?}", r.headers))
+}
+
 #[tokio::test]
-async fn ten_failures_lock_the_account_even_for_the_right_password() {
+async fn failures_slow_an_account_down_but_never_lock_its_owner_out() {
     let h = Harness::new().await;
     let admin = h.token("admin").await;
     add_user(&h, &admin, "target@example.com", "viewer").await;
-    for i in 0..10 {
+    for i in 0..5 {
         let r = login(&h, "target@example.com", &format!("guess number {i}")).await;
         r.error(401, "a wrong guess");
     }
+    // From now on each attempt waits, even with the right password: the wait is not a hint.
     let r = login(&h, "target@example.com", PASSWORD).await;
-    assert_eq!(r.error(429, "the locked account"), "rate_limited");
-    let wait: u64 = r.headers[header::RETRY_AFTER]
-        .to_str()
-        .unwrap()
-        .parse()
+    assert_eq!(r.error(429, "an attempt within the wait"), "rate_limited");
+    let wait = retry_after(&r);
+    assert!((1..=15 * 60).contains(&wait), "{wait}");
+    assert_eq!(r.body["error"]["details"]["retry_after"], json!(wait));
+    // After the wait the right password works: an attacker cannot lock the owner out.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    assert_eq!(
+        login(&h, "target@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
+
+/// Signs in over a connection from `peer`, which forwarded `forwarded_for` if given.
+async fn login_from(
+    h: &Harness,
+    peer: &str,
+    forwarded_for: Option<&str>,
+    email: &str,
+    password: &str,
+) -> Reply {
+    let request = Request::post("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({ "email": email, "password": password }).to_string(),
+        ))
         .unwrap();
-    assert!(wait > 0 && wait <= 15 * 60, "{wait}");
+    h.send(from_peer(request, peer, forwarded_for)).await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit_and_cannot_choose_it() {
+    let h = Harness::with_settings(|s| {
+        s.trusted_proxies = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+    })
+    .await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "owner@example.com", "owner").await;
+    // One client behind the proxy guesses at ten accounts, once each.
+    for i in 0..10 {
+        let email = format!("user{i}@example.com");
+        login_from(&h, "127.0.0.1", Some("203.0.113.1"), &email, "wrong")
+            .await
+            .error(401, "a guess");
+    }
+    let r = login_from(
+        &h,
+        "127.0.0.1",
+        Some("203.0.113.1"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(r.error(429, "the guessing client"), "rate_limited");
+    // Another client behind the same proxy is not held up by it.
+    let r = login_from(
+        &h,
+        "127.0.0.1",
+        Some("203.0.113.2"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The guesser cannot pass as someone else: an address it puts left of the one the proxy
+    // added is not believed, and neither is the header of a peer that is no trusted proxy.
+    let r = login_from(
+        &h,
+        "127.0.0.1",
+        Some("203.0.113.2, 203.0.113.1"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    r.error(429, "a forged entry through the proxy");
+    let r = login_from(
+        &h,
+        "203.0.113.1",
+        Some("203.0.113.2"),
+        "owner@example.com",
+        PASSWORD,
+    )
+    .await;
+    r.error(429, "a forged header sent directly");
+
+    // Token use is audited with the client's address, not the proxy's.
+    let reader = h.token("read").await;
+    let request = Request::get("/api/v1/apps")
+        .header(header::AUTHORIZATION, format!("Bearer {reader}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = h
+        .send(from_peer(request, "127.0.0.1", Some("198.51.100.4")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let audit = h
+        .call(
+            Method::GET,
+            "/api/v1/audit?path_prefix=/api/v1/apps",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit.body["items"][0]["client_addr"], "198.51.100.4",
+        "{}",
+        audit.text
+    );
 }
 
 #[tokio::test]
@@ -198,16 +309,28 @@ async fn a_reset_token_works_once_ends_sessions_and_never_leaks() {
             "the answer says nothing about {email}"
         );
     }
-    let issued: i64 = h
-        .sql(move |c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM password_reset_tokens WHERE user_id = ?1",
-                [user],
-                |r| r.get(0),
-            )
-        })
-        .await;
-    assert_eq!(issued, 1, "only the existing account got a token");
+    // Links are issued after the answer: wait (a while at most) for the existing account's.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (issued, mine): (i64, i64) = h
+            .sql(move |c| {
+                c.query_row(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE user_id = ?1) FROM password_reset_tokens",
+                    [user],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await;
+        assert_eq!(issued, mine, "only the existing account gets a token");
+        if mine == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reset token was issued for the existing account"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let token = reset_token(&h, user, now_ms() + 60_000).await;
     let confirm = |password: &'static str, token: String| {
@@ -603,6 +726,14 @@ async fn a_secret_value_never_reaches_the_database_files() {
 
 /// A minimal SMTP server on a loopback port that accepts one mail and hands its text back.
 fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
+    smtp_sink_gated(None)
+}
+
+/// [`smtp_sink`], which, given a `gate`, accepts the connection but greets only once the gate
+/// opens: a sender that waits for the mail to go out waits for the gate.
+fn smtp_sink_gated(
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> (u16, std::thread::JoinHandle<String>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -626,7 +757,16 @@ fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
         let mut out = stream.try_clone().unwrap();
         let mut lines = BufReader::new(stream);
         let mut mail = String::new();
-        out.write_all(b"220 sink ready\r\n").unwrap();
+        if let Some(gate) = gate
+            && gate
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_err()
+        {
+            return "the gate never opened".into();
+        }
+        if out.write_all(b"220 sink ready\r\n").is_err() {
+            return "the sender hung up before the greeting".into();
+        }
         let mut line = String::new();
         loop {
             line.clear();
@@ -717,4 +857,74 @@ async fn with_smtp_configured_the_reset_link_arrives_by_mail_and_works() {
             .status,
         StatusCode::OK
     );
+}
+
+async fn reset_request(h: &Harness, email: &str) -> Reply {
+    h.call(
+        Method::POST,
+        "/api/v1/auth/password-reset/request",
+        None,
+        Some(&json!({ "email": email })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_reset_request_is_answered_alike_for_any_email_before_the_mail_goes_out() {
+    let (open, gate) = std::sync::mpsc::channel();
+    let (port, sink) = smtp_sink_gated(Some(gate));
+    let h = Harness::with_settings(|s| {
+        s.smtp = Some(rustploy_server::config::Smtp {
+            url: format!("smtp://127.0.0.1:{port}"),
+            from: "rustploy@example.com".into(),
+        });
+    })
+    .await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "known@example.com", "viewer").await;
+    // The mail server does not even greet yet: the answers cannot wait for it.
+    let known = reset_request(&h, "known@example.com").await;
+    let unknown = reset_request(&h, "unknown@example.com").await;
+    assert_eq!(known.status, StatusCode::ACCEPTED, "{}", known.text);
+    assert_eq!(known.status, unknown.status);
+    assert_eq!(known.text, unknown.text);
+    assert_eq!(known.body, json!({ "status": "accepted" }));
+    // (The sender may have given up already: then the mail below never arrives.)
+    let _ = open.send(());
+    let mail = tokio::task::spawn_blocking(move || sink.join().unwrap())
+        .await
+        .unwrap();
+    assert!(mail.contains("To: known@example.com"), "{mail}");
+}
+
+#[tokio::test]
+async fn reset_requests_are_limited_per_account_and_per_address() {
+    let h = Harness::new().await;
+    let admin = h.token("admin").await;
+    add_user(&h, &admin, "a@example.com", "viewer").await;
+    for email in ["a@example.com", "nobody@example.com"] {
+        for _ in 0..3 {
+            assert_eq!(reset_request(&h, email).await.status, StatusCode::ACCEPTED);
+        }
+        // A known and an unknown account are limited alike.
+        let r = reset_request(&h, email).await;
+        assert_eq!(r.error(429, email), "rate_limited");
+        assert!(retry_after(&r) > 0);
+    }
+    // One address asking for many accounts is limited too.
+    let mut refused = None;
+    for i in 0..10 {
+        let r = reset_request(&h, &format!("user{i}@example.com")).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    }
+    let r = refused.expect("the address is limited");
+    assert_eq!(r.error(429, "the address"), "rate_limited");
+    assert!(retry_after(&r) > 0);
+    // A malformed email is refused as such, not counted.
+    let r = reset_request(&h, "not an email").await;
+    assert_eq!(r.error(422, "a malformed email"), "invalid");
 }

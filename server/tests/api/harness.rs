@@ -207,6 +207,27 @@ impl Harness {
     }
 }
 
+/// `request` as if it came over a connection from `peer`, with an `X-Forwarded-For` header
+/// when `forwarded_for` is given, so the client's address is worked out as for a real one.
+pub fn from_peer(
+    mut request: Request<Body>,
+    peer: &str,
+    forwarded_for: Option<&str>,
+) -> Request<Body> {
+    let ip: std::net::IpAddr = peer.parse().expect("an IP address");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+            ip, 40_000,
+        )));
+    if let Some(value) = forwarded_for {
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", value.parse().expect("a header value"));
+    }
+    request
+}
+
 /// A concrete path for a route pattern: `{app}` is the app named `web`, any other parameter
 /// is 1 (the first deployment or job the seed creates).
 pub fn concrete(pattern: &str) -> String {

@@ -12,6 +12,7 @@ mod domains;
 mod env_files;
 mod errors;
 mod harness;
+mod ops;
 mod services;
 mod session;
 mod trust;

@@ -14,7 +14,9 @@ use rustploy_server::http::webhook_api::{BODY_LIMIT, PATH};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::harness::{Harness, Reply};
+use rustploy_server::http::client::TrustedProxies;
+
+use crate::harness::{Harness, Reply, from_peer};
 
 const OWNER: &str = "octo-org";
 const REPO: &str = "shop";
@@ -983,6 +985,38 @@ async fn past_the_rate_limit_a_source_gets_429_with_retry_after() {
     // Other routes are not limited by it.
     let list = t.deliveries("").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_rate_limit_is_per_client() {
+    let h = Harness::with_settings(|s| {
+        s.webhook_rate_per_minute = 1;
+        s.trusted_proxies = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+    })
+    .await;
+    let t = Hooked::with(h).await;
+    let deliver = |id: &'static str, client: &'static str| {
+        let t = &t;
+        async move {
+            let body = ping_event().to_string();
+            let request = Request::post(PATH)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("X-GitHub-Event", "ping")
+                .header("X-GitHub-Delivery", id)
+                .header("X-Hub-Signature-256", sign(&t.secret, body.as_bytes()))
+                .body(Body::from(body))
+                .unwrap();
+            t.h.send(from_peer(request, "127.0.0.1", Some(client)))
+                .await
+        }
+    };
+    let r = deliver("px-1", "140.82.112.1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // One client over its limit does not hold up another behind the same proxy.
+    let r = deliver("px-2", "140.82.112.1").await;
+    r.error(429, "the same client again");
+    let r = deliver("px-3", "203.0.113.66").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
 #[tokio::test]

@@ -238,16 +238,19 @@ async fn login_submit(
             .into_response(),
         Err(e) => {
             let status = e.status;
+            let retry = access_api::retry_after(&e);
             let problem = if e.code == "bad_credentials" {
                 Problem::at("password", e.message)
             } else {
                 Problem::from(e)
             };
-            public_page(
+            let mut r = public_page(
                 status,
                 "Sign in",
                 login_page(&form_token, &next, form.email.trim(), &problem),
-            )
+            );
+            access_api::set_retry_after(&mut r, retry);
+            r
         }
     }
 }
@@ -297,11 +300,24 @@ struct ResetRequestForm {
 async fn reset_request_submit(
     State(state): State<AppState>,
     Extension(form_token): Extension<FormToken>,
-    Form(form): Form<ResetRequestForm>,
+    req: axum::extract::Request,
 ) -> Response {
+    let client = crate::http::client_addr(&req).unwrap_or_else(|| "unknown".into());
+    let Ok(Form(form)) = Form::<ResetRequestForm>::from_request(req, &state).await else {
+        return error_page(
+            None,
+            ApiError::invalid("form", "the form could not be read"),
+        );
+    };
     let email = form.email.trim();
-    if !email.contains('@') {
-        return public_page(
+    match access_api::request_reset(&state, email, &client) {
+        Ok(()) => public_page(
+            StatusCode::OK,
+            "Check your mail",
+            html! { p { "If " strong { (email) } " belongs to a user, a reset link is on its way. It works for 30 minutes." }
+            p { a href="/login" { "Back to sign in" } } },
+        ),
+        Err(e) if e.code == "invalid" => public_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Reset your password",
             reset_request_page(
@@ -309,16 +325,13 @@ async fn reset_request_submit(
                 email,
                 &Problem::at("email", "enter a valid email address"),
             ),
-        );
-    }
-    match access_api::send_reset_link(&state, email).await {
-        Ok(()) => public_page(
-            StatusCode::OK,
-            "Check your mail",
-            html! { p { "If " strong { (email) } " belongs to a user, a reset link is on its way. It works for 30 minutes." }
-            p { a href="/login" { "Back to sign in" } } },
         ),
-        Err(e) => error_page(None, e),
+        Err(e) => {
+            let retry = access_api::retry_after(&e);
+            let mut r = error_page(None, e);
+            access_api::set_retry_after(&mut r, retry);
+            r
+        }
     }
 }
 
@@ -385,19 +398,18 @@ async fn reset_submit(
             reset_page(&form_token, &form.token, &Problem::at("password", e)),
         );
     }
-    let password = form.password.clone();
-    let hash = match tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await {
-        Ok(h) => h,
-        Err(e) => return error_page(None, ApiError::internal(e)),
-    };
-    match setup::apply_reset(&state.ledger, form.token.clone(), hash).await {
+    match setup::reset_password(&state.ledger, form.token, form.password, |p| {
+        secrets::hash_password(p)
+    })
+    .await
+    {
         Ok(true) => public_page(
             StatusCode::OK,
             "Password changed",
             html! { p { "Your password was changed. " a href="/login" { "Sign in" } " with it." } },
         ),
         Ok(false) => reset_invalid(),
-        Err(e) => error_page(None, e.into()),
+        Err(e) => error_page(None, e),
     }
 }
 
