@@ -29,7 +29,7 @@ use crate::deploy::health::{self, Probe, Verdict};
 use crate::deploy::plan::{self, Failure, Start, Step};
 use crate::deploy::process::{ProcessError, Stream};
 use crate::deploy::redact::Redactor;
-use crate::deploy::{DeployConfig, contexts};
+use crate::deploy::{DeployConfig, checkout, contexts, finalize};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::jobs::ClaimedJob;
 use crate::ledger::services as service_rows;
@@ -571,7 +571,6 @@ struct Attempt<'a> {
 struct Prepared {
     detection: Detection,
     runtime_file: PathBuf,
-    env: BTreeMap<String, String>,
 }
 
 impl Attempt<'_> {
@@ -737,12 +736,13 @@ impl Attempt<'_> {
             .import
             .as_ref()
             .and_then(|i| i.compose_path.clone());
-        let root = src.clone();
-        let detection =
-            tokio::task::spawn_blocking(move || detect::detect(&root, explicit.as_deref()))
-                .await
-                .map_err(|e| Failure::Transient(e.to_string()))?
-                .map_err(|e| Failure::User(e.to_string()))?;
+        let (root, app_env) = (src.clone(), self.loaded.app_env.clone());
+        let detection = tokio::task::spawn_blocking(move || {
+            detect::detect_with(&root, explicit.as_deref(), &app_env)
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))?
+        .map_err(|e| Failure::User(e.to_string()))?;
         for w in &detection.warnings {
             self.log.system(format!("warning: {w}"));
         }
@@ -778,17 +778,6 @@ impl Attempt<'_> {
             })
             .await?;
         }
-        let file = match &detection.compose_path {
-            Some(p) => {
-                let text = std::fs::read_to_string(src.join(p))
-                    .map_err(|e| Failure::User(format!("cannot read {p}: {e}")))?;
-                ComposeFile::parse(p, &text).map_err(|e| Failure::User(e.0))?
-            }
-            None => ComposeFile::for_dockerfile(
-                detect::DOCKERFILE_SERVICE,
-                detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
-            ),
-        };
         let managed = self.services(&detection).await?;
         let mut env = env;
         for (key, url) in services::app_env(&managed) {
@@ -800,13 +789,35 @@ impl Attempt<'_> {
                 env.insert(key, url);
             }
         }
+        // Interpolated here, by Rustploy, with the deployment's variables: compose gets none.
+        let file = match &detection.compose_path {
+            Some(p) => {
+                let (root, p, vars) = (src.clone(), p.clone(), env.clone());
+                let loaded = tokio::task::spawn_blocking(move || {
+                    checkout::load_compose(&root, &p, &vars)
+                })
+                .await
+                .map_err(|e| Failure::Transient(e.to_string()))?
+                .map_err(Failure::User)?;
+                for w in loaded.warnings {
+                    if !detection.warnings.contains(&w) {
+                        self.log.system(format!("warning: {w}"));
+                    }
+                }
+                loaded.file
+            }
+            None => ComposeFile::for_dockerfile(
+                detect::DOCKERFILE_SERVICE,
+                detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
+            ),
+        };
         let spec = RuntimeSpec {
             app_scope: self.config().app_scope(&self.loaded.app),
             app: self.loaded.app.clone(),
             deployment: self.deployment,
             network: self.config().network.clone(),
             routed_service: detection.routed_service.clone(),
-            env: env.clone(),
+            env,
             private: (!managed.is_empty()).then(|| {
                 (
                     self.config().service_names(&self.loaded.app).network(),
@@ -818,20 +829,30 @@ impl Attempt<'_> {
         for n in notes {
             self.log.system(n);
         }
-        // Beside the app's own file, so relative paths (build contexts, env files) resolve
-        // the same way.
-        let dir = match &detection.compose_path {
+        // Relative paths meant the folder of the app's own file; compose runs in the app's
+        // private runtime folder, outside the checkout, so they are made absolute.
+        let compose_dir = match &detection.compose_path {
             Some(p) => Path::new(p)
                 .parent()
                 .map(|d| src.join(d))
                 .unwrap_or(src.clone()),
             None => src.clone(),
         };
-        let runtime_file = dir.join(format!(".rustploy-d{}.compose.json", self.deployment));
+        let doc = finalize::finalize(doc, &compose_dir);
+        let run_dir = self.config().run_dir(&self.loaded.app);
+        let runtime_file = run_dir.join(crate::deploy::runtime_file_name(self.deployment));
         let text = serde_json::to_vec_pretty(&doc).expect("JSON serialises");
         crate::deploy::write_private(&runtime_file, &text)
             .await
             .map_err(Failure::Transient)?;
+        let keep: Vec<i64> = [Some(self.deployment), self.loaded.live]
+            .into_iter()
+            .flatten()
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::deploy::prune_runtime_files(&run_dir, &keep)
+        })
+        .await;
         self.log.system(format!(
             "wrote the runtime compose file {} (project {})",
             runtime_file.display(),
@@ -844,7 +865,6 @@ impl Attempt<'_> {
         Ok(Prepared {
             detection,
             runtime_file,
-            env,
         })
     }
 
@@ -951,7 +971,6 @@ impl Attempt<'_> {
             project: &self.project,
             file: p.runtime_file.clone(),
             args: ["up", "-d", "--build"].map(String::from).to_vec(),
-            env: p.env.clone(),
             timeout: self.config().build_timeout,
         };
         let log = self.log.clone();

@@ -1,10 +1,12 @@
 //! What a repository holds: its compose file (or lone Dockerfile), its manifest, the service
 //! that takes traffic and its port. Each choice is recorded with the reason it was made.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use serde::Serialize;
 
+use super::checkout;
 use super::compose::{self, ComposeFile, ServiceInfo};
 use super::manifest::{self, BuildMode, Manifest, ManifestError};
 
@@ -68,9 +70,22 @@ pub fn check_repo_path(path: &str) -> Result<(), String> {
 
 /// Reads the checkout at `root`. Blocking: call it off the async runtime.
 pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, DetectError> {
+    detect_with(root, explicit_compose, &BTreeMap::new())
+}
+
+/// [`detect`], with the compose file interpolated with the app's env vars `env` (over the
+/// manifest's `env:` defaults, and those over the `.env` file), as a deployment does.
+pub fn detect_with(
+    root: &Path,
+    explicit_compose: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<Detection, DetectError> {
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();
-    let manifest = match manifest::FILE_NAMES.iter().find(|n| root.join(n).is_file()) {
+    let manifest = match manifest::FILE_NAMES
+        .iter()
+        .find(|n| checkout::exists(root, n))
+    {
         Some(name) => {
             let text = read(root, name)?;
             let parsed = manifest::parse(&text)?;
@@ -91,7 +106,7 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
                 field: "compose_path",
                 message: m,
             })?;
-            if !root.join(p).is_file() {
+            if !checkout::exists(root, p) {
                 return invalid("compose_path", format!("the repository has no file '{p}'"));
             }
             reasons.push(format!("compose file {p}: named by the import"));
@@ -100,7 +115,7 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
         None if wants == Some(BuildMode::Dockerfile) => None,
         None => compose::FILE_NAMES
             .iter()
-            .find(|n| root.join(n).is_file())
+            .find(|n| checkout::exists(root, n))
             .map(|n| {
                 reasons.push(format!("compose file {n}: found at the repository root"));
                 n.to_string()
@@ -109,11 +124,19 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
 
     let (file, build_mode, dockerfile) = match &compose_path {
         Some(p) => {
-            let text = read(root, p)?;
-            let file = ComposeFile::parse(p, &text).map_err(|e| DetectError::Invalid {
-                field: "compose_path",
-                message: e.0,
-            })?;
+            let defaults: BTreeMap<String, String> = manifest
+                .iter()
+                .flat_map(|m| &m.env)
+                .map(|(k, v)| (k.clone(), v.to_env_string()))
+                .collect();
+            let vars = super::plan::deployment_env(&defaults, env);
+            let loaded =
+                checkout::load_compose(root, p, &vars).map_err(|m| DetectError::Invalid {
+                    field: "compose_path",
+                    message: m,
+                })?;
+            warnings.extend(loaded.warnings);
+            let file = loaded.file;
             let all_images = file.services().iter().all(|s| !s.has_build);
             let mode = wants.unwrap_or(if all_images {
                 BuildMode::Image
@@ -123,7 +146,7 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
             (file, mode, None)
         }
         None => {
-            if !root.join("Dockerfile").is_file() {
+            if !checkout::exists(root, "Dockerfile") {
                 return invalid(
                     "repo_url",
                     format!(
@@ -172,7 +195,7 @@ pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, 
                     ));
                     Some(*p)
                 }
-                None => match dockerfile_expose(&compose_dir, info) {
+                None => match dockerfile_expose(root, &compose_dir, info) {
                     Some(p) => {
                         reasons.push(format!("port {p}: EXPOSEd by the service's Dockerfile"));
                         Some(p)
@@ -273,7 +296,7 @@ pub fn choose_routed(
 }
 
 /// The first port the service's Dockerfile EXPOSEs, when its build context is local.
-fn dockerfile_expose(compose_dir: &Path, info: &ServiceInfo) -> Option<u16> {
+fn dockerfile_expose(root: &Path, compose_dir: &Path, info: &ServiceInfo) -> Option<u16> {
     let context = info.build_context.as_deref()?;
     if context.contains("://")
         || check_repo_path(context.trim_start_matches("./")).is_err() && context != "."
@@ -283,7 +306,8 @@ fn dockerfile_expose(compose_dir: &Path, info: &ServiceInfo) -> Option<u16> {
     let dockerfile = compose_dir
         .join(context)
         .join(info.dockerfile.as_deref().unwrap_or("Dockerfile"));
-    let text = std::fs::read_to_string(dockerfile).ok()?;
+    let rel = dockerfile.strip_prefix(root).ok()?.to_str()?;
+    let text = checkout::read(root, rel).ok()?;
     text.lines().find_map(|line| {
         let line = line.trim();
         let rest = line
@@ -298,9 +322,9 @@ fn dockerfile_expose(compose_dir: &Path, info: &ServiceInfo) -> Option<u16> {
 }
 
 fn read(root: &Path, name: &str) -> Result<String, DetectError> {
-    std::fs::read_to_string(root.join(name)).map_err(|e| DetectError::Invalid {
+    checkout::read(root, name).map_err(|e| DetectError::Invalid {
         field: "repo_url",
-        message: format!("cannot read {name} in the repository: {e}"),
+        message: e.to_string(),
     })
 }
 
