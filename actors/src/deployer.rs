@@ -793,12 +793,11 @@ impl Attempt<'_> {
         let file = match &detection.compose_path {
             Some(p) => {
                 let (root, p, vars) = (src.clone(), p.clone(), env.clone());
-                let loaded = tokio::task::spawn_blocking(move || {
-                    checkout::load_compose(&root, &p, &vars)
-                })
-                .await
-                .map_err(|e| Failure::Transient(e.to_string()))?
-                .map_err(Failure::User)?;
+                let loaded =
+                    tokio::task::spawn_blocking(move || checkout::load_compose(&root, &p, &vars))
+                        .await
+                        .map_err(|e| Failure::Transient(e.to_string()))?
+                        .map_err(Failure::User)?;
                 for w in loaded.warnings {
                     if !detection.warnings.contains(&w) {
                         self.log.system(format!("warning: {w}"));

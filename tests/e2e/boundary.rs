@@ -64,7 +64,8 @@ fn nothing_an_app_sets_reaches_the_programs_the_server_runs() {
     let mut cmd = sandbox.command(&["serve", "--listen", "127.0.0.1:0"]);
     cmd.args(scope.flags());
     let path = std::env::join_paths(
-        std::iter::once(bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        std::iter::once(bin.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
     )
     .unwrap();
     cmd.env("PATH", path)
@@ -180,7 +181,14 @@ fn a_relative_data_directory_deploys_a_dockerfile_repository() {
     let out = run_to_end(
         sandbox.command_on(
             relative,
-            &["admin", "create-token", "--name", "e2e", "--scopes", "deploy"],
+            &[
+                "admin",
+                "create-token",
+                "--name",
+                "e2e",
+                "--scopes",
+                "deploy",
+            ],
         ),
         None,
     );
@@ -188,9 +196,10 @@ fn a_relative_data_directory_deploys_a_dockerfile_repository() {
     let token = out.stdout.trim().to_string();
     let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
     args.extend(scope.flags());
-    let server = rustploy_e2e::Server::spawn(
-        sandbox.command_on(relative, &args.iter().map(String::as_str).collect::<Vec<_>>()),
-    );
+    let server = rustploy_e2e::Server::spawn(sandbox.command_on(
+        relative,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     let client = Client::new(&server, &token);
     let repo = Repo::new(&sandbox, "solo");
     repo.write(
@@ -202,7 +211,13 @@ fn a_relative_data_directory_deploys_a_dockerfile_repository() {
     let d = client.deploy("solo");
     client.finished(d, "healthy");
     assert_eq!(client.page("solo", "/index.html"), "solo\n");
-    assert!(sandbox.tmp.path().join("rustploy-data/apps/solo/run").is_dir());
+    assert!(
+        sandbox
+            .tmp
+            .path()
+            .join("rustploy-data/apps/solo/run")
+            .is_dir()
+    );
 }
 
 #[test]
@@ -226,10 +241,7 @@ fn repository_symlinks_never_make_the_server_read_or_write_outside_the_checkout(
         ("dotenv", ".env"),
     ] {
         let repo = Repo::new(&sandbox, name);
-        repo.write(
-            "Dockerfile",
-            &format!("FROM {BASE_IMAGE}\nEXPOSE 8080\n"),
-        );
+        repo.write("Dockerfile", &format!("FROM {BASE_IMAGE}\nEXPOSE 8080\n"));
         if link == ".env" {
             repo.write("compose.yaml", "services:\n  web:\n    build: .\n");
         }
@@ -241,7 +253,10 @@ fn repository_symlinks_never_make_the_server_read_or_write_outside_the_checkout(
                 "/api/v1/apps/import",
                 &json!({ "name": name, "repo_url": repo.url(), "branch": "main" }),
             )
-            .expect_status(422, &format!("importing a repository whose {link} leads outside"));
+            .expect_status(
+                422,
+                &format!("importing a repository whose {link} leads outside"),
+            );
         assert!(!r.text.contains("s3cr3t"), "{}", r.text);
         let message = r.body["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -277,6 +292,9 @@ fn repository_symlinks_never_make_the_server_read_or_write_outside_the_checkout(
     let mode = std::fs::metadata(&run).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "the runtime folder is private");
     let file = run.join(format!("d{d}.compose.json"));
-    let mode = std::fs::symlink_metadata(&file).unwrap().permissions().mode();
+    let mode = std::fs::symlink_metadata(&file)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the runtime file is private");
 }

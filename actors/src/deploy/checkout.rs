@@ -161,7 +161,10 @@ mod tests {
             assert!(matches!(e, CheckoutError::Outside(_)), "{outside}: {e}");
             let text = e.to_string();
             assert!(text.contains(outside), "{text}");
-            assert!(!text.contains("s3cr3t") && !text.contains("secret.key\" "), "{text}");
+            assert!(
+                !text.contains("s3cr3t") && !text.contains("secret.key\" "),
+                "{text}"
+            );
             assert!(exists(&root, outside), "{outside}");
         }
         assert!(matches!(
@@ -174,7 +177,10 @@ mod tests {
             Err(CheckoutError::NotAFile(_))
         ));
         std::fs::write(root.join("big"), vec![b'a'; MAX_FILE as usize + 1]).unwrap();
-        assert!(matches!(read(&root, "big"), Err(CheckoutError::TooLarge(_))));
+        assert!(matches!(
+            read(&root, "big"),
+            Err(CheckoutError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -235,6 +241,9 @@ mod tests {
         )
         .unwrap();
         let e = load_compose(root, "deploy/compose.yaml", &env).unwrap_err();
-        assert!(e.contains("IMAGE") && e.contains("services.web.image"), "{e}");
+        assert!(
+            e.contains("IMAGE") && e.contains("services.web.image"),
+            "{e}"
+        );
     }
 }

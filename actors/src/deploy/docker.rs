@@ -147,12 +147,18 @@ pub async fn compose_cli() -> Result<&'static ComposeCli, String> {
                     .success()
                     .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
             };
-            if let Ok(plugin) = (ComposeCli::Plugin { version: String::new() }).command()
+            if let Ok(plugin) = (ComposeCli::Plugin {
+                version: String::new(),
+            })
+            .command()
                 && let Some(v) = version(plugin).await
             {
                 return Ok(ComposeCli::Plugin { version: v });
             }
-            if let Ok(standalone) = (ComposeCli::Standalone { version: String::new() }).command()
+            if let Ok(standalone) = (ComposeCli::Standalone {
+                version: String::new(),
+            })
+            .command()
                 && let Some(v) = version(standalone).await
             {
                 return Ok(ComposeCli::Standalone { version: v });

@@ -63,10 +63,8 @@ pub fn absolutize(doc: &mut Value, dir: &Path) {
 
 fn service_paths(s: &mut Map<String, Value>, dir: &Path) {
     match s.get_mut("build") {
-        Some(Value::String(context)) => {
-            if is_local(context) {
-                *context = join(dir, context);
-            }
+        Some(Value::String(context)) if is_local(context) => {
+            *context = join(dir, context);
         }
         Some(Value::Object(build)) => {
             // Without a context, compose builds the project directory: the checkout's folder
@@ -228,8 +226,14 @@ mod tests {
         assert_eq!(a["env_file"], at("app.env"));
         assert_eq!(a["extends"]["file"], at("base.yaml"));
         let b = &doc["services"]["b"];
-        assert_eq!(b["build"]["context"], "/data/apps/shop/src/deploy", "a missing context is the folder");
-        assert_eq!(b["build"]["dockerfile"], "Dockerfile.b", "relative to the context");
+        assert_eq!(
+            b["build"]["context"], "/data/apps/shop/src/deploy",
+            "a missing context is the folder"
+        );
+        assert_eq!(
+            b["build"]["dockerfile"], "Dockerfile.b",
+            "relative to the context"
+        );
         assert_eq!(b["build"]["additional_contexts"]["x"], at("../x"));
         assert_eq!(
             b["build"]["additional_contexts"]["img"],

@@ -55,10 +55,8 @@ fn walk(
     unset: &mut BTreeSet<String>,
 ) -> Result<(), InterpolateError> {
     match value {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = string(s, vars, unset).map_err(|p| p.at(path))?;
-            }
+        Value::String(s) if s.contains('$') => {
+            *s = string(s, vars, unset).map_err(|p| p.at(path))?;
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -88,11 +86,7 @@ fn walk(
 /// interpolates the file it reads, takes each value as it is.
 pub fn escape(doc: &mut Value) {
     match doc {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = s.replace('$', "$$");
-            }
-        }
+        Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
         Value::Array(items) => items.iter_mut().for_each(escape),
         Value::Object(map) => map.values_mut().for_each(escape),
         _ => {}
@@ -393,7 +387,17 @@ mod tests {
         assert!(matches!(one("${EMPTY:?}"), Err(Problem::Required { .. })));
         assert_eq!(one("${EMPTY?}").unwrap().0, "");
         assert!(matches!(one("${MISSING?}"), Err(Problem::Required { .. })));
-        for bad in ["$", "a $ b", "$1", "${", "${NAME", "${}", "${1A}", "${NAME:x}", "${NAME x}"] {
+        for bad in [
+            "$",
+            "a $ b",
+            "$1",
+            "${",
+            "${NAME",
+            "${}",
+            "${1A}",
+            "${NAME:x}",
+            "${NAME x}",
+        ] {
             assert!(
                 matches!(one(bad), Err(Problem::Invalid(_))),
                 "{bad}: {:?}",

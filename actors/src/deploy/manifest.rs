@@ -241,9 +241,21 @@ mod tests {
         for (text, path, expected) in [
             (format!("{secret}\n"), ".", "struct Manifest"),
             (format!("version: 1\nport: {secret}\n"), "port", "u16"),
-            (format!("version: 1\nbuild:\n  mode: {secret}\n"), "build.mode", "one of"),
-            (format!("version: 1\nservice: [{secret}]\n"), "service", "a string"),
-            (format!("version: 1\nhealthcheck:\n  path: {secret}\n"), "healthcheck.path", "URL path"),
+            (
+                format!("version: 1\nbuild:\n  mode: {secret}\n"),
+                "build.mode",
+                "one of",
+            ),
+            (
+                format!("version: 1\nservice: [{secret}]\n"),
+                "service",
+                "a string",
+            ),
+            (
+                format!("version: 1\nhealthcheck:\n  path: {secret}\n"),
+                "healthcheck.path",
+                "URL path",
+            ),
         ] {
             let e = parse(&text).unwrap_err();
             assert_eq!(e.path, path, "{text}");

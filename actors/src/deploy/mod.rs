@@ -236,8 +236,8 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         std::fs::create_dir(dir.path().join("app")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.path().join("app/run")).unwrap();
-        let e = write_private_blocking(&dir.path().join("app/run/d1.compose.json"), b"{}")
-            .unwrap_err();
+        let e =
+            write_private_blocking(&dir.path().join("app/run/d1.compose.json"), b"{}").unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }

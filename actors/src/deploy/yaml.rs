@@ -66,9 +66,15 @@ mod tests {
                 "invalid type: string \"a, expected b\", expected struct Manifest",
                 "expected struct Manifest",
             ),
-            ("duplicate entry with key \"s3cr3t\"", "a value has the wrong type"),
+            (
+                "duplicate entry with key \"s3cr3t\"",
+                "a value has the wrong type",
+            ),
             ("missing field `path`", "missing field `path`"),
-            ("mapping values are not allowed in this context", "mapping values are not allowed in this context"),
+            (
+                "mapping values are not allowed in this context",
+                "mapping values are not allowed in this context",
+            ),
         ] {
             assert_eq!(safe_message(message), want, "{message}");
         }
