@@ -30,7 +30,7 @@ use crate::deploy::plan::{self, Failure, Start, Step};
 use crate::deploy::policy;
 use crate::deploy::process::{ProcessError, Stream};
 use crate::deploy::redact::Redactor;
-use crate::deploy::{DeployConfig, contexts};
+use crate::deploy::{DeployConfig, checkout, contexts, finalize};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::jobs::ClaimedJob;
 use crate::ledger::services as service_rows;
@@ -576,7 +576,6 @@ struct Attempt<'a> {
 struct Prepared {
     detection: Detection,
     runtime_file: PathBuf,
-    env: BTreeMap<String, String>,
 }
 
 impl Attempt<'_> {
@@ -742,10 +741,10 @@ impl Attempt<'_> {
             .import
             .as_ref()
             .and_then(|i| i.compose_path.clone());
-        let root = src.clone();
+        let (root, app_env) = (src.clone(), self.loaded.app_env.clone());
         let images = crate::deploy::docker::LocalImages::current();
         let detection = tokio::task::spawn_blocking(move || {
-            detect::detect_with(&root, explicit.as_deref(), &images)
+            detect::detect_with(&root, explicit.as_deref(), &app_env, &images)
         })
         .await
         .map_err(|e| Failure::Transient(e.to_string()))?
@@ -785,24 +784,14 @@ impl Attempt<'_> {
             })
             .await?;
         }
-        let file = match &detection.compose_path {
-            Some(p) => {
-                // The same merged project detection read: the file, its override, `extends`.
-                let (root, p) = (src.clone(), p.clone());
-                tokio::task::spawn_blocking(move || crate::deploy::load::load(&root, &p))
-                    .await
-                    .map_err(|e| Failure::Transient(e.to_string()))?
-                    .map_err(|e| Failure::User(e.0))?
-                    .file
-            }
-            None => ComposeFile::for_dockerfile(
-                detect::DOCKERFILE_SERVICE,
-                detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
-            ),
-        };
+        // The project as it will run (the file, its override, `extends`), interpolated here by
+        // Rustploy with the deployment's variables (compose gets none), and checked against the
+        // policy before anything of the release, or a managed service, is made.
+        let mut file = self.load_file(&detection, &src, &env).await?;
         self.check_policy(&file, &detection, &src).await?;
         let managed = self.services(&detection).await?;
         let mut env = env;
+        let mut urls_added = false;
         for (key, url) in services::app_env(&managed) {
             if self.loaded.app_env.contains_key(&key) {
                 self.log.system(format!(
@@ -810,7 +799,13 @@ impl Attempt<'_> {
                 ));
             } else {
                 env.insert(key, url);
+                urls_added = true;
             }
+        }
+        if urls_added {
+            // The file may use the services' URLs too: read it again with them, and check again.
+            file = self.load_file(&detection, &src, &env).await?;
+            self.check_policy(&file, &detection, &src).await?;
         }
         let spec = RuntimeSpec {
             app_scope: self.config().app_scope(&self.loaded.app),
@@ -835,20 +830,30 @@ impl Attempt<'_> {
         for n in notes {
             self.log.system(n);
         }
-        // Beside the app's own file, so relative paths (build contexts, env files) resolve
-        // the same way.
-        let dir = match &detection.compose_path {
+        // Relative paths meant the folder of the app's own file; compose runs in the app's
+        // private runtime folder, outside the checkout, so they are made absolute.
+        let compose_dir = match &detection.compose_path {
             Some(p) => Path::new(p)
                 .parent()
                 .map(|d| src.join(d))
                 .unwrap_or(src.clone()),
             None => src.clone(),
         };
-        let runtime_file = dir.join(format!(".rustploy-d{}.compose.json", self.deployment));
+        let doc = finalize::finalize(doc, &compose_dir);
+        let run_dir = self.config().run_dir(&self.loaded.app);
+        let runtime_file = run_dir.join(crate::deploy::runtime_file_name(self.deployment));
         let text = serde_json::to_vec_pretty(&doc).expect("JSON serialises");
         crate::deploy::write_private(&runtime_file, &text)
             .await
             .map_err(Failure::Transient)?;
+        let keep: Vec<i64> = [Some(self.deployment), self.loaded.live]
+            .into_iter()
+            .flatten()
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::deploy::prune_runtime_files(&run_dir, &keep)
+        })
+        .await;
         self.log.system(format!(
             "wrote the runtime compose file {} (project {})",
             runtime_file.display(),
@@ -861,8 +866,34 @@ impl Attempt<'_> {
         Ok(Prepared {
             detection,
             runtime_file,
-            env,
         })
+    }
+
+    /// The app's compose project (or its lone Dockerfile's), read from the checkout and
+    /// interpolated with `vars`. Warnings detection did not already log are logged.
+    async fn load_file(
+        &mut self,
+        detection: &Detection,
+        src: &Path,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<ComposeFile, Failure> {
+        let Some(p) = &detection.compose_path else {
+            return Ok(ComposeFile::for_dockerfile(
+                detect::DOCKERFILE_SERVICE,
+                detection.dockerfile.as_deref().unwrap_or("Dockerfile"),
+            ));
+        };
+        let (root, p, vars) = (src.to_path_buf(), p.clone(), vars.clone());
+        let loaded = tokio::task::spawn_blocking(move || checkout::load_compose(&root, &p, &vars))
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?
+            .map_err(Failure::User)?;
+        for w in loaded.warnings {
+            if !detection.warnings.contains(&w) {
+                self.log.system(format!("warning: {w}"));
+            }
+        }
+        Ok(loaded.file)
     }
 
     /// Applies the compose policy to the file about to run, before anything of the release is
@@ -1007,7 +1038,6 @@ impl Attempt<'_> {
             project: &self.project,
             file: p.runtime_file.clone(),
             args: ["up", "-d", "--build"].map(String::from).to_vec(),
-            env: p.env.clone(),
             timeout: self.config().build_timeout,
         };
         let log = self.log.clone();

@@ -95,8 +95,11 @@ fn start_caddy(
     let caddyfile = dir.join("Caddyfile");
     std::fs::write(&caddyfile, CADDYFILE)
         .with_context(|| format!("cannot write {}", caddyfile.display()))?;
+    // Found once, in the server's own PATH, like every program the server runs.
+    let bin = rustploy_actors::deploy::tools::program_setting(&settings.caddy_bin)
+        .map_err(|e| anyhow::anyhow!("--caddy managed needs the caddy binary: {e}"))?;
     let spec = ManagedSpec {
-        bin: settings.caddy_bin.clone(),
+        bin,
         caddyfile,
         admin_listen: rustploy_actors::ingress::admin::listen_of(&settings.caddy_admin)
             .expect("checked when the settings were resolved"),
@@ -116,6 +119,17 @@ pub async fn launch(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let _lock = prepare_data_dir(&settings)?;
+    // Every path handed to a child process (compose files, build contexts, checkouts) must
+    // mean the same wherever the child runs: the data directory is made absolute once, here.
+    let mut settings = settings;
+    settings.data_dir = std::fs::canonicalize(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot resolve data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    rustploy_actors::deploy::tools::init(&settings.deploy_config().home_dir())
+        .context("cannot create the home folder of child processes")?;
     let ledger = {
         let s = settings.clone();
         tokio::task::spawn_blocking(move || open_ledger(&s)).await??

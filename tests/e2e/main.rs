@@ -4,6 +4,7 @@
 //! Build the binary first (`cargo build --workspace --bins`); `scripts/test` does both.
 
 mod agent;
+mod boundary;
 mod cli;
 mod compose_projects;
 mod dashboard;

@@ -1,4 +1,4 @@
-//! The app's compose file, read, and the runtime compose file Rustploy writes beside it.
+//! The app's compose file, read, and the runtime compose file Rustploy writes from it.
 //!
 //! The runtime file is JSON (docker compose reads JSON as YAML): the user's services with the
 //! app's env vars injected, Rustploy's labels, no host port publishing, the routed service on
@@ -60,12 +60,8 @@ impl ComposeFile {
     /// Parses `text` into a mapping with YAML merge keys applied, without checking its shape:
     /// override files and files read for `extends` are partial.
     pub fn parse_document(file: &str, text: &str) -> Result<Map<String, Value>, ComposeError> {
-        let mut yaml: serde_norway::Value = serde_norway::from_str(text)
-            .map_err(|e| ComposeError(format!("{file} is not valid YAML: {e}")))?;
-        yaml.apply_merge()
-            .map_err(|e| ComposeError(format!("{file}: a YAML merge key is invalid: {e}")))?;
-        let doc: Value = serde_json::to_value(&yaml)
-            .map_err(|e| ComposeError(format!("{file} cannot be read as a compose file: {e}")))?;
+        // Messages never quote the file: it may hold anything (see `super::yaml`).
+        let doc = super::yaml::parse(file, text).map_err(ComposeError)?;
         let Value::Object(doc) = doc else {
             return err(format!("{file} must be a mapping with a 'services' key"));
         };
@@ -254,8 +250,8 @@ pub fn runtime(
         let mut env = to_map(s.remove("environment"), '=')
             .map_err(|m| ComposeError(format!("service '{name}': 'environment' {m}")))?;
         for (k, v) in &spec.env {
-            // Compose interpolates '$' in the file; the value must arrive as it was set.
-            env.insert(k.clone(), Value::String(v.replace('$', "$$")));
+            // As set: `super::finalize` escapes every '$' of the document for compose.
+            env.insert(k.clone(), Value::String(v.clone()));
         }
         if !env.is_empty() {
             s.insert("environment".into(), Value::Object(env));
@@ -581,7 +577,7 @@ fn to_map(value: Option<Value>, sep: char) -> Result<Map<String, Value>, String>
                     Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
                     None => (s, Value::Null),
                 }),
-                other => Err(format!("has an entry that is not text: {other}")),
+                _ => Err("has an entry that is not text".to_string()),
             })
             .collect(),
         Some(_) => Err("must be a list or a mapping".into()),
@@ -638,7 +634,7 @@ volumes:
         assert!(web.get("ports").is_none());
         assert_eq!(web["environment"]["MODE"], "prod", "the app's env wins");
         assert_eq!(web["environment"]["KEEP"], "1");
-        assert_eq!(web["environment"]["GREETING"], "hi $$USER");
+        assert_eq!(web["environment"]["GREETING"], "hi $USER");
         assert_eq!(web["labels"]["tier"], "front");
         assert_eq!(web["labels"][LABEL_APP], "shop");
         assert_eq!(web["labels"][LABEL_DEPLOYMENT], "7");

@@ -1,12 +1,13 @@
 //! What a repository holds: its compose file (or lone Dockerfile), its manifest, the service
 //! that takes traffic and its port. Each choice is recorded with the reason it was made.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use serde::Serialize;
 
+use super::checkout;
 use super::compose::{self, ComposeFile, ServiceInfo};
-use super::load;
 use super::manifest::{self, BuildMode, Manifest, ManifestError};
 use super::routing::{self, Facts, PortSpec, Wanted};
 
@@ -84,18 +85,24 @@ impl ImagePorts for NoImages {
 
 /// Reads the checkout at `root`. Blocking: call it off the async runtime.
 pub fn detect(root: &Path, explicit_compose: Option<&str>) -> Result<Detection, DetectError> {
-    detect_with(root, explicit_compose, &NoImages)
+    detect_with(root, explicit_compose, &BTreeMap::new(), &NoImages)
 }
 
-/// [`detect`], asking `images` for the EXPOSEd ports of images a service names without a port.
+/// [`detect`], with the compose file interpolated with the app's env vars `env` (over the
+/// manifest's `env:` defaults, and those over the `.env` file), as a deployment does, and
+/// asking `images` for the EXPOSEd ports of images a service names without a port.
 pub fn detect_with(
     root: &Path,
     explicit_compose: Option<&str>,
+    env: &BTreeMap<String, String>,
     images: &dyn ImagePorts,
 ) -> Result<Detection, DetectError> {
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();
-    let manifest = match manifest::FILE_NAMES.iter().find(|n| root.join(n).is_file()) {
+    let manifest = match manifest::FILE_NAMES
+        .iter()
+        .find(|n| checkout::exists(root, n))
+    {
         Some(name) => {
             let text = read(root, name)?;
             let parsed = manifest::parse(&text)?;
@@ -116,7 +123,7 @@ pub fn detect_with(
                 field: "compose_path",
                 message: m,
             })?;
-            if !root.join(p).is_file() {
+            if !checkout::exists(root, p) {
                 return invalid("compose_path", format!("the repository has no file '{p}'"));
             }
             reasons.push(format!("compose file {p}: named by the import"));
@@ -125,7 +132,7 @@ pub fn detect_with(
         None if wants == Some(BuildMode::Dockerfile) => None,
         None => compose::FILE_NAMES
             .iter()
-            .find(|n| root.join(n).is_file())
+            .find(|n| checkout::exists(root, n))
             .map(|n| {
                 reasons.push(format!("compose file {n}: found at the repository root"));
                 n.to_string()
@@ -134,10 +141,18 @@ pub fn detect_with(
 
     let (file, build_mode, dockerfile) = match &compose_path {
         Some(p) => {
-            let loaded = load::load(root, p).map_err(|e| DetectError::Invalid {
-                field: "compose_path",
-                message: e.0,
-            })?;
+            let defaults: BTreeMap<String, String> = manifest
+                .iter()
+                .flat_map(|m| &m.env)
+                .map(|(k, v)| (k.clone(), v.to_env_string()))
+                .collect();
+            let vars = super::plan::deployment_env(&defaults, env);
+            let loaded =
+                checkout::load_compose(root, p, &vars).map_err(|m| DetectError::Invalid {
+                    field: "compose_path",
+                    message: m,
+                })?;
+            warnings.extend(loaded.warnings);
             reasons.extend(loaded.notes);
             let file = loaded.file;
             warnings.extend(file.import_warnings());
@@ -150,7 +165,7 @@ pub fn detect_with(
             (file, mode, None)
         }
         None => {
-            if !root.join("Dockerfile").is_file() {
+            if !checkout::exists(root, "Dockerfile") {
                 return invalid(
                     "repo_url",
                     format!(
@@ -176,7 +191,7 @@ pub fn detect_with(
         .and_then(|p| Path::new(p).parent())
         .map(|p| root.join(p))
         .unwrap_or_else(|| root.to_path_buf());
-    let route = route(&file, &compose_dir, manifest.as_ref(), images).map_err(|m| {
+    let route = route(root, &file, &compose_dir, manifest.as_ref(), images).map_err(|m| {
         DetectError::Invalid {
             field: "service",
             message: m,
@@ -206,6 +221,7 @@ pub fn detect_with(
 /// The routed service and its port, by [`routing::choose`], with the ports the services'
 /// Dockerfiles and local images EXPOSE filled in.
 fn route(
+    root: &Path,
     file: &ComposeFile,
     compose_dir: &Path,
     manifest: Option<&Manifest>,
@@ -226,7 +242,7 @@ fn route(
                 .get("build")
                 .and_then(|b| b.get("target"))
                 .and_then(|t| t.as_str());
-            f.dockerfile_ports = dockerfile_exposes(compose_dir, info, target);
+            f.dockerfile_ports = dockerfile_exposes(root, compose_dir, info, target);
         } else if !states_ports
             && !f.is_backing()
             && let Some(image) = &f.image
@@ -253,6 +269,7 @@ fn route(
 /// The ports the service's Dockerfile EXPOSEs in the stage it builds (`build.target`, else the
 /// last), when its build context is local.
 fn dockerfile_exposes(
+    root: &Path,
     compose_dir: &Path,
     info: &ServiceInfo,
     target: Option<&str>,
@@ -268,7 +285,10 @@ fn dockerfile_exposes(
     let dockerfile = compose_dir
         .join(context)
         .join(info.dockerfile.as_deref().unwrap_or("Dockerfile"));
-    let Ok(text) = std::fs::read_to_string(dockerfile) else {
+    let Some(rel) = dockerfile.strip_prefix(root).ok().and_then(Path::to_str) else {
+        return Vec::new();
+    };
+    let Ok(text) = checkout::read(root, rel) else {
         return Vec::new();
     };
     stage_exposes(&text, target)
@@ -316,9 +336,9 @@ fn stage_exposes(text: &str, target: Option<&str>) -> Vec<PortSpec> {
 }
 
 fn read(root: &Path, name: &str) -> Result<String, DetectError> {
-    std::fs::read_to_string(root.join(name)).map_err(|e| DetectError::Invalid {
+    checkout::read(root, name).map_err(|e| DetectError::Invalid {
         field: "repo_url",
-        message: format!("cannot read {name} in the repository: {e}"),
+        message: e.to_string(),
     })
 }
 

@@ -3,7 +3,7 @@
 //!
 //! [`Engine`] is the small trait the Deployer talks to; [`DockerEngine`] is the real thing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::compose::{LABEL_APP, LABEL_DEPLOYMENT, LABEL_NETWORK, NETWORK_OF_APP};
 use super::detect::ImagePorts;
 use super::process::{self, ProcessError, Stream};
+use super::tools::Tool;
 
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
 pub const LABEL_SERVICE: &str = "com.docker.compose.service";
@@ -62,11 +63,11 @@ pub struct ContainerObs {
 /// How a compose command is run.
 pub struct ComposeRun<'a> {
     pub project: &'a str,
+    /// The runtime file, in the app's private runtime folder: compose runs with that folder as
+    /// its project directory, so it never reads a `.env` (or anything else) of the checkout
+    /// on its own. Every path in the file is absolute, and it needs no interpolation.
     pub file: PathBuf,
     pub args: Vec<String>,
-    /// Variables for interpolation in the user's file (the app's env vars); nothing else from
-    /// the server's own environment reaches compose, so no server secret can leak into a file.
-    pub env: BTreeMap<String, String>,
     pub timeout: Duration,
 }
 
@@ -109,14 +110,15 @@ pub enum ComposeCli {
 }
 
 impl ComposeCli {
-    pub fn command(&self) -> Command {
+    /// The command, with the fixed child environment and the programs found at start-up.
+    pub fn command(&self) -> Result<Command, ProcessError> {
         match self {
             ComposeCli::Plugin { .. } => {
-                let mut c = Command::new("docker");
+                let mut c = process::tool_command(Tool::Docker)?;
                 c.arg("compose");
-                c
+                Ok(c)
             }
-            ComposeCli::Standalone { .. } => Command::new("docker-compose"),
+            ComposeCli::Standalone { .. } => process::tool_command(Tool::DockerCompose),
         }
     }
 
@@ -146,12 +148,20 @@ pub async fn compose_cli() -> Result<&'static ComposeCli, String> {
                     .success()
                     .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
             };
-            let mut plugin = Command::new("docker");
-            plugin.arg("compose");
-            if let Some(v) = version(plugin).await {
+            if let Ok(plugin) = (ComposeCli::Plugin {
+                version: String::new(),
+            })
+            .command()
+                && let Some(v) = version(plugin).await
+            {
                 return Ok(ComposeCli::Plugin { version: v });
             }
-            if let Some(v) = version(Command::new("docker-compose")).await {
+            if let Ok(standalone) = (ComposeCli::Standalone {
+                version: String::new(),
+            })
+            .command()
+                && let Some(v) = version(standalone).await
+            {
                 return Ok(ComposeCli::Standalone { version: v });
             }
             Err(
@@ -233,30 +243,20 @@ impl Engine for DockerEngine {
                 status: "missing".into(),
                 tail: vec![m],
             })?;
-            let mut cmd = cli.command();
-            if let Some(dir) = run.file.parent() {
-                cmd.current_dir(dir);
-            }
-            cmd.arg("-p")
+            let mut cmd = cli.command()?;
+            let dir = run.file.parent().ok_or_else(|| ProcessError::Failed {
+                program: "docker compose".into(),
+                status: "no project directory".into(),
+                tail: vec![format!("{} has no folder", run.file.display())],
+            })?;
+            cmd.current_dir(dir)
+                .arg("-p")
                 .arg(run.project)
                 .arg("-f")
                 .arg(&run.file)
-                .args(&run.args)
-                .env_clear();
-            for key in [
-                "PATH",
-                "HOME",
-                "DOCKER_HOST",
-                "DOCKER_CONFIG",
-                "DOCKER_CERT_PATH",
-                "DOCKER_TLS_VERIFY",
-                "DOCKER_CONTEXT",
-            ] {
-                if let Ok(v) = std::env::var(key) {
-                    cmd.env(key, v);
-                }
-            }
-            cmd.envs(&run.env);
+                .arg("--project-directory")
+                .arg(dir)
+                .args(&run.args);
             let program = format!(
                 "{} {}",
                 cli.describe(),

@@ -10,6 +10,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, ProcessError, Stream};
+use super::tools::Tool;
 
 /// Checks a repository URL: `https://`, `ssh://` or scp-style `user@host:path`; `file://` and
 /// absolute local paths only when `allow_local`. Refused: other transports (`ext::` runs
@@ -94,8 +95,11 @@ pub struct Git {
 }
 
 impl Git {
-    fn command(&self, dir: Option<&Path>) -> std::io::Result<(Command, Option<PathBuf>)> {
-        let mut cmd = Command::new("git");
+    /// The git command with the fixed child environment (see [`process::command`]) and, on
+    /// top of it, the settings that keep git from prompting, reading the system's
+    /// configuration or using transports other than the allowed ones.
+    fn command(&self, dir: Option<&Path>) -> Result<(Command, Option<PathBuf>), ProcessError> {
+        let mut cmd = process::tool_command(Tool::Git)?;
         if let Some(dir) = dir {
             cmd.current_dir(dir);
         }
@@ -129,7 +133,11 @@ impl Git {
         if let Some(key) = &self.credentials.deploy_key {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::create_dir_all(&self.scratch)?;
+            let spawn = |source| ProcessError::Spawn {
+                program: "git".into(),
+                source,
+            };
+            std::fs::create_dir_all(&self.scratch).map_err(spawn)?;
             let path = self
                 .scratch
                 .join(format!("deploy-key-{}", rand::random::<u64>()));
@@ -137,9 +145,10 @@ impl Git {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)?;
-            f.write_all(key.trim_end().as_bytes())?;
-            f.write_all(b"\n")?;
+                .open(&path)
+                .map_err(spawn)?;
+            f.write_all(key.trim_end().as_bytes()).map_err(spawn)?;
+            f.write_all(b"\n").map_err(spawn)?;
             ssh.push_str(&format!(
                 " -o IdentitiesOnly=yes -o UserKnownHostsFile={} -i {}",
                 self.scratch.join("known_hosts").display(),
@@ -158,10 +167,7 @@ impl Git {
         cancel: &CancellationToken,
         on_line: &mut (dyn FnMut(Stream, String) + Send),
     ) -> Result<Vec<String>, ProcessError> {
-        let (mut cmd, key_file) = self.command(dir).map_err(|source| ProcessError::Spawn {
-            program: "git".into(),
-            source,
-        })?;
+        let (mut cmd, key_file) = self.command(dir)?;
         cmd.args(args);
         let program = format!("git {}", args.first().copied().unwrap_or_default());
         let result = process::run(cmd, &program, self.timeout, cancel, on_line).await;

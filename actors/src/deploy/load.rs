@@ -2,8 +2,11 @@
 //! it (`compose.override.yaml` for `compose.yaml`, and so on), and every `extends` (in the same
 //! file or another file inside the checkout), merged by [`super::merge`]'s rules.
 //!
-//! Only files inside the checkout are read. Blocking: call it off the async runtime.
+//! Only files inside the checkout are read ([`super::checkout::read`]), and each is
+//! interpolated with the project's variables before it is merged, as compose does. Blocking:
+//! call it off the async runtime.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -13,28 +16,38 @@ use super::merge;
 
 /// How deep `extends` may chain; deeper is taken for a loop.
 const MAX_EXTENDS_DEPTH: usize = 10;
-/// The largest compose file read.
-const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// A merged compose project and what was merged into it, for the import's reasons.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub file: ComposeFile,
     pub notes: Vec<String>,
+    /// The variables the files use that `vars` does not set (they became empty strings).
+    pub warnings: Vec<String>,
 }
 
-/// Reads `path` (relative to `root`) with its override file and its `extends` resolved.
-pub fn load(root: &Path, path: &str) -> Result<Loaded, ComposeError> {
+/// Reads `path` (relative to `root`) with its override file and its `extends` resolved, every
+/// file interpolated with `vars`.
+pub fn load(
+    root: &Path,
+    path: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<Loaded, ComposeError> {
     let mut notes = Vec::new();
-    let mut doc = read_document(root, path)?;
+    let mut reader = Reader {
+        root,
+        vars,
+        warnings: Vec::new(),
+    };
+    let mut doc = reader.document(path)?;
     let rel = Path::new(path);
     let dir = rel.parent().unwrap_or(Path::new(""));
     let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or(path);
     for name in merge::override_names(file_name) {
         let over_path = dir.join(&name);
-        if root.join(&over_path).is_file() {
-            let shown = over_path.to_string_lossy().into_owned();
-            let over = read_document(root, &shown)?;
+        let shown = over_path.to_string_lossy().into_owned();
+        if super::checkout::exists(root, &shown) {
+            let over = reader.document(&shown)?;
             merge::merge_documents(&mut doc, over);
             notes.push(format!(
                 "merged the override file {shown} into {path}, as compose does"
@@ -46,18 +59,22 @@ pub fn load(root: &Path, path: &str) -> Result<Loaded, ComposeError> {
         let names: Vec<String> = services.keys().cloned().collect();
         let mut resolved = Map::new();
         for name in names {
-            let service = resolve(root, path, &doc, &name, 0, &mut notes)?;
+            let service = resolve(&mut reader, path, &doc, &name, 0, &mut notes)?;
             resolved.insert(name, service);
         }
         doc.insert("services".into(), Value::Object(resolved));
     }
     let file = ComposeFile::from_document(path, doc)?;
-    Ok(Loaded { file, notes })
+    Ok(Loaded {
+        file,
+        notes,
+        warnings: reader.warnings,
+    })
 }
 
 /// Service `name` of `doc` (read from `path`) with its `extends` chain merged in.
 fn resolve(
-    root: &Path,
+    reader: &mut Reader<'_>,
     path: &str,
     doc: &Map<String, Value>,
     name: &str,
@@ -104,17 +121,17 @@ fn resolve(
     };
     let here = Path::new(path).parent().unwrap_or(Path::new(""));
     let mut base = match base_file {
-        None => resolve(root, path, doc, &base_name, depth + 1, notes)?,
+        None => resolve(reader, path, doc, &base_name, depth + 1, notes)?,
         Some(file) => {
-            let other = inside(root, here, &file).ok_or_else(|| {
+            let other = inside(reader.root, here, &file).ok_or_else(|| {
                 ComposeError(format!(
                     "{path}: service '{name}' extends '{file}', which is not a file inside the \
                      repository"
                 ))
             })?;
             let other_path = other.to_string_lossy().into_owned();
-            let other_doc = read_document(root, &other_path)?;
-            let mut base = resolve(root, &other_path, &other_doc, &base_name, depth + 1, notes)?;
+            let other_doc = reader.document(&other_path)?;
+            let mut base = resolve(reader, &other_path, &other_doc, &base_name, depth + 1, notes)?;
             let there = other.parent().unwrap_or(Path::new(""));
             if there != here {
                 rebase(&mut base, there, here);
@@ -127,29 +144,32 @@ fn resolve(
     Ok(base)
 }
 
-/// Reads and parses one file of the project, refusing anything outside the checkout.
-fn read_document(root: &Path, path: &str) -> Result<Map<String, Value>, ComposeError> {
-    let full = root.join(path);
-    let (Ok(real_root), Ok(real)) = (root.canonicalize(), full.canonicalize()) else {
-        return Err(ComposeError(format!(
-            "cannot read {path} in the repository"
-        )));
-    };
-    if !real.starts_with(&real_root) {
-        return Err(ComposeError(format!(
-            "{path} points outside the repository (a symbolic link?)"
-        )));
+/// Reads the files of one project: only inside the checkout, each interpolated.
+struct Reader<'a> {
+    root: &'a Path,
+    vars: &'a BTreeMap<String, String>,
+    warnings: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// Reads, parses and interpolates one file of the project, refusing anything outside the
+    /// checkout. Messages never quote the file.
+    fn document(&mut self, path: &str) -> Result<Map<String, Value>, ComposeError> {
+        let text = super::checkout::read(self.root, path).map_err(|e| ComposeError(e.to_string()))?;
+        let mut doc = Value::Object(ComposeFile::parse_document(path, &text)?);
+        let unset = super::interpolate::document(&mut doc, self.vars)
+            .map_err(|e| ComposeError(format!("{path}: {e}")))?;
+        for w in unset {
+            let w = format!("{path}: {w}");
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        match doc {
+            Value::Object(doc) => Ok(doc),
+            _ => unreachable!("interpolation keeps a mapping a mapping"),
+        }
     }
-    let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
-    if size > MAX_FILE_BYTES {
-        return Err(ComposeError(format!(
-            "{path} is larger than {} KiB",
-            MAX_FILE_BYTES / 1024
-        )));
-    }
-    let text = std::fs::read_to_string(&real)
-        .map_err(|e| ComposeError(format!("cannot read {path} in the repository: {e}")))?;
-    ComposeFile::parse_document(path, &text)
 }
 
 /// `dir/file` normalised, when it stays inside the checkout.
@@ -273,7 +293,7 @@ mod tests {
             "common/services.yml",
             "services:\n  worker:\n    build: ./worker\n    env_file: worker.env\n    volumes: ['./conf:/etc/w:ro']\n",
         );
-        let loaded = load(root, "compose.yaml").unwrap();
+        let loaded = load(root, "compose.yaml", &BTreeMap::new()).unwrap();
         let s = loaded.file.service_docs();
         assert_eq!(s["web"]["build"], ".");
         assert_eq!(
@@ -297,17 +317,17 @@ mod tests {
             "compose.yaml",
             "services:\n  a:\n    extends: { file: ../outside.yml, service: x }\n",
         );
-        let e = load(root, "compose.yaml").unwrap_err();
+        let e = load(root, "compose.yaml", &BTreeMap::new()).unwrap_err();
         assert!(e.0.contains("not a file inside the repository"), "{e}");
         write(
             root,
             "compose.yaml",
             "services:\n  a:\n    extends: b\n    image: x\n  b:\n    extends: a\n    image: y\n",
         );
-        let e = load(root, "compose.yaml").unwrap_err();
+        let e = load(root, "compose.yaml", &BTreeMap::new()).unwrap_err();
         assert!(e.0.contains("levels deep"), "{e}");
         write(root, "compose.yaml", "services:\n  a:\n    extends: nope\n");
-        let e = load(root, "compose.yaml").unwrap_err();
+        let e = load(root, "compose.yaml", &BTreeMap::new()).unwrap_err();
         assert!(e.0.contains("'nope'"), "{e}");
     }
 }

@@ -125,7 +125,9 @@ pub fn parse(text: &str) -> Result<Parsed, ManifestError> {
         let path = e.path().to_string();
         ManifestError {
             path: if path.is_empty() { ".".into() } else { path },
-            message: e.inner().to_string(),
+            // serde's own message quotes the value it failed on, and the file may hold
+            // anything: only what was expected, and where, is told.
+            message: super::yaml::describe(e.inner()),
         }
     })?;
     let mut warnings: Vec<String> = unknown
@@ -150,7 +152,7 @@ pub fn parse(text: &str) -> Result<Parsed, ManifestError> {
     {
         return Err(ManifestError {
             path: "healthcheck.path".into(),
-            message: format!("'{path}' must be a URL path starting with '/', without spaces"),
+            message: "must be a URL path starting with '/', without spaces".into(),
         });
     }
     if manifest.port == Some(0) {
@@ -234,6 +236,36 @@ mod tests {
         let e = parse("- a list\n").unwrap_err();
         assert_eq!(e.path, ".");
         assert!(parse("version: 1\nhealthcheck: {path: health}\n").is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_files_values() {
+        let secret = "0123456789abcdef0123456789abcdef-s3cr3t";
+        for (text, path, expected) in [
+            (format!("{secret}\n"), ".", "struct Manifest"),
+            (format!("version: 1\nport: {secret}\n"), "port", "u16"),
+            (
+                format!("version: 1\nbuild:\n  mode: {secret}\n"),
+                "build.mode",
+                "one of",
+            ),
+            (
+                format!("version: 1\nservice: [{secret}]\n"),
+                "service",
+                "a string",
+            ),
+            (
+                format!("version: 1\nhealthcheck:\n  path: {secret}\n"),
+                "healthcheck.path",
+                "URL path",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.path, path, "{text}");
+            let shown = e.to_string();
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains(expected), "{shown}");
+        }
     }
 
     #[test]

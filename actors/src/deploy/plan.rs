@@ -142,6 +142,26 @@ pub fn deployment_env(
     env
 }
 
+/// The files of an app's runtime folder that belong to deployments not in `keep`: releases'
+/// runtime files (`d<N>.compose.json`) and the temporary files of writes that never finished.
+/// The services project's file stays.
+pub fn stale_runtime_files(names: &[String], keep: &[i64]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                return true;
+            }
+            let id = name
+                .strip_prefix('d')
+                .and_then(|n| n.strip_suffix(".compose.json"))
+                .and_then(|n| n.parse::<i64>().ok());
+            id.is_some_and(|id| !keep.contains(&id))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The port traffic goes to: the configured one, else the single port the image exposes (of
 /// several, the only one that is not a well-known port of another protocol).
 pub fn routed_port(configured: Option<u16>, exposed: &[u16]) -> Result<u16, String> {
@@ -199,6 +219,25 @@ pub fn rollback_target(history: &[Past], wanted: Option<i64>) -> Result<i64, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_current_and_live_runtime_files_are_kept() {
+        let names: Vec<String> = [
+            "d1.compose.json",
+            "d7.compose.json",
+            "d9.compose.json",
+            "services.compose.json",
+            ".d3.compose.json.00ff.tmp",
+            "dx.compose.json",
+            "notes.txt",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut stale = stale_runtime_files(&names, &[7, 9]);
+        stale.sort();
+        assert_eq!(stale, vec![".d3.compose.json.00ff.tmp", "d1.compose.json"]);
+        assert_eq!(stale_runtime_files(&names, &[1, 7, 9]).len(), 1);
+    }
 
     #[test]
     fn names_round_trip() {

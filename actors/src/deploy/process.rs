@@ -1,7 +1,11 @@
 //! Runs an external program (git, docker compose) without a shell, streaming its output line by
 //! line, and stops it when it outlives its timeout or the job is cancelled.
+//!
+//! Every child process starts from [`command`]: an emptied environment plus the fixed one of
+//! [`super::tools`], never anything of the app's.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -46,6 +50,29 @@ pub enum ProcessError {
         /// The last lines it printed, for the failure's reason.
         tail: Vec<String>,
     },
+}
+
+/// A command for `program` (an absolute path) with the fixed child environment only: nothing
+/// of the server's own environment but the operator's Docker settings, and nothing of an
+/// app's, reaches it. Callers add the few variables the program needs.
+pub fn command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for (k, v) in super::tools::get().env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A command for one of the programs resolved at start-up.
+pub fn tool_command(tool: super::tools::Tool) -> Result<Command, ProcessError> {
+    let path = super::tools::get()
+        .path(tool)
+        .map_err(|e| ProcessError::Spawn {
+            program: tool.name().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+        })?;
+    Ok(command(path))
 }
 
 /// Prepares `cmd` so that it can be stopped whole: its own process group, killed when the
@@ -194,6 +221,35 @@ mod tests {
                 assert!(status.contains('3'), "{status}");
             }
             other => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_starts_with_the_fixed_environment_only() {
+        let mut cmd = command(Path::new("/usr/bin/env"));
+        // What a caller adds on top is all the child gets besides the fixed variables.
+        cmd.env("ADDED", "1");
+        let mut seen = Vec::new();
+        run(
+            cmd,
+            "env",
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+            |_, l| seen.push(l),
+        )
+        .await
+        .unwrap();
+        let keys: Vec<&str> = seen.iter().filter_map(|l| l.split('=').next()).collect();
+        assert!(
+            seen.contains(&format!("PATH={}", super::super::tools::CHILD_PATH)),
+            "{seen:?}"
+        );
+        for key in keys {
+            assert!(
+                ["PATH", "LC_ALL", "HOME", "ADDED"].contains(&key)
+                    || super::super::tools::DOCKER_VARS.contains(&key),
+                "the child inherited {key}: {seen:?}"
+            );
         }
     }
 

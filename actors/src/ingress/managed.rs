@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::CaddyAdmin;
@@ -18,7 +17,7 @@ use crate::deploy::process::harden;
 /// How to run Caddy.
 #[derive(Debug, Clone)]
 pub struct ManagedSpec {
-    /// The `caddy` binary.
+    /// The `caddy` binary, an absolute path resolved at start-up.
     pub bin: PathBuf,
     /// The base Caddyfile; it reads `RUSTPLOY_CADDY_ADMIN` and `RUSTPLOY_CADDY_STORAGE`.
     pub caddyfile: PathBuf,
@@ -97,7 +96,9 @@ async fn run_once(
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut cmd = Command::new(&spec.bin);
+    // The fixed child environment, plus Caddy's own settings: nothing of the server's
+    // environment (its secrets) reaches Caddy.
+    let mut cmd = crate::deploy::process::command(&spec.bin);
     cmd.arg("run")
         .arg("--config")
         .arg(&spec.caddyfile)

@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 
 use super::{DATABASE, Engine, USER};
 use crate::deploy::process::harden;
@@ -197,7 +196,8 @@ async fn exec(
     stdout: Stdio,
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut cmd = Command::new("docker");
+    let mut cmd = crate::deploy::process::tool_command(crate::deploy::tools::Tool::Docker)
+        .map_err(|e| format!("cannot start docker exec: {e}"))?;
     cmd.args(["exec", "-i", "-e", name, container]).args(argv);
     cmd.env(name, value);
     harden(&mut cmd);

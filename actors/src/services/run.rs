@@ -25,7 +25,7 @@ impl Scope<'_> {
     }
 
     fn file(&self) -> PathBuf {
-        self.config.app_dir(self.app).join("services.compose.json")
+        self.config.run_dir(self.app).join("services.compose.json")
     }
 
     /// Brings the services project to `services`: starts what is missing, recreates what
@@ -102,7 +102,6 @@ impl Scope<'_> {
             project,
             file,
             args: ["up", "-d", "--remove-orphans"].map(String::from).to_vec(),
-            env: Default::default(),
             timeout: self.config.build_timeout,
         };
         self.engine

@@ -627,7 +627,7 @@ pub(super) async fn import(
     // Asks the engine for the ports of images already on this server; works without it.
     let images = docker::LocalImages::current();
     let detected = tokio::task::spawn_blocking(move || {
-        detect::detect_with(&root, explicit.as_deref(), &images)
+        detect::detect_with(&root, explicit.as_deref(), &Default::default(), &images)
     })
     .await
     .map_err(ApiError::internal)?;
