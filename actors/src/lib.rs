@@ -7,6 +7,7 @@
 pub mod crypto;
 pub mod deploy;
 pub mod deployer;
+pub mod files;
 pub mod heartbeat_monitor;
 pub mod ingress;
 pub mod job_queue;

@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod deploy;
 mod deploying;
+mod files;
 mod ingress;
 mod lifecycle;
 mod ops;
