@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod deployer;
 pub mod files;
 pub mod heartbeat_monitor;
+pub mod housekeeper;
 pub mod ingress;
 pub mod job_queue;
 pub mod ledger;

@@ -25,6 +25,7 @@ use rustploy_actors::deployer::{
 };
 use rustploy_actors::files;
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
+use rustploy_actors::housekeeper::{Housekeeper, HousekeeperArgs};
 use rustploy_actors::ingress::admin::{CaddyAdmin, HttpAdmin};
 use rustploy_actors::ingress::managed::{ManagedCaddy, ManagedSpec};
 use rustploy_actors::job_queue::{
@@ -283,6 +284,18 @@ pub async fn launch(
             }
         })
     };
+    let housekeeper_spec = {
+        let (ledger, retention, every) = (
+            ledger.clone(),
+            settings.retention,
+            settings.housekeeping_every,
+        );
+        ActorSpec::<Housekeeper>::new("housekeeper", Slot::default(), move || HousekeeperArgs {
+            ledger: ledger.clone(),
+            retention,
+            every,
+        })
+    };
     let state = AppState {
         job_queue,
         router,
@@ -305,6 +318,7 @@ pub async fn launch(
         router_spec,
         webhook_spec,
         heartbeat_spec,
+        housekeeper_spec,
         http_spec,
     ];
     let (root, mut tree) = Root::start(RootArgs {
