@@ -110,3 +110,60 @@ impl HousekeeperState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerConfig;
+
+    #[tokio::test]
+    async fn the_housekeeper_sweeps_once_at_start_without_waiting_for_its_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("t.db"), &LedgerConfig::default()).unwrap();
+        ledger
+            .run(|c| {
+                c.execute(
+                    "INSERT INTO users (id, email, password_hash, role, created_at, updated_at)
+                     VALUES (1, 'a@example.com', 'x', 'owner', 0, 0)",
+                    [],
+                )?;
+                c.execute(
+                    "INSERT INTO sessions (user_id, secret_hash, csrf_token, created_at,
+                                           last_seen_at, idle_expires_at, expires_at)
+                     VALUES (1, x'01', 't', 0, 0, 1, 1)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (actor, handle) = Actor::spawn(
+            None,
+            Housekeeper,
+            HousekeeperArgs {
+                ledger: ledger.clone(),
+                retention: RetentionConfig::default(),
+                every: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: i64 = ledger
+                .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?))
+                .await
+                .unwrap();
+            if left == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the expired session is still there after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+}
