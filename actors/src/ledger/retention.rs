@@ -65,7 +65,7 @@ impl Default for RetentionConfig {
             agents_for: 30 * DAY,
             batch: 2000,
             pause: Duration::from_millis(5),
-            vacuum_pages: 1000,
+            vacuum_pages: 200,
         }
     }
 }
@@ -383,8 +383,13 @@ pub fn vacuum_step(conn: &mut Connection, pages: u32) -> Result<usize, LedgerErr
     if free == 0 {
         return Ok(0);
     }
-    // incremental_vacuum returns no rows; it runs in a write transaction of its own.
-    conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    // The pragma frees one page per step: it must be stepped to its end, in a write
+    // transaction of its own.
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    drop(rows);
+    drop(stmt);
     let left: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
     Ok((free - left).max(0) as usize)
 }
