@@ -412,6 +412,8 @@ fn a_sweep_applies_every_rule_and_gives_the_pages_back() {
             let swept = retention::sweep(c, &config, NOW)?;
             assert_eq!(swept.audit_events, 5_000);
             assert!(swept.batches >= 10, "{swept:?}");
+            // Incremental vacuum frees many pages per transaction, not one.
+            assert!(swept.batches < 40, "{swept:?}");
             assert!(swept.pages > 0, "{swept:?}");
             assert_eq!(count(c, "PRAGMA freelist_count"), 0);
             assert!(pages(c) < before / 2, "{} pages of {before} left", pages(c));
