@@ -7,6 +7,11 @@ use clap::Parser;
 use rustploy_agent::config::{Cli, FileConfig, Settings};
 
 fn main() -> ExitCode {
+    // The state file holds the agent's identity: nothing the agent writes is for other users.
+    // SAFETY: umask only sets this process's file creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     init_logging();
     let settings = match FileConfig::load(cli.config.as_deref())

@@ -22,12 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => serve(settings),
         Command::Migrate => {
-            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-                format!(
-                    "cannot create data directory {}",
-                    settings.data_dir.display()
-                )
-            })?;
+            crate::private_data_dir(&settings.data_dir)?;
             let ledger = open_ledger(&settings)?;
             let v = ledger.blocking(|c| schema_version(c))?;
             println!(

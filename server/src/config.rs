@@ -170,6 +170,25 @@ pub struct ServeArgs {
     /// token with the read scope), `token` (only such a token), or `public`. Default: loopback
     #[arg(long, env = "RUSTPLOY_OPS_ACCESS", value_parser = ["loopback", "token", "public"])]
     pub ops_access: Option<String>,
+    /// Deployments kept per app, with their logs; the live release and the one a rollback would
+    /// take are kept besides. Default: 50
+    #[arg(long, env = "RUSTPLOY_KEEP_DEPLOYMENTS")]
+    pub keep_deployments: Option<u32>,
+    /// Days token audit events are kept. Default: 90
+    #[arg(long, env = "RUSTPLOY_AUDIT_DAYS")]
+    pub audit_days: Option<u32>,
+    /// Days handled webhook deliveries are kept. Default: 30
+    #[arg(long, env = "RUSTPLOY_DELIVERIES_DAYS")]
+    pub deliveries_days: Option<u32>,
+    /// Days finished jobs are kept (the newest of each kind per app stays). Default: 7
+    #[arg(long, env = "RUSTPLOY_JOBS_DAYS")]
+    pub jobs_days: Option<u32>,
+    /// Days an agent that registered again is kept after it went offline. Default: 30
+    #[arg(long, env = "RUSTPLOY_AGENTS_DAYS")]
+    pub agents_days: Option<u32>,
+    /// How often retention runs, in seconds (and once at start). Default: 600
+    #[arg(long, env = "RUSTPLOY_HOUSEKEEPING_SECS")]
+    pub housekeeping_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +263,12 @@ pub struct FileConfig {
     pub webhook_rate_per_minute: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
     pub ops_access: Option<String>,
+    pub keep_deployments: Option<u32>,
+    pub audit_days: Option<u32>,
+    pub deliveries_days: Option<u32>,
+    pub jobs_days: Option<u32>,
+    pub agents_days: Option<u32>,
+    pub housekeeping_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -300,6 +325,9 @@ pub struct Settings {
     pub stop_grace: Duration,
     /// Webhook deliveries per minute and source address.
     pub webhook_rate_per_minute: u32,
+    /// What the Housekeeper deletes, and when.
+    pub retention: rustploy_actors::ledger::retention::RetentionConfig,
+    pub housekeeping_every: Duration,
     /// Whose X-Forwarded-For tells the client's address.
     pub trusted_proxies: TrustedProxies,
     /// Who sees /metrics and the details of /readyz.
@@ -480,6 +508,34 @@ impl Settings {
             300,
             "webhook rate per minute",
         )? as u32;
+        let days = |flag: Option<u32>, file: Option<u32>, default: u64, what: &str| {
+            secs(flag.map(u64::from), file.map(u64::from), default, what)
+                .map(|d| Duration::from_secs(d * 24 * 3600))
+        };
+        let retention = rustploy_actors::ledger::retention::RetentionConfig {
+            keep_deployments: secs(
+                serve.keep_deployments.map(u64::from),
+                file.keep_deployments.map(u64::from),
+                50,
+                "deployments kept per app",
+            )? as usize,
+            audit_for: days(serve.audit_days, file.audit_days, 90, "audit days")?,
+            deliveries_for: days(
+                serve.deliveries_days,
+                file.deliveries_days,
+                30,
+                "deliveries days",
+            )?,
+            jobs_for: days(serve.jobs_days, file.jobs_days, 7, "jobs days")?,
+            agents_for: days(serve.agents_days, file.agents_days, 30, "agents days")?,
+            ..Default::default()
+        };
+        let housekeeping_every = Duration::from_secs(secs(
+            serve.housekeeping_secs,
+            file.housekeeping_secs,
+            600,
+            "housekeeping interval",
+        )?);
         let caddy_admin = serve.caddy_admin.clone().or(file.caddy_admin);
         let caddy = match serve.caddy.clone().or(file.caddy).as_deref() {
             Some("managed") => CaddyMode::Managed,
@@ -613,6 +669,8 @@ impl Settings {
             webhook_rate_per_minute,
             trusted_proxies,
             ops_access,
+            retention,
+            housekeeping_every,
             smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
@@ -851,6 +909,44 @@ mod tests {
         let err = resolve(&["serve", "--trusted-proxies", "10.0.0.0/40"], "").unwrap_err();
         assert!(err.contains("10.0.0.0/40"), "{err}");
         assert!(resolve(&["serve"], "ops_access = 'everyone'").is_err());
+    }
+
+    #[test]
+    fn retention_settings_have_defaults_layer_and_must_be_positive() {
+        let cli = parse(&["serve"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let s = Settings::resolve(&cli.global, &serve, FileConfig::default()).unwrap();
+        assert_eq!(s.retention.keep_deployments, 50);
+        assert_eq!(s.retention.audit_for, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.retention.deliveries_for, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.retention.jobs_for, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.retention.agents_for, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.housekeeping_every, Duration::from_secs(600));
+        let cli = parse(&["serve", "--keep-deployments", "5", "--audit-days", "1"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let file: FileConfig =
+            toml::from_str("keep_deployments = 9\njobs_days = 2\nhousekeeping_secs = 60").unwrap();
+        let s = Settings::resolve(&cli.global, &serve, file).unwrap();
+        assert_eq!(s.retention.keep_deployments, 5);
+        assert_eq!(s.retention.audit_for, Duration::from_secs(86_400));
+        assert_eq!(s.retention.jobs_for, Duration::from_secs(2 * 86_400));
+        assert_eq!(s.housekeeping_every, Duration::from_secs(60));
+        for bad in [
+            "keep_deployments = 0",
+            "audit_days = 0",
+            "deliveries_days = 0",
+            "jobs_days = 0",
+            "agents_days = 0",
+            "housekeeping_secs = 0",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            let err = Settings::resolve(&cli.global, &ServeArgs::default(), file).unwrap_err();
+            assert!(err.contains("must be greater than 0"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod secrets;
 
 use std::fs::File;
 use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ use rustploy_actors::deploy::docker::DockerEngine;
 use rustploy_actors::deployer::{
     DeployDeps, DeployHandler, DeployerSupervisor, DeployerSupervisorArgs,
 };
+use rustploy_actors::files;
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
+use rustploy_actors::housekeeper::{Housekeeper, HousekeeperArgs};
 use rustploy_actors::ingress::admin::{CaddyAdmin, HttpAdmin};
 use rustploy_actors::ingress::managed::{ManagedCaddy, ManagedSpec};
 use rustploy_actors::job_queue::{
@@ -42,15 +45,16 @@ use crate::http::{AppState, HttpActor, HttpArgs};
 /// job queue treats jobs left running at its start as interrupted.
 pub fn prepare_data_dir(settings: &Settings) -> anyhow::Result<File> {
     let dir = &settings.data_dir;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    private_data_dir(dir)?;
     let path = dir.join("rustploy.lock");
     let lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(files::PRIVATE_FILE)
         .open(&path)
         .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    files::tighten(&path).with_context(|| format!("cannot make {} private", path.display()))?;
     match lock.try_lock() {
         Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
@@ -61,6 +65,32 @@ pub fn prepare_data_dir(settings: &Settings) -> anyhow::Result<File> {
             Err(e).with_context(|| format!("cannot lock data directory {}", dir.display()))
         }
     }
+}
+
+/// Creates the data directory 0700, or tightens one an older version (or a person) left open
+/// to others, and the trees below it that hold secrets. Checkouts under `apps/` keep their
+/// modes (see `rustploy_actors::files`): the 0700 directories above them keep them private.
+pub fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    files::create_private_dir(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let what = |p: &std::path::Path| format!("cannot make {} private", p.display());
+    if files::tighten(dir).with_context(|| what(dir))? {
+        tracing::warn!(
+            dir = %dir.display(),
+            "the data directory was open to other users; it is now 0700"
+        );
+    }
+    let apps = dir.join("apps");
+    files::tighten(&apps).with_context(|| what(&apps))?;
+    let backups = dir.join("backups");
+    let changed = files::tighten_tree(&backups).with_context(|| what(&backups))?;
+    if changed > 0 {
+        tracing::warn!(
+            changed,
+            "backups were readable by other users; they are now 0600 in 0700 folders"
+        );
+    }
+    Ok(())
 }
 
 pub fn open_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
@@ -268,6 +298,18 @@ pub async fn launch(
             }
         })
     };
+    let housekeeper_spec = {
+        let (ledger, retention, every) = (
+            ledger.clone(),
+            settings.retention,
+            settings.housekeeping_every,
+        );
+        ActorSpec::<Housekeeper>::new("housekeeper", Slot::default(), move || HousekeeperArgs {
+            ledger: ledger.clone(),
+            retention,
+            every,
+        })
+    };
     let state = AppState {
         job_queue,
         router,
@@ -290,6 +332,7 @@ pub async fn launch(
         router_spec,
         webhook_spec,
         heartbeat_spec,
+        housekeeper_spec,
         http_spec,
     ];
     let (root, mut tree) = Root::start(RootArgs {

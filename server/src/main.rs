@@ -11,6 +11,12 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // Nothing the server writes is for other users: the ledger, keys, backups and runtime
+    // files hold secrets. Children inherit it (git runs with its own, see deploy/git.rs).
+    // SAFETY: umask only sets this process's file creation mask; it cannot fail.
+    unsafe {
+        libc::umask(rustploy_actors::files::PRIVATE_UMASK);
+    }
     // A panic is a bug; say so in one line rather than a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("rustploy-server: internal error: {info}");

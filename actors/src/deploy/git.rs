@@ -107,6 +107,18 @@ impl Git {
         if self.allow_local {
             protocols.push_str(":file");
         }
+        // A checkout is a build context, and Docker copies its modes into the image: with the
+        // server's umask 077 an app running as another user could not read its own files. So
+        // git writes the modes the repository expects; the 0700 directories above the checkout
+        // keep it private.
+        // SAFETY: the closure runs in the child between fork and exec and only calls umask(2),
+        // which is async-signal-safe and cannot fail.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(crate::files::CHECKOUT_UMASK);
+                Ok(())
+            });
+        }
         cmd.env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "/bin/false")
             .env("SSH_ASKPASS", "/bin/false")

@@ -216,6 +216,41 @@ pub fn rollback_target(history: &[Past], wanted: Option<i64>) -> Result<i64, Str
         .ok_or_else(|| "there is no earlier healthy deployment to roll back to".to_string())
 }
 
+/// One of an app's deployments, as retention needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    pub past: Past,
+    /// An `app_runtimes` row points at it: traffic reaches it.
+    pub routed: bool,
+    /// A job of it is still queued or running.
+    pub active_job: bool,
+}
+
+/// The deployments of one app that retention deletes, oldest first: all but the newest `keep`,
+/// except the live release, the one a rollback without an id would take, one that traffic
+/// still reaches, and one still queued or running. `history` is newest first.
+pub fn deployments_to_prune(history: &[Retained], keep: usize) -> Vec<i64> {
+    if history.len() <= keep {
+        return Vec::new();
+    }
+    let pasts: Vec<Past> = history.iter().map(|r| r.past.clone()).collect();
+    let live = pasts.iter().find(|p| p.state == "healthy").map(|p| p.id);
+    let rollback = rollback_target(&pasts, None).ok();
+    history[keep..]
+        .iter()
+        .rev()
+        .filter(|r| {
+            let id = Some(r.past.id);
+            !(r.routed
+                || r.active_job
+                || matches!(r.past.state.as_str(), "queued" | "running")
+                || id == live
+                || id == rollback)
+        })
+        .map(|r| r.past.id)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +272,82 @@ mod tests {
         stale.sort();
         assert_eq!(stale, vec![".d3.compose.json.00ff.tmp", "d1.compose.json"]);
         assert_eq!(stale_runtime_files(&names, &[1, 7, 9]).len(), 1);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_the_live_release_its_rollback_and_unfinished_work() {
+        let r = |id, state: &str| Retained {
+            past: Past {
+                id,
+                state: state.into(),
+                commit_sha: Some(format!("c{id}")),
+            },
+            routed: false,
+            active_job: false,
+        };
+        let routed = |mut x: Retained| {
+            x.routed = true;
+            x
+        };
+        let busy = |mut x: Retained| {
+            x.active_job = true;
+            x
+        };
+        // (history newest first, keep, deleted oldest first)
+        let cases: Vec<(Vec<Retained>, usize, Vec<i64>)> = vec![
+            // Nothing beyond `keep`.
+            (vec![r(2, "healthy"), r(1, "superseded")], 2, vec![]),
+            (vec![], 1, vec![]),
+            // Failed ones beyond `keep` go.
+            (
+                vec![
+                    r(4, "failed"),
+                    r(3, "healthy"),
+                    r(2, "failed"),
+                    r(1, "failed"),
+                ],
+                2,
+                vec![1, 2],
+            ),
+            // The live release and the release before it stay however old they are.
+            (
+                vec![
+                    r(6, "failed"),
+                    r(5, "failed"),
+                    r(4, "cancelled"),
+                    r(3, "healthy"),
+                    r(2, "superseded"),
+                    r(1, "superseded"),
+                ],
+                2,
+                vec![1, 4],
+            ),
+            // With nothing live, the newest release that was live is the rollback's target.
+            (
+                vec![r(3, "failed"), r(2, "superseded"), r(1, "superseded")],
+                1,
+                vec![1],
+            ),
+            // A release traffic still reaches, and unfinished deployments, stay.
+            (
+                vec![
+                    r(5, "failed"),
+                    busy(r(4, "failed")),
+                    r(3, "queued"),
+                    routed(r(2, "superseded")),
+                    r(1, "running"),
+                ],
+                1,
+                vec![],
+            ),
+        ];
+        for (history, keep, want) in cases {
+            assert_eq!(
+                deployments_to_prune(&history, keep),
+                want,
+                "keep {keep} of {history:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_services.sql"),
     include_str!("../../../migrations/0005_redeliveries.sql"),
     include_str!("../../../migrations/0006_trusted.sql"),
+    include_str!("../../../migrations/0012_retention.sql"),
 ];
 
 /// The schema version this build writes and understands.
@@ -32,12 +33,59 @@ pub(super) fn apply(conn: &mut Connection, path: &str) -> Result<(), LedgerError
         });
     }
     if found == SCHEMA_VERSION {
-        return Ok(());
+        return incremental_vacuum(conn);
+    }
+    if found == 0 {
+        // A new ledger gets incremental vacuum before its first table, so it needs no VACUUM.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     }
     let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
     migrations
         .to_latest(conn)
         .map_err(|e| LedgerError::Migration(e.to_string()))?;
     tracing::info!(from = found, to = SCHEMA_VERSION, "ledger migrated");
-    Ok(())
+    incremental_vacuum(conn)
+}
+
+/// `auto_vacuum = INCREMENTAL` lets the housekeeper give the pages of deleted rows back to the
+/// file system a few at a time (`PRAGMA incremental_vacuum`). A ledger made before it needs one
+/// `VACUUM` to switch, which rewrites the whole file and cannot run inside a transaction, so it
+/// runs here, once: the mode is stored in the file's header, which is the record that it was
+/// done. When another process holds the ledger (an `admin` command while the server runs) it
+/// is left for the next start.
+fn incremental_vacuum(conn: &mut Connection) -> Result<(), LedgerError> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    tracing::info!(
+        megabytes = pages * size / 1_000_000,
+        "switching the ledger to incremental vacuum: one VACUUM rewrites it"
+    );
+    let started = std::time::Instant::now();
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    match conn.execute_batch("VACUUM") {
+        Ok(()) => {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "the ledger now uses incremental vacuum"
+            );
+            Ok(())
+        }
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            tracing::warn!(
+                "the ledger is in use: switching it to incremental vacuum is left for the next start"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }

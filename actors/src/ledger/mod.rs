@@ -7,6 +7,7 @@
 pub mod deployments;
 pub mod jobs;
 mod migrate;
+pub mod retention;
 pub mod services;
 pub mod trust;
 
@@ -84,6 +85,7 @@ impl Ledger {
     /// Opens (creating if needed) the ledger at `path` and applies pending migrations.
     /// This blocks: call it before the runtime starts or from a blocking context.
     pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
+        private_files(path)?;
         let busy_ms = config.busy_timeout.as_millis();
         let manager = SqliteConnectionManager::file(path).with_init(move |c| {
             // The actors and the server use about forty distinct cached statements.
@@ -142,12 +144,42 @@ impl Ledger {
         .await
     }
 
-    /// Copies the live database to `dest` with SQLite's online backup API.
+    /// Copies the live database to `dest` (which must not exist) with SQLite's online backup
+    /// API. The copy holds everything the ledger does, so it is created readable by its owner
+    /// only.
     pub fn backup_to(&self, dest: &Path) -> Result<(), LedgerError> {
+        crate::files::create_private_file(dest)
+            .map_err(|e| LedgerError::Invalid(format!("cannot create {}: {e}", dest.display())))?;
         let conn = self.pool.get()?;
         let mut out = Connection::open(dest)?;
         let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
         backup.run_to_completion(256, Duration::from_millis(5), None)?;
         Ok(())
     }
+}
+
+/// Makes the ledger file 0600 before SQLite opens it: a new one is created so, and one an older
+/// version left readable is tightened. SQLite gives the `-wal` and `-shm` files the mode of the
+/// database file, so they follow; the ones already there are tightened too.
+fn private_files(path: &Path) -> Result<(), LedgerError> {
+    let io = |p: &Path, e: std::io::Error| {
+        LedgerError::Invalid(format!(
+            "cannot secure the ledger file {}: {e}",
+            p.display()
+        ))
+    };
+    match crate::files::create_private_file(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(path, e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        if crate::files::tighten(&file).map_err(|e| io(&file, e))? {
+            tracing::warn!(file = %file.display(), "the ledger file was readable by others; it is now 0600");
+        }
+    }
+    Ok(())
 }

@@ -67,12 +67,19 @@ pub async fn dump(
     };
     let secret = tool_secret(engine, password, root_password);
     let partial = dest.with_extension("partial");
+    // A dump holds the service's data: its folders are 0700 and the file 0600, whatever the
+    // process's umask.
     if let Some(dir) = dest.parent() {
-        tokio::fs::create_dir_all(dir)
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::files::PRIVATE_DIR)
+            .create(dir)
             .await
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let file = std::fs::File::create(&partial)
+    // A partial file left by a crash is replaced, not reused with whatever mode it had.
+    let _ = tokio::fs::remove_file(&partial).await;
+    let file = crate::files::create_private_file(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
     let result = exec(
         container,

@@ -4,6 +4,7 @@
 mod helpers;
 mod jobs;
 mod migrations;
+mod retention;
 mod router_sync;
 mod supervision;
 mod webhook_intake;

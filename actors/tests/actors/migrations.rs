@@ -89,3 +89,48 @@ fn a_ledger_from_a_newer_version_is_refused_with_a_clear_message() {
     let msg = err.to_string();
     assert!(msg.contains("newer than this Rustploy supports"), "{msg}");
 }
+
+#[test]
+fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = super::helpers::ledger();
+    let path = t.dir.path().join("test.db");
+    drop(t.ledger);
+    // What an older version left: no auto vacuum, an earlier schema, and a file others read.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA auto_vacuum = NONE; VACUUM;
+             INSERT INTO apps (name, created_at, updated_at) VALUES ('kept', 1, 1);",
+        )
+        .unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION - 1)
+            .unwrap();
+        c.execute_batch(
+            "DROP INDEX token_audit_events_at; DROP INDEX webhook_deliveries_deployment;
+             DROP INDEX webhook_deliveries_duplicate; DROP INDEX deployments_rollback_of;
+             DROP INDEX jobs_app_kind;",
+        )
+        .unwrap();
+        let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 0);
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let again = Ledger::open(&path, &LedgerConfig::default()).expect("reopen");
+    let (mode, kept, version): (i64, i64, i64) = again
+        .blocking(|c| {
+            Ok((
+                c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM apps WHERE name = 'kept'", [], |r| {
+                    r.get(0)
+                })?,
+                schema_version(c)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(mode, 2, "auto_vacuum is INCREMENTAL after the open");
+    assert_eq!(kept, 1);
+    assert_eq!(version, SCHEMA_VERSION);
+    let file_mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(file_mode, 0o600, "the ledger is made private");
+}
