@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0003_webhooks.sql"),
     include_str!("../../../migrations/0004_services.sql"),
     include_str!("../../../migrations/0005_redeliveries.sql"),
+    include_str!("../../../migrations/0007_push_order.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -7,6 +7,7 @@
 pub mod deployments;
 pub mod jobs;
 mod migrate;
+pub mod push_heads;
 pub mod services;
 
 use std::path::Path;
