@@ -160,6 +160,10 @@ pub struct ServeArgs {
     /// holds a minute's worth); beyond it the answer is 429 with Retry-After. Default: 300
     #[arg(long, env = "RUSTPLOY_WEBHOOK_RATE_PER_MINUTE")]
     pub webhook_rate_per_minute: Option<u32>,
+    /// Memory for webhook bodies being read or waiting to be checked, in MiB, shared by all
+    /// requests; a request that does not fit is answered 503 with Retry-After. Default: 64
+    #[arg(long, env = "RUSTPLOY_WEBHOOK_MEMORY_MIB")]
+    pub webhook_memory_mib: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +236,7 @@ pub struct FileConfig {
     pub git_timeout_secs: Option<u64>,
     pub stop_grace_secs: Option<u64>,
     pub webhook_rate_per_minute: Option<u32>,
+    pub webhook_memory_mib: Option<u32>,
 }
 
 impl FileConfig {
@@ -288,6 +293,8 @@ pub struct Settings {
     pub stop_grace: Duration,
     /// Webhook deliveries per minute and source address.
     pub webhook_rate_per_minute: u32,
+    /// Bytes of webhook bodies held at once (being read or waiting to be checked).
+    pub webhook_memory: usize,
 }
 
 /// How apps are routed.
@@ -453,6 +460,14 @@ impl Settings {
             300,
             "webhook rate per minute",
         )? as u32;
+        let webhook_memory = secs(
+            serve.webhook_memory_mib.map(u64::from),
+            file.webhook_memory_mib.map(u64::from),
+            64,
+            "webhook memory (MiB)",
+        )? as usize
+            * 1024
+            * 1024;
         let caddy_admin = serve.caddy_admin.clone().or(file.caddy_admin);
         let caddy = match serve.caddy.clone().or(file.caddy).as_deref() {
             Some("managed") => CaddyMode::Managed,
@@ -555,6 +570,7 @@ impl Settings {
             router_debounce,
             router_check,
             webhook_rate_per_minute,
+            webhook_memory,
             smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
@@ -737,6 +753,24 @@ mod tests {
         let s = Settings::resolve(&cli.global, &serve, file).unwrap();
         assert_eq!(s.webhook_rate_per_minute, 50);
         let cli = parse(&["serve", "--webhook-rate-per-minute", "0"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        assert!(Settings::resolve(&cli.global, &serve, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn the_webhook_memory_has_a_default_layers_and_must_be_positive() {
+        let cli = parse(&["serve"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let s = Settings::resolve(&cli.global, &serve, FileConfig::default()).unwrap();
+        assert_eq!(s.webhook_memory, 64 * 1024 * 1024);
+        let file: FileConfig = toml::from_str("webhook_memory_mib = 128").unwrap();
+        let s = Settings::resolve(&cli.global, &serve, file).unwrap();
+        assert_eq!(s.webhook_memory, 128 * 1024 * 1024);
+        let cli = parse(&["serve", "--webhook-memory-mib", "0"]);
         let Some(Command::Serve(serve)) = cli.command else {
             panic!("serve")
         };

@@ -8,6 +8,7 @@ pub mod agent_api;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod budget;
 pub mod dashboard;
 pub mod deploy_api;
 pub mod domains_api;
