@@ -9,11 +9,18 @@
 //!    ledger; for each, the time from the answer to the deployment's `created_at` (queued by
 //!    WebhookIntake) and to its `started_at` (begun by a Deployer), both server timestamps.
 //!
+//! 0. Receiver memory (first, so that the server's peak RSS is this load's): `--concurrency`
+//!    senders post 25 MiB bodies, `--flood-rounds` each, while one signed push is sent every
+//!    100 ms to a connected app; the server's RSS (`--pid`, read from `/proc/<pid>/status`) is
+//!    sampled every 20 ms. First unsigned bodies (refused before they are read), then bodies
+//!    with a signature of the right shape that no secret made (read within the server's
+//!    memory budget, the rest shed with 503).
+//!
 //! The server must run with `--allow-local-repos` and a rate limit above the load. Prints
 //! `key=value` lines for scripts/bench.
 //!
-//! Usage: webhook_bench --url URL --token TOKEN --ledger PATH --scratch DIR
-//!                      [--concurrency 200] [--rounds 5] [--starts 20]
+//! Usage: webhook_bench --url URL --token TOKEN --ledger PATH --scratch DIR [--pid PID]
+//!                      [--concurrency 200] [--rounds 5] [--starts 20] [--flood-rounds 3]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +38,8 @@ struct Args {
     concurrency: usize,
     rounds: usize,
     starts: usize,
+    pid: Option<u32>,
+    flood_rounds: usize,
 }
 
 fn args() -> Args {
@@ -43,6 +52,8 @@ fn args() -> Args {
         concurrency: 200,
         rounds: 5,
         starts: 20,
+        pid: None,
+        flood_rounds: 3,
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -54,6 +65,8 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = value.parse().expect("a number"),
             "--rounds" => a.rounds = value.parse().expect("a number"),
             "--starts" => a.starts = value.parse().expect("a number"),
+            "--pid" => a.pid = Some(value.parse().expect("a process id")),
+            "--flood-rounds" => a.flood_rounds = value.parse().expect("a number"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -92,6 +105,27 @@ async fn run(a: Args) {
         url: a.url.clone(),
         token: a.token.clone(),
     };
+
+    // 0. Receiver memory under a flood of large bodies.
+    if let Some(pid) = a.pid {
+        let hook = server.connect("wh-flood", "flood").await;
+        println!(
+            "idle_rss_mib={:.1}",
+            status_kib(pid, "VmRSS").unwrap_or(0) as f64 / 1024.0
+        );
+        for (key, signature) in [("flood_unsigned", None), ("flood_forged", Some(FORGED))] {
+            flood(
+                &server,
+                &hook,
+                pid,
+                signature,
+                a.concurrency,
+                a.flood_rounds,
+                key,
+            )
+            .await;
+        }
+    }
 
     // 1. Acknowledgement latency: pushes to the app's branch (each to deploy, coalescing), then
     // pushes to another branch (ignored: the acknowledgement path alone).
@@ -253,6 +287,157 @@ impl Server {
             .await
             .unwrap_or(Value::Null)
     }
+}
+
+/// A signature of the right shape that no secret made.
+const FORGED: &str = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The largest body GitHub sends.
+const FLOOD_BODY: usize = 25 * 1024 * 1024;
+
+/// `concurrency` senders post `rounds` 25 MiB bodies each (with `signature`, or none), each on
+/// its own connection, while a signed push goes to `hook` every 100 ms and the server's RSS is
+/// sampled. Prints the statuses of both, the signed pushes' latencies and the RSS.
+async fn flood(
+    server: &Server,
+    hook: &Hook,
+    pid: u32,
+    signature: Option<&'static str>,
+    concurrency: usize,
+    rounds: usize,
+    key: &str,
+) {
+    // One buffer shared by every request (a refcount, not a copy): JSON that names the
+    // connected repository, padded to 25 MiB.
+    let mut body = push_body(&hook.repo, "main", &fake_sha(7)).into_bytes();
+    body.pop();
+    body.extend_from_slice(b",\"padding\":\"");
+    body.resize(FLOOD_BODY - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    let body = axum::body::Bytes::from(body);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(status_kib(pid, "VmRSS").unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for i in 0..concurrency {
+        let (url, body) = (
+            format!("{}/api/v1/webhooks/github", server.url),
+            body.clone(),
+        );
+        senders.spawn(async move {
+            // A client per sender: each request on a connection of its own.
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("a client");
+            let mut outcomes = Vec::new();
+            for round in 0..rounds {
+                let mut request = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("X-GitHub-Event", "push")
+                    .header("X-GitHub-Delivery", format!("flood-{i}-{round}"))
+                    .body(body.clone());
+                if let Some(signature) = signature {
+                    request = request.header("X-Hub-Signature-256", signature);
+                }
+                outcomes.push(match request.send().await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        Some(status)
+                    }
+                    // The server answered before the body was sent and closed the connection.
+                    Err(_) => None,
+                });
+            }
+            outcomes
+        });
+    }
+    // Real deliveries meanwhile, one every 100 ms, until the flood is over.
+    let mut latencies = Vec::new();
+    let mut real_statuses = std::collections::BTreeMap::<String, usize>::new();
+    let mut flood_statuses = std::collections::BTreeMap::<String, usize>::new();
+    let mut n = 0;
+    while !senders.is_empty() {
+        let id = format!("{key}-real-{n}");
+        let push = push_body(&hook.repo, "main", &fake_sha(1_000_000 + n));
+        let signature = sign(&hook.secret, &push);
+        let sent = Instant::now();
+        let status = server.deliver(&id, push, &signature).await;
+        latencies.push(sent.elapsed());
+        let status = status.map_or_else(|e| format!("error({e})"), |s| s.to_string());
+        *real_statuses.entry(status).or_default() += 1;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Some(done) = senders.try_join_next() {
+            for outcome in done.expect("a flood sender") {
+                let status = outcome.map_or_else(|| "closed".to_string(), |s| s.to_string());
+                *flood_statuses.entry(status).or_default() += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the flood took over 10 minutes"
+        );
+    }
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.expect("the RSS sampler");
+    latencies.sort();
+    println!("{key}_requests={}", concurrency * rounds);
+    println!(
+        "{key}_statuses={}",
+        flood_statuses
+            .iter()
+            .map(|(s, n)| format!("{s}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("{key}_secs={:.1}", took.as_secs_f64());
+    println!("{key}_rss_peak_mib={:.1}", peak as f64 / 1024.0);
+    println!(
+        "{key}_hwm_mib={:.1}",
+        status_kib(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0
+    );
+    println!("{key}_real_samples={}", latencies.len());
+    println!(
+        "{key}_real_statuses={}",
+        real_statuses
+            .iter()
+            .map(|(s, n)| format!("{s}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("{key}_real_p50_ms={:.1}", ms(pct(&latencies, 50.0)));
+    println!(
+        "{key}_real_max_ms={:.1}",
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+}
+
+/// A `VmRSS`/`VmHWM` line of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Polls `check` every 2 ms for up to 30 s.

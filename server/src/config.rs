@@ -189,6 +189,10 @@ pub struct ServeArgs {
     /// How often retention runs, in seconds (and once at start). Default: 600
     #[arg(long, env = "RUSTPLOY_HOUSEKEEPING_SECS")]
     pub housekeeping_secs: Option<u64>,
+    /// Memory for webhook bodies being read or waiting to be checked, in MiB, shared by all
+    /// requests; a request that does not fit is answered 503 with Retry-After. Default: 64
+    #[arg(long, env = "RUSTPLOY_WEBHOOK_MEMORY_MIB")]
+    pub webhook_memory_mib: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +273,7 @@ pub struct FileConfig {
     pub jobs_days: Option<u32>,
     pub agents_days: Option<u32>,
     pub housekeeping_secs: Option<u64>,
+    pub webhook_memory_mib: Option<u32>,
 }
 
 impl FileConfig {
@@ -332,6 +337,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// Who sees /metrics and the details of /readyz.
     pub ops_access: OpsAccess,
+    /// Bytes of webhook bodies held at once (being read or waiting to be checked).
+    pub webhook_memory: usize,
 }
 
 /// Who sees the operations details (`/metrics`, the components of `/readyz`).
@@ -536,6 +543,14 @@ impl Settings {
             600,
             "housekeeping interval",
         )?);
+        let webhook_memory = secs(
+            serve.webhook_memory_mib.map(u64::from),
+            file.webhook_memory_mib.map(u64::from),
+            64,
+            "webhook memory (MiB)",
+        )? as usize
+            * 1024
+            * 1024;
         let caddy_admin = serve.caddy_admin.clone().or(file.caddy_admin);
         let caddy = match serve.caddy.clone().or(file.caddy).as_deref() {
             Some("managed") => CaddyMode::Managed,
@@ -671,6 +686,7 @@ impl Settings {
             ops_access,
             retention,
             housekeeping_every,
+            webhook_memory,
             smtp,
             allow_local_repos: serve.allow_local_repos || file.allow_local_repos.unwrap_or(false),
             project_prefix,
@@ -947,6 +963,24 @@ mod tests {
             let err = Settings::resolve(&cli.global, &ServeArgs::default(), file).unwrap_err();
             assert!(err.contains("must be greater than 0"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_webhook_memory_has_a_default_layers_and_must_be_positive() {
+        let cli = parse(&["serve"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        let s = Settings::resolve(&cli.global, &serve, FileConfig::default()).unwrap();
+        assert_eq!(s.webhook_memory, 64 * 1024 * 1024);
+        let file: FileConfig = toml::from_str("webhook_memory_mib = 128").unwrap();
+        let s = Settings::resolve(&cli.global, &serve, file).unwrap();
+        assert_eq!(s.webhook_memory, 128 * 1024 * 1024);
+        let cli = parse(&["serve", "--webhook-memory-mib", "0"]);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve")
+        };
+        assert!(Settings::resolve(&cli.global, &serve, FileConfig::default()).is_err());
     }
 
     #[test]

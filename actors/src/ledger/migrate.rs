@@ -13,7 +13,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_services.sql"),
     include_str!("../../../migrations/0005_redeliveries.sql"),
     include_str!("../../../migrations/0006_trusted.sql"),
-    include_str!("../../../migrations/0012_retention.sql"),
+    include_str!("../../../migrations/0007_push_order.sql"),
+    include_str!("../../../migrations/0008_retention.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod jobs;
 mod migrate;
 pub mod retention;
+pub mod push_heads;
 pub mod services;
 pub mod trust;
 

@@ -26,7 +26,7 @@
 //! Every `ON DELETE` of a row deleted here is a cascade over a bounded set (a deployment's
 //! remaining log lines and finished jobs, an agent's pruned history) or a `SET NULL` that
 //! loses nothing (a rollback's `rollback_of`, a delivery's `deployment_id`), and each of those
-//! child columns is indexed (migration 0012), so a delete never scans a table.
+//! child columns is indexed (migration 0008), so a delete never scans a table.
 
 use std::time::Duration;
 

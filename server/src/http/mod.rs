@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod client;
+pub mod budget;
 pub mod dashboard;
 pub mod deploy_api;
 pub mod domains_api;

@@ -13,6 +13,12 @@
 //! Requests that fail the signature check are answered 401 and recorded as `rejected`, at most
 //! [`REJECTED_PER_MINUTE`] a minute (beyond that they are only logged), so that a flood of forged
 //! requests cannot fill the ledger; WebhookIntake keeps only the newest rejected rows.
+//!
+//! Memory is bounded before anything else: a request without a well-formed signature header is
+//! refused before its body is read, and every body being read or waiting for the receiver holds
+//! its bytes in one [`Budget`]; a request that does not fit is shed with 503 before it is read.
+//! Only the secrets of the repository a body names are tried on it. A push older than the newest
+//! one accepted for its app and ref is ignored ([`push_heads::replayed`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,13 +27,15 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rustploy_actors::crypto::SecretBox;
+use rustploy_actors::ledger::push_heads::{self, PushHead};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
 use rustploy_actors::webhook_intake::{WebhookIntakeMsg, secret_context};
 use serde::Deserialize;
@@ -37,6 +45,7 @@ use sha2::Sha256;
 use super::AppState;
 use super::api::{Page, no_app, page_of, resolve_app};
 use super::auth::Need;
+use super::budget::{Budget, Reservation};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::domain::{GitRef, rfc3339};
 
@@ -431,11 +440,13 @@ fn check_branch(s: &str) -> Result<GitRef, String> {
 // --- Deliveries -----------------------------------------------------------------------------
 
 /// The endpoint's own state: the per-address rate limit, the budget of rejected requests
-/// recorded in the ledger, and the receiver thread (started on the first delivery).
+/// recorded in the ledger, the memory budget of bodies, and the receiver thread (started on
+/// the first delivery).
 #[derive(Default)]
 pub struct Local {
     limiter: Buckets,
     rejected: Buckets,
+    budget: OnceLock<Arc<Budget>>,
     receiver: OnceLock<Receiver>,
 }
 
@@ -494,6 +505,10 @@ enum Refusal {
     Missing,
     LegacyOnly,
     Malformed,
+    /// The body is not JSON, so it names no repository whose secret could check it.
+    BadJson,
+    /// The body names no repository (`repository.full_name`): no secret is tried on it.
+    NoRepository,
     NoIntegration,
     Mismatch,
 }
@@ -504,8 +519,20 @@ impl Refusal {
             Refusal::Missing => "signature_missing",
             Refusal::LegacyOnly => "signature_legacy",
             Refusal::Malformed => "signature_malformed",
+            Refusal::BadJson => "bad_json",
+            Refusal::NoRepository => "repository_missing",
             Refusal::NoIntegration => "no_integration",
             Refusal::Mismatch => "signature_mismatch",
+        }
+    }
+
+    /// 401 for a signature that is missing or does not match; 4xx for a body that cannot be
+    /// checked at all.
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::BadJson => StatusCode::BAD_REQUEST,
+            Refusal::NoRepository => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -522,6 +549,14 @@ impl Refusal {
             Refusal::Malformed => {
                 "X-Hub-Signature-256 must be 'sha256=' and 64 hexadecimal digits".into()
             }
+            Refusal::BadJson => "the delivery's body is not valid JSON: set the GitHub \
+                                 webhook's content type to application/json"
+                .into(),
+            Refusal::NoRepository => "the delivery does not name its repository \
+                                      (repository.full_name), so no secret can check it: \
+                                      Rustploy takes a repository's webhooks, whose events all \
+                                      name it"
+                .into(),
             Refusal::NoIntegration => match repository {
                 Some(r) => format!(
                     "no app is connected to the GitHub repository '{r}': connect one with \
@@ -579,13 +614,18 @@ fn event_name(headers: &HeaderMap) -> Option<String> {
     ok.then(|| v.to_string())
 }
 
-/// `repository.full_name` of any event, when the body is JSON that has it.
-fn peek_repository(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Peek>(body)
-        .ok()
-        .and_then(|p| p.repository)
+/// `repository.full_name` of any event (`owner/name`). The body is read once, without keeping
+/// anything but that name, so it costs no memory beyond the body itself; it also proves the
+/// body is JSON before any secret is tried on it.
+fn repository_of(body: &[u8]) -> Result<String, Refusal> {
+    let peek = serde_json::from_slice::<Peek>(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Refusal::NoRepository,
+        _ => Refusal::BadJson,
+    })?;
+    peek.repository
         .and_then(|r| r.full_name)
-        .filter(|n| n.len() <= 200)
+        .filter(|n| n.len() <= 200 && n.split_once('/').is_some())
+        .ok_or(Refusal::NoRepository)
 }
 
 /// Just enough of any event to find the repository it concerns.
@@ -608,6 +648,47 @@ struct Push {
     #[serde(default)]
     deleted: bool,
     head_commit: Option<HeadCommit>,
+    #[serde(default)]
+    repository: Option<PushRepository>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PushRepository {
+    /// When the push happened: what orders it against other pushes of the ref.
+    #[serde(default)]
+    pushed_at: Option<PushedAt>,
+}
+
+/// `repository.pushed_at`: unix seconds in `push` events, an RFC 3339 date in the repository
+/// objects of other events. Both are taken.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum PushedAt {
+    Seconds(i64),
+    Fraction(f64),
+    Date(String),
+}
+
+impl PushedAt {
+    fn seconds(&self) -> Option<i64> {
+        match self {
+            PushedAt::Seconds(s) => Some(*s),
+            PushedAt::Fraction(f) if f.is_finite() => Some(*f as i64),
+            PushedAt::Fraction(_) => None,
+            PushedAt::Date(d) => {
+                time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .map(|t| t.unix_timestamp())
+            }
+        }
+    }
+}
+
+/// The parts of a `ping` event that its answer shows.
+#[derive(Debug, Default, Deserialize)]
+struct Ping {
+    hook_id: Option<i64>,
+    zen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -631,6 +712,15 @@ fn is_sha(s: &str) -> bool {
 }
 
 impl Push {
+    /// When the push happened, in unix seconds, if the payload says.
+    fn pushed_at(&self) -> Option<i64> {
+        self.repository
+            .as_ref()?
+            .pushed_at
+            .as_ref()
+            .and_then(PushedAt::seconds)
+    }
+
     /// Refuses a push whose ref or commit is not what GitHub sends.
     fn check(&self) -> Result<(), String> {
         if !self.git_ref.starts_with("refs/") || GitRef::parse(&self.git_ref).is_err() {
@@ -703,6 +793,8 @@ struct Row {
     commit_sha: Option<String>,
     outcome: &'static str,
     reason: Option<String>,
+    /// A push's `repository.pushed_at` (unix seconds).
+    pushed_at: Option<i64>,
 }
 
 impl Row {
@@ -745,6 +837,156 @@ struct Delivery {
     body: Bytes,
     signature: [u8; 32],
     source: Option<String>,
+    /// The body's bytes in the endpoint's memory budget, given back when the delivery was
+    /// checked and recorded (or dropped).
+    _held: Reservation,
+}
+
+/// How long a delivery's body may take to arrive. GitHub gives up on an answer after ten
+/// seconds, so a body still arriving after that is not GitHub's, and holds memory for nothing.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a sender shed for lack of memory is asked to wait.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// The body's size, when the request declares it: `Content-Length`, or an exact size hint.
+fn declared_length(headers: &HeaderMap, body: &axum::body::Body) -> ApiResult<Option<usize>> {
+    use axum::body::HttpBody;
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "Content-Length is not a number",
+                )
+            }),
+        None => Ok(body
+            .size_hint()
+            .exact()
+            .and_then(|n| usize::try_from(n).ok())),
+    }
+}
+
+/// 413 for a body larger than GitHub sends, or than this server's budget could ever hold.
+fn check_size(size: usize, budget: &Budget) -> ApiResult<()> {
+    if size > BODY_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the delivery is larger than {} MiB, GitHub's own limit",
+                BODY_LIMIT / (1024 * 1024)
+            ),
+        ));
+    }
+    if size > budget.largest() {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the delivery ({size} bytes) is larger than this server takes ({} bytes): \
+                 raise webhook_memory_mib",
+                budget.largest()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a body was not read.
+enum Unread {
+    Refused(ApiError),
+    /// No memory for it now: 503 with Retry-After.
+    Shed(Response),
+}
+
+/// 503 with Retry-After: the bodies in flight hold the endpoint's whole memory budget.
+fn shed() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        format!(
+            "too many webhook bodies are being received at once; retry in {RETRY_AFTER_SECS} s \
+             (GitHub's 'Redeliver' resends this delivery)"
+        ),
+    )
+    .details(json!({ "retry_after_secs": RETRY_AFTER_SECS }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}
+
+/// Reads a body within the memory budget: a declared size is reserved before any byte is read
+/// (or the request is shed), and a body of unknown size reserves its buffer as it grows.
+async fn read_body(
+    body: axum::body::Body,
+    declared: Option<usize>,
+    budget: &Arc<Budget>,
+) -> Result<(Bytes, Reservation), Unread> {
+    let mut held = match declared {
+        Some(n) => budget.reserve(n).ok_or_else(|| Unread::Shed(shed()))?,
+        None => budget.empty(),
+    };
+    let largest = BODY_LIMIT.min(budget.largest());
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                Unread::Refused(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the body could not be read: {e}"),
+                ))
+            })?;
+            let size = buf.len() + chunk.len();
+            if size > largest {
+                return Err(Unread::Refused(
+                    check_size(size, budget).err().unwrap_or_else(|| {
+                        ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            "the delivery is too large",
+                        )
+                    }),
+                ));
+            }
+            if size > buf.capacity() {
+                // The buffer grows (doubling, so that appends stay cheap) only by what the budget
+                // gave it; when doubling does not fit, by exactly what is needed.
+                let doubled = size.max(buf.capacity() * 2).min(largest);
+                let target = if held.grow_to(doubled) {
+                    doubled
+                } else if held.grow_to(size) {
+                    size
+                } else {
+                    return Err(Unread::Shed(shed()));
+                };
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_DEADLINE, read).await {
+        Ok(Ok(())) => Ok((Bytes::from(buf), held)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Unread::Refused(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ),
+        ))),
+    }
 }
 
 /// Receives a GitHub delivery. Every answer is one of ours: no delivery causes a 500.
@@ -785,7 +1027,8 @@ async fn accept(
     source: Option<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !ct.starts_with("application/json") {
@@ -796,20 +1039,15 @@ async fn accept(
             ));
         }
     }
-    let body = Bytes::from_request(req, &()).await.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the delivery is larger than {} MiB, GitHub's own limit",
-                    BODY_LIMIT / (1024 * 1024)
-                ),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
-        }
-    })?;
+    // Everything that can be refused from the headers is refused before a byte of the body is
+    // read: its declared size, then its signature's presence and shape.
+    let declared = declared_length(&headers, &body)?;
+    let budget = local
+        .budget
+        .get_or_init(|| Budget::new(state.settings.webhook_memory));
+    if let Some(n) = declared {
+        check_size(n, budget)?;
+    }
     let id = delivery_id(&headers);
     let event = event_name(&headers);
     let signature = match signature(&headers) {
@@ -821,7 +1059,6 @@ async fn accept(
                 id,
                 event,
                 repository: None,
-                body: Some(body),
                 source,
             };
             return Err(reject(state, local, rejected).await);
@@ -841,12 +1078,18 @@ async fn accept(
             "the X-GitHub-Delivery header is missing or not a delivery id",
         ));
     };
+    let (body, held) = match read_body(body, declared, budget).await {
+        Ok(read) => read,
+        Err(Unread::Refused(e)) => return Err(e),
+        Err(Unread::Shed(response)) => return Ok(response),
+    };
     let delivery = Delivery {
         id,
         event,
         body,
         signature,
         source,
+        _held: held,
     };
     let (id, event, source) = (
         delivery.id.clone(),
@@ -874,7 +1117,6 @@ async fn accept(
                 id: Some(id),
                 event: Some(event),
                 repository,
-                body: None,
                 source,
             };
             Err(reject(state, local, rejected).await)
@@ -1087,17 +1329,25 @@ enum Checked {
 
 /// Finds the apps a delivery was signed for and what it means for each.
 fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, LedgerError> {
-    // The apps of the named repository; without a readable repository name, every app.
-    let repository = peek_repository(&d.body);
+    // Only the secrets of the apps of the named repository are tried: a body that names none
+    // is hashed with none, so a forged request costs at most one HMAC per app of a repository.
+    let named = match repository_of(&d.body) {
+        Ok(r) => r,
+        Err(refusal) => {
+            return Ok(Checked::Final(Verdict::Refused {
+                refusal,
+                apps: Vec::new(),
+                repository: None,
+            }));
+        }
+    };
+    let repository = Some(named.clone());
     let sealed: Vec<(i64, String, String, bool, Vec<u8>)> = {
-        let (owner, repo) = match repository.as_deref().and_then(|r| r.split_once('/')) {
-            Some((o, r)) => (Some(o.to_string()), Some(r.to_string())),
-            None => (None, None),
-        };
+        let (owner, repo) = named.split_once('/').unwrap_or((named.as_str(), ""));
         c.prepare_cached(
             "SELECT g.app_id, a.name, g.branch, g.deploy_tags, g.secret_enc
                FROM github_integrations g JOIN apps a ON a.id = g.app_id
-              WHERE ?1 IS NULL OR (g.owner = ?1 AND g.repo = ?2)
+              WHERE g.owner = ?1 AND g.repo = ?2
               ORDER BY g.app_id",
         )?
         .query_map(params![owner, repo], |r| {
@@ -1134,11 +1384,7 @@ fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, L
     if matched.is_empty() {
         return Ok(Checked::Final(Verdict::Refused {
             refusal: Refusal::Mismatch,
-            apps: if repository.is_some() {
-                tried
-            } else {
-                Vec::new()
-            },
+            apps: tried,
             repository,
         }));
     }
@@ -1216,6 +1462,7 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
             repository,
         } => (rows, extra, repository),
     };
+    let mut rows = rows;
     let earlier: Vec<(i64, Option<i64>, Value)> = tx
         .prepare_cached(
             "SELECT w.id, w.app_id, a.name, w.outcome, w.reason, w.commit_sha, w.deployment_id
@@ -1271,6 +1518,9 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
             rows: earlier.into_iter().map(|(_, _, v)| v).collect(),
         });
     }
+    for row in rows.iter_mut().filter(|r| r.outcome == "pending") {
+        not_replayed(tx, &d.id, row)?;
+    }
     let handled = |outcome: &str| (outcome != "pending").then_some(now);
     for row in &rows {
         tx.prepare_cached(
@@ -1295,19 +1545,37 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
     Ok(Verdict::Recorded { rows, extra })
 }
 
+/// Keeps a push to deploy only when it is newer than the newest push accepted for its app and
+/// ref (and then makes it the newest); otherwise turns it into an ignored row saying why. A
+/// replayed old body, or a push that arrives after a newer one, must not take the app back.
+fn not_replayed(tx: &Connection, delivery: &str, row: &mut Row) -> Result<(), LedgerError> {
+    let (Some(app), Some(git_ref), Some(sha)) = (row.app_id, &row.git_ref, &row.commit_sha) else {
+        return Ok(());
+    };
+    let push = PushHead {
+        delivery_id: delivery.to_string(),
+        commit_sha: sha.clone(),
+        pushed_at: row.pushed_at,
+    };
+    let newest = push_heads::newest(tx, app, git_ref)?;
+    match push_heads::replayed(&push, newest.as_ref(), git_ref) {
+        Some(why) => {
+            row.outcome = "ignored";
+            row.reason = Some(why);
+        }
+        None => push_heads::accept(tx, app, git_ref, &push)?,
+    }
+    Ok(())
+}
+
 /// Why a signed delivery cannot be read: the status, code and message of the answer.
 type Unreadable = (StatusCode, &'static str, String);
 
-/// What a signed delivery means for each app it was signed for, or why it cannot be read.
+/// What a signed delivery means for each app it was signed for, or why it cannot be read. The
+/// body (already known to be JSON) is read into the few fields that decide, never into a whole
+/// tree, which would take several times the body's size.
 fn interpret(d: &Delivery, matched: &[Candidate]) -> Result<(Vec<Row>, Value), Unreadable> {
     let unreadable = |status, code, message: String| (status, code, message);
-    let value: Value = serde_json::from_slice(&d.body).map_err(|e| {
-        unreadable(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!("the delivery's body is not valid JSON: {e}"),
-        )
-    })?;
     let row = |c: &Candidate, outcome, reason: String| Row {
         app_id: Some(c.app_id),
         app: Some(c.app.clone()),
@@ -1315,10 +1583,12 @@ fn interpret(d: &Delivery, matched: &[Candidate]) -> Result<(Vec<Row>, Value), U
         commit_sha: None,
         outcome,
         reason: Some(reason),
+        pushed_at: None,
     };
     match d.event.as_str() {
         "ping" => {
-            let hook = value["hook_id"].as_i64();
+            let ping: Ping = serde_json::from_slice(&d.body).unwrap_or_default();
+            let hook = ping.hook_id;
             let reason = match hook {
                 Some(h) => format!("ping from GitHub webhook {h}: deliveries reach Rustploy"),
                 None => "ping from GitHub: deliveries reach Rustploy".to_string(),
@@ -1332,12 +1602,12 @@ fn interpret(d: &Delivery, matched: &[Candidate]) -> Result<(Vec<Row>, Value), U
                 rows,
                 json!({
                     "message": format!("pong: this webhook deploys {}", apps.join(", ")),
-                    "zen": value["zen"],
+                    "zen": ping.zen,
                 }),
             ))
         }
         "push" => {
-            let push: Push = serde_json::from_value(value).map_err(|e| {
+            let push: Push = serde_json::from_slice(&d.body).map_err(|e| {
                 unreadable(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_payload",
@@ -1365,6 +1635,7 @@ fn interpret(d: &Delivery, matched: &[Candidate]) -> Result<(Vec<Row>, Value), U
                         commit_sha: (sha != ZERO_SHA).then_some(sha),
                         outcome,
                         reason,
+                        pushed_at: push.pushed_at(),
                     }
                 })
                 .collect();
@@ -1389,17 +1660,16 @@ struct Rejected {
     apps: Vec<i64>,
     id: Option<String>,
     event: Option<String>,
+    /// The repository the body named, when it was read (an unsigned body never is).
     repository: Option<String>,
-    /// The body, to find the repository in when it was not read yet.
-    body: Option<Bytes>,
     source: Option<String>,
 }
 
-/// Answers 401, after recording the refusal in the ledger while the budget allows (and always
-/// logging it).
+/// Answers the refusal (401 for a signature), after recording it in the ledger while the budget
+/// allows (and always logging it).
 async fn reject(state: &AppState, local: &Local, r: Rejected) -> ApiError {
     let message = r.refusal.message(r.repository.as_deref());
-    let error = ApiError::new(StatusCode::UNAUTHORIZED, r.refusal.code(), message.clone());
+    let error = ApiError::new(r.refusal.status(), r.refusal.code(), message.clone());
     let record = local
         .rejected
         .take("rejected", REJECTED_PER_MINUTE, Instant::now())
@@ -1419,9 +1689,7 @@ async fn reject(state: &AppState, local: &Local, r: Rejected) -> ApiError {
     let written = state
         .ledger
         .run(move |c| {
-            let repository = r
-                .repository
-                .or_else(|| r.body.as_deref().and_then(peek_repository));
+            let repository = r.repository;
             let tx = c.transaction()?;
             // Shown in the list of each app connected to the named repository, so that its
             // owner sees why deliveries fail.
@@ -1554,6 +1822,7 @@ mod tests {
                 id: "c".repeat(40),
                 message: message.into(),
             }),
+            repository: None,
         }
     }
 
@@ -1635,6 +1904,40 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert("x-hub-signature-256", "sha1=00".parse().unwrap());
         assert_eq!(signature(&bad), Err(Refusal::Malformed));
+    }
+
+    #[test]
+    fn pushed_at_is_read_as_unix_seconds_or_as_a_date() {
+        let at = |v: Value| {
+            serde_json::from_value::<PushRepository>(json!({ "pushed_at": v }))
+                .unwrap()
+                .pushed_at
+                .and_then(|p| p.seconds())
+        };
+        assert_eq!(at(json!(1_714_557_600)), Some(1_714_557_600));
+        assert_eq!(at(json!(1_714_557_600.5)), Some(1_714_557_600));
+        assert_eq!(at(json!("2024-05-01T10:00:00Z")), Some(1_714_557_600));
+        assert_eq!(at(json!("2024-05-01T12:00:00+02:00")), Some(1_714_557_600));
+        assert_eq!(at(json!("yesterday")), None);
+        assert_eq!(at(Value::Null), None);
+    }
+
+    #[test]
+    fn the_repository_is_found_without_keeping_the_body_and_required() {
+        let named =
+            br#"{"commits": [{"id": "x"}], "repository": {"id": 1, "full_name": "octo-org/shop"}}"#;
+        assert_eq!(repository_of(named), Ok("octo-org/shop".to_string()));
+        assert_eq!(repository_of(b"{\"repository\": "), Err(Refusal::BadJson));
+        assert_eq!(repository_of(b"[1, 2]"), Err(Refusal::NoRepository));
+        assert_eq!(repository_of(b"{}"), Err(Refusal::NoRepository));
+        assert_eq!(
+            repository_of(br#"{"repository": {"full_name": "no-slash"}}"#),
+            Err(Refusal::NoRepository)
+        );
+        assert_eq!(
+            repository_of(br#"{"repository": "octo-org/shop"}"#),
+            Err(Refusal::NoRepository)
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use hmac::{Hmac, Mac};
 use ractor::Actor;
@@ -187,8 +187,20 @@ fn repository() -> Value {
     })
 }
 
+/// When the fixtures' pushes happened, in unix seconds (2024-05-01T10:00:00Z).
+const PUSHED_AT: i64 = 1_714_557_600;
+
 /// A `push` event as GitHub documents it.
 fn push_event(git_ref: &str, after: &str, message: &str) -> Value {
+    push_event_at(git_ref, after, message, json!(PUSHED_AT))
+}
+
+/// A `push` event pushed at `pushed_at`: in push events GitHub gives the repository's
+/// `created_at` and `pushed_at` as unix seconds.
+fn push_event_at(git_ref: &str, after: &str, message: &str, pushed_at: Value) -> Value {
+    let mut repository = repository();
+    repository["created_at"] = json!(1_300_000_000);
+    repository["pushed_at"] = pushed_at;
     let deleted = after.bytes().all(|b| b == b'0');
     let commit = json!({
         "id": after,
@@ -212,7 +224,7 @@ fn push_event(git_ref: &str, after: &str, message: &str) -> Value {
         "compare": format!("https://github.com/{OWNER}/{REPO}/compare/{}...{after}", sha(1)),
         "commits": if deleted { json!([]) } else { json!([commit]) },
         "head_commit": if deleted { Value::Null } else { commit },
-        "repository": repository(),
+        "repository": repository,
         "pusher": { "name": "mona", "email": "mona@example.com" },
         "sender": { "login": "mona", "id": 2, "type": "User" },
     })
@@ -1061,4 +1073,335 @@ async fn the_deliveries_list_pages_filters_and_refuses_bad_queries() {
         t.h.call(Method::GET, "/api/v1/webhooks/deliveries", None, None)
             .await;
     assert_eq!(anonymous.error(401, "without a token"), "unauthenticated");
+}
+
+/// A body that never sends a byte: a request carrying it is answered only if its body is never
+/// read.
+fn never_sent() -> Body {
+    Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>())
+}
+
+/// A body that sends `first` bytes, says so on `read`, then never ends: it holds what the
+/// server reserved for it until the request is dropped.
+fn held_open(first: usize, read: tokio::sync::oneshot::Sender<()>) -> Body {
+    let stream = futures_util::stream::unfold(Some(read), move |read| async move {
+        match read {
+            Some(read) => {
+                let _ = read.send(());
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from(vec![b' '; first])),
+                    None,
+                ))
+            }
+            None => futures_util::future::pending().await,
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// A push request to the endpoint with `body`, declaring `length` when given.
+fn push_request(
+    id: &str,
+    signature: Option<&str>,
+    length: Option<usize>,
+    body: Body,
+) -> Request<Body> {
+    let mut request = Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", id);
+    if let Some(signature) = signature {
+        request = request.header("X-Hub-Signature-256", signature);
+    }
+    if let Some(length) = length {
+        request = request.header(header::CONTENT_LENGTH, length.to_string());
+    }
+    request.body(body).unwrap()
+}
+
+/// A push of `size` bytes (padded) that names the connected repository.
+fn padded_push(size: usize) -> Vec<u8> {
+    let mut body = push_event("refs/heads/main", &sha(66), "big");
+    body["padding"] = json!("");
+    let base = body.to_string().len();
+    body["padding"] = json!("x".repeat(size.saturating_sub(base)));
+    body.to_string().into_bytes()
+}
+
+/// A signature of the right shape that no secret made.
+const FORGED: &str = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 10 s (was the body read?)"))
+}
+
+#[tokio::test]
+async fn requests_without_a_well_formed_signature_are_refused_before_their_body_is_read() {
+    let t = Hooked::new().await;
+    let big = 20 * 1024 * 1024;
+    let cases: [(&str, Option<&str>, u16, &str); 3] = [
+        ("u-1", None, 401, "signature_missing"),
+        ("u-2", Some("sha256=xyz"), 401, "signature_malformed"),
+        ("u-3", Some("sha1=abc"), 401, "signature_malformed"),
+    ];
+    for (id, signature, status, code) in cases {
+        let r = within(
+            id,
+            t.h.send(push_request(id, signature, Some(big), never_sent())),
+        )
+        .await;
+        assert_eq!(r.error(status, id), code, "{id}");
+    }
+    // Without a declared length too.
+    let r = within(
+        "u-4",
+        t.h.send(push_request("u-4", None, None, never_sent())),
+    )
+    .await;
+    assert_eq!(r.error(401, "u-4"), "signature_missing");
+    // A declared length over GitHub's limit is refused before anything else.
+    let r = within(
+        "u-5",
+        t.h.send(push_request(
+            "u-5",
+            Some(FORGED),
+            Some(BODY_LIMIT + 1),
+            never_sent(),
+        )),
+    )
+    .await;
+    assert_eq!(r.error(413, "u-5"), "payload_too_large");
+}
+
+#[tokio::test]
+async fn a_body_that_names_no_repository_is_checked_against_no_secret() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    // Correctly signed, but without repository.full_name: no secret may be tried on it, so it
+    // cannot be found to match any.
+    let mut body = push_event("refs/heads/main", &sha(8), "x");
+    body.as_object_mut().unwrap().remove("repository");
+    let r = t.deliver("push", "nr-1", body.to_string().as_bytes()).await;
+    assert_eq!(r.error(422, "no repository"), "repository_missing");
+    body["repository"] = json!({ "name": REPO });
+    let r = t.deliver("push", "nr-2", body.to_string().as_bytes()).await;
+    assert_eq!(r.error(422, "no full_name"), "repository_missing");
+    body["repository"] = json!("octo-org/shop");
+    let r = t.deliver("push", "nr-3", body.to_string().as_bytes()).await;
+    assert_eq!(
+        r.error(422, "a repository that is no object"),
+        "repository_missing"
+    );
+    t.settled().await;
+    assert!(t.deployments().await.is_empty());
+    let rejected = t.deliveries("?outcome=rejected").await;
+    assert_eq!(rejected["items"].as_array().unwrap().len(), 3, "{rejected}");
+}
+
+#[tokio::test]
+async fn past_the_memory_budget_large_bodies_get_503_and_signed_deliveries_still_get_in() {
+    const MIB: usize = 1024 * 1024;
+    // 4 MiB in all, of which large bodies may hold 3.
+    let h = Harness::with_settings(|s| {
+        s.webhook_memory = 4 * MIB;
+        s.webhook_rate_per_minute = 100_000;
+    })
+    .await;
+    let t = std::sync::Arc::new(Hooked::with(h).await);
+    t.start_intake().await;
+
+    // A forged large body that is slow to arrive holds 2 MiB of the budget.
+    let (read, started) = tokio::sync::oneshot::channel();
+    let holder = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            t.h.send(push_request(
+                "hold",
+                Some(FORGED),
+                Some(2 * MIB),
+                held_open(64 * 1024, read),
+            ))
+            .await
+        })
+    };
+    within("the held body", started).await.unwrap();
+
+    // Another one does not fit: 503 with Retry-After, before its body is read.
+    let r = within(
+        "a second large body",
+        t.h.send(push_request(
+            "shed-1",
+            Some(FORGED),
+            Some(2 * MIB),
+            never_sent(),
+        )),
+    )
+    .await;
+    assert_eq!(r.error(503, "a second large body"), "overloaded");
+    let retry: u64 = r
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert!(retry >= 1, "Retry-After {retry}");
+    // Nor does one without a declared length, once it grows past what is left.
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 256 * 1024]))),
+    );
+    let r = within(
+        "a streamed large body",
+        t.h.send(push_request(
+            "shed-2",
+            Some(FORGED),
+            None,
+            Body::from_stream(chunks),
+        )),
+    )
+    .await;
+    assert_eq!(r.error(503, "a streamed large body"), "overloaded");
+
+    // Many large unsigned bodies at once: all refused, none read.
+    let unsigned = padded_push(2 * MIB);
+    let replies = futures_util::future::join_all((0..20).map(|n| {
+        t.h.send(push_request(
+            &format!("unsigned-{n}"),
+            None,
+            Some(unsigned.len()),
+            Body::from(unsigned.clone()),
+        ))
+    }))
+    .await;
+    for r in &replies {
+        assert_eq!(r.error(401, "an unsigned large body"), "signature_missing");
+    }
+
+    // A real delivery meanwhile: small bodies keep their share of the budget.
+    let r = t.push("real-1", "refs/heads/main", &sha(5), "ship").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+
+    // Once the held body goes, its memory is free again: a large body is read and checked.
+    holder.abort();
+    assert!(holder.await.is_err(), "the held request was still running");
+    let forged = padded_push(2 * MIB);
+    let r = within(
+        "a large body after the budget freed",
+        t.h.send(push_request(
+            "after",
+            Some(FORGED),
+            Some(forged.len()),
+            Body::from(forged),
+        )),
+    )
+    .await;
+    assert_eq!(r.error(401, "a forged large body"), "signature_mismatch");
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0].3.as_deref(), Some(sha(5).as_str()));
+}
+
+#[tokio::test]
+async fn a_replayed_or_late_push_never_deploys_an_older_commit() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    // Each deployment ends before the next push, so none joins another.
+    let finish = || async {
+        t.settled().await;
+        t.h.sql(|c| {
+            c.execute("UPDATE deployments SET state = 'healthy'", [])?;
+            c.execute("UPDATE jobs SET state = 'succeeded'", [])
+        })
+        .await;
+    };
+    let first = push_event_at("refs/heads/main", &sha(1), "one", json!(PUSHED_AT)).to_string();
+    let r = t.deliver("push", "p-1", first.as_bytes()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    finish().await;
+    let second =
+        push_event_at("refs/heads/main", &sha(2), "two", json!(PUSHED_AT + 60)).to_string();
+    let r = t.deliver("push", "p-2", second.as_bytes()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    finish().await;
+
+    // The first push's body again, under a new delivery id: older than p-2, not deployed.
+    let r = t.deliver("push", "p-1-again", first.as_bytes()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["duplicate"], false, "{}", r.text);
+    assert_eq!(r.body["apps"][0]["outcome"], "ignored", "{}", r.text);
+    let why = r.body["apps"][0]["reason"].as_str().unwrap().to_string();
+    assert!(why.contains("older than") && why.contains("p-2"), "{why}");
+    // The newest push's body again: its commit is deployed already.
+    let r = t.deliver("push", "p-2-again", second.as_bytes()).await;
+    assert_eq!(r.body["apps"][0]["outcome"], "ignored", "{}", r.text);
+    let why = r.body["apps"][0]["reason"].as_str().unwrap().to_string();
+    assert!(why.contains("already") && why.contains("p-2"), "{why}");
+    // The same, with pushed_at as a date (the shape of other events' repository objects).
+    let dated = push_event_at(
+        "refs/heads/main",
+        &sha(3),
+        "three",
+        json!("2024-05-01T09:00:00Z"),
+    )
+    .to_string();
+    let r = t.deliver("push", "p-dated", dated.as_bytes()).await;
+    assert_eq!(r.body["apps"][0]["outcome"], "ignored", "{}", r.text);
+    finish().await;
+    assert_eq!(t.deployments().await.len(), 2);
+
+    // A newer push deploys; one pushed before it that arrives late does not.
+    let r = t
+        .deliver(
+            "push",
+            "p-4",
+            push_event_at("refs/heads/main", &sha(4), "four", json!(PUSHED_AT + 300))
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let r = t
+        .deliver(
+            "push",
+            "p-late",
+            push_event_at("refs/heads/main", &sha(5), "late", json!(PUSHED_AT + 120))
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.body["apps"][0]["outcome"], "ignored", "{}", r.text);
+    finish().await;
+    // A force-push back to an old commit is a new push: it deploys.
+    let r = t
+        .deliver(
+            "push",
+            "p-back",
+            push_event_at("refs/heads/main", &sha(1), "one", json!(PUSHED_AT + 600))
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    finish().await;
+
+    let ds = t.deployments().await;
+    let commits: Vec<Option<String>> = ds.iter().map(|d| d.3.clone()).collect();
+    assert_eq!(
+        commits,
+        [sha(1), sha(2), sha(4), sha(1)].map(Some).to_vec(),
+        "{ds:?}"
+    );
+    // The list says why each replay was not deployed.
+    let list = t.deliveries("?app=web&outcome=ignored").await;
+    let ignored: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["delivery_id"].as_str())
+        .collect();
+    for id in ["p-1-again", "p-2-again", "p-dated", "p-late"] {
+        assert!(ignored.contains(&id), "{id} not ignored: {list}");
+    }
 }
