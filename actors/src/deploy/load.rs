@@ -131,7 +131,14 @@ fn resolve(
             })?;
             let other_path = other.to_string_lossy().into_owned();
             let other_doc = reader.document(&other_path)?;
-            let mut base = resolve(reader, &other_path, &other_doc, &base_name, depth + 1, notes)?;
+            let mut base = resolve(
+                reader,
+                &other_path,
+                &other_doc,
+                &base_name,
+                depth + 1,
+                notes,
+            )?;
             let there = other.parent().unwrap_or(Path::new(""));
             if there != here {
                 rebase(&mut base, there, here);
@@ -155,7 +162,8 @@ impl Reader<'_> {
     /// Reads, parses and interpolates one file of the project, refusing anything outside the
     /// checkout. Messages never quote the file.
     fn document(&mut self, path: &str) -> Result<Map<String, Value>, ComposeError> {
-        let text = super::checkout::read(self.root, path).map_err(|e| ComposeError(e.to_string()))?;
+        let text =
+            super::checkout::read(self.root, path).map_err(|e| ComposeError(e.to_string()))?;
         let mut doc = Value::Object(ComposeFile::parse_document(path, &text)?);
         let unset = super::interpolate::document(&mut doc, self.vars)
             .map_err(|e| ComposeError(format!("{path}: {e}")))?;

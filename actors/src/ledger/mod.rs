@@ -7,8 +7,8 @@
 pub mod deployments;
 pub mod jobs;
 mod migrate;
-pub mod retention;
 pub mod push_heads;
+pub mod retention;
 pub mod services;
 pub mod trust;
 

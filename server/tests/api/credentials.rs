@@ -162,7 +162,8 @@ async fn a_failed_audit_write_still_answers_what_the_request_did() {
         .await;
     assert_eq!(r.error(409, "a second app named web"), "conflict");
 
-    let metrics = h.call(Method::GET, "/metrics", None, None).await;
+    // The in-process harness has no client address: /metrics wants a read token then.
+    let metrics = h.call(Method::GET, "/metrics", Some(&admin), None).await;
     assert!(
         metrics
             .text
