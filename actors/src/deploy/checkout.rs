@@ -8,7 +8,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::compose::ComposeFile;
-use super::interpolate;
 
 /// The largest compose file, manifest, `.env` or Dockerfile read from a repository.
 pub const MAX_FILE: u64 = 1024 * 1024;
@@ -120,10 +119,13 @@ pub fn load_compose(
     let mut warnings = Vec::new();
     let mut vars = BTreeMap::new();
     match read(root, &dotenv_rel) {
+        // The same parser as `.env` uploads: quoting, no substitution. A file compose could
+        // not read either fails the deployment, naming the line, never its text.
         Ok(text) => {
-            let (dotenv, skipped) = interpolate::dotenv(&text);
-            vars = dotenv;
-            warnings.extend(skipped.into_iter().map(|w| format!("{dotenv_rel}: {w}")));
+            vars = crate::dotenv::parse(&text)
+                .map_err(|e| format!("{dotenv_rel}: {e}"))?
+                .into_iter()
+                .collect();
         }
         Err(CheckoutError::Missing(_)) => {}
         Err(e) => return Err(e.to_string()),
@@ -142,6 +144,27 @@ pub fn load_compose(
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_dotenv_compose_cannot_read_fails_naming_the_line_not_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("compose.yaml"),
+            "services:\n  web:\n    image: \"busybox:${TAG}\"\n",
+        )
+        .unwrap();
+        std::fs::write(root.join(".env"), "TAG=1\nPASSWORD='s3cr3t\n").unwrap();
+        let e = load_compose(root, "compose.yaml", &BTreeMap::new()).unwrap_err();
+        assert!(e.contains(".env") && e.contains("line 2"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        std::fs::write(root.join(".env"), "TAG='1.2 # kept'\nOTHER=$HOME\n").unwrap();
+        let loaded = load_compose(root, "compose.yaml", &BTreeMap::new()).unwrap();
+        assert_eq!(
+            loaded.file.document()["services"]["web"]["image"],
+            "busybox:1.2 # kept"
+        );
+    }
 
     #[test]
     fn files_are_read_only_inside_the_checkout() {

@@ -250,74 +250,6 @@ fn expand(
     }
 }
 
-/// Reads a `.env` file: `KEY=VALUE` lines (an optional `export ` before the key), blank lines
-/// and `#` comments. Values may be single-quoted (taken as they are), double-quoted (with `\n`,
-/// `\t`, `\"` and `\\` escapes) or bare (trimmed, up to a ` #` comment). Nothing is
-/// substituted. Returns the variables and a warning per line that was skipped, naming its
-/// number only.
-pub fn dotenv(text: &str) -> (BTreeMap<String, String>, Vec<String>) {
-    let mut vars = BTreeMap::new();
-    let mut warnings = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let parsed = line.split_once('=').and_then(|(key, value)| {
-            let key = key.trim();
-            (name_len(key) == key.len() && !key.is_empty())
-                .then(|| Some((key.to_string(), dotenv_value(value.trim())?)))
-                .flatten()
-        });
-        match parsed {
-            Some((key, value)) => {
-                vars.insert(key, value);
-            }
-            None => warnings.push(format!(
-                ".env: line {} was skipped: it is not KEY=VALUE with a valid name and quoting",
-                n + 1
-            )),
-        }
-    }
-    (vars, warnings)
-}
-
-fn dotenv_value(raw: &str) -> Option<String> {
-    if let Some(rest) = raw.strip_prefix('\'') {
-        let end = rest.find('\'')?;
-        return after_quote(&rest[end + 1..]).then(|| rest[..end].to_string());
-    }
-    if let Some(rest) = raw.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = rest.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => return after_quote(&rest[i + 1..]).then_some(out),
-                '\\' => match chars.next()?.1 {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    other => out.push(other),
-                },
-                other => out.push(other),
-            }
-        }
-        return None;
-    }
-    let bare = match raw.find(" #") {
-        Some(at) => &raw[..at],
-        None => raw,
-    };
-    Some(bare.trim().to_string())
-}
-
-/// Whether what follows a closing quote is nothing or a comment.
-fn after_quote(rest: &str) -> bool {
-    let rest = rest.trim();
-    rest.is_empty() || rest.starts_with('#')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,25 +396,5 @@ mod tests {
         let mut back = doc.clone();
         document(&mut back, &BTreeMap::new()).unwrap();
         assert_eq!(back, json!({ "a": "x$y$$z", "$k": ["$", 1], "n": null }));
-    }
-
-    #[test]
-    fn dotenv_files_are_read_without_substitution() {
-        let (vars, warnings) = dotenv(
-            "# comment\n\nA=1\nexport B = two words \nC='single $NAME # kept'\n\
-             D=\"double \\\"q\\\"\\nline\"\nE=bare # comment\nF=\nG=${A}\n\
-             bad line\n1X=no\nH='unclosed\n",
-        );
-        assert_eq!(vars["A"], "1");
-        assert_eq!(vars["B"], "two words");
-        assert_eq!(vars["C"], "single $NAME # kept");
-        assert_eq!(vars["D"], "double \"q\"\nline");
-        assert_eq!(vars["E"], "bare");
-        assert_eq!(vars["F"], "");
-        assert_eq!(vars["G"], "${A}", "no substitution");
-        assert_eq!(vars.len(), 7);
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
-        assert!(warnings[0].contains("line 10"), "{warnings:?}");
-        assert!(!warnings.iter().any(|w| w.contains("unclosed")));
     }
 }
