@@ -908,8 +908,20 @@ impl Attempt<'_> {
         let doc = file.document().clone();
         let (root, compose_path) = (src.to_path_buf(), detection.compose_path.clone());
         let scope = self.config().app_scope(&self.loaded.app);
+        let app = self.loaded.app.clone();
+        let extending = self
+            .st
+            .ledger
+            .run(move |c| crate::ledger::trust::extending_names(c, &app))
+            .await
+            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))?;
+        let others: Vec<String> = extending
+            .iter()
+            .map(|name| self.config().app_scope(name))
+            .collect();
         let violations = tokio::task::spawn_blocking(move || {
-            let checkout = policy::Checkout::new(&root, compose_path.as_deref(), &scope);
+            let checkout =
+                policy::Checkout::new(&root, compose_path.as_deref(), &scope).beside(others);
             policy::check(&doc, &checkout)
         })
         .await

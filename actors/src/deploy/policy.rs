@@ -32,8 +32,11 @@ pub struct Checkout {
     /// The compose file itself, when there is one (not for a lone Dockerfile).
     pub compose_file: Option<PathBuf>,
     /// `<prefix>-<app>`: the volumes and networks whose names start with `<scope>-` are the
-    /// app's own.
+    /// app's own, unless they are in a foreign scope.
     pub app_scope: String,
+    /// The scopes of other apps whose names extend this app's (`<prefix>-<app>-x` beside
+    /// `<prefix>-<app>`): their names start with `<scope>-` too, but are not this app's.
+    pub foreign_scopes: Vec<String>,
 }
 
 impl Checkout {
@@ -53,7 +56,28 @@ impl Checkout {
             compose_dir,
             compose_file,
             app_scope: app_scope.to_string(),
+            foreign_scopes: Vec::new(),
         }
+    }
+
+    /// The same checkout, knowing the scopes of every other app (`<prefix>-<name>`); only
+    /// those that extend this app's scope matter.
+    pub fn beside(mut self, other_scopes: impl IntoIterator<Item = String>) -> Self {
+        let own = format!("{}-", self.app_scope);
+        self.foreign_scopes = other_scopes
+            .into_iter()
+            .filter(|s| s.starts_with(&own))
+            .collect();
+        self
+    }
+
+    /// Whether a Docker volume or network called `name` is this app's own.
+    pub fn owns(&self, name: &str) -> bool {
+        name.starts_with(&format!("{}-", self.app_scope))
+            && !self
+                .foreign_scopes
+                .iter()
+                .any(|f| name == f || name.starts_with(&format!("{f}-")))
     }
 }
 
@@ -577,7 +601,7 @@ impl Walk<'_> {
             .and_then(Value::as_str)
             .or_else(|| external.and_then(|e| e.get("name")).and_then(Value::as_str));
         let checkout = self.checkout;
-        let owned = |n: &str| n.starts_with(&format!("{}-", checkout.app_scope));
+        let owned = |n: &str| checkout.owns(n);
         if is_set(external) {
             if !owned(docker_name.unwrap_or(name)) {
                 self.refuse(
@@ -900,6 +924,27 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn names_of_an_app_whose_name_extends_this_ones_are_not_this_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkout = Checkout::new(dir.path(), Some("compose.yaml"), "rp-shop")
+            .beside(["rp-shop-x".to_string(), "rp-other".to_string()]);
+        assert_eq!(checkout.foreign_scopes, vec!["rp-shop-x".to_string()]);
+        assert!(checkout.owns("rp-shop-data"));
+        assert!(checkout.owns("rp-shop-xdata"));
+        assert!(!checkout.owns("rp-shop-x-data"), "app shop-x's volume");
+        assert!(!checkout.owns("rp-shop-x"));
+        assert!(!checkout.owns("rp-other-data"));
+        let doc: Map<String, Value> = serde_json::from_str(
+            r#"{"services": {"web": {"image": "x", "volumes": ["stolen:/d"]}},
+                "volumes": {"stolen": {"external": true, "name": "rp-shop-x-db"}}}"#,
+        )
+        .unwrap();
+        let v = check(&doc, &checkout);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].key, "volumes.stolen.external");
     }
 
     #[test]

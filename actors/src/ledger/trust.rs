@@ -80,9 +80,45 @@ pub fn set(
     Ok(get(c, app_id)?.map(|t| (t, true)))
 }
 
+/// The names of the apps whose names extend `app`'s (`shop-x` for `shop`): their Docker names
+/// start with `app`'s scope too, so the policy must know them to tell what is `app`'s own.
+pub fn extending_names(c: &Connection, app: &str) -> Result<Vec<String>, LedgerError> {
+    let prefix = format!("{app}-");
+    let mut stmt = c.prepare_cached("SELECT name FROM apps WHERE substr(name, 1, ?2) = ?1")?;
+    let names = stmt
+        .query_map(params![prefix, prefix.len() as i64], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apps_whose_names_extend_an_apps_name_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open(
+            &dir.path().join("l.db"),
+            &crate::ledger::LedgerConfig::default(),
+        )
+        .unwrap();
+        ledger
+            .blocking(|c| {
+                for name in ["shop", "shop-x", "shop-x-y", "shopping", "other"] {
+                    c.execute(
+                        "INSERT INTO apps (name, created_at, updated_at) VALUES (?1, 1, 1)",
+                        [name],
+                    )?;
+                }
+                let mut found = extending_names(c, "shop")?;
+                found.sort();
+                assert_eq!(found, vec!["shop-x", "shop-x-y"]);
+                assert!(extending_names(c, "other")?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+    }
 
     #[test]
     fn a_change_is_kept_with_who_made_it_and_audited_once() {

@@ -488,6 +488,7 @@ fn check_policy(
     src: &std::path::Path,
     detection: &detect::Detection,
     app_scope: &str,
+    other_scopes: Vec<String>,
 ) -> Result<Vec<Violation>, ApiError> {
     let Some(path) = &detection.compose_path else {
         return Ok(Vec::new());
@@ -496,11 +497,12 @@ fn check_policy(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "undeployable", message)
             .details(json!({ "field": "compose_path" }))
     };
-    let text = std::fs::read_to_string(src.join(path))
-        .map_err(|e| unreadable(format!("cannot read {path}: {e}")))?;
-    let file = compose::ComposeFile::parse(path, &text).map_err(|e| unreadable(e.0))?;
-    let checkout = policy::Checkout::new(src, Some(path), app_scope);
-    Ok(policy::check(file.document(), &checkout))
+    // The project as a deployment reads it (override files, `extends`, interpolation with the
+    // `.env` beside it), through the checkout reader, so the import judges what would run.
+    let loaded = rustploy_actors::deploy::checkout::load_compose(src, path, &Default::default())
+        .map_err(unreadable)?;
+    let checkout = policy::Checkout::new(src, Some(path), app_scope).beside(other_scopes);
+    Ok(policy::check(loaded.file.document(), &checkout))
 }
 
 /// Imports a repository: validates it, clones it shallowly, detects what it holds, and creates
@@ -649,12 +651,25 @@ pub(super) async fn import(
             });
         }
     };
+    let named = name.as_str().to_string();
+    let extending = match state
+        .ledger
+        .run(move |c| rustploy_actors::ledger::trust::extending_names(c, &named))
+        .await
+    {
+        Ok(names) => names,
+        Err(e) => {
+            cleanup(staging).await;
+            return Err(e.into());
+        }
+    };
+    let others: Vec<String> = extending.iter().map(|n| config.app_scope(n)).collect();
     let (root, d, scope) = (
         src.clone(),
         detection.clone(),
         config.app_scope(name.as_str()),
     );
-    let checked = tokio::task::spawn_blocking(move || check_policy(&root, &d, &scope))
+    let checked = tokio::task::spawn_blocking(move || check_policy(&root, &d, &scope, others))
         .await
         .map_err(ApiError::internal)?;
     let violations = match checked {
