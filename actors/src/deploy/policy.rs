@@ -765,6 +765,8 @@ impl Walk<'_> {
 }
 
 /// Reads a compose file that another one extends or includes, so that it is checked as well.
+/// Parsed as every compose file is ([`super::compose::ComposeFile::parse_document`]); the
+/// reasons name no content.
 fn read_document(path: &Path) -> Result<Map<String, Value>, String> {
     let meta =
         std::fs::metadata(path).map_err(|_| "the file it names cannot be read".to_string())?;
@@ -773,14 +775,8 @@ fn read_document(path: &Path) -> Result<Map<String, Value>, String> {
     }
     let text = std::fs::read_to_string(path)
         .map_err(|_| "the file it names cannot be read".to_string())?;
-    let mut yaml: serde_norway::Value = serde_norway::from_str(&text)
-        .map_err(|_| "the file it names is not valid YAML".to_string())?;
-    yaml.apply_merge()
-        .map_err(|_| "the file it names has an invalid YAML merge key".to_string())?;
-    match serde_json::to_value(&yaml) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err("the file it names is not a compose mapping".into()),
-    }
+    super::compose::ComposeFile::parse_document("the file", &text)
+        .map_err(|_| "the file it names is not a valid compose mapping".to_string())
 }
 
 /// Why a `security_opt` entry is refused, if it is. Only `no-new-privileges` is allowed: every

@@ -30,7 +30,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::{LedgerError, Millis};
 use crate::deploy::plan::{self, Past, Retained};
@@ -194,27 +194,39 @@ fn doomed_deployments(tx: &Connection, keep: usize, limit: usize) -> Result<Vec<
     Ok(doomed)
 }
 
+/// Runs one batch of a rule in its own short write transaction, so a sweep never holds the
+/// write lock for long. Returns how many rows it deleted.
+fn batch(
+    conn: &mut Connection,
+    delete: impl FnOnce(&Transaction) -> Result<usize, LedgerError>,
+) -> Result<usize, LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let deleted = delete(&tx)?;
+    tx.commit()?;
+    Ok(deleted)
+}
+
 /// Deletes up to `limit` log lines of the deployments [`deployments_batch`] would delete.
 pub fn deployment_logs_batch(
     conn: &mut Connection,
     keep: usize,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut deleted = 0;
-    for id in doomed_deployments(&tx, keep, limit)? {
-        deleted += tx
-            .prepare_cached(
-                "DELETE FROM deployment_logs WHERE deployment_id = ?1 AND seq IN (
-                    SELECT seq FROM deployment_logs WHERE deployment_id = ?1 ORDER BY seq LIMIT ?2)",
-            )?
-            .execute(params![id, (limit - deleted) as i64])?;
-        if deleted >= limit {
-            break;
+    batch(conn, |tx| {
+        let mut deleted = 0;
+        for id in doomed_deployments(tx, keep, limit)? {
+            deleted += tx
+                .prepare_cached(
+                    "DELETE FROM deployment_logs WHERE deployment_id = ?1 AND seq IN (
+                        SELECT seq FROM deployment_logs WHERE deployment_id = ?1 ORDER BY seq LIMIT ?2)",
+                )?
+                .execute(params![id, (limit - deleted) as i64])?;
+            if deleted >= limit {
+                break;
+            }
         }
-    }
-    tx.commit()?;
-    Ok(deleted)
+        Ok(deleted)
+    })
 }
 
 /// Deletes up to `limit` deployments beyond the newest `keep` of their app (see
@@ -225,15 +237,15 @@ pub fn deployments_batch(
     keep: usize,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut deleted = 0;
-    for id in doomed_deployments(&tx, keep, limit)? {
-        deleted += tx
-            .prepare_cached("DELETE FROM deployments WHERE id = ?1")?
-            .execute([id])?;
-    }
-    tx.commit()?;
-    Ok(deleted)
+    batch(conn, |tx| {
+        let mut deleted = 0;
+        for id in doomed_deployments(tx, keep, limit)? {
+            deleted += tx
+                .prepare_cached("DELETE FROM deployments WHERE id = ?1")?
+                .execute([id])?;
+        }
+        Ok(deleted)
+    })
 }
 
 /// Deletes up to `limit` token audit events recorded before `before`.
@@ -242,15 +254,15 @@ pub fn audit_batch(
     before: Millis,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx
-        .prepare_cached(
-            "DELETE FROM token_audit_events WHERE id IN (
-                SELECT id FROM token_audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
-        )?
-        .execute(params![before, limit as i64])?;
-    tx.commit()?;
-    Ok(n)
+    batch(conn, |tx| {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM token_audit_events WHERE id IN (
+                    SELECT id FROM token_audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            )?
+            .execute(params![before, limit as i64])?;
+        Ok(n)
+    })
 }
 
 /// Deletes up to `limit` handled webhook deliveries received before `before`, each with the
@@ -260,29 +272,29 @@ pub fn deliveries_batch(
     before: Millis,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let ids: Vec<i64> = tx
-        .prepare_cached(
-            "SELECT w.id FROM webhook_deliveries w
-              WHERE w.outcome IN ('deployed', 'ignored') AND w.received_at < ?1
-                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                                 WHERE d.duplicate_of = w.id AND d.received_at >= ?1)
-              ORDER BY w.id LIMIT ?2",
-        )?
-        .query_map(params![before, limit as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut deleted = 0;
-    for id in &ids {
-        // Duplicates first: deleting the row they repeat would set their duplicate_of to NULL.
-        deleted += tx
-            .prepare_cached("DELETE FROM webhook_deliveries WHERE duplicate_of = ?1")?
-            .execute([id])?;
-        deleted += tx
-            .prepare_cached("DELETE FROM webhook_deliveries WHERE id = ?1")?
-            .execute([id])?;
-    }
-    tx.commit()?;
-    Ok(deleted)
+    batch(conn, |tx| {
+        let ids: Vec<i64> = tx
+            .prepare_cached(
+                "SELECT w.id FROM webhook_deliveries w
+                  WHERE w.outcome IN ('deployed', 'ignored') AND w.received_at < ?1
+                    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                                     WHERE d.duplicate_of = w.id AND d.received_at >= ?1)
+                  ORDER BY w.id LIMIT ?2",
+            )?
+            .query_map(params![before, limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut deleted = 0;
+        for id in &ids {
+            // Duplicates first: deleting the row they repeat would set their duplicate_of to NULL.
+            deleted += tx
+                .prepare_cached("DELETE FROM webhook_deliveries WHERE duplicate_of = ?1")?
+                .execute([id])?;
+            deleted += tx
+                .prepare_cached("DELETE FROM webhook_deliveries WHERE id = ?1")?
+                .execute([id])?;
+        }
+        Ok(deleted)
+    })
 }
 
 /// Deletes up to `limit` jobs that finished before `before`, keeping each app's newest job of
@@ -292,20 +304,20 @@ pub fn jobs_batch(
     before: Millis,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx
-        .prepare_cached(
-            "DELETE FROM jobs WHERE id IN (
-                SELECT j.id FROM jobs j
-                 WHERE j.state IN ('succeeded', 'dead', 'cancelled')
-                   AND COALESCE(j.finished_at, j.updated_at) < ?1
-                   AND EXISTS (SELECT 1 FROM jobs n WHERE n.app_id IS j.app_id
-                                  AND n.kind = j.kind AND n.id > j.id)
-                 ORDER BY j.id LIMIT ?2)",
-        )?
-        .execute(params![before, limit as i64])?;
-    tx.commit()?;
-    Ok(n)
+    batch(conn, |tx| {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (
+                    SELECT j.id FROM jobs j
+                     WHERE j.state IN ('succeeded', 'dead', 'cancelled')
+                       AND COALESCE(j.finished_at, j.updated_at) < ?1
+                       AND EXISTS (SELECT 1 FROM jobs n WHERE n.app_id IS j.app_id
+                                      AND n.kind = j.kind AND n.id > j.id)
+                     ORDER BY j.id LIMIT ?2)",
+            )?
+            .execute(params![before, limit as i64])?;
+        Ok(n)
+    })
 }
 
 /// Deletes up to `limit` sessions that expired (absolutely or for being idle) or were revoked
@@ -315,17 +327,17 @@ pub fn sessions_batch(
     now: Millis,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx
-        .prepare_cached(
-            "DELETE FROM sessions WHERE id IN (
-                SELECT id FROM sessions
-                 WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at IS NOT NULL
-                 ORDER BY id LIMIT ?2)",
-        )?
-        .execute(params![now, limit as i64])?;
-    tx.commit()?;
-    Ok(n)
+    batch(conn, |tx| {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM sessions WHERE id IN (
+                    SELECT id FROM sessions
+                     WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at IS NOT NULL
+                     ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])?;
+        Ok(n)
+    })
 }
 
 /// Deletes up to `limit` password reset and setup tokens that expired by `now` (used or not).
@@ -334,21 +346,21 @@ pub fn tokens_batch(
     now: Millis,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut n = tx
-        .prepare_cached(
-            "DELETE FROM password_reset_tokens WHERE id IN (
-                SELECT id FROM password_reset_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT ?2)",
-        )?
-        .execute(params![now, limit as i64])?;
-    n += tx
-        .prepare_cached(
-            "DELETE FROM setup_tokens WHERE id IN (
-                SELECT id FROM setup_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT ?2)",
-        )?
-        .execute(params![now, limit.saturating_sub(n) as i64])?;
-    tx.commit()?;
-    Ok(n)
+    batch(conn, |tx| {
+        let mut n = tx
+            .prepare_cached(
+                "DELETE FROM password_reset_tokens WHERE id IN (
+                    SELECT id FROM password_reset_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])?;
+        n += tx
+            .prepare_cached(
+                "DELETE FROM setup_tokens WHERE id IN (
+                    SELECT id FROM setup_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![now, limit.saturating_sub(n) as i64])?;
+        Ok(n)
+    })
 }
 
 /// Deletes up to `limit` agents that are offline, last heard from before `before`, and were
@@ -359,21 +371,21 @@ pub fn agents_batch(
     before: Millis,
     limit: usize,
 ) -> Result<usize, LedgerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx
-        .prepare_cached(
-            "DELETE FROM agents WHERE id IN (
-                SELECT a.id FROM agents a
-                 WHERE a.state = 'offline'
-                   AND COALESCE(a.last_heartbeat_at, a.registered_at) < ?1
-                   AND EXISTS (SELECT 1 FROM agents n
-                                WHERE n.id > a.id AND n.hostname = a.hostname
-                                  AND (a.token_id IS NULL OR n.token_id IS a.token_id))
-                 ORDER BY a.id LIMIT ?2)",
-        )?
-        .execute(params![before, limit as i64])?;
-    tx.commit()?;
-    Ok(n)
+    batch(conn, |tx| {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM agents WHERE id IN (
+                    SELECT a.id FROM agents a
+                     WHERE a.state = 'offline'
+                       AND COALESCE(a.last_heartbeat_at, a.registered_at) < ?1
+                       AND EXISTS (SELECT 1 FROM agents n
+                                    WHERE n.id > a.id AND n.hostname = a.hostname
+                                      AND (a.token_id IS NULL OR n.token_id IS a.token_id))
+                     ORDER BY a.id LIMIT ?2)",
+            )?
+            .execute(params![before, limit as i64])?;
+        Ok(n)
+    })
 }
 
 /// Gives up to `pages` free pages back to the file system (the ledger uses incremental
