@@ -10,6 +10,7 @@ mod client;
 mod error;
 pub mod services;
 pub mod sse;
+pub mod states;
 pub mod webhooks;
 
 pub use client::{Client, ClientOptions};

@@ -1,6 +1,8 @@
 //! Requesting a deployment: the one way a deployment row and its `deploy` job are created for a
 //! request (the API, a webhook), so every requester coalesces the same way.
 
+pub mod views;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::jobs::{self, NewJob};

@@ -4,13 +4,20 @@
 //! goes through [`Ledger::run`], which moves the work onto tokio's blocking pool so that no SQLite
 //! call ever runs on an async runtime thread.
 
+pub mod access;
+pub mod agents;
+pub mod apps;
+pub mod batch;
 pub mod deployments;
+pub mod domains;
+pub mod env;
 pub mod jobs;
 mod migrate;
 pub mod push_heads;
 pub mod retention;
 pub mod services;
 pub mod trust;
+pub mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;

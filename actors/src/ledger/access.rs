@@ -1,0 +1,1 @@
+//! Users, sessions, API tokens, password resets and the token audit log.

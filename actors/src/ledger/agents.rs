@@ -1,0 +1,1 @@
+//! Agents, their heartbeats, samples and state transitions.

@@ -1,0 +1,1 @@
+//! Apps: creating, finding, listing and removing them, with their newest deployment.

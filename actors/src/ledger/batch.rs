@@ -1,0 +1,1 @@
+//! Group commit: many small writes share one transaction.

@@ -1,0 +1,1 @@
+//! Domains and the routes RouterSync serves from them.

@@ -1,0 +1,1 @@
+//! An app's environment variables, sealed at rest.

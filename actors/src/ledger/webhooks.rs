@@ -1,0 +1,1 @@
+//! GitHub integrations and webhook deliveries.
