@@ -7,7 +7,9 @@
 pub mod access;
 pub mod agents;
 pub mod apps;
+pub mod audit;
 pub mod batch;
+pub mod changes;
 pub mod deployments;
 pub mod domains;
 pub mod env;
@@ -20,6 +22,7 @@ pub mod trust;
 pub mod webhooks;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -81,6 +84,7 @@ impl Default for LedgerConfig {
 #[derive(Clone)]
 pub struct Ledger {
     pool: r2d2::Pool<SqliteConnectionManager>,
+    changes: Arc<changes::Changes>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -95,7 +99,10 @@ impl Ledger {
     pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
         private_files(path)?;
         let busy_ms = config.busy_timeout.as_millis();
+        let changes = Arc::new(changes::Changes::default());
+        let watcher = changes.clone();
         let manager = SqliteConnectionManager::file(path).with_init(move |c| {
+            watcher.watch(c)?;
             // The actors and the server use about forty distinct cached statements.
             c.set_prepared_statement_cache_capacity(64);
             c.execute_batch(&format!(
@@ -114,7 +121,12 @@ impl Ledger {
         let mut conn = pool.get()?;
         migrate::apply(&mut conn, &path.display().to_string())?;
         drop(conn);
-        Ok(Self { pool })
+        Ok(Self { pool, changes })
+    }
+
+    /// The per-table generations caches check what they keep against.
+    pub fn changes(&self) -> &changes::Changes {
+        &self.changes
     }
 
     /// Runs `f` with a pooled connection on the blocking pool.
@@ -123,10 +135,12 @@ impl Ledger {
         F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, changes) = (self.pool.clone(), self.changes.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
-            f(&mut conn)
+            let result = f(&mut conn);
+            changes.settle();
+            result
         })
         .await
         .map_err(|e| LedgerError::Join(e.to_string()))?
@@ -138,7 +152,9 @@ impl Ledger {
         f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let mut conn = self.pool.get()?;
-        f(&mut conn)
+        let result = f(&mut conn);
+        self.changes.settle();
+        result
     }
 
     /// Proves the ledger answers: a connection from the pool reads the schema version. It only

@@ -104,10 +104,13 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
              INSERT INTO apps (name, created_at, updated_at) VALUES ('kept', 1, 1);",
         )
         .unwrap();
-        c.pragma_update(None, "user_version", SCHEMA_VERSION - 1)
-            .unwrap();
+        // Version 7: before the retention indexes (8) and the credential counter (9).
+        c.pragma_update(None, "user_version", 7).unwrap();
         c.execute_batch(
-            "DROP INDEX token_audit_events_at; DROP INDEX webhook_deliveries_deployment;
+            "DROP TRIGGER api_tokens_auth_update; DROP TRIGGER api_tokens_auth_delete;
+             DROP TRIGGER users_auth_update; DROP TRIGGER users_auth_delete;
+             DROP TABLE auth_epoch;
+             DROP INDEX token_audit_events_at; DROP INDEX webhook_deliveries_deployment;
              DROP INDEX webhook_deliveries_duplicate; DROP INDEX deployments_rollback_of;
              DROP INDEX jobs_app_kind;",
         )

@@ -15,6 +15,7 @@ use rustploy_actors::ledger::{Ledger, now_ms};
 
 use super::AppState;
 use super::error::ApiError;
+use super::token_cache::{CheckedToken, Known, TokenCache};
 use crate::secrets;
 
 /// The session cookie's name when the public URL is plain http (local use).
@@ -128,7 +129,7 @@ pub async fn require(
     if need == Need::Public {
         return next.run(req).await;
     }
-    let principal = match authenticate(&state.ledger, &headers, https(&state.settings)).await {
+    let principal = match authenticate(&state, &headers).await {
         Ok(Some(p)) => p,
         Ok(None) => return ApiError::unauthenticated().into_response(),
         Err(e) => return e.into_response(),
@@ -153,10 +154,16 @@ pub async fn require(
             client_addr: client,
             at: now_ms(),
         };
-        // The handler has acted by now: the answer must say what happened, so a failed audit
-        // write is logged and counted (`rustploy_audit_write_failures_total`), not turned
-        // into a 500 for an action that took place.
-        if let Err(e) = state.audit.record(event.clone()).await {
+        // A read changed nothing: its event is written after the answer, in the next batch.
+        // A write has acted by now: its event is committed before the answer, and the answer
+        // must say what happened, so a failed audit write is logged and counted
+        // (`rustploy_audit_write_failures_total`), not turned into a 500.
+        let recorded = if matches!(method, Method::GET | Method::HEAD) {
+            state.audit.record_later(event.clone())
+        } else {
+            state.audit.record(event.clone()).await
+        };
+        if let Err(e) = recorded {
             state.metrics.audit_write_failed();
             tracing::error!(
                 error = %e,
@@ -172,56 +179,76 @@ pub async fn require(
 }
 
 async fn authenticate(
-    ledger: &Ledger,
+    state: &AppState,
     headers: &HeaderMap,
-    secure: bool,
 ) -> Result<Option<Principal>, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
             return Ok(None);
         };
-        return authenticate_token(ledger, token.trim().to_string()).await;
+        return authenticate_token(state, token.trim()).await;
     }
-    match session_cookie(headers, secure) {
-        Some(secret) => authenticate_session(ledger, secret).await,
+    match session_cookie(headers, https(&state.settings)) {
+        Some(secret) => authenticate_session(&state.ledger, secret).await,
         None => Ok(None),
     }
 }
 
+/// Checks a bearer token: from the token cache when it knows the token (no ledger read), else
+/// from the ledger, keeping a live token for the next request.
 pub(super) async fn authenticate_token(
-    ledger: &Ledger,
-    token: String,
+    state: &AppState,
+    token: &str,
 ) -> Result<Option<Principal>, ApiError> {
-    let Some((public_id, secret)) = secrets::parse_token(&token) else {
+    let Some((public_id, secret)) = secrets::parse_token(token) else {
         return Ok(None);
     };
-    let (public_id, presented) = (public_id.to_string(), secrets::hash_secret(secret));
-    Ok(ledger
+    let presented = secrets::hash_secret(secret);
+    let now = now_ms();
+    let changes = state.ledger.changes();
+    let principal = |t: CheckedToken| Principal::Token {
+        id: t.id,
+        name: t.name,
+        scopes: t.scopes,
+    };
+    match state.tokens.check(changes, public_id, &presented, now) {
+        Known::Valid(t) => return Ok(Some(principal(t))),
+        Known::Refused => return Ok(None),
+        Known::Unknown => {}
+    }
+    let stamp = TokenCache::stamp(changes);
+    let id = public_id.to_string();
+    let row = state
+        .ledger
         .run(move |c| {
-            let now = now_ms();
-            let row: Option<(i64, String, Vec<u8>, String)> = c
+            let row: Option<(i64, String, Vec<u8>, String, Option<i64>)> = c
                 .prepare_cached(
-                    "SELECT id, name, secret_hash, scopes FROM api_tokens
+                    "SELECT id, name, secret_hash, scopes, expires_at FROM api_tokens
                       WHERE public_id = ?1 AND revoked_at IS NULL
                         AND (expires_at IS NULL OR expires_at > ?2)",
                 )?
-                .query_row(params![public_id, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                .query_row(params![id, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
-            let Some((id, name, stored, scopes)) = row else {
-                return Ok(None);
-            };
-            if !secrets::hashes_equal(&stored, &presented) {
-                return Ok(None);
-            }
-            Ok(Some(Principal::Token {
-                id,
-                name,
-                scopes: scopes.split(',').map(str::to_string).collect(),
-            }))
+            Ok(row)
         })
-        .await?)
+        .await?;
+    let Some((id, name, secret_hash, scopes, expires_at)) = row else {
+        return Ok(None);
+    };
+    let checked = CheckedToken {
+        id,
+        name,
+        secret_hash,
+        scopes: scopes.split(',').map(str::to_string).collect(),
+        expires_at,
+    };
+    state.tokens.keep(public_id, checked.clone(), stamp);
+    if !secrets::hashes_equal(&checked.secret_hash, &presented) {
+        return Ok(None);
+    }
+    Ok(Some(principal(checked)))
 }
 
 /// The session secret the request carries. Over https only the `__Host-` cookie counts: one

@@ -19,6 +19,7 @@ pub mod limiter;
 pub mod ops;
 pub mod services_api;
 pub mod setup;
+pub mod token_cache;
 pub mod trust_api;
 pub mod webhook_api;
 
@@ -60,6 +61,7 @@ pub struct AppState {
     pub login_limiter: Arc<limiter::LoginLimiter>,
     pub reset_limiter: Arc<limiter::ResetLimiter>,
     pub audit: Arc<audit::AuditLog>,
+    pub tokens: Arc<token_cache::TokenCache>,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             login_limiter: Arc::default(),
             reset_limiter: Arc::default(),
             audit: Arc::new(audit::AuditLog::start(ledger.clone())),
+            tokens: Arc::default(),
             ledger,
         }
     }

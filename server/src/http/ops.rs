@@ -89,7 +89,7 @@ async fn credential(state: &AppState, headers: &HeaderMap) -> OpsCredential {
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         return OpsCredential::Invalid;
     };
-    match auth::authenticate_token(&state.ledger, token.trim().to_string()).await {
+    match auth::authenticate_token(state, token.trim()).await {
         Ok(Some(p)) if p.allows(Need::Read) => OpsCredential::Reader,
         Ok(Some(_)) => OpsCredential::NotReader,
         // A ledger failure is no reason to show more; it shows as not allowed.

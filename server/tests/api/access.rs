@@ -307,7 +307,8 @@ async fn expired_and_revoked_tokens_are_refused() {
     assert_eq!(ok.body["kind"], "token");
     assert_eq!(ok.body["scopes"], json!(["admin"]));
 
-    // Only the valid token was marked as used.
+    // Only the valid token was marked as used (a read's use is recorded after its answer).
+    h.state.audit.flush().await.expect("the audit writer runs");
     let used: Vec<Option<i64>> = h
         .sql(|c| {
             let mut stmt = c.prepare("SELECT last_used_at FROM api_tokens ORDER BY id")?;

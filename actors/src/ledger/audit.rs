@@ -1,0 +1,47 @@
+//! The token audit log: one row per token-authenticated request.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
+
+use super::{LedgerError, Millis};
+
+/// One use of an API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUse {
+    pub token_id: i64,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub client_addr: Option<String>,
+    pub at: Millis,
+}
+
+/// Records `uses` and advances each token's `last_used_at`. Meant for a batch inside one
+/// transaction (see `ledger::batch`).
+pub fn record(c: &Connection, uses: &[TokenUse]) -> Result<(), LedgerError> {
+    let mut last_used: HashMap<i64, Millis> = HashMap::new();
+    let mut insert = c.prepare_cached(
+        "INSERT INTO token_audit_events (token_id, method, path, status, client_addr, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for u in uses {
+        insert.execute(params![
+            u.token_id,
+            u.method,
+            u.path,
+            u.status,
+            u.client_addr,
+            u.at
+        ])?;
+        let t = last_used.entry(u.token_id).or_default();
+        *t = (*t).max(u.at);
+    }
+    let mut touch = c.prepare_cached(
+        "UPDATE api_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE id = ?1",
+    )?;
+    for (token, at) in last_used {
+        touch.execute(params![token, at])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! API tokens the server has checked recently, so a request with a known token needs no ledger
+//! read to authenticate.
+//!
+//! An entry is trusted only while nothing a credential check depends on has changed: the
+//! ledger's `auth_epoch` counter moves (by trigger) when any token is revoked, deleted or
+//! changed or any user's role changes, and every entry is stamped with the counter's generation
+//! from before its read (`ledger::changes`). Entries also expire with the token itself, and
+//! after [`MAX_AGE`] for changes made by other processes, which run no hooks of ours.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rustploy_actors::ledger::Millis;
+use rustploy_actors::ledger::changes::{Changes, MAX_AGE, Stamp, Table};
+
+use crate::secrets;
+
+/// What a token check needs from the ledger's row.
+#[derive(Debug, Clone)]
+pub struct CheckedToken {
+    pub id: i64,
+    pub name: String,
+    pub secret_hash: Vec<u8>,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<Millis>,
+}
+
+struct Entry {
+    token: CheckedToken,
+    stamp: Stamp,
+    read_at: Instant,
+}
+
+/// At most this many tokens are kept; more than that and the cache starts over.
+const CAPACITY: usize = 1024;
+
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// What the cache knows about a presented token.
+pub enum Known {
+    /// The token is live and the secret matches.
+    Valid(CheckedToken),
+    /// The public id is live but the secret does not match, or the token has expired.
+    Refused,
+    /// Not known (or no longer trusted): read the ledger.
+    Unknown,
+}
+
+impl TokenCache {
+    /// The stamp to read the ledger under, taken before the read.
+    pub fn stamp(changes: &Changes) -> Stamp {
+        changes.stamp(&[Table::AuthEpoch])
+    }
+
+    pub fn check(
+        &self,
+        changes: &Changes,
+        public_id: &str,
+        presented: &[u8],
+        now: Millis,
+    ) -> Known {
+        let stamp = Self::stamp(changes);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = entries.get(public_id) else {
+            return Known::Unknown;
+        };
+        if entry.stamp != stamp || entry.read_at.elapsed() > MAX_AGE {
+            return Known::Unknown;
+        }
+        if entry.token.expires_at.is_some_and(|at| at <= now)
+            || !secrets::hashes_equal(&entry.token.secret_hash, presented)
+        {
+            return Known::Refused;
+        }
+        Known::Valid(entry.token.clone())
+    }
+
+    /// Keeps a live token read under `stamp`.
+    pub fn keep(&self, public_id: &str, token: CheckedToken, stamp: Stamp) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CAPACITY && !entries.contains_key(public_id) {
+            entries.clear();
+        }
+        entries.insert(
+            public_id.to_string(),
+            Entry {
+                token,
+                stamp,
+                read_at: Instant::now(),
+            },
+        );
+    }
+}
