@@ -2,11 +2,12 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
 use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::changes::Table;
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
 use rustploy_actors::ledger::{LedgerError, now_ms};
 use serde::Deserialize;
@@ -231,19 +232,26 @@ async fn list_apps(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<impl IntoResponse> {
     let (limit, after) = page.bounds()?;
-    let items = state
-        .ledger
-        .run(move |c| {
-            let apps = c
-                .prepare_cached(&format!(
-                    "{APP_SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT ?2"
-                ))?
-                .query_map(params![after, limit], app_from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(apps)
-        })
+    // The same page is the same bytes until an app or a deployment changes.
+    let body = state
+        .reads
+        .get_or_load(
+            &state.ledger,
+            format!("apps?limit={limit}&after={after}"),
+            &[Table::Apps, Table::Deployments],
+            move |c| {
+                let apps = c
+                    .prepare_cached(&format!(
+                        "{APP_SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![after, limit], app_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                serde_json::to_vec(&page_of(apps, limit))
+                    .map_err(|e| LedgerError::Invalid(e.to_string()))
+            },
+        )
         .await?;
-    Ok(ApiJson(page_of(items, limit)))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 #[derive(Debug, Deserialize)]

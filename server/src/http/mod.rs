@@ -17,6 +17,7 @@ pub mod env_api;
 pub mod error;
 pub mod limiter;
 pub mod ops;
+pub mod read_cache;
 pub mod services_api;
 pub mod setup;
 pub mod token_cache;
@@ -62,6 +63,7 @@ pub struct AppState {
     pub reset_limiter: Arc<limiter::ResetLimiter>,
     pub audit: Arc<audit::AuditLog>,
     pub tokens: Arc<token_cache::TokenCache>,
+    pub reads: Arc<read_cache::ReadCache>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             reset_limiter: Arc::default(),
             audit: Arc::new(audit::AuditLog::start(ledger.clone())),
             tokens: Arc::default(),
+            reads: Arc::default(),
             ledger,
         }
     }

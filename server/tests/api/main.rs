@@ -13,6 +13,7 @@ mod env_files;
 mod errors;
 mod harness;
 mod ops;
+mod read_cache;
 mod services;
 mod session;
 mod trust;
