@@ -7,5 +7,6 @@ mod jobs;
 mod migrations;
 mod retention;
 mod router_sync;
+mod sql_boundary;
 mod supervision;
 mod webhook_intake;
