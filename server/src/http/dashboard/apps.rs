@@ -586,7 +586,7 @@ async fn overview(
             section {
                 h2 { "Domains" }
                 @if domains.is_empty() { p.empty { "No domains. " a href="domains" { "Add one" } "." } }
-                ul.plain { @for d in &domains { li { (badge(d["status"].as_str().unwrap_or(""))) " " a href=(d["url"].as_str().unwrap_or("#")) rel="noreferrer" { (text_of(&d["url"])) } } } }
+                ul.plain { @for d in &domains { li { (badge(d.status.as_str())) " " a href=(d.url) rel="noreferrer" { (d.url) } } } }
             }
             section {
                 h2 { "Recent deployments" }
@@ -895,15 +895,15 @@ async fn env_page(
         Ok(vars) => vars,
         Err(e) => return error_page(Some(v), e),
     };
-    let vars = vars["vars"].as_object().cloned().unwrap_or_default();
+    let vars = vars.vars;
     // Editing a plain variable starts from its value; a secret one is typed again.
     let mut draft_value = draft.value.clone();
     let mut draft_secret = draft.secret.is_some();
     if draft_value.is_empty()
         && let Some(existing) = vars.get(&draft.key)
     {
-        draft_value = existing["value"].as_str().unwrap_or("").to_string();
-        draft_secret = existing["secret"] == true;
+        draft_value = existing.value.clone().unwrap_or_default();
+        draft_secret = existing.secret;
     }
     let base = format!("/apps/{}", percent(&head.name));
     let can_edit = v.can(Need::Deploy);
@@ -915,9 +915,9 @@ async fn env_page(
                     tbody {
                         @for (k, var) in &vars {
                             tr {
-                                td.mono { (k) @if var["secret"] == true { " " (badge("secret")) } }
-                                td.mono { @if var["masked"] == true { span.masked { "••••••••" } } @else { (var["value"].as_str().unwrap_or("")) } }
-                                td { (when_str(var["updated_at"].as_str().unwrap_or(""))) }
+                                td.mono { (k) @if var.secret { " " (badge("secret")) } }
+                                td.mono { @if var.masked { span.masked { "••••••••" } } @else { (var.value.as_deref().unwrap_or("")) } }
+                                td { (when_str(&var.updated_at)) }
                                 td {
                                     @if can_edit {
                                         a href={ (base) "/env?edit=" (percent(k)) } { "Edit" }
@@ -932,7 +932,7 @@ async fn env_page(
                         }
                     }
                 } }
-                @if v.can(Need::Admin) && !reveal && vars.values().any(|x| x["masked"] == true) {
+                @if v.can(Need::Admin) && !reveal && vars.values().any(|x| x.masked) {
                     p { a href={ (base) "/env?reveal=true" } { "Reveal secret values" } " (recorded in the audit log)" }
                 }
             }
@@ -1147,18 +1147,18 @@ async fn domains_page(
                     tbody {
                         @for d in &list {
                             tr {
-                                td { a href=(d["url"].as_str().unwrap_or("#")) rel="noreferrer" { (text_of(&d["url"])) }
-                                    @if let Some(r) = d["redirect_to"].as_str() { br; small { "redirects to " (r) } } }
-                                td { (text_of(&d["tls"])) }
-                                td { (badge(d["status"].as_str().unwrap_or(""))) @if let Some(m) = d["status_message"].as_str() { br; small.reason { (m) } } }
-                                td { @if let Some(c) = d["certificate"].as_object() {
-                                        (text_of(&c["issuer"])) @if let Some(na) = c["not_after"].as_str() { br; small { "until " (when_str(na)) } } } }
-                                td { (text_of(&d["source"])) }
+                                td { a href=(d.url) rel="noreferrer" { (d.url) }
+                                    @if let Some(r) = &d.redirect_to { br; small { "redirects to " (r) } } }
+                                td { (d.tls.as_str()) }
+                                td { (badge(d.status.as_str())) @if let Some(m) = &d.status_message { br; small.reason { (m) } } }
+                                td { @if let Some(c) = &d.certificate {
+                                        (c.issuer) @if let Some(na) = &c.not_after { br; small { "until " (when_str(na)) } } } }
+                                td { (d.source.as_str()) }
                                 td {
-                                    @if v.can(Need::Deploy) && d["source"] != "base" {
+                                    @if v.can(Need::Deploy) && d.source != rustploy_api::states::DomainSource::Base {
                                         form method="post" action={ (base) "/domains/delete" } {
                                             (csrf(&v.csrf))
-                                            input type="hidden" name="domain" value=(d["domain"].as_str().unwrap_or(""));
+                                            input type="hidden" name="domain" value=(d.domain);
                                             button.danger type="submit" { "Remove" }
                                         }
                                     }
