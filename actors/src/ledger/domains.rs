@@ -102,6 +102,19 @@ pub fn with_tls(c: &Connection) -> Result<Vec<DomainRow>, LedgerError> {
     )
 }
 
+/// Up to `limit` domains in `status`, by hostname (the health report lists those in error).
+pub fn with_status(
+    c: &Connection,
+    status: DomainStatus,
+    limit: i64,
+) -> Result<Vec<DomainRow>, LedgerError> {
+    Ok(c.prepare_cached(&format!(
+        "{SELECT} WHERE d.status = ?1 ORDER BY d.hostname LIMIT ?2"
+    ))?
+    .query_map(params![status, limit], from_row)?
+    .collect::<Result<Vec<_>, _>>()?)
+}
+
 pub fn get(c: &Connection, id: i64) -> Result<Option<DomainRow>, LedgerError> {
     Ok(c.prepare_cached(&format!("{SELECT} WHERE d.id = ?1"))?
         .query_row([id], from_row)

@@ -102,6 +102,9 @@ fn every_status_and_tls_mode_round_trips() {
                     domains::write_statuses(c, &[update])?;
                     let back = domains::get(c, row.id)?.unwrap();
                     assert_eq!((back.status, back.status_message), (status, message));
+                    let listed = domains::with_status(c, status, 100)?;
+                    assert!(listed.iter().any(|d| d.id == row.id));
+                    assert!(listed.iter().all(|d| d.status == status));
                 }
             }
             let with_tls: Vec<TlsMode> = domains::with_tls(c)?.iter().map(|d| d.tls).collect();

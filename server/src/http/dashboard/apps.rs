@@ -11,6 +11,7 @@ use maud::{Markup, html};
 use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_actors::ledger::LedgerError;
 use rustploy_actors::ledger::trust::{self, Trust};
+use rustploy_api::states::{DomainSource, TlsMode};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -1112,6 +1113,16 @@ async fn domains(
     .await
 }
 
+/// How each TLS mode reads in the form.
+fn tls_label(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Auto => "auto (ACME)",
+        TlsMode::Internal => "internal CA",
+        TlsMode::Custom => "custom certificate",
+        TlsMode::Off => "off (HTTP only)",
+    }
+}
+
 async fn domains_page(
     state: &AppState,
     v: &Viewer,
@@ -1135,7 +1146,7 @@ async fn domains_page(
     };
     let base = format!("/apps/{}", percent(&head.name));
     let tls = if draft.tls.is_empty() {
-        "auto"
+        TlsMode::Auto.as_str()
     } else {
         draft.tls.as_str()
     };
@@ -1155,7 +1166,7 @@ async fn domains_page(
                                         (c.issuer) @if let Some(na) = &c.not_after { br; small { "until " (when_str(na)) } } } }
                                 td { (d.source.as_str()) }
                                 td {
-                                    @if v.can(Need::Deploy) && d.source != rustploy_api::states::DomainSource::Base {
+                                    @if v.can(Need::Deploy) && d.source != DomainSource::Base {
                                         form method="post" action={ (base) "/domains/delete" } {
                                             (csrf(&v.csrf))
                                             input type="hidden" name="domain" value=(d.domain);
@@ -1179,8 +1190,8 @@ async fn domains_page(
                     div.field.invalid[problem.beside("tls").is_some()] {
                         label for="f-tls" { "TLS" }
                         select id="f-tls" name="tls" {
-                            @for (m, text) in [("auto", "auto (ACME)"), ("internal", "internal CA"), ("custom", "custom certificate"), ("off", "off (HTTP only)")] {
-                                @if m == tls { option value=(m) selected { (text) } } @else { option value=(m) { (text) } }
+                            @for &m in TlsMode::ALL {
+                                @if m.as_str() == tls { option value=(m.as_str()) selected { (tls_label(m)) } } @else { option value=(m.as_str()) { (tls_label(m)) } }
                             }
                         }
                         @if let Some(e) = problem.beside("tls") { p.field-error role="alert" { (e) } }
