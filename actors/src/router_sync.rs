@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
+use rustploy_api::states::DomainStatus;
 use serde_json::json;
 
 use crate::ingress::admin::{AdminError, CaddyAdmin};
 use crate::ingress::{IngressConfig, Site, Target, TlsMode, caddy, certs};
+use crate::ledger::domains::{self, DomainRow, StatusUpdate};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 
 pub type RouterSyncRef = ActorRef<RouterSyncMsg>;
@@ -161,19 +163,6 @@ impl Actor for RouterSync {
     }
 }
 
-/// A domain as RouterSync reads it from the ledger.
-#[derive(Debug, Clone)]
-pub struct DomainRow {
-    pub id: i64,
-    pub app: String,
-    pub hostname: String,
-    pub tls: TlsMode,
-    pub cert: Option<(String, String)>,
-    pub redirect_to: Option<String>,
-    pub path_prefix: Option<String>,
-    pub updated_at: i64,
-}
-
 /// The desired sites: each domain with its app's live upstreams (or a 503 while it has none),
 /// and the dashboard's host. Domains in `excluded` are left out, and so is any domain on the
 /// dashboard's host: it always routes to the dashboard, whose session cookie must never reach
@@ -190,7 +179,7 @@ pub fn desired_sites(
         .map(|d| Site {
             hostname: d.hostname.clone(),
             tls: d.tls,
-            cert: d.cert.as_ref().map(|(c, k)| (c.into(), k.into())),
+            cert: d.cert().map(|(c, k)| (c.into(), k.into())),
             path_prefix: d.path_prefix.clone(),
             target: match (&d.redirect_to, upstreams.get(&d.app)) {
                 (Some(origin), _) => Target::Redirect(origin.clone()),
@@ -240,17 +229,6 @@ pub fn suspects(sites: &[Site], applied: &HashMap<String, Site>, message: &str) 
         .collect()
 }
 
-/// A TLS domain's id, hostname, mode, custom certificate path, and the certificate details
-/// last recorded.
-type CertRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
 struct Desired {
     domains: Vec<DomainRow>,
     upstreams: BTreeMap<String, Vec<String>>,
@@ -265,98 +243,23 @@ fn reconcile_base_domains(
     dashboard_host: Option<&str>,
 ) -> Result<(), LedgerError> {
     let tx = c.transaction()?;
-    let now = now_ms();
-    // No hostname is empty, so '' reserves nothing.
-    let reserved = dashboard_host.unwrap_or("");
-    match base {
-        None => {
-            tx.execute("DELETE FROM domains WHERE source = 'base'", [])?;
-        }
-        Some((base, tls)) => {
-            tx.execute(
-                "DELETE FROM domains WHERE source = 'base'
-                   AND (hostname != (SELECT name FROM apps WHERE apps.id = domains.app_id) || '.' || ?1
-                        OR hostname = ?2)",
-                params![base, reserved],
-            )?;
-            tx.execute(
-                "UPDATE domains SET tls = ?1, updated_at = ?2 WHERE source = 'base' AND tls != ?1",
-                params![tls.as_str(), now],
-            )?;
-            tx.execute(
-                "INSERT INTO domains (app_id, hostname, tls, source, created_at, updated_at)
-                 SELECT id, name || '.' || ?1, ?2, 'base', ?3, ?3 FROM apps
-                  WHERE name || '.' || ?1 != ?4
-                 ON CONFLICT (hostname) DO NOTHING",
-                params![base, tls.as_str(), now, reserved],
-            )?;
-        }
-    }
+    domains::reconcile_base(
+        &tx,
+        base.map(|(host, tls)| (host.as_str(), *tls)),
+        dashboard_host,
+    )?;
     tx.commit()?;
     Ok(())
 }
 
-fn read_desired(c: &mut Connection) -> Result<Desired, LedgerError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT d.id, a.name, d.hostname, d.tls, d.cert_path, d.key_path, d.redirect_to,
-                d.path_prefix, d.updated_at
-           FROM domains d JOIN apps a ON a.id = d.app_id ORDER BY d.id",
-    )?;
-    let domains = stmt
-        .query_map([], |r| {
-            let tls: String = r.get(3)?;
-            let cert: Option<String> = r.get(4)?;
-            let key: Option<String> = r.get(5)?;
-            Ok(DomainRow {
-                id: r.get(0)?,
-                app: r.get(1)?,
-                hostname: r.get::<_, String>(2)?.to_ascii_lowercase(),
-                tls: TlsMode::parse(&tls).unwrap_or(TlsMode::Off),
-                cert: cert.zip(key),
-                redirect_to: r.get(6)?,
-                path_prefix: r.get(7)?,
-                updated_at: r.get(8)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = c.prepare_cached(
-        "SELECT a.name, r.address, r.port FROM app_runtimes r JOIN apps a ON a.id = r.app_id
-          ORDER BY r.container_id",
-    )?;
-    let mut upstreams: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })? {
-        let (app, address, port) = row?;
-        upstreams
-            .entry(app)
-            .or_default()
-            .push(format!("{address}:{port}"));
+/// Every domain (hostnames lowercase, as Caddy matches them) and the apps' live upstreams.
+fn read_desired(c: &Connection) -> Result<Desired, LedgerError> {
+    let mut domains = domains::all(c)?;
+    for d in &mut domains {
+        d.hostname.make_ascii_lowercase();
     }
+    let upstreams = domains::upstreams(c)?;
     Ok(Desired { domains, upstreams })
-}
-
-/// Writes each domain's status where it changed.
-fn write_statuses(
-    c: &mut Connection,
-    statuses: Vec<(i64, &'static str, Option<String>)>,
-) -> Result<(), LedgerError> {
-    let tx = c.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE domains SET status = ?2, status_message = ?3
-              WHERE id = ?1 AND (status IS NOT ?2 OR status_message IS NOT ?3)",
-        )?;
-        for (id, status, message) in statuses {
-            stmt.execute(params![id, status, message])?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 impl RouterSyncState {
@@ -378,7 +281,7 @@ impl RouterSyncState {
             let message = "no ingress is configured: start the server with --caddy managed or --caddy-admin URL";
             self.record(
                 &desired,
-                |_| ("pending", Some(message.to_string())),
+                |_| (DomainStatus::Pending, Some(message.to_string())),
                 json!({ "mode": "off", "ok": true }),
             )
             .await?;
@@ -435,7 +338,7 @@ impl RouterSyncState {
                     |d| {
                         if is_dashboard_host(&d.hostname, dashboard.as_ref()) {
                             (
-                                "error",
+                                DomainStatus::Error,
                                 Some(
                                     "this host is the dashboard's (--dashboard-domain) and routes \
                                      only to it: remove it from the app"
@@ -444,16 +347,16 @@ impl RouterSyncState {
                             )
                         } else if let Some((_, message, _)) = excluded.get(&d.hostname) {
                             (
-                                "error",
+                                DomainStatus::Error,
                                 Some(format!("Caddy rejected this domain: {message}")),
                             )
                         } else if d.redirect_to.is_some()
                             || upstreams.get(&d.app).is_some_and(|u| !u.is_empty())
                         {
-                            ("routed", None)
+                            (DomainStatus::Routed, None)
                         } else {
                             (
-                                "pending",
+                                DomainStatus::Pending,
                                 Some(format!("{} has no healthy release yet: deploy it", d.app)),
                             )
                         }
@@ -465,8 +368,12 @@ impl RouterSyncState {
             Err(AdminError::Unreachable { .. }) => {
                 let message = outcome.as_ref().unwrap_err().to_string();
                 tracing::warn!("{message}; retrying on the next check");
-                self.record(&desired, |_| ("error", Some(message.clone())), router_state)
-                    .await?;
+                self.record(
+                    &desired,
+                    |_| (DomainStatus::Error, Some(message.clone())),
+                    router_state,
+                )
+                .await?;
             }
             Err(AdminError::Rejected(message)) => {
                 tracing::error!(
@@ -486,10 +393,10 @@ impl RouterSyncState {
                             .get(&d.hostname)
                             .is_some_and(|s| applied.get(&d.hostname) == Some(s));
                         if live {
-                            ("routed", None)
+                            (DomainStatus::Routed, None)
                         } else {
                             (
-                                "error",
+                                DomainStatus::Error,
                                 Some(format!("Caddy rejected the routes: {message}")),
                             )
                         }
@@ -563,15 +470,19 @@ impl RouterSyncState {
     async fn record(
         &mut self,
         desired: &Desired,
-        status_of: impl Fn(&DomainRow) -> (&'static str, Option<String>),
+        status_of: impl Fn(&DomainRow) -> (DomainStatus, Option<String>),
         router_state: serde_json::Value,
     ) -> Result<(), ActorProcessingErr> {
-        let statuses: Vec<(i64, &'static str, Option<String>)> = desired
+        let statuses: Vec<StatusUpdate> = desired
             .domains
             .iter()
             .map(|d| {
                 let (status, message) = status_of(d);
-                (d.id, status, message)
+                StatusUpdate {
+                    id: d.id,
+                    status,
+                    message,
+                }
             })
             .collect();
         // Timestamps aside, is this a new state?
@@ -583,13 +494,11 @@ impl RouterSyncState {
         self.last_state = Some(comparable);
         self.ledger
             .run(move |c| {
-                write_statuses(c, statuses)?;
+                let tx = c.transaction()?;
+                domains::write_statuses(&tx, &statuses)?;
+                tx.commit()?;
                 if changed {
-                    c.execute(
-                        "INSERT INTO settings (key, value, updated_at) VALUES ('router.state', ?1, ?2)
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                        params![router_state.to_string(), now_ms()],
-                    )?;
+                    domains::set_router_state(c, &router_state.to_string())?;
                 }
                 Ok(())
             })
@@ -649,32 +558,20 @@ impl RouterSyncState {
         };
         self.ledger
             .run(move |c| {
-                let rows: Vec<CertRow> = {
-                    let mut stmt = c.prepare_cached(
-                        "SELECT id, hostname, tls, cert_path, cert_issuer, cert_not_after
-                           FROM domains WHERE tls != 'off'",
-                    )?;
-                    stmt.query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                    })?
-                    .collect::<Result<_, _>>()?
-                };
+                let rows = domains::with_tls(c)?;
                 let tx = c.transaction()?;
-                for (id, host, tls, cert_path, issuer, not_after) in rows {
-                    let path = match (tls.as_str(), cert_path) {
-                        ("custom", Some(p)) => Some(p.into()),
-                        _ => certs::stored_cert(&storage_root, &host),
+                for d in rows {
+                    let path = match (d.tls, &d.cert_path) {
+                        (TlsMode::Custom, Some(p)) => Some(p.into()),
+                        _ => certs::stored_cert(&storage_root, &d.hostname),
                     };
                     let found = path.and_then(|p| certs::read_info(&p).ok());
-                    let (new_issuer, new_after) = match found {
+                    let (issuer, not_after) = match found {
                         Some(info) => (Some(info.issuer), Some(info.not_after_ms)),
                         None => (None, None),
                     };
-                    if new_issuer != issuer || new_after != not_after {
-                        tx.execute(
-                            "UPDATE domains SET cert_issuer = ?2, cert_not_after = ?3 WHERE id = ?1",
-                            params![id, new_issuer, new_after],
-                        )?;
+                    if issuer != d.cert_issuer || not_after != d.cert_not_after {
+                        domains::set_certificate(&tx, d.id, issuer.as_deref(), not_after)?;
                     }
                 }
                 tx.commit()?;
@@ -687,17 +584,27 @@ impl RouterSyncState {
 
 #[cfg(test)]
 mod tests {
+    use rustploy_api::states::DomainSource;
+
     use super::*;
 
     fn row(id: i64, app: &str, host: &str) -> DomainRow {
         DomainRow {
             id,
+            app_id: 1,
             app: app.into(),
             hostname: host.into(),
             tls: TlsMode::Off,
-            cert: None,
+            cert_path: None,
+            key_path: None,
             redirect_to: None,
             path_prefix: None,
+            source: DomainSource::User,
+            status: DomainStatus::Pending,
+            status_message: None,
+            cert_issuer: None,
+            cert_not_after: None,
+            created_at: 1,
             updated_at: 1,
         }
     }
@@ -803,7 +710,8 @@ mod tests {
         let upstreams = BTreeMap::new();
         let mut custom = row(2, "b", "b.test");
         custom.tls = TlsMode::Custom;
-        custom.cert = Some(("/certs/b.crt".into(), "/certs/b.key".into()));
+        custom.cert_path = Some("/certs/b.crt".into());
+        custom.key_path = Some("/certs/b.key".into());
         let sites = desired_sites(
             &[row(1, "a", "a.test"), custom],
             &upstreams,

@@ -119,15 +119,37 @@ pub struct Domain {
     pub domain: String,
     pub app: String,
     pub url: String,
-    pub tls: String,
+    pub tls: crate::states::TlsMode,
+    /// The certificate and key files, for `tls: custom`.
+    #[serde(default)]
+    pub cert_path: Option<String>,
+    #[serde(default)]
+    pub key_path: Option<String>,
+    /// The origin every request is redirected to, keeping its path and query.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
+    /// Only requests under this path are routed.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
     /// `user`, or `base` for the one the server keeps.
-    pub source: String,
-    /// `pending`, `routed` or `error`.
-    pub status: String,
+    pub source: crate::states::DomainSource,
+    pub status: crate::states::DomainStatus,
+    /// Why it is pending, or Caddy's error.
     #[serde(default)]
     pub status_message: Option<String>,
+    /// The certificate Caddy serves for it, once there is one.
+    #[serde(default)]
+    pub certificate: Option<Certificate>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A domain's certificate, as last read from its file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    pub issuer: String,
+    #[serde(default)]
+    pub not_after: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -228,3 +228,41 @@ mod tests {
         assert!(serde_json::from_str::<JobState>("\"Queued\"").is_err());
     }
 }
+
+// Domains and the routes RouterSync serves.
+
+text_enum! {
+    /// How a domain gets its certificate.
+    #[derive(PartialOrd, Ord)]
+    pub enum TlsMode {
+        /// ACME (Let's Encrypt / ZeroSSL), managed by Caddy.
+        Auto = "auto",
+        /// Caddy's own local certificate authority.
+        Internal = "internal",
+        /// A certificate and key the user keeps on this host.
+        Custom = "custom",
+        /// Plain HTTP only.
+        Off = "off",
+    }
+}
+
+impl TlsMode {
+    pub fn is_tls(self) -> bool {
+        self != TlsMode::Off
+    }
+
+    /// The scheme a domain with this mode answers on.
+    pub fn scheme(self) -> &'static str {
+        if self.is_tls() { "https" } else { "http" }
+    }
+}
+
+text_enum! {
+    /// Where a domain came from.
+    pub enum DomainSource {
+        /// Added through the API or the dashboard; removed the same way.
+        User = "user",
+        /// `<app>.<base domain>`, kept in step with the server's setting by RouterSync.
+        Base = "base",
+    }
+}

@@ -381,7 +381,9 @@ fn host_with_tls(
     let Some(host) = host else { return Ok(None) };
     let host = DomainName::parse(&host).map_err(|e| format!("{what}: {e}"))?;
     let tls = tls.as_deref().unwrap_or("auto");
-    let tls = TlsMode::parse(tls)
+    let tls = tls
+        .parse::<TlsMode>()
+        .ok()
         .filter(|m| *m != TlsMode::Custom)
         .ok_or_else(|| format!("{what} TLS must be auto, internal or off; got '{tls}'"))?;
     if host.is_wildcard() {

@@ -448,7 +448,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
         .map(|d| {
             Line::from(vec![
                 Span::raw(format!("{} ", d.domain)),
-                Span::styled(d.status.clone(), theme.state(&d.status)),
+                Span::styled(d.status.as_str(), theme.state(d.status.as_str())),
             ])
         })
         .collect();

@@ -10,44 +10,8 @@ pub mod managed;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a domain gets its certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TlsMode {
-    /// ACME (Let's Encrypt / ZeroSSL), managed by Caddy.
-    Auto,
-    /// Caddy's own local certificate authority.
-    Internal,
-    /// A certificate and key the user keeps on this host.
-    Custom,
-    /// Plain HTTP only.
-    Off,
-}
-
-impl TlsMode {
-    pub const ALL: [TlsMode; 4] = [
-        TlsMode::Auto,
-        TlsMode::Internal,
-        TlsMode::Custom,
-        TlsMode::Off,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Auto => "auto",
-            TlsMode::Internal => "internal",
-            TlsMode::Custom => "custom",
-            TlsMode::Off => "off",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-
-    pub fn is_tls(self) -> bool {
-        self != TlsMode::Off
-    }
-}
+/// How a domain gets its certificate: defined with the other stored states.
+pub use rustploy_api::states::TlsMode;
 
 /// Where a site's requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

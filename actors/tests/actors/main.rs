@@ -2,6 +2,7 @@
 //! policy, and migrations.
 
 mod changes;
+mod domain_states;
 mod helpers;
 mod jobs;
 mod migrations;

@@ -6,13 +6,15 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get};
-use rusqlite::{Connection, OptionalExtension, params};
-use rustploy_actors::ingress::TlsMode;
+use rusqlite::Connection;
 use rustploy_actors::ingress::certs::{self, CertError};
+use rustploy_actors::ledger::domains::{self, Added, DomainRow, Removed};
 use rustploy_actors::ledger::{LedgerError, now_ms};
 use rustploy_actors::router_sync::RouterSyncMsg;
+use rustploy_api::apps::{Certificate, Domain, Domains};
+use rustploy_api::states::TlsMode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::api::{no_app, resolve_app};
@@ -179,7 +181,7 @@ fn validate(new: NewDomain) -> ApiResult<ValidDomain> {
         DomainName::parse(&new.domain).map_err(|e| unprocessable("invalid_domain", "domain", e))?;
     let tls = match new.tls.as_deref() {
         None => TlsMode::Auto,
-        Some(t) => TlsMode::parse(t).ok_or_else(|| {
+        Some(t) => t.parse::<TlsMode>().map_err(|_| {
             unprocessable(
                 "invalid_tls",
                 "tls",
@@ -256,47 +258,39 @@ fn validate(new: NewDomain) -> ApiResult<ValidDomain> {
     })
 }
 
-const DOMAIN_SELECT: &str =
-    "SELECT d.id, d.hostname, d.tls, d.cert_path, d.key_path, d.redirect_to,
-        d.path_prefix, d.source, d.status, d.status_message, d.cert_issuer, d.cert_not_after,
-        d.created_at, d.updated_at, a.name
-   FROM domains d JOIN apps a ON a.id = d.app_id";
-
-fn domain_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    let hostname: String = r.get(1)?;
-    let tls: String = r.get(2)?;
-    let scheme = if tls == "off" { "http" } else { "https" };
-    let prefix: Option<String> = r.get(6)?;
-    let issuer: Option<String> = r.get(10)?;
-    let not_after: Option<i64> = r.get(11)?;
-    Ok(json!({
-        "id": r.get::<_, i64>(0)?,
-        "domain": hostname,
-        "app": r.get::<_, String>(14)?,
-        "url": format!("{scheme}://{}{}", hostname, prefix.as_deref().unwrap_or("/")),
-        "tls": tls,
-        "cert_path": r.get::<_, Option<String>>(3)?,
-        "key_path": r.get::<_, Option<String>>(4)?,
-        "redirect_to": r.get::<_, Option<String>>(5)?,
-        "path_prefix": prefix,
-        "source": r.get::<_, String>(7)?,
-        "status": r.get::<_, String>(8)?,
-        "status_message": r.get::<_, Option<String>>(9)?,
-        "certificate": issuer.map(|issuer| json!({
-            "issuer": issuer,
-            "not_after": not_after.map(rfc3339),
-        })),
-        "created_at": rfc3339(r.get(12)?),
-        "updated_at": rfc3339(r.get(13)?),
-    }))
+/// A domain as the API shows it: where it answers, and what RouterSync made of it.
+pub(super) fn to_wire(row: DomainRow) -> Domain {
+    let url = format!(
+        "{}://{}{}",
+        row.tls.scheme(),
+        row.hostname,
+        row.path_prefix.as_deref().unwrap_or("/")
+    );
+    Domain {
+        id: row.id,
+        url,
+        domain: row.hostname,
+        app: row.app,
+        tls: row.tls,
+        cert_path: row.cert_path,
+        key_path: row.key_path,
+        redirect_to: row.redirect_to,
+        path_prefix: row.path_prefix,
+        source: row.source,
+        status: row.status,
+        status_message: row.status_message,
+        certificate: row.cert_issuer.map(|issuer| Certificate {
+            issuer,
+            not_after: row.cert_not_after.map(rfc3339),
+        }),
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    }
 }
 
-pub(super) fn domains_of(c: &Connection, app: i64) -> Result<Vec<Value>, LedgerError> {
-    Ok(c.prepare_cached(&format!(
-        "{DOMAIN_SELECT} WHERE d.app_id = ?1 ORDER BY d.hostname"
-    ))?
-    .query_map([app], domain_from_row)?
-    .collect::<Result<Vec<_>, _>>()?)
+/// The app's domains as the API shows them, by hostname.
+pub(super) fn domains_of(c: &Connection, app: i64) -> Result<Vec<Domain>, LedgerError> {
+    Ok(domains::of_app(c, app)?.into_iter().map(to_wire).collect())
 }
 
 async fn list_domains(
@@ -314,14 +308,7 @@ async fn list_domains(
         })
         .await?
         .ok_or_else(|| no_app(&key))?;
-    Ok(ApiJson(json!({ "items": items })))
-}
-
-enum Added {
-    NoApp,
-    Taken(String),
-    TooMany,
-    Done(Value),
+    Ok(ApiJson(Domains { items }))
 }
 
 async fn add_domain(
@@ -329,13 +316,13 @@ async fn add_domain(
     ApiPath(key): ApiPath<String>,
     ApiJson(body): ApiJson<NewDomain>,
 ) -> ApiResult<impl IntoResponse> {
-    let json = add(&state, key, body).await?;
-    Ok((StatusCode::CREATED, ApiJson(json)))
+    let domain = add(&state, key, body).await?;
+    Ok((StatusCode::CREATED, ApiJson(domain)))
 }
 
 /// Validates and adds a domain to the app `key`, then nudges RouterSync. The dashboard's
 /// domains tab uses it too.
-pub(super) async fn add(state: &AppState, key: String, body: NewDomain) -> ApiResult<Value> {
+pub(super) async fn add(state: &AppState, key: String, body: NewDomain) -> ApiResult<Domain> {
     // Reading the certificate files is blocking work.
     let domain = tokio::task::spawn_blocking(move || validate(body))
         .await
@@ -343,76 +330,43 @@ pub(super) async fn add(state: &AppState, key: String, body: NewDomain) -> ApiRe
     check_not_dashboard(domain.hostname.as_str(), &state.settings, "domain")?;
     let k = key.clone();
     let host = domain.hostname.to_string();
+    let new = domains::NewDomain {
+        hostname: domain.hostname.to_string(),
+        tls: domain.tls,
+        cert: domain.cert,
+        redirect_to: domain.redirect_to,
+        path_prefix: domain.path_prefix,
+    };
     let added = state
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(app) = resolve_app(&tx, &k)? else { return Ok(Added::NoApp) };
-            let holder: Option<String> = tx
-                .query_row(
-                    "SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id WHERE d.hostname = ?1",
-                    [domain.hostname.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(holder) = holder {
-                return Ok(Added::Taken(holder));
-            }
-            let count: i64 =
-                tx.query_row("SELECT COUNT(*) FROM domains WHERE app_id = ?1", [app], |r| r.get(0))?;
-            if count >= MAX_DOMAINS_PER_APP {
-                return Ok(Added::TooMany);
-            }
-            let now = now_ms();
-            let (cert, key) = domain.cert.clone().unzip();
-            tx.execute(
-                "INSERT INTO domains (app_id, hostname, tls, cert_path, key_path, redirect_to, path_prefix,
-                                      source, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'user', 'pending', ?8, ?8)",
-                params![
-                    app,
-                    domain.hostname.as_str(),
-                    domain.tls.as_str(),
-                    cert,
-                    key,
-                    domain.redirect_to,
-                    domain.path_prefix,
-                    now
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            let json = tx
-                .prepare_cached(&format!("{DOMAIN_SELECT} WHERE d.id = ?1"))?
-                .query_row([id], domain_from_row)?;
+            let Some(app) = resolve_app(&tx, &k)? else {
+                return Ok(None);
+            };
+            let added = domains::add(&tx, app, &new, MAX_DOMAINS_PER_APP)?;
             tx.commit()?;
-            Ok(Added::Done(json))
+            Ok(Some(added))
         })
         .await?;
     match added {
-        Added::NoApp => Err(no_app(&key)),
-        Added::Taken(holder) => Err(ApiError::new(
+        None => Err(no_app(&key)),
+        Some(Added::Taken(holder)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "domain_taken",
             format!("{host} is already a domain of app '{holder}'; remove it there first"),
         )
         .details(json!({ "field": "domain", "app": holder }))),
-        Added::TooMany => Err(unprocessable(
+        Some(Added::TooMany) => Err(unprocessable(
             "too_many_domains",
             "domain",
             format!("an app may have at most {MAX_DOMAINS_PER_APP} domains"),
         )),
-        Added::Done(json) => {
+        Some(Added::Done(row)) => {
             state.router.nudge(RouterSyncMsg::Nudge);
-            Ok(json)
+            Ok(to_wire(*row))
         }
     }
-}
-
-enum Removed {
-    NoApp,
-    NoDomain,
-    FromBase,
-    Done,
 }
 
 async fn remove_domain(
@@ -434,34 +388,17 @@ pub(super) async fn remove(state: &AppState, key: String, domain: String) -> Api
         .ledger
         .run(move |c| {
             let Some(app) = resolve_app(c, &k)? else {
-                return Ok(Removed::NoApp);
+                return Ok(None);
             };
-            let source: Option<String> = c
-                .query_row(
-                    "SELECT source FROM domains WHERE app_id = ?1 AND hostname = ?2",
-                    params![app, host],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match source.as_deref() {
-                None => Ok(Removed::NoDomain),
-                Some("base") => Ok(Removed::FromBase),
-                Some(_) => {
-                    c.execute(
-                        "DELETE FROM domains WHERE app_id = ?1 AND hostname = ?2",
-                        params![app, host],
-                    )?;
-                    Ok(Removed::Done)
-                }
-            }
+            Ok(Some(domains::remove_user(c, app, &host)?))
         })
         .await?;
     match removed {
-        Removed::NoApp => Err(no_app(&key)),
-        Removed::NoDomain => Err(ApiError::not_found(format!(
+        None => Err(no_app(&key)),
+        Some(Removed::NoDomain) => Err(ApiError::not_found(format!(
             "app '{key}' has no domain {hostname}"
         ))),
-        Removed::FromBase => Err(ApiError::new(
+        Some(Removed::FromBase) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "domain_from_base_domain",
             format!(
@@ -469,7 +406,7 @@ pub(super) async fn remove(state: &AppState, key: String, domain: String) -> Api
                  it goes away only with that setting"
             ),
         )),
-        Removed::Done => {
+        Some(Removed::Done) => {
             state.router.nudge(RouterSyncMsg::Nudge);
             Ok(())
         }

@@ -10,11 +10,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get};
-use rusqlite::params;
 use rustploy_actors::crypto::env_context;
-use rustploy_actors::ledger::now_ms;
+use rustploy_actors::ledger::env::{self, Revealer, SealedVar};
+use rustploy_api::apps::{EnvUpdated, EnvVar, EnvVars};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::api::{no_app, resolve_app};
@@ -67,7 +67,7 @@ pub(super) async fn read_vars(
     who: &Principal,
     key: String,
     reveal: bool,
-) -> ApiResult<Value> {
+) -> ApiResult<EnvVars> {
     if reveal && !who.allows(Need::Admin) {
         return Err(ApiError::forbidden("admin"));
     }
@@ -75,63 +75,52 @@ pub(super) async fn read_vars(
     let rows = state
         .ledger
         .run(move |c| {
-            let Some(app) = resolve_app(c, &k)? else { return Ok(None) };
-            let rows = c
-                .prepare_cached("SELECT key, value_enc, secret, updated_at FROM app_env_vars WHERE app_id = ?1 ORDER BY key")?
-                .query_map([app], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?, r.get::<_, i64>(3)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some((app, rows)))
+            let Some(app) = resolve_app(c, &k)? else {
+                return Ok(None);
+            };
+            Ok(Some((app, env::list(c, app)?)))
         })
         .await?;
     let Some((app, rows)) = rows else {
         return Err(no_app(&key));
     };
-    let mut vars = serde_json::Map::new();
-    for (name, sealed, secret, updated) in rows {
-        let value = if secret && !reveal {
-            Value::Null
+    let mut vars = BTreeMap::new();
+    for row in rows {
+        let masked = row.secret && !reveal;
+        let value = if masked {
+            None
         } else {
             let plain = state
                 .secrets
-                .open_string(&env_context(app, &name), &sealed)
-                .map_err(|e| ApiError::internal(format!("env var {name} of app {app}: {e}")))?;
-            json!(plain)
+                .open_string(&env_context(app, &row.key), &row.value_enc)
+                .map_err(|e| {
+                    ApiError::internal(format!("env var {} of app {app}: {e}", row.key))
+                })?;
+            Some(plain)
         };
-        vars.insert(
-            name,
-            json!({ "value": value, "secret": secret, "masked": secret && !reveal, "updated_at": rfc3339(updated) }),
-        );
+        let var = EnvVar {
+            value,
+            secret: row.secret,
+            masked,
+            updated_at: rfc3339(row.updated_at),
+        };
+        vars.insert(row.key, var);
     }
     if reveal {
         record_reveal(state, who, app).await?;
     }
-    Ok(json!({ "vars": vars }))
+    Ok(EnvVars { vars })
 }
 
 /// Writes an audit event saying who saw an app's secret values.
 async fn record_reveal(state: &AppState, who: &Principal, app: i64) -> ApiResult<()> {
-    let (token_id, user_id) = match who {
-        Principal::Token { id, .. } => (Some(*id), None),
-        Principal::User { id, .. } => (None, Some(*id)),
+    let who = match who {
+        Principal::Token { id, .. } => Revealer::Token(*id),
+        Principal::User { id, .. } => Revealer::User(*id),
     };
     state
         .ledger
-        .run(move |c| {
-            c.execute(
-                "INSERT INTO token_audit_events (token_id, user_id, method, path, status, detail, at)
-                 VALUES (?1, ?2, 'GET', ?3, 200, ?4, ?5)",
-                params![
-                    token_id,
-                    user_id,
-                    format!("/api/v1/apps/{app}/env"),
-                    format!("revealed the secret env values of app {app}"),
-                    now_ms()
-                ],
-            )?;
-            Ok(())
-        })
+        .run(move |c| env::record_reveal(c, who, app))
         .await?;
     Ok(())
 }
@@ -202,8 +191,8 @@ async fn put_env(
             "send JSON ('Content-Type: application/json') or a .env file ('Content-Type: text/plain')",
         ));
     };
-    let keys = write_vars(&state, key, vars).await?;
-    Ok(ApiJson(json!({ "updated": keys })))
+    let updated = write_vars(&state, key, vars).await?;
+    Ok(ApiJson(EnvUpdated { updated }))
 }
 
 /// Checks and upserts `(key, value, secret)` variables of the app `key` in one transaction;
@@ -231,19 +220,20 @@ pub(super) async fn write_vars(
         .ledger
         .run(move |c| {
             let tx = c.transaction()?;
-            let Some(app) = resolve_app(&tx, &k)? else { return Ok(None) };
-            let now = now_ms();
-            for (name, value, secret) in &checked {
-                let sealed = sealer.seal(&env_context(app, name.as_str()), value.as_bytes());
-                tx.prepare_cached(
-                    "INSERT INTO app_env_vars (app_id, key, value_enc, secret, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (app_id, key) DO UPDATE SET value_enc = ?3, secret = ?4, updated_at = ?5",
-                )?
-                .execute(params![app, name.as_str(), sealed, secret, now])?;
-            }
-            tx.execute("UPDATE apps SET updated_at = ?2 WHERE id = ?1", params![app, now])?;
+            let Some(app) = resolve_app(&tx, &k)? else {
+                return Ok(None);
+            };
+            let sealed: Vec<SealedVar> = checked
+                .iter()
+                .map(|(name, value, secret)| SealedVar {
+                    key: name.as_str().to_string(),
+                    value_enc: sealer.seal(&env_context(app, name.as_str()), value.as_bytes()),
+                    secret: *secret,
+                })
+                .collect();
+            env::put(&tx, app, &sealed)?;
             tx.commit()?;
-            Ok(Some(checked.iter().map(|(n, _, _)| n.as_str().to_string()).collect::<Vec<_>>()))
+            Ok(Some(sealed.into_iter().map(|v| v.key).collect::<Vec<_>>()))
         })
         .await?;
     written.ok_or_else(|| no_app(&key))
@@ -284,17 +274,14 @@ pub(super) async fn remove_var(state: &AppState, key: String, name: String) -> A
             let Some(app) = resolve_app(c, &k)? else {
                 return Ok(None);
             };
-            Ok(Some(c.execute(
-                "DELETE FROM app_env_vars WHERE app_id = ?1 AND key = ?2",
-                params![app, n],
-            )?))
+            Ok(Some(env::delete(c, app, &n)?))
         })
         .await?;
     match deleted {
         None => Err(no_app(&key)),
-        Some(0) => Err(ApiError::not_found(format!(
+        Some(false) => Err(ApiError::not_found(format!(
             "app '{key}' has no env var {name}"
         ))),
-        Some(_) => Ok(()),
+        Some(true) => Ok(()),
     }
 }

@@ -11,6 +11,7 @@ use maud::{Markup, html};
 use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_actors::ledger::LedgerError;
 use rustploy_actors::ledger::trust::{self, Trust};
+use rustploy_api::states::{DomainSource, TlsMode};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -586,7 +587,7 @@ async fn overview(
             section {
                 h2 { "Domains" }
                 @if domains.is_empty() { p.empty { "No domains. " a href="domains" { "Add one" } "." } }
-                ul.plain { @for d in &domains { li { (badge(d["status"].as_str().unwrap_or(""))) " " a href=(d["url"].as_str().unwrap_or("#")) rel="noreferrer" { (text_of(&d["url"])) } } } }
+                ul.plain { @for d in &domains { li { (badge(d.status.as_str())) " " a href=(d.url) rel="noreferrer" { (d.url) } } } }
             }
             section {
                 h2 { "Recent deployments" }
@@ -895,15 +896,15 @@ async fn env_page(
         Ok(vars) => vars,
         Err(e) => return error_page(Some(v), e),
     };
-    let vars = vars["vars"].as_object().cloned().unwrap_or_default();
+    let vars = vars.vars;
     // Editing a plain variable starts from its value; a secret one is typed again.
     let mut draft_value = draft.value.clone();
     let mut draft_secret = draft.secret.is_some();
     if draft_value.is_empty()
         && let Some(existing) = vars.get(&draft.key)
     {
-        draft_value = existing["value"].as_str().unwrap_or("").to_string();
-        draft_secret = existing["secret"] == true;
+        draft_value = existing.value.clone().unwrap_or_default();
+        draft_secret = existing.secret;
     }
     let base = format!("/apps/{}", percent(&head.name));
     let can_edit = v.can(Need::Deploy);
@@ -915,9 +916,9 @@ async fn env_page(
                     tbody {
                         @for (k, var) in &vars {
                             tr {
-                                td.mono { (k) @if var["secret"] == true { " " (badge("secret")) } }
-                                td.mono { @if var["masked"] == true { span.masked { "••••••••" } } @else { (var["value"].as_str().unwrap_or("")) } }
-                                td { (when_str(var["updated_at"].as_str().unwrap_or(""))) }
+                                td.mono { (k) @if var.secret { " " (badge("secret")) } }
+                                td.mono { @if var.masked { span.masked { "••••••••" } } @else { (var.value.as_deref().unwrap_or("")) } }
+                                td { (when_str(&var.updated_at)) }
                                 td {
                                     @if can_edit {
                                         a href={ (base) "/env?edit=" (percent(k)) } { "Edit" }
@@ -932,7 +933,7 @@ async fn env_page(
                         }
                     }
                 } }
-                @if v.can(Need::Admin) && !reveal && vars.values().any(|x| x["masked"] == true) {
+                @if v.can(Need::Admin) && !reveal && vars.values().any(|x| x.masked) {
                     p { a href={ (base) "/env?reveal=true" } { "Reveal secret values" } " (recorded in the audit log)" }
                 }
             }
@@ -1112,6 +1113,16 @@ async fn domains(
     .await
 }
 
+/// How each TLS mode reads in the form.
+fn tls_label(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Auto => "auto (ACME)",
+        TlsMode::Internal => "internal CA",
+        TlsMode::Custom => "custom certificate",
+        TlsMode::Off => "off (HTTP only)",
+    }
+}
+
 async fn domains_page(
     state: &AppState,
     v: &Viewer,
@@ -1135,7 +1146,7 @@ async fn domains_page(
     };
     let base = format!("/apps/{}", percent(&head.name));
     let tls = if draft.tls.is_empty() {
-        "auto"
+        TlsMode::Auto.as_str()
     } else {
         draft.tls.as_str()
     };
@@ -1147,18 +1158,18 @@ async fn domains_page(
                     tbody {
                         @for d in &list {
                             tr {
-                                td { a href=(d["url"].as_str().unwrap_or("#")) rel="noreferrer" { (text_of(&d["url"])) }
-                                    @if let Some(r) = d["redirect_to"].as_str() { br; small { "redirects to " (r) } } }
-                                td { (text_of(&d["tls"])) }
-                                td { (badge(d["status"].as_str().unwrap_or(""))) @if let Some(m) = d["status_message"].as_str() { br; small.reason { (m) } } }
-                                td { @if let Some(c) = d["certificate"].as_object() {
-                                        (text_of(&c["issuer"])) @if let Some(na) = c["not_after"].as_str() { br; small { "until " (when_str(na)) } } } }
-                                td { (text_of(&d["source"])) }
+                                td { a href=(d.url) rel="noreferrer" { (d.url) }
+                                    @if let Some(r) = &d.redirect_to { br; small { "redirects to " (r) } } }
+                                td { (d.tls.as_str()) }
+                                td { (badge(d.status.as_str())) @if let Some(m) = &d.status_message { br; small.reason { (m) } } }
+                                td { @if let Some(c) = &d.certificate {
+                                        (c.issuer) @if let Some(na) = &c.not_after { br; small { "until " (when_str(na)) } } } }
+                                td { (d.source.as_str()) }
                                 td {
-                                    @if v.can(Need::Deploy) && d["source"] != "base" {
+                                    @if v.can(Need::Deploy) && d.source != DomainSource::Base {
                                         form method="post" action={ (base) "/domains/delete" } {
                                             (csrf(&v.csrf))
-                                            input type="hidden" name="domain" value=(d["domain"].as_str().unwrap_or(""));
+                                            input type="hidden" name="domain" value=(d.domain);
                                             button.danger type="submit" { "Remove" }
                                         }
                                     }
@@ -1179,8 +1190,8 @@ async fn domains_page(
                     div.field.invalid[problem.beside("tls").is_some()] {
                         label for="f-tls" { "TLS" }
                         select id="f-tls" name="tls" {
-                            @for (m, text) in [("auto", "auto (ACME)"), ("internal", "internal CA"), ("custom", "custom certificate"), ("off", "off (HTTP only)")] {
-                                @if m == tls { option value=(m) selected { (text) } } @else { option value=(m) { (text) } }
+                            @for &m in TlsMode::ALL {
+                                @if m.as_str() == tls { option value=(m.as_str()) selected { (tls_label(m)) } } @else { option value=(m.as_str()) { (tls_label(m)) } }
                             }
                         }
                         @if let Some(e) = problem.beside("tls") { p.field-error role="alert" { (e) } }
