@@ -20,6 +20,7 @@ pub mod ops;
 pub mod services_api;
 pub mod setup;
 pub mod trust_api;
+pub mod views;
 pub mod webhook_api;
 
 use std::net::SocketAddr;
