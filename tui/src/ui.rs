@@ -354,9 +354,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
             let routes: Vec<String> = rt
                 .route
                 .iter()
-                .map(|r| {
-                    format!("{} {}", r.service, r.url)
-                })
+                .map(|r| format!("{} {}", r.service, r.url))
                 .collect();
             runtime.push(Line::from(format!(
                 "route: {}",

@@ -211,8 +211,10 @@ pub fn rename(c: &Connection, id: i64, name: &str) -> Result<Renamed, LedgerErro
 
 /// Whether a job of app `app_id` is running (a deployment, a backup, ...).
 pub fn has_running_job(c: &Connection, app_id: i64) -> Result<bool, LedgerError> {
-    Ok(c.prepare_cached("SELECT COUNT(*) > 0 FROM jobs WHERE app_id = ?1 AND state = ?2")?
-        .query_row(params![app_id, JobState::Running], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) > 0 FROM jobs WHERE app_id = ?1 AND state = ?2")?
+            .query_row(params![app_id, JobState::Running], |r| r.get(0))?,
+    )
 }
 
 /// Deletes app `id` with everything that belongs to it (its rows cascade), unless a job of it

@@ -1063,6 +1063,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_end_of_a_log_says_how_the_deployment_ended() {
+        let text = |end: LogEnd| serde_json::to_string(&end).unwrap();
+        assert_eq!(
+            text(LogEnd {
+                state: None,
+                reason: None
+            }),
+            r#"{"state":null}"#,
+            "a deployment that is gone has no reason"
+        );
+        assert_eq!(
+            text(LogEnd {
+                state: Some(DeploymentState::Healthy),
+                reason: Some(None)
+            }),
+            r#"{"state":"healthy","reason":null}"#
+        );
+        assert_eq!(
+            text(LogEnd {
+                state: Some(DeploymentState::Failed),
+                reason: Some(Some("health".into()))
+            }),
+            r#"{"state":"failed","reason":"health"}"#
+        );
+    }
+
+    #[test]
     fn repository_urls_with_credentials_are_recognised() {
         let cases: &[(&str, bool)] = &[
             ("https://github.com/o/r.git", false),

@@ -123,8 +123,10 @@ fn json_text<T: serde::de::DeserializeOwned>(text: Option<String>) -> Option<T> 
 
 /// Whether deployment `id` exists.
 pub fn exists(c: &Connection, id: i64) -> Result<bool, LedgerError> {
-    Ok(c.prepare_cached("SELECT COUNT(*) > 0 FROM deployments WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) > 0 FROM deployments WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?,
+    )
 }
 
 /// One page of app `app_id`'s deployments with ids below `before`, newest first.
@@ -139,7 +141,9 @@ pub fn page(
             "SELECT {COLUMNS}, a.name FROM deployments d JOIN apps a ON a.id = d.app_id
               WHERE d.app_id = ?1 AND d.id < ?2 ORDER BY d.id DESC LIMIT ?3"
         ))?
-        .query_map(params![app_id, before, limit], |r| read_at(r, 0, r.get(13)?))?
+        .query_map(params![app_id, before, limit], |r| {
+            read_at(r, 0, r.get(13)?)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -245,11 +249,11 @@ pub fn history(c: &Connection, app_id: i64) -> Result<Vec<Past>, LedgerError> {
 // TODO(merge): belongs in jobs.rs.
 /// The newest job of deployment `id`, the one a cancel stops.
 pub fn newest_job(c: &Connection, deployment_id: i64) -> Result<Option<i64>, LedgerError> {
-    Ok(c.prepare_cached(
-        "SELECT id FROM jobs WHERE deployment_id = ?1 ORDER BY id DESC LIMIT 1",
-    )?
-    .query_row([deployment_id], |r| r.get(0))
-    .optional()?)
+    Ok(
+        c.prepare_cached("SELECT id FROM jobs WHERE deployment_id = ?1 ORDER BY id DESC LIMIT 1")?
+            .query_row([deployment_id], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 // TODO(merge): belongs in jobs.rs.

@@ -238,7 +238,11 @@ fn text_of(v: &Value) -> String {
 fn imported_page(v: &Viewer, app: &App) -> Markup {
     let name = app.name.as_str();
     let Some(i) = &app.import else {
-        return layout(Some((v, Section::Import)), &format!("Imported {name}"), html! {});
+        return layout(
+            Some((v, Section::Import)),
+            &format!("Imported {name}"),
+            html! {},
+        );
     };
     let text = |s: Option<&str>| s.unwrap_or("—").to_string();
     layout(
