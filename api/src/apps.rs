@@ -97,13 +97,16 @@ impl Deployment {
 }
 
 /// What a finished deployment recorded about itself.
+///
+/// Both keys are required (`null` when there is nothing), so that a deployment read from a
+/// list, which has neither, reads back with no detail at all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentDetail {
     /// Milliseconds per step (`fetch`, `build`, ..., `route`), once the deployment switched.
-    #[serde(default)]
+    #[serde(deserialize_with = "Deserialize::deserialize")]
     pub step_timings_ms: Option<BTreeMap<String, u64>>,
     /// The image each service ran, by service.
-    #[serde(default)]
+    #[serde(deserialize_with = "Deserialize::deserialize")]
     pub image_ids: Option<BTreeMap<String, String>>,
 }
 
@@ -493,6 +496,27 @@ pub(crate) fn segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deployment_carries_its_optional_parts_only_when_the_answer_has_them() {
+        let text = r#"{"id":2,"app_id":1,"app":"web","state":"running","step":"build","requested_ref":null,"commit_sha":null,"trigger":"api","triggered_by":null,"reason":null,"rollback_of":null,"created_at":"2026-01-01T00:00:00Z","started_at":null,"finished_at":null}"#;
+        let d: Deployment = serde_json::from_str(text).unwrap();
+        assert_eq!(d.state, DeploymentState::Running);
+        assert_eq!(d.step, Some(DeployStep::Build));
+        assert!(d.is_active());
+        assert_eq!(serde_json::to_string(&d).unwrap(), text);
+        let detailed = Deployment {
+            coalesced: Some(false),
+            detail: Some(DeploymentDetail::default()),
+            ..d
+        };
+        let v = serde_json::to_value(&detailed).unwrap();
+        assert_eq!(v["coalesced"], false);
+        assert!(v["step_timings_ms"].is_null() && v.get("step_timings_ms").is_some());
+        assert!(v["image_ids"].is_null() && v.get("image_ids").is_some());
+        let back: Deployment = serde_json::from_value(v).unwrap();
+        assert_eq!(back.detail, Some(DeploymentDetail::default()));
+    }
 
     #[test]
     fn segments_are_escaped() {

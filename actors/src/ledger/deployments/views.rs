@@ -326,3 +326,56 @@ pub fn queue_rollback(
     )?;
     Ok(Some(id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, LedgerConfig, apps};
+
+    #[test]
+    fn a_rollback_takes_the_target_commit_and_its_env_resealed_for_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), &LedgerConfig::default()).unwrap();
+        ledger
+            .blocking(|c| {
+                let app = apps::create(c, "shop")?.unwrap();
+                assert_eq!(apps::create(c, "shop")?, None, "the name is taken");
+                c.execute(
+                    "INSERT INTO deployments (app_id, state, commit_sha, env_snapshot_enc, trigger, created_at)
+                     VALUES (?1, 'superseded', 'abc', x'0102', 'api', 1)",
+                    [app],
+                )?;
+                let target = c.last_insert_rowid();
+                let rollback = Rollback {
+                    app_id: app,
+                    target,
+                    triggered_by: Some("user:o@example.com".into()),
+                };
+                let id = queue_rollback(c, &rollback, |new, sealed| {
+                    assert_ne!(new, target);
+                    Ok(sealed.iter().rev().copied().collect())
+                })?
+                .unwrap();
+                let d = get(c, id)?.unwrap();
+                assert_eq!(d.state, DeploymentState::Queued);
+                assert_eq!(d.rollback_of, Some(target));
+                assert_eq!(d.requested_ref.as_deref(), Some("abc"));
+                assert_eq!(d.trigger, "rollback");
+                let snapshot: Vec<u8> = c.query_row(
+                    "SELECT env_snapshot_enc FROM deployments WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?;
+                assert_eq!(snapshot, vec![2, 1]);
+                assert!(newest_job(c, id)?.is_some());
+                let app_row = apps::get(c, app)?.unwrap();
+                assert_eq!(app_row.last_deployment.map(|d| d.id), Some(id));
+                assert_eq!(
+                    page(c, app, i64::MAX, 10)?.iter().map(|d| d.id).collect::<Vec<_>>(),
+                    vec![id, target]
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+}
