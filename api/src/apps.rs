@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::sse::{SseEvent, SseParser};
+use crate::states::{DeployStep, DeploymentState};
 use crate::{Client, Error, Page};
 
 /// An app, with its newest deployment.
@@ -24,6 +25,35 @@ pub struct App {
     pub trusted_by: Option<String>,
     #[serde(default)]
     pub trusted_at: Option<String>,
+    /// What an import found in the repository; only the import's answer carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<Imported>,
+}
+
+/// What an import found in the repository, and why it chose what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Imported {
+    pub repo_url: String,
+    pub branch: String,
+    pub commit_sha: String,
+    #[serde(default)]
+    pub compose_path: Option<String>,
+    /// `compose`, `dockerfile` or `image`.
+    pub build_mode: String,
+    pub routed_service: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub healthcheck_path: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// The repository's `rustploy.yaml`, as read.
+    #[serde(default)]
+    pub manifest: Option<serde_json::Value>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 /// One deployment of an app.
@@ -32,10 +62,9 @@ pub struct Deployment {
     pub id: i64,
     pub app_id: i64,
     pub app: String,
-    /// `queued`, `running`, `healthy`, `failed`, `cancelled` or `superseded`.
-    pub state: String,
+    pub state: DeploymentState,
     #[serde(default)]
-    pub step: Option<String>,
+    pub step: Option<DeployStep>,
     #[serde(default)]
     pub requested_ref: Option<String>,
     #[serde(default)]
@@ -47,23 +76,41 @@ pub struct Deployment {
     pub reason: Option<String>,
     #[serde(default)]
     pub rollback_of: Option<i64>,
-    #[serde(default)]
-    pub coalesced: bool,
+    /// Whether a request joined a deployment already waiting; only a request's answer says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<bool>,
     pub created_at: String,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// How long each step took and which images ran; only a single deployment's answer has it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<DeploymentDetail>,
 }
 
 impl Deployment {
     /// Still queued or running: it can be cancelled, and its log may grow.
     pub fn is_active(&self) -> bool {
-        matches!(self.state.as_str(), "queued" | "running")
+        self.state.is_active()
     }
 }
 
-/// The live release of an app. Only the parts a client shows are typed.
+/// What a finished deployment recorded about itself.
+///
+/// Both keys are required (`null` when there is nothing), so that a deployment read from a
+/// list, which has neither, reads back with no detail at all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentDetail {
+    /// Milliseconds per step (`fetch`, `build`, ..., `route`), once the deployment switched.
+    #[serde(deserialize_with = "Deserialize::deserialize")]
+    pub step_timings_ms: Option<BTreeMap<String, u64>>,
+    /// The image each service ran, by service.
+    #[serde(deserialize_with = "Deserialize::deserialize")]
+    pub image_ids: Option<BTreeMap<String, String>>,
+}
+
+/// The live release of an app: where it answers, and its containers as the engine sees them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Runtime {
     pub app_id: i64,
@@ -74,15 +121,61 @@ pub struct Runtime {
     pub project: Option<String>,
     #[serde(default)]
     pub route: Vec<RouteTarget>,
+    /// `None` when the engine could not be asked (see `engine`).
+    #[serde(default)]
+    pub containers: Option<Vec<Container>>,
+    #[serde(default)]
+    pub engine: EngineStatus,
 }
 
 /// Where the router sends an app's traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteTarget {
+    pub container_id: String,
+    pub deployment_id: i64,
+    pub service: String,
+    pub address: String,
+    pub port: i64,
+    pub url: String,
+}
+
+/// One container of the live release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    /// `created`, `running`, `restarting`, `exited`, ...
+    pub state: String,
     #[serde(default)]
-    pub service: Option<String>,
+    pub health: Option<String>,
     #[serde(default)]
-    pub url: Option<String>,
+    pub address: Option<String>,
+    #[serde(default)]
+    pub image_id: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// Seconds since it started, while it runs.
+    #[serde(default)]
+    pub uptime_secs: Option<i64>,
+    pub restart_count: i64,
+}
+
+/// Whether the engine answered when asked for the containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineStatus {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Default for EngineStatus {
+    fn default() -> Self {
+        EngineStatus {
+            ok: true,
+            error: None,
+        }
+    }
 }
 
 /// One environment variable; `value` is `None` when it is a masked secret.
@@ -425,6 +518,27 @@ pub(crate) fn segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deployment_carries_its_optional_parts_only_when_the_answer_has_them() {
+        let text = r#"{"id":2,"app_id":1,"app":"web","state":"running","step":"build","requested_ref":null,"commit_sha":null,"trigger":"api","triggered_by":null,"reason":null,"rollback_of":null,"created_at":"2026-01-01T00:00:00Z","started_at":null,"finished_at":null}"#;
+        let d: Deployment = serde_json::from_str(text).unwrap();
+        assert_eq!(d.state, DeploymentState::Running);
+        assert_eq!(d.step, Some(DeployStep::Build));
+        assert!(d.is_active());
+        assert_eq!(serde_json::to_string(&d).unwrap(), text);
+        let detailed = Deployment {
+            coalesced: Some(false),
+            detail: Some(DeploymentDetail::default()),
+            ..d
+        };
+        let v = serde_json::to_value(&detailed).unwrap();
+        assert_eq!(v["coalesced"], false);
+        assert!(v["step_timings_ms"].is_null() && v.get("step_timings_ms").is_some());
+        assert!(v["image_ids"].is_null() && v.get("image_ids").is_some());
+        let back: Deployment = serde_json::from_value(v).unwrap();
+        assert_eq!(back.detail, Some(DeploymentDetail::default()));
+    }
 
     #[test]
     fn segments_are_escaped() {

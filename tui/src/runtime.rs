@@ -553,7 +553,7 @@ async fn load_deliveries(
                 page.items
                     .into_iter()
                     .filter(|d| wanted.contains(&d.id))
-                    .map(|d| (d.id, d.state)),
+                    .map(|d| (d.id, d.state.to_string())),
             );
         }
     }

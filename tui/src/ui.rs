@@ -268,7 +268,7 @@ fn draw_apps(frame: &mut Frame, app: &App, area: Rect) {
             Some(d) => {
                 let status = match (&d.step, d.is_active()) {
                     (Some(step), true) => format!("{} ({step})", d.state),
-                    _ => d.state.clone(),
+                    _ => d.state.to_string(),
                 };
                 (status, format!("#{} {}", d.id, short_time(&d.created_at)))
             }
@@ -340,7 +340,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
             match &rt.deployment {
                 Some(d) => runtime.push(Line::from(vec![
                     Span::raw(format!("live: deployment #{} ", d.id)),
-                    Span::styled(d.state.clone(), theme.state(&d.state)),
+                    Span::styled(d.state.to_string(), theme.state(d.state.as_str())),
                     Span::raw(format!(
                         "  commit {}",
                         d.commit_sha
@@ -354,13 +354,7 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
             let routes: Vec<String> = rt
                 .route
                 .iter()
-                .map(|r| {
-                    format!(
-                        "{} {}",
-                        r.service.as_deref().unwrap_or("?"),
-                        r.url.as_deref().unwrap_or("")
-                    )
-                })
+                .map(|r| format!("{} {}", r.service, r.url))
                 .collect();
             runtime.push(Line::from(format!(
                 "route: {}",
@@ -385,11 +379,11 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let rows = detail.deployments.iter().map(|d| {
         let state = match (&d.step, d.is_active()) {
             (Some(step), true) => format!("{} ({step})", d.state),
-            _ => d.state.clone(),
+            _ => d.state.to_string(),
         };
         Row::new(vec![
             Cell::from(format!("#{}", d.id)),
-            Cell::from(Span::styled(state, theme.state(&d.state))),
+            Cell::from(Span::styled(state, theme.state(d.state.as_str()))),
             Cell::from(d.trigger.clone()),
             Cell::from(
                 d.commit_sha

@@ -20,18 +20,19 @@ fn deployment(id: i64, app: &str, state: &str, step: Option<&str>) -> Deployment
         id,
         app_id: 1,
         app: app.into(),
-        state: state.into(),
-        step: step.map(Into::into),
+        state: state.parse().unwrap(),
+        step: step.map(|s| s.parse().unwrap()),
         requested_ref: None,
         commit_sha: Some(format!("{id:0>8}abcdef0123")),
         trigger: "api".into(),
         triggered_by: Some("ci".into()),
         reason: None,
         rollback_of: None,
-        coalesced: false,
+        coalesced: None,
         created_at: format!("2026-03-0{id}T10:1{id}:00Z"),
         started_at: None,
         finished_at: None,
+        detail: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn api_app(id: i64, name: &str, last: Option<Deployment>) -> ApiApp {
         trusted: false,
         trusted_by: None,
         trusted_at: None,
+        import: None,
     }
 }
 
@@ -100,9 +102,15 @@ fn detail() -> Detail {
             deployment: Some(deployment(2, "blog", "healthy", None)),
             project: Some("rp-blog-d2".into()),
             route: vec![RouteTarget {
-                service: Some("web".into()),
-                url: Some("http://172.18.0.3:8080".into()),
+                container_id: "c0ffee".into(),
+                deployment_id: 2,
+                service: "web".into(),
+                address: "172.18.0.3".into(),
+                port: 8080,
+                url: "http://172.18.0.3:8080".into(),
             }],
+            containers: Some(Vec::new()),
+            engine: Default::default(),
         }),
         deployments: vec![
             deployment(3, "blog", "running", Some("health")),

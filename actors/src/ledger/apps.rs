@@ -1,1 +1,299 @@
-//! Apps: creating, finding, listing and removing them, with their newest deployment.
+//! Apps: creating, finding, listing, renaming and removing them, with their newest deployment.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use rustploy_api::states::{DeploymentState, JobState};
+
+use super::deployments::views::{self, DeploymentRow};
+use super::{LedgerError, Millis, now_ms};
+use crate::deploy::detect::Detection;
+
+/// An app, with its newest deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// An owner lifted the compose policy for it.
+    pub trusted: bool,
+    pub trusted_by: Option<String>,
+    pub trusted_at: Option<Millis>,
+    pub last_deployment: Option<DeploymentRow>,
+}
+
+/// An app's id and name, as a lookup by either finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRef {
+    pub id: i64,
+    pub name: String,
+}
+
+/// An app with the state of its newest deployment: what every dashboard tab shows on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppHead {
+    pub id: i64,
+    pub name: String,
+    pub last_state: Option<DeploymentState>,
+}
+
+/// One line of the dashboard's apps list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSummary {
+    pub name: String,
+    pub last: Option<LastDeployment>,
+    /// Its hostnames, in order.
+    pub domains: Vec<String>,
+    /// A release of it is routed.
+    pub live: bool,
+}
+
+/// The newest deployment of an app, as the apps list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastDeployment {
+    pub id: i64,
+    pub state: DeploymentState,
+    pub commit_sha: Option<String>,
+    pub created_at: Millis,
+}
+
+/// Where an imported app's code comes from, its credentials already sealed.
+#[derive(Debug, Clone)]
+pub struct ImportSource {
+    pub repo_url: String,
+    pub branch: String,
+    pub deploy_key_enc: Option<Vec<u8>>,
+    pub https_token_enc: Option<Vec<u8>>,
+}
+
+/// What renaming an app did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renamed {
+    Done,
+    /// It has been deployed: its name is part of its containers' and volumes' names.
+    Deployed,
+    /// Another app has that name.
+    Taken,
+}
+
+/// The apps with their newest deployment, in one query. The newest deployment is found per app
+/// by its primary key through the `(app_id, id)` index, which keeps a page of 200 apps cheap.
+const SELECT: &str = "SELECT a.id, a.name, a.created_at, a.updated_at, a.trusted, a.trusted_by,
+        a.trusted_at, d.id, d.app_id, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
+        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+   FROM apps a
+   LEFT JOIN deployments d ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)";
+
+fn app_row(r: &Row<'_>) -> rusqlite::Result<AppRow> {
+    let name: String = r.get(1)?;
+    let last_deployment = match r.get::<_, Option<i64>>(7)? {
+        Some(_) => Some(views::read_at(r, 7, name.clone())?),
+        None => None,
+    };
+    Ok(AppRow {
+        id: r.get(0)?,
+        name,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+        trusted: r.get(4)?,
+        trusted_by: r.get(5)?,
+        trusted_at: r.get(6)?,
+        last_deployment,
+    })
+}
+
+/// App `id` with its newest deployment.
+pub fn get(c: &Connection, id: i64) -> Result<Option<AppRow>, LedgerError> {
+    Ok(c.prepare_cached(&format!("{SELECT} WHERE a.id = ?1"))?
+        .query_row([id], app_row)
+        .optional()?)
+}
+
+/// One page of apps with ids below `before`, newest first, each with its newest deployment.
+pub fn page(c: &Connection, before: i64, limit: i64) -> Result<Vec<AppRow>, LedgerError> {
+    let rows = c
+        .prepare_cached(&format!(
+            "{SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT ?2"
+        ))?
+        .query_map(params![before, limit], app_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The id of the app `key` names: its id in digits, or its name.
+pub fn resolve(c: &Connection, key: &str) -> Result<Option<i64>, LedgerError> {
+    Ok(resolve_named(c, key)?.map(|a| a.id))
+}
+
+/// Like [`resolve`], with the app's name.
+pub fn resolve_named(c: &Connection, key: &str) -> Result<Option<AppRef>, LedgerError> {
+    let by_id = key.parse::<i64>().ok();
+    Ok(
+        c.prepare_cached("SELECT id, name FROM apps WHERE id = ?1 OR name = ?2")?
+            .query_row(params![by_id, key], |r| {
+                Ok(AppRef {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })
+            .optional()?,
+    )
+}
+
+/// Creates the app `name`; `None` when another app has that name.
+pub fn create(c: &Connection, name: &str) -> Result<Option<i64>, LedgerError> {
+    let now = now_ms();
+    let inserted = c
+        .prepare_cached("INSERT INTO apps (name, created_at, updated_at) VALUES (?1, ?2, ?2)")?
+        .execute(params![name, now]);
+    match inserted {
+        Ok(_) => Ok(Some(c.last_insert_rowid())),
+        Err(e) if is_constraint(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records what an import of app `app_id` found, and where its code comes from.
+pub fn save_import(
+    c: &Connection,
+    app_id: i64,
+    source: &ImportSource,
+    d: &Detection,
+) -> Result<(), LedgerError> {
+    c.prepare_cached(
+        "INSERT INTO app_import_configs (app_id, repo_url, branch, compose_path, build_mode,
+                routed_service, port, healthcheck_path, manifest_json, detection_json,
+                deploy_key_enc, https_token_enc, imported_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        app_id,
+        source.repo_url,
+        source.branch,
+        d.compose_path,
+        d.build_mode.as_str(),
+        d.routed_service,
+        d.port,
+        d.healthcheck_path,
+        d.manifest.as_ref().map(json_text),
+        json_text(d),
+        source.deploy_key_enc,
+        source.https_token_enc,
+        now_ms(),
+    ])?;
+    Ok(())
+}
+
+/// JSON text of what the import found; these types always serialise.
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialises")
+}
+
+/// Renames app `id`, unless it has been deployed or the name is taken. Call it inside a
+/// transaction, so no deployment is requested between the check and the rename.
+pub fn rename(c: &Connection, id: i64, name: &str) -> Result<Renamed, LedgerError> {
+    let deployed: bool = c
+        .prepare_cached("SELECT COUNT(*) > 0 FROM deployments WHERE app_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    if deployed {
+        return Ok(Renamed::Deployed);
+    }
+    let renamed = c
+        .prepare_cached("UPDATE apps SET name = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, name, now_ms()]);
+    match renamed {
+        Ok(_) => Ok(Renamed::Done),
+        Err(e) if is_constraint(&e) => Ok(Renamed::Taken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a job of app `app_id` is running (a deployment, a backup, ...).
+pub fn has_running_job(c: &Connection, app_id: i64) -> Result<bool, LedgerError> {
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) > 0 FROM jobs WHERE app_id = ?1 AND state = ?2")?
+            .query_row(params![app_id, JobState::Running], |r| r.get(0))?,
+    )
+}
+
+/// Deletes app `id` with everything that belongs to it (its rows cascade), unless a job of it
+/// is running. Returns whether it was deleted. Call it inside an immediate transaction, so no
+/// job is claimed between the check and the delete.
+pub fn delete_unless_running(c: &Connection, id: i64) -> Result<bool, LedgerError> {
+    if has_running_job(c, id)? {
+        return Ok(false);
+    }
+    c.prepare_cached("DELETE FROM apps WHERE id = ?1")?
+        .execute([id])?;
+    Ok(true)
+}
+
+/// App `id`'s name and the state of its newest deployment.
+pub fn head(c: &Connection, id: i64) -> Result<Option<AppHead>, LedgerError> {
+    Ok(c.prepare_cached(
+        "SELECT a.id, a.name, (SELECT state FROM deployments WHERE app_id = a.id ORDER BY id DESC LIMIT 1)
+           FROM apps a WHERE a.id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(AppHead {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            last_state: r.get(2)?,
+        })
+    })
+    .optional()?)
+}
+
+/// Every app with its newest deployment, domains and whether a release is live, by name.
+///
+/// Four plain scans merged here rather than one query with correlated subqueries per app: with
+/// a thousand apps that is several times faster.
+pub fn summaries(c: &Connection) -> Result<Vec<AppSummary>, LedgerError> {
+    let mut last: HashMap<i64, LastDeployment> = c
+        .prepare_cached(
+            "SELECT d.app_id, d.id, d.state, d.commit_sha, d.created_at
+               FROM deployments d
+               JOIN (SELECT MAX(id) AS id FROM deployments GROUP BY app_id) newest ON newest.id = d.id",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                LastDeployment {
+                    id: r.get(1)?,
+                    state: r.get(2)?,
+                    commit_sha: r.get(3)?,
+                    created_at: r.get(4)?,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut domains: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut stmt =
+        c.prepare_cached("SELECT app_id, hostname FROM domains ORDER BY app_id, hostname")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        domains.entry(r.get(0)?).or_default().push(r.get(1)?);
+    }
+    let live: HashSet<i64> = c
+        .prepare_cached("SELECT DISTINCT app_id FROM app_runtimes")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let apps = c
+        .prepare_cached("SELECT id, name FROM apps ORDER BY name")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .map(|row| {
+            row.map(|(id, name)| AppSummary {
+                name,
+                last: last.remove(&id),
+                domains: domains.remove(&id).unwrap_or_default(),
+                live: live.contains(&id),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(apps)
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}

@@ -5,17 +5,22 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::LedgerError;
+use rustploy_actors::ledger::apps::{self, Renamed};
 use rustploy_actors::ledger::changes::Table;
+use rustploy_actors::ledger::deployments::views as deployment_views;
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
-use rustploy_actors::ledger::{LedgerError, now_ms};
+use rustploy_api::apps::App;
+use rustploy_api::states::JobState;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Need, require};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::views;
 use crate::domain::{AppName, rfc3339};
 
 /// Every `/api/v1` operation: method, path, the access it needs, and its handler. `openapi.yaml`
@@ -137,77 +142,9 @@ pub(super) fn page_of(items: Vec<Value>, limit: i64) -> Value {
     json!({ "items": items, "next_cursor": next })
 }
 
-/// An app with its newest deployment, in one query.
-const APP_SELECT: &str = "SELECT a.id, a.name, a.created_at, a.updated_at,
-        d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
-        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of,
-        a.trusted, a.trusted_by, a.trusted_at
-   FROM apps a
-   LEFT JOIN deployments d ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)";
-
-fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    let last = match r.get::<_, Option<i64>>(4)? {
-        Some(_) => deployment_from_row(r, 4)?,
-        None => Value::Null,
-    };
-    Ok(json!({
-        "id": r.get::<_, i64>(0)?,
-        "name": r.get::<_, String>(1)?,
-        "created_at": rfc3339(r.get(2)?),
-        "updated_at": rfc3339(r.get(3)?),
-        "last_deployment": last,
-        "trusted": r.get::<_, bool>(18)?,
-        "trusted_by": r.get::<_, Option<String>>(19)?,
-        "trusted_at": r.get::<_, Option<i64>>(20)?.map(rfc3339),
-    }))
-}
-
-pub(super) fn app_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
-    Ok(c.prepare_cached(&format!("{APP_SELECT} WHERE a.id = ?1"))?
-        .query_row([id], app_from_row)
-        .optional()?)
-}
-
-/// Reads the deployment columns of [`DEPLOYMENT_SELECT`] starting at column `at`.
-fn deployment_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Value> {
-    Ok(json!({
-        "id": r.get::<_, i64>(at)?,
-        "app_id": r.get::<_, i64>(at + 1)?,
-        "app": r.get::<_, String>(at + 2)?,
-        "state": r.get::<_, String>(at + 3)?,
-        "step": r.get::<_, Option<String>>(at + 4)?,
-        "requested_ref": r.get::<_, Option<String>>(at + 5)?,
-        "commit_sha": r.get::<_, Option<String>>(at + 6)?,
-        "trigger": r.get::<_, String>(at + 7)?,
-        "triggered_by": r.get::<_, Option<String>>(at + 8)?,
-        "reason": r.get::<_, Option<String>>(at + 9)?,
-        "created_at": rfc3339(r.get(at + 10)?),
-        "started_at": r.get::<_, Option<i64>>(at + 11)?.map(rfc3339),
-        "finished_at": r.get::<_, Option<i64>>(at + 12)?.map(rfc3339),
-        "rollback_of": r.get::<_, Option<i64>>(at + 13)?,
-    }))
-}
-
-const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.app_id, a.name, d.state, d.step, d.requested_ref, d.commit_sha,
-        d.trigger, d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
-   FROM deployments d JOIN apps a ON a.id = d.app_id";
-
-pub(super) fn deployment_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
-    Ok(
-        c.prepare_cached(&format!("{DEPLOYMENT_SELECT} WHERE d.id = ?1"))?
-            .query_row([id], |r| deployment_from_row(r, 0))
-            .optional()?,
-    )
-}
-
 /// Resolves `{app}`: a numeric id, or the app's unique name.
 pub(super) fn resolve_app(c: &Connection, key: &str) -> Result<Option<i64>, LedgerError> {
-    let by_id = key.parse::<i64>().ok();
-    Ok(
-        c.prepare_cached("SELECT id FROM apps WHERE id = ?1 OR name = ?2")?
-            .query_row(params![by_id, key], |r| r.get(0))
-            .optional()?,
-    )
+    apps::resolve(c, key)
 }
 
 /// Like [`resolve_app`], with the app's name.
@@ -215,12 +152,12 @@ pub(super) fn resolve_app_named(
     c: &Connection,
     key: &str,
 ) -> Result<Option<(i64, String)>, LedgerError> {
-    let by_id = key.parse::<i64>().ok();
-    Ok(
-        c.prepare_cached("SELECT id, name FROM apps WHERE id = ?1 OR name = ?2")?
-            .query_row(params![by_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?,
-    )
+    Ok(apps::resolve_named(c, key)?.map(|a| (a.id, a.name)))
+}
+
+/// App `id` as the API answers it.
+pub(super) fn app_view(c: &Connection, id: i64) -> Result<Option<App>, LedgerError> {
+    Ok(apps::get(c, id)?.map(views::app))
 }
 
 pub(super) fn no_app(key: &str) -> ApiError {
@@ -240,13 +177,11 @@ async fn list_apps(
             format!("apps?limit={limit}&after={after}"),
             &[Table::Apps, Table::Deployments],
             move |c| {
-                let apps = c
-                    .prepare_cached(&format!(
-                        "{APP_SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT ?2"
-                    ))?
-                    .query_map(params![after, limit], app_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                serde_json::to_vec(&page_of(apps, limit))
+                let items: Vec<App> = apps::page(c, after, limit)?
+                    .into_iter()
+                    .map(views::app)
+                    .collect();
+                serde_json::to_vec(&views::page(items, limit, |a: &App| a.id))
                     .map_err(|e| LedgerError::Invalid(e.to_string()))
             },
         )
@@ -269,21 +204,9 @@ async fn create_app(
     let taken = name.to_string();
     let app = state
         .ledger
-        .run(move |c| {
-            let now = now_ms();
-            let inserted = c.execute(
-                "INSERT INTO apps (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
-                params![name.as_str(), now],
-            );
-            match inserted {
-                Ok(_) => app_json(c, c.last_insert_rowid()).map(Some),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e.into()),
-            }
+        .run(move |c| match apps::create(c, name.as_str())? {
+            Some(id) => app_view(c, id),
+            None => Ok(None),
         })
         .await?;
     match app {
@@ -307,8 +230,8 @@ async fn get_app(
     let k = key.clone();
     let app = state
         .ledger
-        .run(move |c| match resolve_app(c, &k)? {
-            Some(id) => app_json(c, id),
+        .run(move |c| match apps::resolve(c, &k)? {
+            Some(id) => app_view(c, id),
             None => Ok(None),
         })
         .await?;
@@ -323,7 +246,7 @@ struct AppPatch {
 }
 
 enum Rename {
-    Done(Value),
+    Done(Box<App>),
     Missing,
     Deployed,
     Taken,
@@ -350,34 +273,21 @@ async fn update_app(
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(id) = resolve_app(&tx, &k)? else {
+            let Some(id) = apps::resolve(&tx, &k)? else {
                 return Ok(Rename::Missing);
             };
             if let Some(name) = &name {
-                let deployed: bool = tx.query_row(
-                    "SELECT COUNT(*) > 0 FROM deployments WHERE app_id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )?;
-                if deployed {
-                    return Ok(Rename::Deployed);
-                }
-                match tx.execute(
-                    "UPDATE apps SET name = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, name.as_str(), now_ms()],
-                ) {
-                    Ok(_) => {}
-                    Err(rusqlite::Error::SqliteFailure(f, _))
-                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        return Ok(Rename::Taken);
-                    }
-                    Err(e) => return Err(e.into()),
+                match apps::rename(&tx, id, name.as_str())? {
+                    Renamed::Done => {}
+                    Renamed::Deployed => return Ok(Rename::Deployed),
+                    Renamed::Taken => return Ok(Rename::Taken),
                 }
             }
-            let app = app_json(&tx, id)?.unwrap_or(Value::Null);
+            let Some(app) = app_view(&tx, id)? else {
+                return Ok(Rename::Missing);
+            };
             tx.commit()?;
-            Ok(Rename::Done(app))
+            Ok(Rename::Done(Box::new(app)))
         })
         .await?;
     match outcome {
@@ -426,31 +336,25 @@ fn job_json(j: jobs::JobRow) -> Value {
     })
 }
 
-const JOB_STATES: &[&str] = &["queued", "running", "succeeded", "dead", "cancelled"];
-
 async fn list_jobs(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<impl IntoResponse> {
     let (limit, after) = page.bounds()?;
-    if let Some(s) = &page.state
-        && !JOB_STATES.contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(
-            "state",
-            format!("state must be one of {}", JOB_STATES.join(", ")),
-        ));
-    }
-    let filter = page.state.clone();
+    let filter = match &page.state {
+        None => None,
+        Some(s) => Some(s.parse::<JobState>().map_err(|_| {
+            let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::invalid(
+                "state",
+                format!("state must be one of {}", names.join(", ")),
+            )
+        })?),
+    };
     let items = state
         .ledger
         .run(move |c| {
-            let ids: Vec<i64> = c
-                .prepare_cached(
-                    "SELECT id FROM jobs WHERE id < ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id DESC LIMIT ?3",
-                )?
-                .query_map(params![after, filter, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let ids = deployment_views::job_ids(c, filter, after, limit)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(j) = jobs::get(c, id)? {

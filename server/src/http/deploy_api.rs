@@ -11,31 +11,33 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{MethodRouter, get, post};
-use rusqlite::{OptionalExtension, params};
 use rustploy_actors::deploy::detect::{self, DetectError};
 use rustploy_actors::deploy::docker::{self, EngineError};
 use rustploy_actors::deploy::git::{self, Credentials, Git};
-use rustploy_actors::deploy::plan::{self, Past};
+use rustploy_actors::deploy::plan;
 use rustploy_actors::deploy::policy::{self, Violation};
 use rustploy_actors::deploy::process::ProcessError;
 use rustploy_actors::deploy::redact::{Redactor, url_credentials};
 use rustploy_actors::deploy::{compose, contexts};
 use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::apps::{self, ImportSource};
+use rustploy_actors::ledger::deployments::views::{self as deployment_views, Rollback};
 use rustploy_actors::ledger::deployments::{self, DeployRequest as NewDeployment};
-use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
+use rustploy_actors::ledger::jobs::{self, CancelOutcome};
 use rustploy_actors::ledger::trust;
-use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
-use serde::Deserialize;
+use rustploy_actors::ledger::{Ledger, LedgerError};
+use rustploy_api::apps::{App, Deployment, EngineStatus, LogPage, Runtime};
+use rustploy_api::states::DeploymentState;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::api::{
-    Page, deployment_json, no_app, optional_json, page_of, resolve_app, resolve_app_named,
-};
+use super::api::{Page, app_view, no_app, optional_json};
 use super::auth::{Need, Principal};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
-use crate::domain::{AppName, GitRef, rfc3339};
+use super::views;
+use crate::domain::{AppName, GitRef};
 
 /// The deployment operations, merged into the `/api/v1` route table.
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
@@ -117,23 +119,18 @@ async fn list_deployments(
 ) -> ApiResult<impl IntoResponse> {
     let (limit, after) = page.bounds()?;
     let k = key.clone();
-    let items = state
+    let rows = state
         .ledger
-        .run(move |c| {
-            let Some(app) = resolve_app(c, &k)? else { return Ok(None) };
-            let ids: Vec<i64> = c
-                .prepare_cached("SELECT id FROM deployments WHERE app_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3")?
-                .query_map(params![app, after, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.into_iter()
-                .filter_map(|id| deployment_json(c, id).transpose())
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
+        .run(move |c| match apps::resolve(c, &k)? {
+            Some(app) => deployment_views::page(c, app, after, limit).map(Some),
+            None => Ok(None),
         })
         .await?;
-    items
-        .map(|items| ApiJson(page_of(items, limit)))
-        .ok_or_else(|| no_app(&key))
+    let Some(rows) = rows else {
+        return Err(no_app(&key));
+    };
+    let items = rows.into_iter().map(views::deployment).collect();
+    Ok(ApiJson(views::page(items, limit, |d: &Deployment| d.id)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,14 +165,14 @@ pub(super) async fn request_deploy(
     who: &Principal,
     key: String,
     git_ref: Option<GitRef>,
-) -> ApiResult<Value> {
+) -> ApiResult<Deployment> {
     let k = key.clone();
     let by = who.describe();
     let created = state
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(app) = resolve_app(&tx, &k)? else {
+            let Some(app) = apps::resolve(&tx, &k)? else {
                 return Ok(None);
             };
             let requested = deployments::request(
@@ -188,17 +185,19 @@ pub(super) async fn request_deploy(
                     triggered_by: Some(by),
                 },
             )?;
-            let d = deployment_json(&tx, requested.deployment_id)?;
+            let d = deployment_views::get(&tx, requested.deployment_id)?;
             tx.commit()?;
             Ok(d.map(|d| (d, requested.coalesced)))
         })
         .await?;
-    let Some((mut deployment, coalesced)) = created else {
+    let Some((row, coalesced)) = created else {
         return Err(no_app(&key));
     };
     state.job_queue.nudge(JobQueueMsg::Nudge);
-    deployment["coalesced"] = json!(coalesced);
-    Ok(deployment)
+    Ok(Deployment {
+        coalesced: Some(coalesced),
+        ..views::deployment(row)
+    })
 }
 
 async fn get_deployment(
@@ -207,25 +206,9 @@ async fn get_deployment(
 ) -> ApiResult<impl IntoResponse> {
     let d = state
         .ledger
-        .run(move |c| {
-            let Some(mut d) = deployment_json(c, id)? else {
-                return Ok(None);
-            };
-            let (timings, images): (Option<String>, Option<String>) = c.query_row(
-                "SELECT step_timings_json, image_ids_json FROM deployments WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let parse = |t: Option<String>| {
-                t.and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .unwrap_or(Value::Null)
-            };
-            d["step_timings_ms"] = parse(timings);
-            d["image_ids"] = parse(images);
-            Ok(Some(d))
-        })
+        .run(move |c| deployment_views::detail(c, id))
         .await?;
-    d.map(ApiJson)
+    d.map(|d| ApiJson(views::deployment_detail(d)))
         .ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))
 }
 
@@ -239,27 +222,18 @@ async fn cancel_deployment(
 
 /// Cancels deployment `id`: 202 when its running job was asked to stop, 200 when it was
 /// cancelled before it started. The dashboard's cancel button uses it too.
-pub(super) async fn cancel(state: &AppState, id: i64) -> ApiResult<(StatusCode, Value)> {
+pub(super) async fn cancel(state: &AppState, id: i64) -> ApiResult<(StatusCode, Deployment)> {
     let outcome = state
         .ledger
         .run(move |c| {
-            let job: Option<i64> = c
-                .query_row(
-                    "SELECT id FROM jobs WHERE deployment_id = ?1 ORDER BY id DESC LIMIT 1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let exists: bool = c.query_row(
-                "SELECT COUNT(*) FROM deployments WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let job = deployment_views::newest_job(c, id)?;
+            let exists = deployment_views::exists(c, id)?;
             let outcome = match job {
                 Some(job) => Some((job, jobs::cancel(c, job)?)),
                 None => None,
             };
-            Ok((exists, outcome, deployment_json(c, id)?))
+            let d = deployment_views::get(c, id)?.map(views::deployment);
+            Ok((exists, outcome, d))
         })
         .await?;
     match outcome {
@@ -298,37 +272,18 @@ async fn deployment_logs(
     let lines = state
         .ledger
         .run(move |c| {
-            let exists: bool = c.query_row(
-                "SELECT COUNT(*) FROM deployments WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
-            if !exists {
+            if !deployment_views::exists(c, id)? {
                 return Ok(None);
             }
-            let lines = c
-                .prepare_cached(
-                    "SELECT seq, at, stream, line FROM deployment_logs
-                      WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )?
-                .query_map(params![id, after, limit], |r| {
-                    Ok(json!({
-                        "seq": r.get::<_, i64>(0)?,
-                        "at": rfc3339(r.get(1)?),
-                        "stream": r.get::<_, String>(2)?,
-                        "line": r.get::<_, String>(3)?,
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(lines))
+            deployment_views::logs_after(c, id, after, limit as i64).map(Some)
         })
         .await?;
     let lines = lines.ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))?;
-    let next_after = lines
-        .last()
-        .and_then(|l| l["seq"].as_i64())
-        .unwrap_or(after);
-    Ok(ApiJson(json!({ "lines": lines, "next_after": next_after })))
+    let next_after = lines.last().map(|l| l.seq).unwrap_or(after);
+    Ok(ApiJson(LogPage {
+        lines: lines.into_iter().map(views::log_line).collect(),
+        next_after,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,20 +303,12 @@ async fn delete_app(
     let found = state
         .ledger
         .run(move |c| {
-            let Some((id, name)) = resolve_app_named(c, &k)? else {
+            let Some(app) = apps::resolve_named(c, &k)? else {
                 return Ok(None);
             };
-            let running: i64 = c.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
-                [id],
-                |r| r.get(0),
-            )?;
-            let started: i64 = c.query_row(
-                "SELECT COUNT(*) FROM deployments WHERE app_id = ?1 AND started_at IS NOT NULL",
-                [id],
-                |r| r.get(0),
-            )?;
-            Ok(Some((id, name, running > 0, started > 0)))
+            let running = apps::has_running_job(c, app.id)?;
+            let started = deployment_views::any_started(c, app.id)?;
+            Ok(Some((app.id, app.name, running, started)))
         })
         .await?;
     let Some((id, name, running, started)) = found else {
@@ -389,17 +336,9 @@ async fn delete_app(
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let running: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE app_id = ?1 AND state = 'running'",
-                [id],
-                |r| r.get(0),
-            )?;
-            if running > 0 {
-                return Ok(false);
-            }
-            tx.execute("DELETE FROM apps WHERE id = ?1", [id])?;
+            let deleted = apps::delete_unless_running(&tx, id)?;
             tx.commit()?;
-            Ok(true)
+            Ok(deleted)
         })
         .await?;
     if !deleted {
@@ -512,7 +451,7 @@ pub(super) async fn import(
     state: &AppState,
     who: &Principal,
     body: ImportRequest,
-) -> ApiResult<Value> {
+) -> ApiResult<App> {
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let trusted = body.trusted.unwrap_or(false);
     if trusted && !who.allows(Need::Admin) {
@@ -561,7 +500,7 @@ pub(super) async fn import(
     let taken = name.as_str().to_string();
     let exists = state
         .ledger
-        .run(move |c| Ok(resolve_app(c, &taken)?.is_some()))
+        .run(move |c| Ok(apps::resolve(c, &taken)?.is_some()))
         .await?;
     if exists {
         return Err(ApiError::conflict(format!(
@@ -703,49 +642,22 @@ pub(super) async fn import(
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let now = now_ms();
-            let inserted = tx.execute(
-                "INSERT INTO apps (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
-                params![app_name, now],
-            );
-            match inserted {
-                Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let id = tx.last_insert_rowid();
-            let key_enc = deploy_key.map(|k| secrets.seal(&contexts::deploy_key(id), k.as_bytes()));
-            let token_enc =
-                https_token.map(|t| secrets.seal(&contexts::https_token(id), t.as_bytes()));
-            tx.execute(
-                "INSERT INTO app_import_configs (app_id, repo_url, branch, compose_path, build_mode,
-                        routed_service, port, healthcheck_path, manifest_json, detection_json,
-                        deploy_key_enc, https_token_enc, imported_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    id,
-                    repo_url,
-                    branch_s,
-                    d.compose_path,
-                    d.build_mode.as_str(),
-                    d.routed_service,
-                    d.port,
-                    d.healthcheck_path,
-                    d.manifest.as_ref().map(|m| serde_json::to_string(m).expect("serialises")),
-                    serde_json::to_string(&d).expect("serialises"),
-                    key_enc,
-                    token_enc,
-                    now,
-                ],
-            )?;
+            let Some(id) = apps::create(&tx, &app_name)? else {
+                return Ok(None);
+            };
+            let source = ImportSource {
+                repo_url,
+                branch: branch_s,
+                deploy_key_enc: deploy_key
+                    .map(|k| secrets.seal(&contexts::deploy_key(id), k.as_bytes())),
+                https_token_enc: https_token
+                    .map(|t| secrets.seal(&contexts::https_token(id), t.as_bytes())),
+            };
+            apps::save_import(&tx, id, &source, &d)?;
             if let Some(who) = &changer {
                 trust::set(&tx, id, true, who)?;
             }
-            let app = super::api::app_json(&tx, id)?;
+            let app = app_view(&tx, id)?;
             tx.commit()?;
             Ok(app)
         })
@@ -775,12 +687,12 @@ pub(super) async fn import(
         tracing::warn!(app = %name, error = %e, "keeping the imported checkout failed");
     }
     let mut app = app;
-    app["import"] = import_json(
+    app.import = Some(views::imported(
         &url_credentials(&body.repo_url),
         branch.as_str(),
         &sha,
         &detection,
-    );
+    ));
     // A base-domain host may now exist for it.
     state
         .router
@@ -810,23 +722,6 @@ fn holds_credentials(url: &str) -> bool {
     }
 }
 
-fn import_json(repo_url: &str, branch: &str, sha: &str, d: &detect::Detection) -> Value {
-    json!({
-        "repo_url": repo_url,
-        "branch": branch,
-        "commit_sha": sha,
-        "compose_path": d.compose_path,
-        "build_mode": d.build_mode.as_str(),
-        "routed_service": d.routed_service,
-        "port": d.port,
-        "healthcheck_path": d.healthcheck_path,
-        "services": d.services,
-        "manifest": d.manifest,
-        "warnings": d.warnings,
-        "reasons": d.reasons,
-    })
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
@@ -853,7 +748,7 @@ pub(super) async fn roll_back(
     who: &Principal,
     key: String,
     target: Option<i64>,
-) -> ApiResult<Value> {
+) -> ApiResult<Deployment> {
     let k = key.clone();
     let by = who.describe();
     let secrets = state.secrets.clone();
@@ -861,56 +756,32 @@ pub(super) async fn roll_back(
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(app) = resolve_app(&tx, &k)? else {
+            let Some(app) = apps::resolve(&tx, &k)? else {
                 return Ok(None);
             };
-            let history: Vec<Past> = tx
-                .prepare_cached(
-                    "SELECT id, state, commit_sha FROM deployments WHERE app_id = ?1 ORDER BY id DESC",
-                )?
-                .query_map([app], |r| {
-                    Ok(Past {
-                        id: r.get(0)?,
-                        state: r.get(1)?,
-                        commit_sha: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            let history = deployment_views::history(&tx, app)?;
             let target = match plan::rollback_target(&history, target) {
                 Ok(t) => t,
                 Err(why) => return Ok(Some(Err(why))),
             };
-            let (sha, snapshot): (String, Option<Vec<u8>>) = tx.query_row(
-                "SELECT commit_sha, env_snapshot_enc FROM deployments WHERE id = ?1",
-                [target],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            tx.execute(
-                "INSERT INTO deployments (app_id, state, requested_ref, trigger, triggered_by, rollback_of, created_at)
-                 VALUES (?1, 'queued', ?2, 'rollback', ?3, ?4, ?5)",
-                params![app, sha, by, target, now_ms()],
-            )?;
-            let id = tx.last_insert_rowid();
-            if let Some(snapshot) = snapshot {
-                // The snapshot is bound to its deployment: re-seal it for the new one.
+            let rollback = Rollback {
+                app_id: app,
+                target,
+                triggered_by: Some(by),
+            };
+            // The snapshot is bound to its deployment: re-seal it for the new one.
+            let reseal = |id: i64, sealed: &[u8]| {
                 let plain = secrets
-                    .open(&contexts::deployment_env(target), &snapshot)
+                    .open(&contexts::deployment_env(target), sealed)
                     .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-                let sealed = secrets.seal(&contexts::deployment_env(id), &plain);
-                tx.execute(
-                    "UPDATE deployments SET env_snapshot_enc = ?2 WHERE id = ?1",
-                    params![id, sealed],
-                )?;
-            }
-            jobs::enqueue(
-                &tx,
-                &NewJob::new("deploy")
-                    .app(app)
-                    .deployment(id)
-                    .key(format!("deploy:{id}"))
-                    .max_attempts(3),
-            )?;
-            let d = deployment_json(&tx, id)?;
+                Ok(secrets.seal(&contexts::deployment_env(id), &plain))
+            };
+            let Some(id) = deployment_views::queue_rollback(&tx, &rollback, reseal)? else {
+                return Ok(Some(Err(format!(
+                    "deployment {target} has no commit to roll back to"
+                ))));
+            };
+            let d = deployment_views::get(&tx, id)?;
             tx.commit()?;
             Ok(Some(Ok(d)))
         })
@@ -920,7 +791,8 @@ pub(super) async fn roll_back(
         Some(Err(why)) => Err(ApiError::conflict(why)),
         Some(Ok(d)) => {
             state.job_queue.nudge(JobQueueMsg::Nudge);
-            Ok(d.unwrap_or(Value::Null))
+            d.map(views::deployment)
+                .ok_or_else(|| ApiError::internal("the queued rollback was not found"))
         }
     }
 }
@@ -934,91 +806,54 @@ async fn runtime(
 }
 
 /// The runtime answer for the app `key`. The dashboard's overview uses it too.
-pub(super) async fn runtime_of(state: &AppState, key: String) -> ApiResult<Value> {
+pub(super) async fn runtime_of(state: &AppState, key: String) -> ApiResult<Runtime> {
     let k = key.clone();
-    let found =
-        state
-            .ledger
-            .run(move |c| {
-                let Some((app, name)) = resolve_app_named(c, &k)? else {
-                    return Ok(None);
-                };
-                let route: Vec<(String, i64, String, String, i64)> = c
-                .prepare_cached(
-                    "SELECT container_id, deployment_id, service, address, port FROM app_runtimes
-                      WHERE app_id = ?1 ORDER BY container_id",
-                )?
-                .query_map([app], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect::<Result<_, _>>()?;
-                let live = route.iter().map(|r| r.1).max();
-                let deployment = match live {
-                    Some(d) => deployment_json(c, d)?,
-                    None => None,
-                };
-                Ok(Some((app, name, route, live, deployment)))
-            })
-            .await?;
-    let Some((app, name, route, live, deployment)) = found else {
+    let found = state
+        .ledger
+        .run(move |c| {
+            let Some(app) = apps::resolve_named(c, &k)? else {
+                return Ok(None);
+            };
+            let route = deployment_views::routes(c, app.id)?;
+            let live = route.iter().map(|r| r.deployment_id).max();
+            let deployment = match live {
+                Some(d) => deployment_views::get(c, d)?,
+                None => None,
+            };
+            Ok(Some((app, route, live, deployment)))
+        })
+        .await?;
+    let Some((app, route, live, deployment)) = found else {
         return Err(no_app(&key));
     };
     let config = state.settings.deploy_config();
-    let route_json: Vec<Value> = route
-        .iter()
-        .map(|(container, d, service, address, port)| {
-            json!({
-                "container_id": container,
-                "deployment_id": d,
-                "service": service,
-                "address": address,
-                "port": port,
-                "url": format!("http://{address}:{port}"),
-            })
-        })
-        .collect();
     let (containers, engine) = match live {
-        None => (json!([]), json!({ "ok": true })),
+        None => (Some(Vec::new()), EngineStatus::default()),
         Some(d) => {
-            let project = config.project(&name, d);
+            let project = config.project(&app.name, d);
             match docker::project_containers(&project, Some(&config.network)).await {
                 Ok(list) => (
-                    Value::Array(list.iter().map(container_json).collect()),
-                    json!({ "ok": true }),
+                    Some(list.iter().map(views::container).collect()),
+                    EngineStatus::default(),
                 ),
-                Err(e) => (Value::Null, json!({ "ok": false, "error": e.to_string() })),
+                Err(e) => (
+                    None,
+                    EngineStatus {
+                        ok: false,
+                        error: Some(e.to_string()),
+                    },
+                ),
             }
         }
     };
-    Ok(json!({
-        "app_id": app,
-        "app": name,
-        "deployment": deployment,
-        "project": live.map(|d| config.project(&name, d)),
-        "route": route_json,
-        "containers": containers,
-        "engine": engine,
-    }))
-}
-
-fn container_json(c: &docker::ContainerObs) -> Value {
-    let uptime = c
-        .started_at
-        .as_deref()
-        .filter(|_| c.state == "running")
-        .and_then(|s| {
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0));
-    json!({
-        "id": c.id,
-        "name": c.name,
-        "service": c.service,
-        "state": c.state,
-        "health": c.health,
-        "address": c.address,
-        "image_id": c.image_id,
-        "started_at": c.started_at,
-        "uptime_secs": uptime,
-        "restart_count": c.restart_count,
+    Ok(Runtime {
+        app_id: app.id,
+        project: live.map(|d| config.project(&app.name, d)),
+        app: app.name,
+        deployment: deployment.map(views::deployment),
+        route: route.into_iter().map(views::route).collect(),
+        containers,
+        engine,
     })
 }
 
@@ -1046,7 +881,7 @@ async fn container_logs(
     let k = key.clone();
     let name = state
         .ledger
-        .run(move |c| Ok(resolve_app_named(c, &k)?.map(|(_, name)| name)))
+        .run(move |c| Ok(apps::resolve_named(c, &k)?.map(|a| a.name)))
         .await?;
     let Some(name) = name else {
         return Err(no_app(&key));
@@ -1115,13 +950,7 @@ async fn stream_logs(
         .unwrap_or(0);
     let exists = state
         .ledger
-        .run(move |c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM deployments WHERE id = ?1",
-                [id],
-                |r| r.get::<_, bool>(0),
-            )?)
-        })
+        .run(move |c| deployment_views::exists(c, id))
         .await?;
     if !exists {
         return Err(ApiError::not_found(format!("no deployment {id}")));
@@ -1165,23 +994,9 @@ impl LogCursor {
             let read = self
                 .ledger
                 .run(move |c| {
-                    let state: Option<(String, Option<String>)> = c
-                        .query_row(
-                            "SELECT state, reason FROM deployments WHERE id = ?1",
-                            [id],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    let lines: Vec<(i64, i64, String, String)> = c
-                        .prepare_cached(
-                            "SELECT seq, at, stream, line FROM deployment_logs
-                              WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 500",
-                        )?
-                        .query_map(params![id, after], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })?
-                        .collect::<Result<_, _>>()?;
-                    Ok((state, lines))
+                    let progress = deployment_views::progress(c, id)?;
+                    let lines = deployment_views::logs_after(c, id, after, 500)?;
+                    Ok((progress, lines))
                 })
                 .await;
             let Ok((state, lines)) = read else {
@@ -1189,15 +1004,15 @@ impl LogCursor {
                 continue;
             };
             if !lines.is_empty() {
-                for (seq, at, stream, line) in lines {
-                    self.after = seq;
-                    let data =
-                        json!({ "seq": seq, "at": rfc3339(at), "stream": stream, "line": line });
+                for line in lines {
+                    self.after = line.seq;
+                    let data = serde_json::to_string(&views::log_line(line))
+                        .expect("a log line serialises");
                     self.pending.push_back(
                         Event::default()
-                            .id(seq.to_string())
+                            .id(self.after.to_string())
                             .event("log")
-                            .data(data.to_string()),
+                            .data(data),
                     );
                 }
                 continue;
@@ -1205,24 +1020,22 @@ impl LogCursor {
             match state {
                 None => {
                     self.ended = true;
-                    return Some(
-                        Event::default()
-                            .event("end")
-                            .data(json!({ "state": null }).to_string()),
-                    );
+                    return Some(end_event(&LogEnd {
+                        state: None,
+                        reason: None,
+                    }));
                 }
-                Some((s, _)) if !matches!(s.as_str(), "queued" | "running") && !self.settled => {
+                Some(p) if !p.state.is_active() && !self.settled => {
                     // The last lines are written just after the state changes: look once more.
                     self.settled = true;
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                Some((s, reason)) if !matches!(s.as_str(), "queued" | "running") => {
+                Some(p) if !p.state.is_active() => {
                     self.ended = true;
-                    return Some(
-                        Event::default()
-                            .event("end")
-                            .data(json!({ "state": s, "reason": reason }).to_string()),
-                    );
+                    return Some(end_event(&LogEnd {
+                        state: Some(p.state),
+                        reason: Some(p.reason),
+                    }));
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
@@ -1230,9 +1043,51 @@ impl LogCursor {
     }
 }
 
+/// The log stream's last event: how the deployment ended (`state` is null when it is gone, and
+/// then there is no `reason`).
+#[derive(Serialize)]
+struct LogEnd {
+    state: Option<DeploymentState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Option<String>>,
+}
+
+fn end_event(end: &LogEnd) -> Event {
+    Event::default()
+        .event("end")
+        .data(serde_json::to_string(end).expect("the end of a log serialises"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_of_a_log_says_how_the_deployment_ended() {
+        let text = |end: LogEnd| serde_json::to_string(&end).unwrap();
+        assert_eq!(
+            text(LogEnd {
+                state: None,
+                reason: None
+            }),
+            r#"{"state":null}"#,
+            "a deployment that is gone has no reason"
+        );
+        assert_eq!(
+            text(LogEnd {
+                state: Some(DeploymentState::Healthy),
+                reason: Some(None)
+            }),
+            r#"{"state":"healthy","reason":null}"#
+        );
+        assert_eq!(
+            text(LogEnd {
+                state: Some(DeploymentState::Failed),
+                reason: Some(Some("health".into()))
+            }),
+            r#"{"state":"failed","reason":"health"}"#
+        );
+    }
 
     #[test]
     fn repository_urls_with_credentials_are_recognised() {

@@ -22,6 +22,7 @@ pub mod services_api;
 pub mod setup;
 pub mod token_cache;
 pub mod trust_api;
+pub mod views;
 pub mod webhook_api;
 
 use std::net::SocketAddr;

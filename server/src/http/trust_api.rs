@@ -6,12 +6,13 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, put};
+use rustploy_actors::ledger::apps;
 use rustploy_actors::ledger::trust::{self, Changer};
+use rustploy_api::apps::App;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::AppState;
-use super::api::{app_json, no_app, resolve_app};
+use super::api::{app_view, no_app};
 use super::auth::{Need, Principal, RecordedElsewhere};
 use super::error::{ApiJson, ApiPath, ApiResult};
 
@@ -66,19 +67,19 @@ pub(super) async fn set_trust(
     who: &Principal,
     key: String,
     trusted: bool,
-) -> ApiResult<(Value, bool)> {
+) -> ApiResult<(App, bool)> {
     let (k, who) = (key.clone(), changer(who));
     let done = state
         .ledger
         .run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(id) = resolve_app(&tx, &k)? else {
+            let Some(id) = apps::resolve(&tx, &k)? else {
                 return Ok(None);
             };
             let Some((_, changed)) = trust::set(&tx, id, trusted, &who)? else {
                 return Ok(None);
             };
-            let app = app_json(&tx, id)?;
+            let app = app_view(&tx, id)?;
             tx.commit()?;
             Ok(app.map(|a| (a, changed)))
         })

@@ -3,6 +3,7 @@
 
 mod access;
 mod agents;
+mod apps;
 mod auth_flows;
 mod credentials;
 mod dashboard;

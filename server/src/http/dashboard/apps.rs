@@ -8,10 +8,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use maud::{Markup, html};
-use rusqlite::{Connection, OptionalExtension, params};
-use rustploy_actors::ledger::LedgerError;
+use rusqlite::OptionalExtension;
+use rustploy_actors::ledger::apps::{self, AppSummary};
+use rustploy_actors::ledger::deployments::views::{self as deployment_views, DeploymentRow};
 use rustploy_actors::ledger::trust::{self, Trust};
-use rustploy_api::states::{DomainSource, TlsMode};
+use rustploy_api::apps::App;
+use rustploy_api::states::{DeploymentState, DomainSource, TlsMode};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -77,81 +79,12 @@ pub(super) fn table() -> Table {
 
 // The apps list.
 
-/// One row of the apps list.
-pub struct AppRow {
-    pub name: String,
-    pub last: Option<LastDeployment>,
-    pub domains: Option<String>,
-    pub live: bool,
-}
-
-pub struct LastDeployment {
-    pub id: i64,
-    pub state: String,
-    pub commit: Option<String>,
-    pub created_at: i64,
-}
-
-/// Every app with its newest deployment, domains and whether a release is live, by name.
-///
-/// Four plain scans merged here rather than one query with correlated subqueries per app: with
-/// a thousand apps that is several times faster.
-pub fn app_rows(c: &Connection) -> Result<Vec<AppRow>, LedgerError> {
-    use std::collections::{HashMap, HashSet};
-    let mut last: HashMap<i64, LastDeployment> = c
-        .prepare_cached(
-            "SELECT d.app_id, d.id, d.state, d.commit_sha, d.created_at
-               FROM deployments d
-               JOIN (SELECT MAX(id) AS id FROM deployments GROUP BY app_id) newest ON newest.id = d.id",
-        )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                LastDeployment {
-                    id: r.get(1)?,
-                    state: r.get(2)?,
-                    commit: r.get(3)?,
-                    created_at: r.get(4)?,
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut domains: HashMap<i64, String> = HashMap::new();
-    let mut stmt =
-        c.prepare_cached("SELECT app_id, hostname FROM domains ORDER BY app_id, hostname")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let list = domains.entry(r.get(0)?).or_default();
-        if !list.is_empty() {
-            list.push(' ');
-        }
-        list.push_str(&r.get::<_, String>(1)?);
-    }
-    let live: HashSet<i64> = c
-        .prepare_cached("SELECT DISTINCT app_id FROM app_runtimes")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let apps = c
-        .prepare_cached("SELECT id, name FROM apps ORDER BY name")?
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
-        .map(|row| {
-            row.map(|(id, name)| AppRow {
-                name,
-                last: last.remove(&id),
-                domains: domains.remove(&id),
-                live: live.contains(&id),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(apps)
-}
-
 fn short(sha: &str) -> &str {
     sha.get(..10).unwrap_or(sha)
 }
 
 /// The apps list page (its body is refreshed by the script every few seconds).
-pub fn apps_page(v: &Viewer, rows: &[AppRow]) -> maud::Markup {
+pub fn apps_page(v: &Viewer, rows: &[AppSummary]) -> maud::Markup {
     layout(
         Some((v, Section::Apps)),
         "Apps",
@@ -166,15 +99,15 @@ pub fn apps_page(v: &Viewer, rows: &[AppRow]) -> maud::Markup {
                         @for a in rows {
                             tr {
                                 td { a href={ "/apps/" (percent(&a.name)) } { (a.name) } }
-                                td { @match &a.last { Some(d) => (badge(&d.state)), None => (badge("new")) } }
+                                td { @match &a.last { Some(d) => (badge(d.state.as_str())), None => (badge("new")) } }
                                 td {
                                     @if let Some(d) = &a.last {
                                         a href={ "/deployments/" (d.id) } { "#" (d.id) }
                                         " " (when(d.created_at))
-                                        @if let Some(c) = &d.commit { " " code { (short(c)) } }
+                                        @if let Some(c) = &d.commit_sha { " " code { (short(c)) } }
                                     } @else { "never deployed" }
                                 }
-                                td { @if let Some(ds) = &a.domains { @for d in ds.split(' ') { span.domain { (d) } " " } } }
+                                td { @for d in &a.domains { span.domain { (d) } " " } }
                                 td { @if a.live { (badge("live")) } @else { (badge("not running")) } }
                             }
                         }
@@ -186,7 +119,7 @@ pub fn apps_page(v: &Viewer, rows: &[AppRow]) -> maud::Markup {
 }
 
 async fn list(State(state): State<AppState>, Extension(v): Extension<Viewer>) -> Response {
-    match state.ledger.run(|c| app_rows(c)).await {
+    match state.ledger.run(|c| apps::summaries(c)).await {
         Ok(rows) => respond(StatusCode::OK, apps_page(&v, &rows)),
         Err(e) => error_page(Some(&v), e.into()),
     }
@@ -293,56 +226,40 @@ async fn import_submit(
     }
 }
 
-fn list_of(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| match x.as_str() {
-                    Some(s) => s.to_string(),
-                    None => x.to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::Null => "—".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// What an import found, and why.
-fn imported_page(v: &Viewer, app: &Value) -> Markup {
-    let name = app["name"].as_str().unwrap_or("");
-    let i = &app["import"];
+fn imported_page(v: &Viewer, app: &App) -> Markup {
+    let name = app.name.as_str();
+    let Some(i) = &app.import else {
+        return layout(
+            Some((v, Section::Import)),
+            &format!("Imported {name}"),
+            html! {},
+        );
+    };
+    let text = |s: Option<&str>| s.unwrap_or("—").to_string();
     layout(
         Some((v, Section::Import)),
         &format!("Imported {name}"),
         html! {
             div.notice.good role="status" { "The app " strong { (name) } " was created. Here is what Rustploy found." }
             dl.facts {
-                dt { "Repository" } dd.mono { (text_of(&i["repo_url"])) }
-                dt { "Branch" } dd { (text_of(&i["branch"])) }
-                dt { "Commit" } dd.mono { (text_of(&i["commit_sha"])) }
-                dt { "Build" } dd { (text_of(&i["build_mode"])) }
-                dt { "Compose file" } dd.mono { (text_of(&i["compose_path"])) }
-                dt { "Routed service" } dd { (text_of(&i["routed_service"])) }
-                dt { "Port" } dd { (text_of(&i["port"])) }
-                dt { "Health check path" } dd.mono { (text_of(&i["healthcheck_path"])) }
-                dt { "Services" } dd { (list_of(&i["services"]).join(", ")) }
+                dt { "Repository" } dd.mono { (i.repo_url) }
+                dt { "Branch" } dd { (i.branch) }
+                dt { "Commit" } dd.mono { (i.commit_sha) }
+                dt { "Build" } dd { (i.build_mode) }
+                dt { "Compose file" } dd.mono { (text(i.compose_path.as_deref())) }
+                dt { "Routed service" } dd { (i.routed_service) }
+                dt { "Port" } dd { (text(i.port.map(|p| p.to_string()).as_deref())) }
+                dt { "Health check path" } dd.mono { (text(i.healthcheck_path.as_deref())) }
+                dt { "Services" } dd { (i.services.join(", ")) }
             }
-            @let reasons = list_of(&i["reasons"]);
-            @if !reasons.is_empty() {
+            @if !i.reasons.is_empty() {
                 h2 { "Why" }
-                ul.reasons { @for r in &reasons { li { (r) } } }
+                ul.reasons { @for r in &i.reasons { li { (r) } } }
             }
-            @let warnings = list_of(&i["warnings"]);
-            @if !warnings.is_empty() {
+            @if !i.warnings.is_empty() {
                 h2 { "Warnings" }
-                ul.warnings { @for w in &warnings { li { (w) } } }
+                ul.warnings { @for w in &i.warnings { li { (w) } } }
             }
             div.actions {
                 form method="post" action={ "/apps/" (percent(name)) "/deploy" } {
@@ -371,31 +288,24 @@ pub(super) enum Tab {
 pub(super) struct AppHead {
     pub(super) id: i64,
     pub(super) name: String,
-    last_state: Option<String>,
+    last_state: Option<DeploymentState>,
 }
 
 pub(super) async fn app_head(state: &AppState, key: &str) -> ApiResult<AppHead> {
     let k = key.to_string();
     let head = state
         .ledger
-        .run(move |c| {
-            let Some(id) = resolve_app(c, &k)? else {
-                return Ok(None);
-            };
-            let (name, last): (String, Option<String>) = c.query_row(
-                "SELECT a.name, (SELECT state FROM deployments WHERE app_id = a.id ORDER BY id DESC LIMIT 1)
-                   FROM apps a WHERE a.id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            Ok(Some(AppHead {
-                id,
-                name,
-                last_state: last,
-            }))
+        .run(move |c| match apps::resolve(c, &k)? {
+            Some(id) => apps::head(c, id),
+            None => Ok(None),
         })
         .await?;
-    head.ok_or_else(|| no_app(key))
+    head.map(|h| AppHead {
+        id: h.id,
+        name: h.name,
+        last_state: h.last_state,
+    })
+    .ok_or_else(|| no_app(key))
 }
 
 pub(super) fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -> Markup {
@@ -410,7 +320,7 @@ pub(super) fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -
         &head.name,
         html! {
             div.app-head {
-                @if let Some(s) = &head.last_state { (badge(s)) } @else { (badge("new")) }
+                @if let Some(s) = head.last_state { (badge(s.as_str())) } @else { (badge("new")) }
                 @if v.can(Need::Deploy) {
                     form.inline method="post" action={ (base) "/deploy" } {
                         (csrf(&v.csrf))
@@ -435,49 +345,13 @@ pub(super) fn app_frame(v: &Viewer, head: &AppHead, tab: Tab, content: Markup) -
     )
 }
 
-/// Deployments of an app, newest first.
-struct DeploymentRow {
-    id: i64,
-    state: String,
-    step: Option<String>,
-    git_ref: Option<String>,
-    commit: Option<String>,
-    trigger: String,
-    by: Option<String>,
-    reason: Option<String>,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    rollback_of: Option<i64>,
-}
-
-fn deployment_rows(
-    c: &Connection,
+/// The newest `limit` deployments of app `app`.
+fn recent_deployments(
+    c: &rusqlite::Connection,
     app: i64,
     limit: i64,
-) -> Result<Vec<DeploymentRow>, LedgerError> {
-    Ok(c.prepare_cached(
-        "SELECT id, state, step, requested_ref, commit_sha, trigger, triggered_by, reason,
-                created_at, started_at, finished_at, rollback_of
-           FROM deployments WHERE app_id = ?1 ORDER BY id DESC LIMIT ?2",
-    )?
-    .query_map(params![app, limit], |r| {
-        Ok(DeploymentRow {
-            id: r.get(0)?,
-            state: r.get(1)?,
-            step: r.get(2)?,
-            git_ref: r.get(3)?,
-            commit: r.get(4)?,
-            trigger: r.get(5)?,
-            by: r.get(6)?,
-            reason: r.get(7)?,
-            created_at: r.get(8)?,
-            started_at: r.get(9)?,
-            finished_at: r.get(10)?,
-            rollback_of: r.get(11)?,
-        })
-    })?
-    .collect::<Result<Vec<_>, _>>()?)
+) -> Result<Vec<DeploymentRow>, rustploy_actors::ledger::LedgerError> {
+    deployment_views::page(c, app, i64::MAX, limit)
 }
 
 fn deployments_table(v: &Viewer, rows: &[DeploymentRow], actions: bool) -> Markup {
@@ -489,24 +363,24 @@ fn deployments_table(v: &Viewer, rows: &[DeploymentRow], actions: bool) -> Marku
                 @for d in rows {
                     tr {
                         td { a href={ "/deployments/" (d.id) } { "#" (d.id) } }
-                        td { (badge(&d.state))
-                            @if let (Some(s), "running") = (&d.step, d.state.as_str()) { " " small { (s) } }
+                        td { (badge(d.state.as_str()))
+                            @if let (Some(s), DeploymentState::Running) = (d.step, d.state) { " " small { (s) } }
                             @if let Some(r) = &d.reason { br; small.reason { (r) } } }
-                        td { @if let Some(c) = &d.commit { code { (short(c)) } } @else if let Some(r) = &d.git_ref { code { (r) } } }
+                        td { @if let Some(c) = &d.commit_sha { code { (short(c)) } } @else if let Some(r) = &d.requested_ref { code { (r) } } }
                         td { (d.trigger) @if let Some(of) = d.rollback_of { " of #" (of) }
-                            @if let Some(b) = &d.by { br; small { (b) } } }
+                            @if let Some(b) = &d.triggered_by { br; small { (b) } } }
                         td { (when(d.created_at)) }
                         td { @if let (Some(s), Some(f)) = (d.started_at, d.finished_at) { (duration(f - s)) }
                              @else if d.started_at.is_some() { "running" } }
                         @if actions {
                             td {
-                                @if v.can(Need::Deploy) && matches!(d.state.as_str(), "queued" | "running") {
+                                @if v.can(Need::Deploy) && d.state.is_active() {
                                     form method="post" action={ "/deployments/" (d.id) "/cancel" } {
                                         (csrf(&v.csrf))
                                         button.danger type="submit" { "Cancel" }
                                     }
                                 }
-                                @if v.can(Need::Deploy) && d.state == "superseded" && d.commit.is_some() {
+                                @if v.can(Need::Deploy) && d.state == DeploymentState::Superseded && d.commit_sha.is_some() {
                                     form method="post" action="rollback" {
                                         (csrf(&v.csrf))
                                         input type="hidden" name="deployment_id" value=(d.id);
@@ -536,7 +410,7 @@ async fn overview(
         .ledger
         .run(move |c| {
             Ok((
-                deployment_rows(c, app, 5)?,
+                recent_deployments(c, app, 5)?,
                 domains_api::domains_of(c, app)?,
                 trust::get(c, app)?.unwrap_or(Trust {
                     trusted: false,
@@ -558,26 +432,24 @@ async fn overview(
                 @match &runtime {
                     Err(e) => { p.notice.error { (e.message) } }
                     Ok(rt) => {
-                        @if rt["engine"]["ok"] == false {
-                            p.notice.error { "Docker: " (text_of(&rt["engine"]["error"])) }
+                        @if !rt.engine.ok {
+                            p.notice.error { "Docker: " (rt.engine.error.as_deref().unwrap_or("—")) }
                         }
-                        @let routes = rt["route"].as_array().cloned().unwrap_or_default();
-                        @if routes.is_empty() { p.empty { "No release is live." } }
-                        @else {
-                            p { "Live release: " a href={ "/deployments/" (routes[0]["deployment_id"]) } { "#" (routes[0]["deployment_id"]) }
-                                " · route " @for r in &routes { code { (text_of(&r["url"])) } " " } }
-                        }
-                        @let containers = rt["containers"].as_array().cloned().unwrap_or_default();
+                        @if let Some(first) = rt.route.first() {
+                            p { "Live release: " a href={ "/deployments/" (first.deployment_id) } { "#" (first.deployment_id) }
+                                " · route " @for r in &rt.route { code { (r.url) } " " } }
+                        } @else { p.empty { "No release is live." } }
+                        @let containers = rt.containers.as_deref().unwrap_or_default();
                         @if !containers.is_empty() {
                             div.scroll { table {
                                 thead { tr { th { "Container" } th { "Service" } th { "State" } th { "Health" } th { "Up" } th { "Restarts" } } }
-                                tbody { @for c in &containers { tr {
-                                    td.mono { (text_of(&c["name"])) }
-                                    td { (text_of(&c["service"])) }
-                                    td { (badge(c["state"].as_str().unwrap_or("unknown"))) }
-                                    td { (badge(c["health"].as_str().unwrap_or("none"))) }
-                                    td { @if let Some(s) = c["uptime_secs"].as_i64() { (duration(s * 1000)) } }
-                                    td { (text_of(&c["restart_count"])) }
+                                tbody { @for c in containers { tr {
+                                    td.mono { (c.name) }
+                                    td { (c.service) }
+                                    td { (badge(&c.state)) }
+                                    td { (badge(c.health.as_deref().unwrap_or("none"))) }
+                                    td { @if let Some(s) = c.uptime_secs { (duration(s * 1000)) } }
+                                    td { (c.restart_count) }
                                 } } }
                             } }
                         }
@@ -678,7 +550,7 @@ async fn deployments(
     let app = head.id;
     let rows = match state
         .ledger
-        .run(move |c| deployment_rows(c, app, 100))
+        .run(move |c| recent_deployments(c, app, 100))
         .await
     {
         Ok(r) => r,
@@ -701,7 +573,7 @@ async fn deploy(
     Path(key): Path<String>,
 ) -> Response {
     match deploy_api::request_deploy(&state, &v.principal, key, None).await {
-        Ok(d) => see_other(&format!("/deployments/{}", d["id"])),
+        Ok(d) => see_other(&format!("/deployments/{}", d.id)),
         Err(e) => error_page(Some(&v), e),
     }
 }
@@ -735,7 +607,7 @@ async fn rollback(
         },
     };
     match deploy_api::roll_back(&state, &v.principal, key, target).await {
-        Ok(d) => see_other(&format!("/deployments/{}", d["id"])),
+        Ok(d) => see_other(&format!("/deployments/{}", d.id)),
         Err(e) => error_page(Some(&v), e),
     }
 }
@@ -762,27 +634,12 @@ async fn deployment(
     let read = state
         .ledger
         .run(move |c| {
-            let app: Option<i64> = c
-                .query_row("SELECT app_id FROM deployments WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let Some(app) = app else { return Ok(None) };
-            let row = deployment_rows(c, app, i64::MAX)?
-                .into_iter()
-                .find(|d| d.id == id);
+            let Some(d) = deployment_views::get(c, id)? else {
+                return Ok(None);
+            };
             // The newest lines, oldest first.
-            let mut lines: Vec<(i64, String, String)> = c
-                .prepare_cached(
-                    "SELECT seq, stream, line FROM deployment_logs WHERE deployment_id = ?1
-                      ORDER BY seq DESC LIMIT ?2",
-                )?
-                .query_map(params![id, LOG_LINES], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            lines.reverse();
-            Ok(row.map(|r| (app, r, lines)))
+            let lines = deployment_views::newest_logs(c, id, LOG_LINES)?;
+            Ok(Some((d.app_id, d, lines)))
         })
         .await;
     let (app, d, lines) = match read {
@@ -796,14 +653,14 @@ async fn deployment(
         Ok(h) => h,
         Err(e) => return error_page(Some(&v), e),
     };
-    let after = lines.last().map(|l| l.0).unwrap_or(0);
-    let active = matches!(d.state.as_str(), "queued" | "running");
+    let after = lines.last().map(|l| l.seq).unwrap_or(0);
+    let active = d.state.is_active();
     let content = html! {
         section {
-            h2 { "Deployment #" (d.id) " " span id="deployment-state" { (badge(&d.state)) } }
+            h2 { "Deployment #" (d.id) " " span id="deployment-state" { (badge(d.state.as_str())) } }
             dl.facts {
-                dt { "Commit" } dd.mono { @if let Some(c) = &d.commit { (c) } @else { (d.git_ref.as_deref().unwrap_or("—")) } }
-                dt { "Trigger" } dd { (d.trigger) @if let Some(b) = &d.by { " by " (b) } }
+                dt { "Commit" } dd.mono { @if let Some(c) = &d.commit_sha { (c) } @else { (d.requested_ref.as_deref().unwrap_or("—")) } }
+                dt { "Trigger" } dd { (d.trigger) @if let Some(b) = &d.triggered_by { " by " (b) } }
                 dt { "Created" } dd { (when(d.created_at)) }
                 @if let (Some(s), Some(f)) = (d.started_at, d.finished_at) { dt { "Duration" } dd { (duration(f - s)) } }
                 @if let Some(r) = &d.reason { dt { "Reason" } dd { (r) } }
@@ -817,8 +674,8 @@ async fn deployment(
             h2 { "Log" }
             @if active { p.hint id="log-status" { "Following the log as it is written." } }
             pre.log id="log" data-stream={ "/api/v1/deployments/" (d.id) "/logs/stream" } data-after=(after) data-active=(active) {
-                @for (seq, stream, line) in &lines {
-                    span class={ "line " (stream) } data-seq=(seq) { (line) "\n" }
+                @for l in &lines {
+                    span class={ "line " (l.stream) } data-seq=(l.seq) { (l.line) "\n" }
                 }
             }
             @if !active { p.hint { "The deployment has finished." } }
