@@ -6,6 +6,7 @@ mod agents;
 mod auth_flows;
 mod credentials;
 mod dashboard;
+mod dashboard_access;
 mod dashboard_host;
 mod dashboard_services;
 mod domains;
