@@ -4,6 +4,7 @@
 mod access;
 mod agents;
 mod auth_flows;
+mod concurrent_writes;
 mod credentials;
 mod dashboard;
 mod dashboard_access;
