@@ -219,7 +219,9 @@ pub(super) async fn write_vars(
     let written = state
         .ledger
         .run(move |c| {
-            let tx = c.transaction()?;
+            // Take the write lock first: a deferred transaction that read before writing
+            // fails as busy, without waiting, when another write commits in between.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(app) = resolve_app(&tx, &k)? else {
                 return Ok(None);
             };

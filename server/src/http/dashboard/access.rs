@@ -22,25 +22,54 @@ use crate::http::setup;
 use crate::secrets;
 
 pub(super) fn table() -> Table {
+    use axum::http::Method as M;
     vec![
-        ("/setup", Need::Public, get(setup_form).post(setup_submit)),
-        ("/login", Need::Public, get(login_form).post(login_submit)),
+        (M::GET, "/setup", Need::Public, get(setup_form)),
+        (M::POST, "/setup", Need::Public, action(setup_submit)),
+        (M::GET, "/login", Need::Public, get(login_form)),
+        (M::POST, "/login", Need::Public, action(login_submit)),
         (
+            M::GET,
             "/reset-password/request",
             Need::Public,
-            get(reset_request_form).post(reset_request_submit),
+            get(reset_request_form),
         ),
         (
+            M::POST,
+            "/reset-password/request",
+            Need::Public,
+            action(reset_request_submit),
+        ),
+        (M::GET, "/reset-password", Need::Public, get(reset_form)),
+        (
+            M::POST,
             "/reset-password",
             Need::Public,
-            get(reset_form).post(reset_submit),
+            action(reset_submit),
         ),
-        ("/logout", Need::Authenticated, action(logout)),
-        ("/tokens", Need::Admin, get(tokens).post(create_token)),
-        ("/tokens/{id}/revoke", Need::Admin, action(revoke_token)),
-        ("/users", Need::Admin, get(users).post(create_user)),
-        ("/users/{id}/role", Need::Admin, action(change_role)),
-        ("/users/{id}/delete", Need::Admin, action(delete_user)),
+        (M::POST, "/logout", Need::Authenticated, action(logout)),
+        (M::GET, "/tokens", Need::Admin, get(tokens)),
+        (M::POST, "/tokens", Need::Admin, action(create_token)),
+        (
+            M::POST,
+            "/tokens/{id}/revoke",
+            Need::Admin,
+            action(revoke_token),
+        ),
+        (M::GET, "/users", Need::Admin, get(users)),
+        (M::POST, "/users", Need::Admin, action(create_user)),
+        (
+            M::POST,
+            "/users/{id}/role",
+            Need::Admin,
+            action(change_role),
+        ),
+        (
+            M::POST,
+            "/users/{id}/delete",
+            Need::Admin,
+            action(delete_user),
+        ),
     ]
 }
 

@@ -32,44 +32,80 @@ use crate::http::trust_api;
 use crate::http::webhook_api::{self, ConnectRequest, Integration};
 
 pub(super) fn table() -> Table {
+    use axum::http::Method as M;
     vec![
-        ("/apps", Need::Read, get(list)),
+        (M::GET, "/apps", Need::Read, get(list)),
+        (M::GET, "/apps/import", Need::Deploy, get(import_form)),
+        (M::POST, "/apps/import", Need::Deploy, action(import_submit)),
+        (M::GET, "/apps/{app}", Need::Read, get(overview)),
         (
-            "/apps/import",
-            Need::Deploy,
-            get(import_form).post(import_submit),
-        ),
-        ("/apps/{app}", Need::Read, get(overview)),
-        ("/apps/{app}/deployments", Need::Read, get(deployments)),
-        ("/apps/{app}/deploy", Need::Deploy, action(deploy)),
-        ("/apps/{app}/rollback", Need::Deploy, action(rollback)),
-        ("/apps/{app}/trusted", Need::Admin, action(trust_set)),
-        ("/deployments/{id}", Need::Read, get(deployment)),
-        ("/deployments/{id}/cancel", Need::Deploy, action(cancel)),
-        ("/apps/{app}/env", Need::Read, get(env).post(env_set)),
-        ("/apps/{app}/env/import", Need::Deploy, action(env_import)),
-        ("/apps/{app}/env/delete", Need::Deploy, action(env_delete)),
-        (
-            "/apps/{app}/domains",
+            M::GET,
+            "/apps/{app}/deployments",
             Need::Read,
-            get(domains).post(domain_add),
+            get(deployments),
+        ),
+        (M::POST, "/apps/{app}/deploy", Need::Deploy, action(deploy)),
+        (
+            M::POST,
+            "/apps/{app}/rollback",
+            Need::Deploy,
+            action(rollback),
         ),
         (
+            M::POST,
+            "/apps/{app}/trusted",
+            Need::Admin,
+            action(trust_set),
+        ),
+        (M::GET, "/deployments/{id}", Need::Read, get(deployment)),
+        (
+            M::POST,
+            "/deployments/{id}/cancel",
+            Need::Deploy,
+            action(cancel),
+        ),
+        (M::GET, "/apps/{app}/env", Need::Read, get(env)),
+        (M::POST, "/apps/{app}/env", Need::Deploy, action(env_set)),
+        (
+            M::POST,
+            "/apps/{app}/env/import",
+            Need::Deploy,
+            action(env_import),
+        ),
+        (
+            M::POST,
+            "/apps/{app}/env/delete",
+            Need::Deploy,
+            action(env_delete),
+        ),
+        (M::GET, "/apps/{app}/domains", Need::Read, get(domains)),
+        (
+            M::POST,
+            "/apps/{app}/domains",
+            Need::Deploy,
+            action(domain_add),
+        ),
+        (
+            M::POST,
             "/apps/{app}/domains/delete",
             Need::Deploy,
             action(domain_remove),
         ),
+        (M::GET, "/apps/{app}/github", Need::Read, get(github)),
         (
+            M::POST,
             "/apps/{app}/github",
-            Need::Read,
-            get(github).post(github_connect),
+            Need::Deploy,
+            action(github_connect),
         ),
         (
+            M::POST,
             "/apps/{app}/github/rotate",
             Need::Deploy,
             action(github_rotate),
         ),
         (
+            M::POST,
             "/apps/{app}/github/disconnect",
             Need::Deploy,
             action(github_disconnect),
@@ -836,9 +872,6 @@ async fn env_set(
     Path(key): Path<String>,
     Form(form): Form<EnvForm>,
 ) -> Response {
-    if !v.can(Need::Deploy) {
-        return error_page(Some(&v), ApiError::forbidden("deploy"));
-    }
     let name = form.key.trim().to_string();
     let vars = vec![(name, form.value.clone(), form.secret.is_some())];
     match env_api::write_vars(&state, key.clone(), vars).await {
@@ -1074,9 +1107,6 @@ async fn domain_add(
     Path(key): Path<String>,
     Form(form): Form<DomainForm>,
 ) -> Response {
-    if !v.can(Need::Deploy) {
-        return error_page(Some(&v), ApiError::forbidden("deploy"));
-    }
     let body = NewDomain {
         domain: form.domain.trim().to_string(),
         tls: some(&form.tls),
@@ -1364,9 +1394,6 @@ async fn github_connect(
     Path(key): Path<String>,
     Form(form): Form<GithubForm>,
 ) -> Response {
-    if !v.can(Need::Deploy) {
-        return error_page(Some(&v), ApiError::forbidden("deploy"));
-    }
     let request = ConnectRequest {
         owner: form.owner.trim().to_string(),
         repo: form.repo.trim().to_string(),

@@ -5,7 +5,7 @@
 //! dashboard and works without JavaScript; the script only adds live logs (server-sent events
 //! from the API's log stream) and a periodic refresh of status tables.
 //!
-//! Access: each route declares its [`Need`] in [`table`], and [`guard`] enforces it, like the
+//! Access: each route and method declares its [`Need`] in [`table`], and [`guard`] enforces it, like the
 //! API's `require` layer does for `/api/v1`: a visitor without a session is sent to `/login`, a
 //! role that does not suffice gets a 403 page, and every POST must carry the session's CSRF
 //! token in a hidden `_csrf` field. Public forms (login, setup, reset) carry a token that must
@@ -48,9 +48,13 @@ const HOST_FORM_COOKIE: &str = "__Host-rp_form";
 /// The name of the hidden CSRF field in every form.
 pub const CSRF_FIELD: &str = "_csrf";
 
-/// Every dashboard page and action: path, handler, and the access it needs.
-fn table() -> Vec<(&'static str, Need, MethodRouter<AppState>)> {
-    let mut t = vec![(
+/// Every dashboard page and action: method, path, the access it needs, and its handler. Like
+/// the API's table, a path's GET and POST are separate rows, so a form's action declares the
+/// access it needs and its handler never checks it again.
+fn table() -> Table {
+    use axum::http::Method as M;
+    let mut t: Table = vec![(
+        M::GET,
         "/",
         Need::Authenticated,
         get(|| async { see_other("/apps") }),
@@ -62,6 +66,20 @@ fn table() -> Vec<(&'static str, Need, MethodRouter<AppState>)> {
     t
 }
 
+/// The dashboard's routes as (method, path, need), for tests.
+pub fn operations() -> Vec<(Method, &'static str, Need)> {
+    table().into_iter().map(|(m, p, n, _)| (m, p, n)).collect()
+}
+
+/// The routes that change state (every method but GET and HEAD), as (path, method, need).
+pub fn write_routes() -> Vec<(&'static str, Method, Need)> {
+    operations()
+        .into_iter()
+        .filter(|(m, _, _)| !matches!(*m, Method::GET | Method::HEAD))
+        .map(|(m, p, n)| (p, m, n))
+        .collect()
+}
+
 pub fn routes(state: &AppState) -> Router<AppState> {
     let assets = Router::new()
         .route("/assets/app.css", get(|| async { asset(CSS, "text/css") }))
@@ -71,7 +89,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         );
     table()
         .into_iter()
-        .fold(assets, |router, (path, need, handler)| {
+        .fold(assets, |router, (_, path, need, handler)| {
             router.route(
                 path,
                 handler.route_layer(axum::middleware::from_fn_with_state(
@@ -525,7 +543,8 @@ pub fn error_page(viewer: Option<&Viewer>, e: ApiError) -> Response {
 }
 
 /// The routes of one dashboard module: `(path, need, handler)`.
-type Table = Vec<(&'static str, Need, MethodRouter<AppState>)>;
+/// Rows of the route table: method, path, the access it needs, and its handler.
+type Table = Vec<(Method, &'static str, Need, MethodRouter<AppState>)>;
 
 /// Shorthand for a POST-only route.
 fn action<H, T>(handler: H) -> MethodRouter<AppState>

@@ -29,24 +29,30 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::services_api::{self, NewServiceBody};
 
 pub(super) fn table() -> Table {
+    use axum::http::Method as M;
     vec![
-        ("/apps/{app}/services", Need::Read, get(services).post(add)),
+        (M::GET, "/apps/{app}/services", Need::Read, get(services)),
+        (M::POST, "/apps/{app}/services", Need::Deploy, action(add)),
         (
+            M::POST,
             "/apps/{app}/services/{name}/backup",
             Need::Deploy,
             action(back_up),
         ),
         (
+            M::POST,
             "/apps/{app}/services/{name}/delete",
             Need::Deploy,
             action(delete),
         ),
         (
+            M::GET,
             "/apps/{app}/services/{name}/backups",
             Need::Read,
             get(backups),
         ),
         (
+            M::POST,
             "/apps/{app}/services/{name}/backups/{id}/restore",
             Need::Deploy,
             action(restore),
@@ -375,9 +381,6 @@ async fn add(
     Path(key): Path<String>,
     Form(form): Form<ServiceForm>,
 ) -> Response {
-    if !v.can(Need::Deploy) {
-        return error_page(Some(&v), ApiError::forbidden("deploy"));
-    }
     let body = NewServiceBody {
         engine: form.engine.trim().to_string(),
         name: some(&form.name),

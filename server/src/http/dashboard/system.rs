@@ -14,9 +14,10 @@ use crate::http::AppState;
 use crate::http::auth::Need;
 
 pub(super) fn table() -> Table {
+    use axum::http::Method as M;
     vec![
-        ("/agents", Need::Read, get(agents)),
-        ("/settings", Need::Read, get(settings)),
+        (M::GET, "/agents", Need::Read, get(agents)),
+        (M::GET, "/settings", Need::Read, get(settings)),
     ]
 }
 
