@@ -98,31 +98,6 @@ impl Page {
     }
 }
 
-/// One page of `table`'s rows, newest first, each rendered by `render` (rows it finds gone are
-/// skipped). For resources whose JSON is built per row.
-pub(super) async fn id_page(
-    ledger: &rustploy_actors::ledger::Ledger,
-    table: &'static str,
-    page: &Page,
-    render: fn(&Connection, i64) -> Result<Option<Value>, LedgerError>,
-) -> ApiResult<Value> {
-    let (limit, after) = page.bounds()?;
-    let items = ledger
-        .run(move |c| {
-            let ids: Vec<i64> = c
-                .prepare_cached(&format!(
-                    "SELECT id FROM {table} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
-                ))?
-                .query_map(params![after, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.into_iter()
-                .filter_map(|id| render(c, id).transpose())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    Ok(page_of(items, limit))
-}
-
 /// Lists are newest first; `next_cursor` continues after the last item.
 pub(super) fn page_of(items: Vec<Value>, limit: i64) -> Value {
     let next = (items.len() as i64 == limit)
