@@ -4,6 +4,7 @@
 //! the agent and the TUI cannot drift apart. [`Client`] is a small typed HTTP client; each
 //! resource adds its methods in its own module.
 
+pub mod access;
 pub mod agents;
 pub mod apps;
 mod client;

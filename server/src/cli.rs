@@ -4,8 +4,9 @@ use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use rusqlite::{OptionalExtension, params};
+use rustploy_actors::ledger::access::{self, NewToken, NewUser};
 use rustploy_actors::ledger::{Ledger, SCHEMA_VERSION, now_ms, schema_version};
+use rustploy_api::states::Role;
 
 use crate::config::{AdminCommand, Cli, Command, FileConfig, ServeArgs, Settings};
 use crate::{http, open_ledger, secrets};
@@ -100,6 +101,7 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::CreateUser { email, role, .. } => {
             let email = email.trim().to_string();
+            let role: Role = role.parse().map_err(anyhow::Error::new)?;
             if !email.contains('@') || email.len() > 254 {
                 bail!("'{email}' is not a valid email address");
             }
@@ -111,20 +113,12 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             let password = password.trim_end_matches(['\r', '\n']);
             secrets::check_password_rules(password).map_err(anyhow::Error::msg)?;
             let hash = secrets::hash_password(password);
-            let id = ledger.blocking(|c| {
-                let now = now_ms();
-                let inserted = c.execute(
-                    "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![email, hash, role, now],
-                );
-                match inserted {
-                    Ok(_) => Ok(Some(c.last_insert_rowid())),
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                        Ok(None)
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            })?;
+            let new = NewUser {
+                email: &email,
+                password_hash: &hash,
+                role,
+            };
+            let id = ledger.blocking(|c| access::create_user(c, &new, now_ms()))?;
             let Some(id) = id else {
                 bail!("a user with email {email} already exists")
             };
@@ -150,14 +144,15 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             }
             let issued = secrets::issue_token();
             let expires = expires_in_days.map(|d| now_ms() + d as i64 * 86_400_000);
-            ledger.blocking(|c| {
-                c.execute(
-                    "INSERT INTO api_tokens (public_id, name, secret_hash, scopes, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![issued.public_id, name, issued.secret_hash, scopes.join(","), now_ms(), expires],
-                )?;
-                Ok(())
-            })?;
+            let new = NewToken {
+                public_id: &issued.public_id,
+                name: &name,
+                secret_hash: &issued.secret_hash,
+                scopes: &scopes,
+                created_by: None,
+                expires_at: expires,
+            };
+            ledger.blocking(|c| access::create_token(c, &new, now_ms()))?;
             eprintln!(
                 "token '{name}' with scopes {} (shown once; store it now):",
                 scopes.join(",")
@@ -165,22 +160,10 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             println!("{}", issued.token);
         }
         AdminCommand::ResetPassword { email } => {
-            let token = secrets::random_secret();
-            let found = ledger.blocking(|c| {
-                let user: Option<i64> = c
-                    .query_row("SELECT id FROM users WHERE email = ?1", [&email], |r| r.get(0))
-                    .optional()?;
-                let Some(user) = user else { return Ok(false) };
-                let now = now_ms();
-                c.execute(
-                    "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![user, secrets::hash_secret(&token), now, now + http::setup::RESET_TOKEN_MS],
-                )?;
-                Ok(true)
-            })?;
-            if !found {
+            let issued = ledger.blocking(|c| http::setup::issue_reset_token(c, &email))?;
+            let Some(token) = issued else {
                 bail!("no user with email {email}");
-            }
+            };
             eprintln!("one-time password reset link for {email} (valid 30 minutes):");
             println!("{}/reset-password?token={token}", settings.public_url);
         }

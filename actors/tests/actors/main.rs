@@ -1,6 +1,7 @@
 //! The actors crate against a real SQLite ledger: the job queue's guarantees, the supervision
 //! policy, and migrations.
 
+mod access_states;
 mod changes;
 mod domain_states;
 mod helpers;

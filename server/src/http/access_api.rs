@@ -8,10 +8,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
-use rusqlite::{Connection, OptionalExtension, params};
-use rustploy_actors::ledger::{LedgerError, now_ms};
+use rustploy_actors::ledger::access::{
+    self as ledger, AuditFilter, AuditRow, TokenRow, UserEdit, UserEdited, UserRemoved, UserRow,
+};
+use rustploy_actors::ledger::now_ms;
+use rustploy_api::Page;
+use rustploy_api::access::{AuditEvent, IssuedToken, Me, SignedIn as SignedInBody, Token, User};
+use rustploy_api::states::Role;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{self, Need, Principal, SCOPES};
@@ -74,24 +79,51 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     ]
 }
 
-const ROLES: &[&str] = &["owner", "maintainer", "viewer"];
+/// A user as the API shows it.
+pub(super) fn user_view(row: UserRow) -> User {
+    User {
+        id: row.id,
+        email: row.email,
+        role: row.role,
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    }
+}
 
-pub(super) fn user_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
-    Ok(
-        c.prepare_cached(
-            "SELECT id, email, role, created_at, updated_at FROM users WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?,
-                "email": r.get::<_, String>(1)?,
-                "role": r.get::<_, String>(2)?,
-                "created_at": rfc3339(r.get(3)?),
-                "updated_at": rfc3339(r.get(4)?),
-            }))
-        })
-        .optional()?,
-    )
+/// A token as the API shows it (never its secret).
+pub(super) fn token_view(row: TokenRow) -> Token {
+    Token {
+        id: row.id,
+        public_id: row.public_id,
+        name: row.name,
+        scopes: row.scopes,
+        created_at: rfc3339(row.created_at),
+        expires_at: row.expires_at.map(rfc3339),
+        revoked_at: row.revoked_at.map(rfc3339),
+        last_used_at: row.last_used_at.map(rfc3339),
+    }
+}
+
+fn audit_view(row: AuditRow) -> AuditEvent {
+    AuditEvent {
+        id: row.id,
+        token_id: row.token_id,
+        user_id: row.user_id,
+        method: row.method,
+        path: row.path,
+        status: row.status,
+        client_addr: row.client_addr,
+        detail: row.detail,
+        at: rfc3339(row.at),
+    }
+}
+
+/// Lists are newest first; `next_cursor` continues after the last item of a full page.
+fn page_of<T>(items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| id(i).to_string()))
+        .flatten();
+    Page { items, next_cursor }
 }
 
 async fn me(
@@ -100,18 +132,17 @@ async fn me(
 ) -> ApiResult<impl IntoResponse> {
     Ok(ApiJson(match who {
         Principal::User { id, csrf_token, .. } => {
-            let mut user = state
+            let user = state
                 .ledger
-                .run(move |c| user_json(c, id))
+                .run(move |c| ledger::user(c, id))
                 .await?
                 .ok_or_else(ApiError::unauthenticated)?;
-            user["kind"] = json!("user");
-            user["csrf_token"] = json!(csrf_token);
-            user
+            Me::User {
+                user: user_view(user),
+                csrf_token,
+            }
         }
-        Principal::Token { id, name, scopes } => {
-            json!({ "kind": "token", "id": id, "name": name, "scopes": scopes })
-        }
+        Principal::Token { id, name, scopes } => Me::Token { id, name, scopes },
     }))
 }
 
@@ -204,7 +235,10 @@ async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Re
                     header::SET_COOKIE,
                     auth::session_cookie_header(&secret, secure),
                 )],
-                ApiJson(json!({ "user": user, "csrf_token": csrf })),
+                ApiJson(SignedInBody {
+                    user,
+                    csrf_token: csrf,
+                }),
             )
                 .into_response()
         }
@@ -216,7 +250,7 @@ async fn login(State(state): State<AppState>, req: axum::extract::Request) -> Re
 pub(super) struct SignedIn {
     pub(super) secret: String,
     pub(super) csrf: String,
-    pub(super) user: Value,
+    pub(super) user: User,
 }
 
 /// Checks an email and password and creates a session. The dashboard's login form uses it
@@ -241,17 +275,10 @@ pub(super) async fn sign_in(
     let lookup = email.clone();
     let user = state
         .ledger
-        .run(move |c| {
-            Ok(c.query_row(
-                "SELECT id, password_hash FROM users WHERE email = ?1",
-                [lookup],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()?)
-        })
+        .run(move |c| ledger::credentials(c, &lookup))
         .await?;
-    let (user_id, hash) = match &user {
-        Some((id, hash)) => (Some(*id), hash.clone()),
+    let (user_id, hash) = match user {
+        Some(u) => (Some(u.user_id), u.password_hash),
         None => (None, dummy_hash().to_string()),
     };
     let verified = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
@@ -265,22 +292,19 @@ pub(super) async fn sign_in(
         ));
     };
     limiter.succeeded(&account_key, &client_key);
-    let (secret, csrf, user) = state
+    let (session, user) = state
         .ledger
         .run(move |c| {
-            let secret = auth::create_session(c, user_id, Some(&client))?;
-            let csrf: String = c.query_row(
-                "SELECT csrf_token FROM sessions WHERE secret_hash = ?1",
-                [secrets::hash_secret(&secret)],
-                |r| r.get(0),
-            )?;
-            Ok((secret, csrf, user_json(c, user_id)?))
+            let session = auth::open_session(c, user_id, Some(&client))?;
+            Ok((session, ledger::user(c, user_id)?))
         })
         .await?;
+    // The user was there a moment ago; one removed meanwhile has no session to use.
+    let user = user.ok_or_else(ApiError::unauthenticated)?;
     Ok(SignedIn {
-        secret,
-        csrf,
-        user: user.unwrap_or(Value::Null),
+        secret: session.secret,
+        csrf: session.csrf,
+        user: user_view(user),
     })
 }
 
@@ -297,13 +321,7 @@ pub(super) async fn sign_out(state: &AppState, headers: &HeaderMap) -> ApiResult
         let hash = secrets::hash_secret(&secret);
         state
             .ledger
-            .run(move |c| {
-                c.execute(
-                    "UPDATE sessions SET revoked_at = ?2 WHERE secret_hash = ?1 AND revoked_at IS NULL",
-                    params![hash, now_ms()],
-                )?;
-                Ok(())
-            })
+            .run(move |c| ledger::revoke_session(c, &hash, now_ms()))
             .await?;
     }
     Ok(auth::expired_session_cookie_header(secure))
@@ -442,8 +460,18 @@ async fn list_users(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = super::api::id_page(&state.ledger, "users", &q.page(), user_json).await?;
-    Ok(ApiJson(page))
+    Ok(ApiJson(users_page(&state, &q.page()).await?))
+}
+
+/// A page of users, newest first. The dashboard's users page uses it too.
+pub(super) async fn users_page(state: &AppState, page: &super::api::Page) -> ApiResult<Page<User>> {
+    let (limit, before) = page.bounds()?;
+    let rows = state
+        .ledger
+        .run(move |c| ledger::users(c, before, limit))
+        .await?;
+    let items = rows.into_iter().map(user_view).collect();
+    Ok(page_of(items, limit, |u: &User| u.id))
 }
 
 #[derive(Deserialize)]
@@ -454,15 +482,9 @@ pub(super) struct NewUser {
     pub(super) password: String,
 }
 
-fn valid_role(role: &str) -> ApiResult<()> {
-    if ROLES.contains(&role) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "role",
-            "role must be owner, maintainer or viewer",
-        ))
-    }
+fn valid_role(role: &str) -> ApiResult<Role> {
+    role.parse()
+        .map_err(|_| ApiError::invalid("role", "role must be owner, maintainer or viewer"))
 }
 
 async fn create_user(
@@ -474,27 +496,28 @@ async fn create_user(
 }
 
 /// Checks and creates a user. The dashboard's users page uses it too.
-pub(super) async fn add_user(state: &AppState, body: NewUser) -> ApiResult<Value> {
+pub(super) async fn add_user(state: &AppState, body: NewUser) -> ApiResult<User> {
     let email = valid_email(&body.email)?;
-    valid_role(&body.role)?;
+    let role = valid_role(&body.role)?;
     valid_password(&body.password)?;
     let hash = hash_password(body.password).await?;
-    let (e, role) = (email.clone(), body.role);
+    let e = email.clone();
     let user = state
         .ledger
         .run(move |c| {
-            let now = now_ms();
-            match c.execute(
-                "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![e, hash, role, now],
-            ) {
-                Ok(_) => user_json(c, c.last_insert_rowid()),
-                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => Ok(None),
-                Err(err) => Err(err.into()),
+            let new = ledger::NewUser {
+                email: &e,
+                password_hash: &hash,
+                role,
+            };
+            match ledger::create_user(c, &new, now_ms())? {
+                Some(id) => ledger::user(c, id),
+                None => Ok(None),
             }
         })
         .await?;
-    user.ok_or_else(|| ApiError::conflict(format!("a user with email {email} already exists")))
+    user.map(user_view)
+        .ok_or_else(|| ApiError::conflict(format!("a user with email {email} already exists")))
 }
 
 #[derive(Deserialize)]
@@ -505,21 +528,6 @@ pub(super) struct UserPatch {
     pub(super) password: Option<String>,
 }
 
-enum UserChange {
-    Done(Value),
-    Missing,
-    LastOwner,
-    EmailTaken,
-}
-
-fn owners_besides(c: &Connection, id: i64) -> Result<i64, LedgerError> {
-    Ok(c.query_row(
-        "SELECT COUNT(*) FROM users WHERE role = 'owner' AND id != ?1",
-        [id],
-        |r| r.get(0),
-    )?)
-}
-
 async fn update_user(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -528,115 +536,34 @@ async fn update_user(
     Ok(ApiJson(change_user(&state, id, body).await?))
 }
 
-/// Changes a user's email, role or password (never demoting the last owner). The dashboard's
-/// users page uses it too.
-pub(super) async fn change_user(state: &AppState, id: i64, body: UserPatch) -> ApiResult<Value> {
+/// Changes a user's email, role or password (never demoting the last owner). A new role
+/// revokes the user's tokens beyond it, and a new password ends their sessions (see
+/// `ledger::access::edit_user`). The dashboard's users page uses it too.
+pub(super) async fn change_user(state: &AppState, id: i64, body: UserPatch) -> ApiResult<User> {
     let email = body.email.as_deref().map(valid_email).transpose()?;
-    if let Some(role) = &body.role {
-        valid_role(role)?;
-    }
-    let hash = match body.password {
+    let role = body.role.as_deref().map(valid_role).transpose()?;
+    let password_hash = match body.password {
         Some(p) => {
             valid_password(&p)?;
             Some(hash_password(p).await?)
         }
         None => None,
     };
-    let role = body.role;
+    let edit = UserEdit {
+        email,
+        role,
+        password_hash,
+    };
     let change = state
         .ledger
-        .run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let current: Option<String> = tx
-                .query_row("SELECT role FROM users WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?;
-            let Some(current) = current else {
-                return Ok(UserChange::Missing);
-            };
-            let now = now_ms();
-            if let Some(role) = &role {
-                if current == "owner" && role != "owner" && owners_besides(&tx, id)? == 0 {
-                    return Ok(UserChange::LastOwner);
-                }
-                tx.execute(
-                    "UPDATE users SET role = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, role, now],
-                )?;
-                revoke_tokens_beyond(&tx, id, role, now)?;
-            }
-            if let Some(email) = &email {
-                match tx.execute(
-                    "UPDATE users SET email = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, email, now],
-                ) {
-                    Ok(_) => {}
-                    Err(rusqlite::Error::SqliteFailure(f, _))
-                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        return Ok(UserChange::EmailTaken);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if let Some(hash) = &hash {
-                // A new password ends the user's sessions everywhere.
-                tx.execute(
-                    "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, hash, now],
-                )?;
-                tx.execute(
-                    "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
-                    params![id, now],
-                )?;
-            }
-            let user = user_json(&tx, id)?.unwrap_or(Value::Null);
-            tx.commit()?;
-            Ok(UserChange::Done(user))
-        })
+        .run(move |c| ledger::edit_user(c, id, &edit, now_ms()))
         .await?;
     match change {
-        UserChange::Done(u) => Ok(u),
-        UserChange::Missing => Err(ApiError::not_found(format!("no user {id}"))),
-        UserChange::LastOwner => Err(last_owner()),
-        UserChange::EmailTaken => Err(ApiError::conflict("another user has that email")),
+        UserEdited::Done(u) => Ok(user_view(u)),
+        UserEdited::Missing => Err(ApiError::not_found(format!("no user {id}"))),
+        UserEdited::LastOwner => Err(last_owner()),
+        UserEdited::EmailTaken => Err(ApiError::conflict("another user has that email")),
     }
-}
-
-/// The token scopes a role holds itself: what a token made by a user with that role may keep.
-fn scopes_of_role(role: &str) -> &'static [&'static str] {
-    match role {
-        "owner" => SCOPES,
-        "maintainer" => &["read", "deploy"],
-        _ => &["read"],
-    }
-}
-
-/// Whether a token with `scopes` grants more than `role` holds.
-fn exceeds_role(scopes: &str, role: &str) -> bool {
-    let held = scopes_of_role(role);
-    scopes.split(',').any(|s| !held.contains(&s))
-}
-
-/// Revokes the live tokens user `id` made that grant more than their (new) `role`. Tokens within
-/// the role stay: a demoted owner's read-only token for a status page keeps working, and such a
-/// token gives nothing its maker does not hold. Sessions need nothing: they read the role at
-/// every request.
-fn revoke_tokens_beyond(c: &Connection, id: i64, role: &str, now: i64) -> Result<(), LedgerError> {
-    let tokens: Vec<(i64, String)> = c
-        .prepare_cached(
-            "SELECT id, scopes FROM api_tokens WHERE created_by = ?1 AND revoked_at IS NULL",
-        )?
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (token, scopes) in tokens {
-        if exceeds_role(&scopes, role) {
-            c.execute(
-                "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1",
-                params![token, now],
-            )?;
-        }
-    }
-    Ok(())
 }
 
 fn last_owner() -> ApiError {
@@ -652,65 +579,39 @@ async fn delete_user(
 }
 
 /// Deletes a user (never the last owner). The dashboard's users page uses it too.
+/// Deletes a user (never the last owner), revoking the tokens they made. The dashboard's users
+/// page uses it too.
 pub(super) async fn remove_user(state: &AppState, id: i64) -> ApiResult<()> {
     let change = state
         .ledger
-        .run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let role: Option<String> = tx
-                .query_row("SELECT role FROM users WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?;
-            let Some(role) = role else {
-                return Ok(UserChange::Missing);
-            };
-            if role == "owner" && owners_besides(&tx, id)? == 0 {
-                return Ok(UserChange::LastOwner);
-            }
-            // Tokens outlive their maker (`created_by` becomes NULL): revoke them first, so
-            // removing a person removes what they could do.
-            let now = now_ms();
-            tx.execute(
-                "UPDATE api_tokens SET revoked_at = ?2 WHERE created_by = ?1 AND revoked_at IS NULL",
-                params![id, now],
-            )?;
-            tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
-            tx.commit()?;
-            Ok(UserChange::Done(Value::Null))
-        })
+        .run(move |c| ledger::remove_user(c, id, now_ms()))
         .await?;
     match change {
-        UserChange::Missing => Err(ApiError::not_found(format!("no user {id}"))),
-        UserChange::LastOwner => Err(last_owner()),
-        _ => Ok(()),
+        UserRemoved::Done => Ok(()),
+        UserRemoved::Missing => Err(ApiError::not_found(format!("no user {id}"))),
+        UserRemoved::LastOwner => Err(last_owner()),
     }
-}
-
-pub(super) fn token_json(c: &Connection, id: i64) -> Result<Option<Value>, LedgerError> {
-    Ok(c.prepare_cached(
-        "SELECT id, public_id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = ?1",
-    )?
-    .query_row([id], |r| {
-        let scopes: String = r.get(3)?;
-        Ok(json!({
-            "id": r.get::<_, i64>(0)?,
-            "public_id": r.get::<_, String>(1)?,
-            "name": r.get::<_, String>(2)?,
-            "scopes": scopes.split(',').collect::<Vec<_>>(),
-            "created_at": rfc3339(r.get(4)?),
-            "expires_at": r.get::<_, Option<i64>>(5)?.map(rfc3339),
-            "revoked_at": r.get::<_, Option<i64>>(6)?.map(rfc3339),
-            "last_used_at": r.get::<_, Option<i64>>(7)?.map(rfc3339),
-        }))
-    })
-    .optional()?)
 }
 
 async fn list_tokens(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = super::api::id_page(&state.ledger, "api_tokens", &q.page(), token_json).await?;
-    Ok(ApiJson(page))
+    Ok(ApiJson(tokens_page(&state, &q.page()).await?))
+}
+
+/// A page of tokens, newest first, live or not. The dashboard's tokens page uses it too.
+pub(super) async fn tokens_page(
+    state: &AppState,
+    page: &super::api::Page,
+) -> ApiResult<Page<Token>> {
+    let (limit, before) = page.bounds()?;
+    let rows = state
+        .ledger
+        .run(move |c| ledger::tokens(c, before, limit))
+        .await?;
+    let items = rows.into_iter().map(token_view).collect();
+    Ok(page_of(items, limit, |t: &Token| t.id))
 }
 
 #[derive(Deserialize)]
@@ -752,7 +653,7 @@ pub(super) async fn issue_api_token(
     state: &AppState,
     who: &Principal,
     body: NewToken,
-) -> ApiResult<Value> {
+) -> ApiResult<IssuedToken> {
     let name = body.name.trim().to_string();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::invalid(
@@ -776,21 +677,27 @@ pub(super) async fn issue_api_token(
         Principal::Token { .. } => None,
     };
     let issued = secrets::issue_token();
-    let token = issued.token.clone();
+    let secret = issued.token.clone();
     let row = state
         .ledger
         .run(move |c| {
-            c.execute(
-                "INSERT INTO api_tokens (public_id, name, secret_hash, scopes, created_by, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![issued.public_id, name, issued.secret_hash, scopes.join(","), created_by, now_ms(), expires_at],
-            )?;
-            token_json(c, c.last_insert_rowid())
+            let new = ledger::NewToken {
+                public_id: &issued.public_id,
+                name: &name,
+                secret_hash: &issued.secret_hash,
+                scopes: &scopes,
+                created_by,
+                expires_at,
+            };
+            let id = ledger::create_token(c, &new, now_ms())?;
+            ledger::token(c, id)
         })
-        .await?;
-    let mut row = row.unwrap_or(Value::Null);
-    row["token"] = json!(token);
-    Ok(row)
+        .await?
+        .ok_or_else(|| ApiError::internal("the token just created is gone"))?;
+    Ok(IssuedToken {
+        token: token_view(row),
+        secret,
+    })
 }
 
 async fn revoke_token(
@@ -803,16 +710,11 @@ async fn revoke_token(
 
 /// Revokes token `id` (revoking twice keeps the first time). The dashboard uses it too.
 pub(super) async fn revoke(state: &AppState, id: i64) -> ApiResult<()> {
-    let n = state
+    let found = state
         .ledger
-        .run(move |c| {
-            Ok(c.execute(
-                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-                params![id, now_ms()],
-            )?)
-        })
+        .run(move |c| ledger::revoke_token(c, id, now_ms()))
         .await?;
-    if n == 0 {
+    if !found {
         return Err(ApiError::not_found(format!("no token {id}")));
     }
     Ok(())
@@ -835,15 +737,9 @@ async fn token_audit(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(mut q): ApiQuery<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let exists: bool = state
+    let exists = state
         .ledger
-        .run(move |c| {
-            Ok(
-                c.query_row("SELECT COUNT(*) FROM api_tokens WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
+        .run(move |c| ledger::token_exists(c, id))
         .await?;
     if !exists {
         return Err(ApiError::not_found(format!("no token {id}")));
@@ -859,76 +755,33 @@ async fn audit(
     audit_page(&state, q).await
 }
 
-pub(super) async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<ApiJson<Value>> {
+pub(super) async fn audit_page(
+    state: &AppState,
+    q: AuditQuery,
+) -> ApiResult<ApiJson<Page<AuditEvent>>> {
     // Reads' events are written after their answers: let every one answered so far land.
     if let Err(e) = state.audit.flush().await {
         tracing::warn!(error = %e, "the audit log may miss the newest reads");
     }
-    let (limit, after) = super::api::Page {
+    let (limit, before) = super::api::Page {
         limit: q.limit,
         cursor: q.cursor.clone(),
         state: None,
     }
     .bounds()?;
-    let method = q.method.map(|m| m.to_uppercase());
-    let prefix = q
-        .path_prefix
-        .map(|p| format!("{}%", p.replace('%', "\\%").replace('_', "\\_")));
-    let items = state
+    let filter = AuditFilter {
+        before,
+        limit,
+        token_id: q.token_id,
+        user_id: q.user_id,
+        method: q.method.map(|m| m.to_uppercase()),
+        status: q.status,
+        path_prefix: q.path_prefix,
+    };
+    let rows = state
         .ledger
-        .run(move |c| {
-            let rows = c
-                .prepare_cached(
-                    "SELECT id, token_id, user_id, method, path, status, client_addr, detail, at
-                       FROM token_audit_events
-                      WHERE id < ?1 AND (?2 IS NULL OR token_id = ?2) AND (?3 IS NULL OR user_id = ?3)
-                        AND (?4 IS NULL OR method = ?4) AND (?5 IS NULL OR status = ?5)
-                        AND (?6 IS NULL OR path LIKE ?6 ESCAPE '\\')
-                      ORDER BY id DESC LIMIT ?7",
-                )?
-                .query_map(params![after, q.token_id, q.user_id, method, q.status, prefix, limit], |r| {
-                    Ok(json!({
-                        "id": r.get::<_, i64>(0)?,
-                        "token_id": r.get::<_, Option<i64>>(1)?,
-                        "user_id": r.get::<_, Option<i64>>(2)?,
-                        "method": r.get::<_, String>(3)?,
-                        "path": r.get::<_, String>(4)?,
-                        "status": r.get::<_, i64>(5)?,
-                        "client_addr": r.get::<_, Option<String>>(6)?,
-                        "detail": r.get::<_, Option<String>>(7)?,
-                        "at": rfc3339(r.get(8)?),
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        .run(move |c| ledger::audit_events(c, &filter))
         .await?;
-    Ok(ApiJson(super::api::page_of(items, limit)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_keeps_only_what_its_makers_role_holds() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("read", "owner", false),
-            ("read,deploy,admin,agent", "owner", false),
-            ("read", "maintainer", false),
-            ("read,deploy", "maintainer", false),
-            ("deploy", "maintainer", false),
-            ("admin", "maintainer", true),
-            ("agent", "maintainer", true),
-            ("read,admin", "maintainer", true),
-            ("read", "viewer", false),
-            ("deploy", "viewer", true),
-            ("read,agent", "viewer", true),
-            ("read", "unknown-role", false),
-            ("deploy", "unknown-role", true),
-        ];
-        for (scopes, role, exceeds) in cases {
-            assert_eq!(exceeds_role(scopes, role), *exceeds, "{scopes} / {role}");
-        }
-    }
+    let items = rows.into_iter().map(audit_view).collect();
+    Ok(ApiJson(page_of(items, limit, |e: &AuditEvent| e.id)))
 }

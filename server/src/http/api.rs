@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::LedgerError;
 use rustploy_actors::ledger::apps::{self, Renamed};
@@ -102,31 +102,6 @@ impl Page {
         };
         Ok((limit as i64, after))
     }
-}
-
-/// One page of `table`'s rows, newest first, each rendered by `render` (rows it finds gone are
-/// skipped). For resources whose JSON is built per row.
-pub(super) async fn id_page(
-    ledger: &rustploy_actors::ledger::Ledger,
-    table: &'static str,
-    page: &Page,
-    render: fn(&Connection, i64) -> Result<Option<Value>, LedgerError>,
-) -> ApiResult<Value> {
-    let (limit, after) = page.bounds()?;
-    let items = ledger
-        .run(move |c| {
-            let ids: Vec<i64> = c
-                .prepare_cached(&format!(
-                    "SELECT id FROM {table} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
-                ))?
-                .query_map(params![after, limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.into_iter()
-                .filter_map(|id| render(c, id).transpose())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    Ok(page_of(items, limit))
 }
 
 /// Lists are newest first; `next_cursor` continues after the last item.

@@ -10,8 +10,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rusqlite::{OptionalExtension, params};
-use rustploy_actors::ledger::{Ledger, now_ms};
+use rustploy_actors::ledger::access::{self, NewSession};
+use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
+use rustploy_api::states::Role;
 
 use super::AppState;
 use super::error::ApiError;
@@ -72,7 +73,7 @@ pub enum Principal {
     User {
         id: i64,
         email: String,
-        role: String,
+        role: Role,
         csrf_token: String,
     },
     Token {
@@ -87,9 +88,9 @@ impl Principal {
         match self {
             Principal::User { role, .. } => match need {
                 Need::Public | Need::Authenticated => true,
-                Need::Read => matches!(role.as_str(), "viewer" | "maintainer" | "owner"),
-                Need::Deploy => matches!(role.as_str(), "maintainer" | "owner"),
-                Need::Admin => role == "owner",
+                Need::Read => matches!(role, Role::Viewer | Role::Maintainer | Role::Owner),
+                Need::Deploy => matches!(role, Role::Maintainer | Role::Owner),
+                Need::Admin => *role == Role::Owner,
                 Need::Agent => false,
             },
             Principal::Token { scopes, .. } => {
@@ -114,7 +115,7 @@ impl Principal {
     }
 }
 
-pub const SCOPES: &[&str] = &["read", "deploy", "admin", "agent"];
+pub use access::SCOPES;
 
 /// The route layer: authenticate, authorise, and audit token use.
 pub async fn require(
@@ -221,28 +222,11 @@ pub(super) async fn authenticate_token(
     let row = state
         .ledger
         .run(move |c| {
-            let row: Option<(i64, String, Vec<u8>, String, Option<i64>)> = c
-                .prepare_cached(
-                    "SELECT id, name, secret_hash, scopes, expires_at FROM api_tokens
-                      WHERE public_id = ?1 AND revoked_at IS NULL
-                        AND (expires_at IS NULL OR expires_at > ?2)",
-                )?
-                .query_row(params![id, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()?;
-            Ok(row)
+            access::token_for_auth(c, &id, now)
         })
         .await?;
-    let Some((id, name, secret_hash, scopes, expires_at)) = row else {
+    let Some(checked) = row else {
         return Ok(None);
-    };
-    let checked = CheckedToken {
-        id,
-        name,
-        secret_hash,
-        scopes: scopes.split(',').map(str::to_string).collect(),
-        expires_at,
     };
     state.tokens.keep(public_id, checked.clone(), stamp);
     if !secrets::hashes_equal(&checked.secret_hash, &presented) {
@@ -286,33 +270,58 @@ pub(super) async fn authenticate_session(
     let hash = secrets::hash_secret(&secret);
     Ok(ledger
         .run(move |c| {
-            let now = now_ms();
-            let row: Option<(i64, i64, String, String, String)> = c
-                .prepare_cached(
-                    "SELECT s.id, u.id, u.email, u.role, s.csrf_token
-                       FROM sessions s JOIN users u ON u.id = s.user_id
-                      WHERE s.secret_hash = ?1 AND s.revoked_at IS NULL
-                        AND s.expires_at > ?2 AND s.idle_expires_at > ?2",
-                )?
-                .query_row(params![hash, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()?;
-            let Some((session, id, email, role, csrf_token)) = row else {
-                return Ok(None);
-            };
-            c.prepare_cached(
-                "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = MIN(expires_at, ?2 + ?3) WHERE id = ?1",
-            )?
-            .execute(params![session, now, SESSION_IDLE_MS])?;
-            Ok(Some(Principal::User {
-                id,
-                email,
-                role,
-                csrf_token,
+            let row = access::session_for_auth(c, &hash, now_ms(), SESSION_IDLE_MS)?;
+            Ok(row.map(|s| Principal::User {
+                id: s.user_id,
+                email: s.email,
+                role: s.role,
+                csrf_token: s.csrf_token,
             }))
         })
         .await?)
+}
+
+/// The secrets of a session about to be created: the cookie's secret (stored only as its
+/// hash) and the CSRF token its pages and API calls carry.
+pub struct FreshSession {
+    pub secret: String,
+    pub csrf: String,
+    secret_hash: Vec<u8>,
+}
+
+/// New random secrets for a session.
+pub fn new_session() -> FreshSession {
+    let secret = secrets::random_secret();
+    FreshSession {
+        secret_hash: secrets::hash_secret(&secret),
+        secret,
+        csrf: secrets::random_secret(),
+    }
+}
+
+impl FreshSession {
+    /// The ledger row of this session for `user_id`, with the lifetimes sessions have.
+    pub fn row<'a>(&'a self, user_id: i64, client_addr: Option<&'a str>) -> NewSession<'a> {
+        NewSession {
+            user_id,
+            secret_hash: &self.secret_hash,
+            csrf_token: &self.csrf,
+            client_addr,
+            idle_ms: SESSION_IDLE_MS,
+            absolute_ms: SESSION_ABSOLUTE_MS,
+        }
+    }
+}
+
+/// Creates a session for `user_id` and returns its secrets.
+pub fn open_session(
+    c: &rusqlite::Connection,
+    user_id: i64,
+    client_addr: Option<&str>,
+) -> Result<FreshSession, LedgerError> {
+    let session = new_session();
+    access::create_session(c, &session.row(user_id, client_addr), now_ms())?;
+    Ok(session)
 }
 
 /// Creates a session for `user_id` and returns the cookie secret.
@@ -320,24 +329,8 @@ pub fn create_session(
     c: &rusqlite::Connection,
     user_id: i64,
     client_addr: Option<&str>,
-) -> Result<String, rustploy_actors::ledger::LedgerError> {
-    let secret = secrets::random_secret();
-    let now = now_ms();
-    c.execute(
-        "INSERT INTO sessions (user_id, secret_hash, csrf_token, created_at, last_seen_at,
-                               idle_expires_at, expires_at, client_addr)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
-        params![
-            user_id,
-            secrets::hash_secret(&secret),
-            secrets::random_secret(),
-            now,
-            now + SESSION_IDLE_MS,
-            now + SESSION_ABSOLUTE_MS,
-            client_addr
-        ],
-    )?;
-    Ok(secret)
+) -> Result<String, LedgerError> {
+    Ok(open_session(c, user_id, client_addr)?.secret)
 }
 
 pub fn session_cookie_header(secret: &str, secure: bool) -> String {

@@ -1,10 +1,10 @@
 //! First-run setup and password reset: the one-time tokens behind their links. The pages that
 //! use them are the dashboard's (`dashboard/access.rs`).
 
-use rusqlite::{OptionalExtension, params};
+use rustploy_actors::ledger::access::{self, ResetTokenRow};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
 
-use super::auth::create_session;
+use super::auth::new_session;
 use super::error::{ApiError, ApiResult};
 use crate::secrets;
 
@@ -19,31 +19,16 @@ pub fn valid_setup_token(
     c: &rusqlite::Connection,
     token: &str,
 ) -> Result<Option<i64>, LedgerError> {
-    let users: i64 = c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
-    if users > 0 {
-        return Ok(None);
-    }
-    Ok(c.query_row(
-        "SELECT id FROM setup_tokens WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-        params![secrets::hash_secret(token), now_ms()],
-        |r| r.get(0),
-    )
-    .optional()?)
+    access::setup_token(c, &secrets::hash_secret(token), now_ms())
 }
 
 /// Issues a setup token when there is no user yet. Returns the token to print, or `None`.
 pub fn issue_setup_token(c: &rusqlite::Connection) -> Result<Option<String>, LedgerError> {
-    let users: i64 = c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
-    if users > 0 {
-        return Ok(None);
-    }
     let token = secrets::random_secret();
     let now = now_ms();
-    c.execute(
-        "INSERT INTO setup_tokens (token_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
-        params![secrets::hash_secret(&token), now, now + SETUP_TOKEN_MS],
-    )?;
-    Ok(Some(token))
+    let stored =
+        access::add_setup_token(c, &secrets::hash_secret(&token), now, now + SETUP_TOKEN_MS)?;
+    Ok(stored.then_some(token))
 }
 
 /// Uses up the setup token and creates the owner with a session. Returns the session's cookie
@@ -60,22 +45,16 @@ pub async fn create_owner(
         .map_err(ApiError::internal)?;
     Ok(ledger
         .run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(token_id) = valid_setup_token(&tx, &token)? else {
-                return Ok(None);
-            };
-            let now = now_ms();
-            tx.execute(
-                "UPDATE setup_tokens SET used_at = ?2 WHERE id = ?1",
-                params![token_id, now],
+            let session = new_session();
+            let created = access::create_first_owner(
+                c,
+                &secrets::hash_secret(&token),
+                &email,
+                &hash,
+                &session.row(0, None),
+                now_ms(),
             )?;
-            tx.execute(
-                "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES (?1, ?2, 'owner', ?3, ?3)",
-                params![email, hash, now],
-            )?;
-            let secret = create_session(&tx, tx.last_insert_rowid(), None)?;
-            tx.commit()?;
-            Ok(Some(secret))
+            Ok(created.map(|_| session.secret))
         })
         .await?)
 }
@@ -84,33 +63,26 @@ pub async fn create_owner(
 pub fn valid_reset_token(
     c: &rusqlite::Connection,
     token: &str,
-) -> Result<Option<(i64, i64)>, LedgerError> {
-    Ok(c.query_row(
-        "SELECT id, user_id FROM password_reset_tokens WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-        params![secrets::hash_secret(token), now_ms()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?)
+) -> Result<Option<ResetTokenRow>, LedgerError> {
+    access::reset_token(c, &secrets::hash_secret(token), now_ms())
 }
 
-/// Issues a reset token for the user with `email`, if there is one, and returns it.
+/// Issues a reset token for the user with `email`, if there is one, and returns it. The API's
+/// reset request and `admin reset-password` both issue links through it.
 pub fn issue_reset_token(
     c: &rusqlite::Connection,
     email: &str,
 ) -> Result<Option<String>, LedgerError> {
-    let user: Option<i64> = c
-        .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let Some(user) = user else { return Ok(None) };
     let token = secrets::random_secret();
     let now = now_ms();
-    c.execute(
-        "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![user, secrets::hash_secret(&token), now, now + RESET_TOKEN_MS],
+    let user = access::add_reset_token(
+        c,
+        email,
+        &secrets::hash_secret(&token),
+        now,
+        now + RESET_TOKEN_MS,
     )?;
-    Ok(Some(token))
+    Ok(user.map(|_| token))
 }
 
 /// Sets a new password with a reset token. The token is looked up (by its hash) first, so a
@@ -134,36 +106,11 @@ pub async fn reset_password(
     let hash = tokio::task::spawn_blocking(move || hash(&password))
         .await
         .map_err(ApiError::internal)?;
-    // A token used meanwhile by another request is refused here, in the transaction.
-    Ok(apply_reset(ledger, token, hash).await?)
-}
-
-/// Uses up a reset token: sets the new password hash and ends the user's sessions. Returns
-/// false when the token is unknown, used or expired.
-async fn apply_reset(ledger: &Ledger, token: String, hash: String) -> Result<bool, LedgerError> {
-    ledger
-        .run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some((id, user)) = valid_reset_token(&tx, &token)? else {
-                return Ok(false);
-            };
-            let now = now_ms();
-            tx.execute(
-                "UPDATE password_reset_tokens SET used_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-            tx.execute(
-                "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-                params![user, hash, now],
-            )?;
-            tx.execute(
-                "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
-                params![user, now],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+    // A token used meanwhile by another request is refused here, in the transaction: the new
+    // password is set and the user's sessions end (see `ledger::access::reset_password`).
+    Ok(ledger
+        .run(move |c| access::reset_password(c, &secrets::hash_secret(&token), &hash, now_ms()))
+        .await?)
 }
 
 #[cfg(test)]
@@ -186,10 +133,12 @@ mod tests {
                 .unwrap();
         let token = ledger
             .run(|c| {
-                c.execute(
-                    "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES ('a@example.com', 'x', 'owner', 0, 0)",
-                    [],
-                )?;
+                let owner = access::NewUser {
+                    email: "a@example.com",
+                    password_hash: "x",
+                    role: rustploy_api::states::Role::Owner,
+                };
+                access::create_user(c, &owner, 0)?;
                 issue_reset_token(c, "a@example.com")
             })
             .await
@@ -225,11 +174,12 @@ mod tests {
             .unwrap()
         );
         assert!(hashed.load(Ordering::SeqCst));
-        let stored: String = ledger
-            .run(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?))
+        let stored = ledger
+            .run(|c| access::credentials(c, "a@example.com"))
             .await
-            .unwrap();
-        assert_eq!(stored, "new hash");
+            .unwrap()
+            .expect("the user");
+        assert_eq!(stored.password_hash, "new hash");
         hashed.store(false, Ordering::SeqCst);
         assert!(
             !reset_password(&ledger, token, "a good password".into(), fake)

@@ -17,14 +17,7 @@ use rustploy_actors::ledger::changes::{Changes, MAX_AGE, Stamp, Table};
 use crate::secrets;
 
 /// What a token check needs from the ledger's row.
-#[derive(Debug, Clone)]
-pub struct CheckedToken {
-    pub id: i64,
-    pub name: String,
-    pub secret_hash: Vec<u8>,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<Millis>,
-}
+pub use rustploy_actors::ledger::access::TokenAuthRow as CheckedToken;
 
 struct Entry {
     token: CheckedToken,

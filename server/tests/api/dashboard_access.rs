@@ -165,7 +165,7 @@ async fn a_viewer_is_refused_every_action_that_changes_state_and_nothing_changes
     let as_viewer = Principal::User {
         id: 0,
         email: String::new(),
-        role: "viewer".into(),
+        role: rustploy_api::states::Role::Viewer,
         csrf_token: String::new(),
     };
 

@@ -7,8 +7,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
+use rustploy_api::access::IssuedToken;
+use rustploy_api::states::Role;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{
     FormToken, Problem, Section, Table, Viewer, action, badge, csrf, error_page, field, form_error,
@@ -469,20 +470,17 @@ async fn tokens_page(
     status: StatusCode,
     draft: &TokenDraft,
     problem: &Problem,
-    created: Option<&Value>,
+    created: Option<&IssuedToken>,
 ) -> Response {
     let page = crate::http::api::Page {
         limit: Some(200),
         cursor: None,
         state: None,
     };
-    let list =
-        match crate::http::api::id_page(&state.ledger, "api_tokens", &page, access_api::token_json)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => return error_page(Some(v), e),
-        };
+    let items = match access_api::tokens_page(state, &page).await {
+        Ok(l) => l.items,
+        Err(e) => return error_page(Some(v), e),
+    };
     let audit = match access_api::audit_page(
         state,
         access_api::AuditQuery {
@@ -495,8 +493,7 @@ async fn tokens_page(
         Ok(a) => a.0,
         Err(e) => return error_page(Some(v), e),
     };
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    let events = audit["items"].as_array().cloned().unwrap_or_default();
+    let events = audit.items;
     respond(
         status,
         layout(
@@ -505,8 +502,8 @@ async fn tokens_page(
             html! {
                 @if let Some(t) = created {
                     div.notice.good role="status" {
-                        p { "Token " strong { (t["name"].as_str().unwrap_or("")) } " created. Copy it now: it is not shown again." }
-                        pre.secret id="new-token" { (t["token"].as_str().unwrap_or("")) }
+                        p { "Token " strong { (t.token.name) } " created. Copy it now: it is not shown again." }
+                        pre.secret id="new-token" { (t.secret) }
                     }
                 }
                 section {
@@ -539,17 +536,17 @@ async fn tokens_page(
                         thead { tr { th { "Name" } th { "Scopes" } th { "Created" } th { "Expires" } th { "Last used" } th { "State" } th {} } }
                         tbody {
                             @for t in &items {
-                                @let revoked = !t["revoked_at"].is_null();
+                                @let revoked = t.revoked_at.is_some();
                                 tr {
-                                    td { (t["name"].as_str().unwrap_or("")) br; small.mono { "rp_" (t["public_id"].as_str().unwrap_or("")) "_…" } }
-                                    td { (t["scopes"].as_array().map(|s| s.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
-                                    td { (when_str(t["created_at"].as_str().unwrap_or(""))) }
-                                    td { (t["expires_at"].as_str().map(when_str).unwrap_or_else(|| "never".into())) }
-                                    td { (t["last_used_at"].as_str().map(when_str).unwrap_or_else(|| "never".into())) }
+                                    td { (t.name) br; small.mono { "rp_" (t.public_id) "_…" } }
+                                    td { (t.scopes.join(", ")) }
+                                    td { (when_str(&t.created_at)) }
+                                    td { (t.expires_at.as_deref().map(when_str).unwrap_or_else(|| "never".into())) }
+                                    td { (t.last_used_at.as_deref().map(when_str).unwrap_or_else(|| "never".into())) }
                                     td { @if revoked { (badge("revoked")) } @else { (badge("active")) } }
                                     td {
                                         @if !revoked {
-                                            form method="post" action={ "/tokens/" (t["id"]) "/revoke" } {
+                                            form method="post" action={ "/tokens/" (t.id) "/revoke" } {
                                                 (csrf(&v.csrf))
                                                 button.danger type="submit" { "Revoke" }
                                             }
@@ -568,12 +565,12 @@ async fn tokens_page(
                         tbody {
                             @for e in &events {
                                 tr {
-                                    td { (when_str(e["at"].as_str().unwrap_or(""))) }
-                                    td { (e["token_id"].as_i64().map(|i| format!("#{i}")).unwrap_or_else(|| e["user_id"].as_i64().map(|u| format!("user #{u}")).unwrap_or_default())) }
-                                    td.mono { (e["method"].as_str().unwrap_or("")) " " (e["path"].as_str().unwrap_or(""))
-                                        @if let Some(d) = e["detail"].as_str() { br; small { (d) } } }
-                                    td { (e["status"]) }
-                                    td { (e["client_addr"].as_str().unwrap_or("")) }
+                                    td { (when_str(&e.at)) }
+                                    td { (e.token_id.map(|i| format!("#{i}")).unwrap_or_else(|| e.user_id.map(|u| format!("user #{u}")).unwrap_or_default())) }
+                                    td.mono { (e.method) " " (e.path)
+                                        @if let Some(d) = &e.detail { br; small { (d) } } }
+                                    td { (e.status) }
+                                    td { (e.client_addr.as_deref().unwrap_or("")) }
                                 }
                             }
                         }
@@ -718,13 +715,14 @@ async fn users(State(state): State<AppState>, Extension(v): Extension<Viewer>) -
     .await
 }
 
-const ROLES: &[&str] = &["viewer", "maintainer", "owner"];
+/// The roles in the order the role menus offer them, least first.
+const ROLES: [Role; 3] = [Role::Viewer, Role::Maintainer, Role::Owner];
 
-fn role_select(name: &str, current: &str) -> Markup {
+fn role_select(name: &str, current: Option<Role>) -> Markup {
     html! {
         select name=(name) {
             @for r in ROLES {
-                @if *r == current { option value=(r) selected { (r) } } @else { option value=(r) { (r) } }
+                @if Some(r) == current { option value=(r.as_str()) selected { (r.as_str()) } } @else { option value=(r.as_str()) { (r.as_str()) } }
             }
         }
     }
@@ -742,17 +740,15 @@ async fn users_page(
         cursor: None,
         state: None,
     };
-    let list = match crate::http::api::id_page(&state.ledger, "users", &page, access_api::user_json)
-        .await
-    {
-        Ok(l) => l,
+    let items = match access_api::users_page(state, &page).await {
+        Ok(l) => l.items,
         Err(e) => return error_page(Some(v), e),
     };
-    let items = list["items"].as_array().cloned().unwrap_or_default();
+    // A new user's menu starts at the least role; a draft sent back keeps the one it chose.
     let role = if draft.role.is_empty() {
-        "viewer"
+        Some(Role::Viewer)
     } else {
-        draft.role.as_str()
+        draft.role.parse().ok()
     };
     respond(
         status,
@@ -766,17 +762,17 @@ async fn users_page(
                     tbody {
                         @for u in &items {
                             tr {
-                                td { (u["email"].as_str().unwrap_or("")) }
+                                td { (u.email) }
                                 td {
-                                    form.row method="post" action={ "/users/" (u["id"]) "/role" } {
+                                    form.row method="post" action={ "/users/" (u.id) "/role" } {
                                         (csrf(&v.csrf))
-                                        (role_select("role", u["role"].as_str().unwrap_or("")))
+                                        (role_select("role", Some(u.role)))
                                         button type="submit" { "Change" }
                                     }
                                 }
-                                td { (when_str(u["created_at"].as_str().unwrap_or(""))) }
+                                td { (when_str(&u.created_at)) }
                                 td {
-                                    form method="post" action={ "/users/" (u["id"]) "/delete" } {
+                                    form method="post" action={ "/users/" (u.id) "/delete" } {
                                         (csrf(&v.csrf))
                                         button.danger type="submit" { "Remove" }
                                     }

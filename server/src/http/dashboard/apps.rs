@@ -15,7 +15,6 @@ use rustploy_actors::ledger::trust::{self, Trust};
 use rustploy_api::apps::App;
 use rustploy_api::states::{DeploymentState, DomainSource, TlsMode};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{
     Problem, Section, Table, Viewer, action, badge, confirm, csrf, duration, error_page, field,

@@ -117,7 +117,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 pub struct Viewer {
     pub principal: Principal,
     pub email: String,
-    pub role: String,
+    pub role: rustploy_api::states::Role,
     /// The session's CSRF token, for the forms the page renders.
     pub csrf: String,
 }
@@ -355,7 +355,7 @@ pub fn layout(viewer: Option<(&Viewer, Section)>, title: &str, content: Markup) 
                         }
                         form.logout method="post" action="/logout" {
                             (csrf(&v.csrf))
-                            span.who { (v.email) " · " (v.role) }
+                            span.who { (v.email) " · " (v.role.as_str()) }
                             button.link type="submit" { "Sign out" }
                         }
                     }
