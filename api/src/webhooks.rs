@@ -251,7 +251,12 @@ mod tests {
         let back = serde_json::to_value(&r).unwrap();
         assert!(back.as_object().unwrap().contains_key("zen"));
         assert!(!back.as_object().unwrap().contains_key("ref"));
-        assert!(!back["apps"][0].as_object().unwrap().contains_key("deployment_id"));
+        assert!(
+            !back["apps"][0]
+                .as_object()
+                .unwrap()
+                .contains_key("deployment_id")
+        );
 
         let again = WebhookReceipt {
             duplicate: true,
