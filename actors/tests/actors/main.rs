@@ -2,6 +2,7 @@
 //! policy, and migrations.
 
 mod helpers;
+mod hook_states;
 mod jobs;
 mod migrations;
 mod retention;
