@@ -109,10 +109,6 @@ pub(super) fn signed_with(secret: &[u8], body: &[u8], expected: &[u8]) -> bool {
 /// A delivery checked as the endpoint checks it, without a ledger: the signature header's
 /// shape, the repository the body names, the HMAC over the exact bytes under `secret`, then what
 /// the delivery means for one app connected to that repository's `main`. Returns whether the
-
-/// A delivery checked as the endpoint checks it, without a ledger: the signature header's
-/// shape, the repository the body names, the HMAC over the exact bytes under `secret`, then what
-/// the delivery means for one app connected to that repository's `main`. Returns whether the
 /// signature matched. Only for the fuzz target, which feeds it whatever a sender could.
 #[doc(hidden)]
 pub fn check_offline(event: &str, signature_header: &[u8], body: &[u8], secret: &[u8]) -> bool {
