@@ -10,8 +10,9 @@
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::TransactionBehavior;
 
+use crate::ledger::agents;
 use crate::ledger::{Ledger, LedgerError, Millis, now_ms};
 
 pub type HeartbeatMonitorRef = ActorRef<HeartbeatMonitorMsg>;
@@ -206,44 +207,27 @@ pub fn update_states(
     now: Millis,
 ) -> Result<Vec<Change>, LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let agents: Vec<(i64, String, Millis, i64)> = tx
-        .prepare_cached(
-            "SELECT id, state, COALESCE(last_heartbeat_at, registered_at), interval_ms
-               FROM agents WHERE state <> 'offline'",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
     let mut changes = Vec::new();
-    for (id, old, last_seen, interval) in agents {
-        let from = AgentState::parse(&old).unwrap_or(AgentState::Online);
-        let Some(to) = decide(from, last_seen, interval, watching_since, now) else {
+    for agent in agents::watched(&tx)? {
+        let from = agent.state;
+        let Some(to) = decide(
+            from,
+            agent.last_seen,
+            agent.interval_ms,
+            watching_since,
+            now,
+        ) else {
             continue;
         };
-        set_state(&tx, id, from, to, now)?;
+        agents::set_state(&tx, agent.id, from, to, now)?;
         changes.push(Change {
-            agent_id: id,
+            agent_id: agent.id,
             from,
             to,
         });
     }
     tx.commit()?;
     Ok(changes)
-}
-
-fn set_state(
-    tx: &rusqlite::Transaction<'_>,
-    id: i64,
-    from: AgentState,
-    to: AgentState,
-    now: Millis,
-) -> Result<(), LedgerError> {
-    tx.prepare_cached("UPDATE agents SET state = ?2, state_changed_at = ?3 WHERE id = ?1")?
-        .execute(params![id, to.as_str(), now])?;
-    tx.prepare_cached(
-        "INSERT INTO agent_transitions (agent_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![id, from.as_str(), to.as_str(), now])?;
-    Ok(())
 }
 
 /// What became of a heartbeat.
@@ -268,25 +252,15 @@ pub fn record_heartbeat(
     sample_json: &str,
 ) -> Result<Heartbeat, LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let agent: Option<(String, Option<i64>)> = tx
-        .prepare_cached("SELECT state, token_id FROM agents WHERE id = ?1")?
-        .query_row([agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((state, bound)) = agent else {
+    let Some((previous, bound)) = agents::state_and_token(&tx, agent_id)? else {
         return Ok(Heartbeat::UnknownAgent);
     };
     if bound != Some(token_id) {
         return Ok(Heartbeat::OtherToken);
     }
-    tx.prepare_cached(
-        "INSERT INTO agent_heartbeats (agent_id, received_at, sample_json) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![agent_id, received_at, sample_json])?;
-    tx.prepare_cached("UPDATE agents SET last_heartbeat_at = ?2 WHERE id = ?1")?
-        .execute(params![agent_id, received_at])?;
-    let previous = AgentState::parse(&state).unwrap_or(AgentState::Online);
+    agents::insert_heartbeat(&tx, agent_id, received_at, sample_json)?;
     if previous != AgentState::Online {
-        set_state(&tx, agent_id, previous, AgentState::Online, received_at)?;
+        agents::set_state(&tx, agent_id, previous, AgentState::Online, received_at)?;
     }
     tx.commit()?;
     Ok(Heartbeat::Recorded { previous })
@@ -310,46 +284,20 @@ pub fn prune(
 ) -> Result<Pruned, LedgerError> {
     let cutoff = now - config.keep_for.as_millis() as i64;
     let keep = config.keep_per_agent.max(1);
-    let agents: Vec<i64> = conn
-        .prepare_cached("SELECT id FROM agents")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
     let mut pruned = Pruned::default();
-    for id in agents {
+    for id in agents::ids(conn)? {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Both statements walk the (agent_id, received_at) index from the newest sample.
-        pruned.samples += tx
-            .prepare_cached(
-                "DELETE FROM agent_heartbeats
-                  WHERE agent_id = ?1 AND received_at < ?2
-                    AND id <> (SELECT id FROM agent_heartbeats WHERE agent_id = ?1
-                                ORDER BY received_at DESC, id DESC LIMIT 1)",
-            )?
-            .execute(params![id, cutoff])?;
-        pruned.samples += tx
-            .prepare_cached(
-                "DELETE FROM agent_heartbeats WHERE agent_id = ?1 AND id IN (
-                    SELECT id FROM agent_heartbeats WHERE agent_id = ?1
-                     ORDER BY received_at DESC, id DESC LIMIT -1 OFFSET ?2)",
-            )?
-            .execute(params![id, keep])?;
+        pruned.samples += agents::prune_samples(&tx, id, cutoff, keep)?;
         tx.commit()?;
     }
-    // Transitions are rare (a few per outage), so one pass over the table is cheap.
-    pruned.transitions = conn
-        .prepare_cached(
-            "DELETE FROM agent_transitions WHERE id IN (
-                SELECT id FROM (
-                    SELECT id, ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY id DESC) AS n
-                      FROM agent_transitions)
-                 WHERE n > ?1)",
-        )?
-        .execute([config.transitions_per_agent.max(1)])?;
+    pruned.transitions = agents::prune_transitions(conn, config.transitions_per_agent.max(1))?;
     Ok(pruned)
 }
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::params;
+
     use super::*;
     use crate::ledger::LedgerConfig;
 

@@ -15,10 +15,11 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::job_queue::JobQueueMsg;
 use crate::ledger::deployments::{self, DeployRequest};
+use crate::ledger::webhooks::{self, Pending};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::supervision::Slot;
 
@@ -81,12 +82,7 @@ pub struct Pass {
 /// takes the write lock a few times, not once per delivery), each under its own savepoint: a
 /// delivery that fails stays pending (and is logged), and the others go on.
 pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerError> {
-    let ids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM webhook_deliveries WHERE outcome = 'pending' ORDER BY id LIMIT ?1",
-        )?
-        .query_map([limit], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let ids = webhooks::pending_ids(conn, limit)?;
     let full = ids.len() as i64 == limit;
     let mut pass = Pass::default();
     for chunk in ids.chunks(PER_TRANSACTION) {
@@ -116,13 +112,7 @@ pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerE
 
 /// Deletes rejected rows beyond the newest `keep`. Returns how many went.
 pub fn prune_rejected(conn: &Connection, keep: i64) -> Result<usize, LedgerError> {
-    Ok(conn.execute(
-        "DELETE FROM webhook_deliveries
-          WHERE outcome = 'rejected'
-            AND id < (SELECT id FROM webhook_deliveries WHERE outcome = 'rejected'
-                       ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-        [keep - 1],
-    )?)
+    webhooks::prune_rejected(conn, keep)
 }
 
 /// What became of one pending delivery.
@@ -138,36 +128,28 @@ enum Handled {
 /// Gives one pending delivery its outcome (`None` when it was no longer pending). Runs inside
 /// the caller's transaction.
 fn handle_one(tx: &Connection, id: i64) -> Result<Option<Handled>, LedgerError> {
-    let row: Option<(Option<String>, Option<i64>, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT delivery_id, app_id, commit_sha FROM webhook_deliveries
-              WHERE id = ?1 AND outcome = 'pending'",
-        )?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((delivery, app, sha)) = row else {
+    let Some(Pending {
+        delivery_id,
+        app_id,
+        commit_sha,
+        ..
+    }) = webhooks::pending(tx, id)?
+    else {
         return Ok(None);
     };
-    let delivery = delivery.unwrap_or_default();
+    let delivery = delivery_id.unwrap_or_default();
     let now = now_ms();
     let ignore = |why: &str| -> Result<Option<Handled>, LedgerError> {
-        tx.prepare_cached(
-            "UPDATE webhook_deliveries SET outcome = 'ignored', reason = ?2, handled_at = ?3
-              WHERE id = ?1",
-        )?
-        .execute(params![id, why, now])?;
+        webhooks::ignore(tx, id, why, now)?;
         Ok(Some(Handled::Ignored))
     };
-    let Some(app) = app else {
+    let Some(app) = app_id else {
         return ignore("the app was deleted before the delivery was handled");
     };
-    let connected: bool = tx
-        .prepare_cached("SELECT COUNT(*) > 0 FROM github_integrations WHERE app_id = ?1")?
-        .query_row([app], |r| r.get(0))?;
-    if !connected {
+    if !webhooks::is_connected(tx, app)? {
         return ignore("the app's GitHub integration was removed before the delivery was handled");
     }
-    let Some(sha) = sha else {
+    let Some(sha) = commit_sha else {
         return ignore("the delivery named no commit");
     };
     let requested = deployments::request(
@@ -183,34 +165,19 @@ fn handle_one(tx: &Connection, id: i64) -> Result<Option<Handled>, LedgerError> 
     let deployment = requested.deployment_id;
     let reason = if requested.coalesced {
         // Earlier pushes that queued this deployment no longer decide its commit.
-        tx.prepare_cached(
-            "UPDATE webhook_deliveries
-                SET outcome = 'ignored', reason = ?3
-              WHERE deployment_id = ?1 AND outcome = 'deployed' AND id != ?2
-                AND commit_sha IS NOT ?4",
-        )?
-        .execute(params![
-            deployment,
-            id,
-            format!(
-                "superseded by a newer push (delivery {delivery}, commit {}) before deployment \
-                 {deployment} started",
-                short(&sha)
-            ),
-            sha
-        ])?;
+        let why = format!(
+            "superseded by a newer push (delivery {delivery}, commit {}) before deployment \
+             {deployment} started",
+            short(&sha)
+        );
+        webhooks::supersede(tx, deployment, id, &sha, &why)?;
         Some(format!(
             "joined deployment {deployment}, which was still queued"
         ))
     } else {
         None
     };
-    tx.prepare_cached(
-        "UPDATE webhook_deliveries
-            SET outcome = 'deployed', deployment_id = ?2, reason = ?3, handled_at = ?4
-          WHERE id = ?1",
-    )?
-    .execute(params![id, deployment, reason, now])?;
+    webhooks::deployed(tx, id, deployment, reason.as_deref(), now)?;
     Ok(Some(if requested.coalesced {
         Handled::Joined
     } else {

@@ -40,6 +40,10 @@ impl AgentState {
         }
     }
 
+    /// Every state, from online to offline.
+    pub const ALL: &'static [AgentState] =
+        &[AgentState::Online, AgentState::Stale, AgentState::Offline];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "online" => Some(AgentState::Online),
@@ -47,6 +51,28 @@ impl AgentState {
             "offline" => Some(AgentState::Offline),
             _ => None,
         }
+    }
+}
+
+/// Stored as its name, like the enums of [`crate::states`]; a name this version does not know
+/// is an error when read.
+#[cfg(feature = "sql")]
+impl rusqlite::types::ToSql for AgentState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+    }
+}
+
+#[cfg(feature = "sql")]
+impl rusqlite::types::FromSql for AgentState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = value.as_str()?;
+        AgentState::parse(s).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(Box::new(crate::states::UnknownVariant {
+                kind: "AgentState",
+                value: s.chars().take(64).collect(),
+            }))
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::apps::{paged, segment};
+use crate::states::WebhookOutcome;
 use crate::{Client, Error, Page};
 
 /// What became of a delivery, as the server names it. A redelivery of a delivery id already
@@ -33,6 +34,73 @@ pub struct GithubIntegration {
     /// Why a push may still not deploy the app, such as its having no repository yet.
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// What `PUT /api/v1/apps/{app}/github` answers: the integration, the secret when one was made
+/// now, and what GitHub needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectedIntegration {
+    #[serde(flatten)]
+    pub integration: GithubIntegration,
+    /// The repository's webhook secret, shown only when it was made now.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Whether GitHub needs the secret entered, and where.
+    pub secret_note: String,
+}
+
+/// The answer to a delivery GitHub sent: what it meant for each app it was signed for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookReceipt {
+    /// GitHub's `X-GitHub-Delivery`.
+    pub delivery: String,
+    pub event: String,
+    /// The delivery id was taken before: nothing new was done, and `apps` says what was then.
+    pub duplicate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// A push's ref.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// A push's `after` commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// A ping's zen line: present (maybe `null`) on pings only.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub zen: Option<Option<String>>,
+    pub apps: Vec<ReceiptApp>,
+}
+
+/// What a delivery meant for one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptApp {
+    #[serde(default)]
+    pub app: Option<String>,
+    pub outcome: WebhookOutcome,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub commit_sha: Option<String>,
+    /// Present (maybe `null`) when a redelivery is answered with what the first delivery did.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deployment_id: Option<Option<i64>>,
+}
+
+/// A key that may be present with `null`: present is `Some`, whatever its value.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// One webhook delivery as it concerns one app, and what became of it. A delivery signed for
@@ -74,6 +142,9 @@ pub struct WebhookDelivery {
     pub received_at: String,
     #[serde(default)]
     pub handled_at: Option<String>,
+    /// For a redelivery: the row of the delivery it repeats.
+    #[serde(default)]
+    pub duplicate_of: Option<i64>,
 }
 
 impl Client {
@@ -166,6 +237,39 @@ mod tests {
         assert_eq!((i.owner.as_str(), i.repo.as_str()), ("octo-org", "blog"));
         assert_eq!(i.shared_with, ["docs"]);
         assert!(i.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_receipt_keeps_the_keys_that_are_present_with_null() {
+        let ping = r#"{"delivery": "d1", "event": "ping", "duplicate": false,
+          "message": "pong: this webhook deploys blog", "zen": null,
+          "apps": [{"app": "blog", "outcome": "ignored", "reason": "ping", "commit_sha": null}]}"#;
+        let r: WebhookReceipt = serde_json::from_str(ping).unwrap();
+        assert_eq!(r.zen, Some(None));
+        assert_eq!(r.apps[0].outcome, WebhookOutcome::Ignored);
+        assert_eq!(r.apps[0].deployment_id, None);
+        let back = serde_json::to_value(&r).unwrap();
+        assert!(back.as_object().unwrap().contains_key("zen"));
+        assert!(!back.as_object().unwrap().contains_key("ref"));
+        assert!(
+            !back["apps"][0]
+                .as_object()
+                .unwrap()
+                .contains_key("deployment_id")
+        );
+
+        let again = WebhookReceipt {
+            duplicate: true,
+            zen: None,
+            apps: vec![ReceiptApp {
+                deployment_id: Some(None),
+                ..r.apps[0].clone()
+            }],
+            ..r
+        };
+        let json = serde_json::to_value(&again).unwrap();
+        assert!(!json.as_object().unwrap().contains_key("zen"));
+        assert!(json["apps"][0].as_object().unwrap()["deployment_id"].is_null());
     }
 
     #[tokio::test]

@@ -522,6 +522,7 @@ fn delivery(id: i64, event: &str, outcome: &str) -> WebhookDelivery {
         source_addr: Some("140.82.115.4".into()),
         received_at: format!("2026-03-02T10:1{id}:0{id}.120Z"),
         handled_at: Some(format!("2026-03-02T10:1{id}:0{id}.250Z")),
+        duplicate_of: None,
     }
 }
 
@@ -856,6 +857,7 @@ fn every_apps_deliveries_from_the_apps_list() {
         source_addr: Some("140.82.115.4".into()),
         received_at: "2026-03-02T11:00:00Z".into(),
         handled_at: Some("2026-03-02T11:00:00Z".into()),
+        duplicate_of: None,
     }];
     items.extend(deliveries());
     app.apply(loaded_deliveries(all.clone(), items, Github::Unknown));

@@ -5,6 +5,7 @@
 //! and sealed; they never change for the life of the service.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use rustploy_api::states::BackupState;
 use serde::Serialize;
 
 use super::jobs::{self, NewJob};
@@ -341,7 +342,7 @@ pub struct BackupRow {
     /// Relative to the data directory.
     pub path: String,
     pub size_bytes: Option<i64>,
-    pub state: String,
+    pub state: BackupState,
     pub reason: Option<String>,
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
@@ -375,9 +376,16 @@ pub fn request_backup(
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO service_backups (app_id, service_id, service_name, engine, path, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, '', 'running', ?5)",
+         VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
     )?
-    .execute(params![app_id, service.id, service.name, service.engine, now])?;
+    .execute(params![
+        app_id,
+        service.id,
+        service.name,
+        service.engine,
+        BackupState::Running,
+        now
+    ])?;
     let id = conn.last_insert_rowid();
     let ext = Engine::parse(&service.engine)
         .map(Engine::backup_extension)
@@ -455,13 +463,13 @@ pub fn finish_backup(
     let now = now_ms();
     match outcome {
         Ok(size) => conn.execute(
-            "UPDATE service_backups SET state = 'done', size_bytes = ?2, finished_at = ?3, reason = NULL
+            "UPDATE service_backups SET state = ?4, size_bytes = ?2, finished_at = ?3, reason = NULL
               WHERE id = ?1",
-            params![id, size as i64, now],
+            params![id, size as i64, now, BackupState::Done],
         )?,
         Err(reason) => conn.execute(
-            "UPDATE service_backups SET state = 'failed', reason = ?2, finished_at = ?3 WHERE id = ?1",
-            params![id, reason, now],
+            "UPDATE service_backups SET state = ?4, reason = ?2, finished_at = ?3 WHERE id = ?1",
+            params![id, reason, now, BackupState::Failed],
         )?,
     };
     Ok(())
@@ -476,7 +484,7 @@ pub fn beyond_retention(
 ) -> Result<Vec<BackupRow>, LedgerError> {
     Ok(list_backups(conn, app_id, name)?
         .into_iter()
-        .filter(|b| b.state != "running")
+        .filter(|b| b.state != BackupState::Running)
         .skip(keep as usize)
         .collect())
 }
@@ -486,12 +494,12 @@ pub fn beyond_retention(
 pub fn fail_interrupted_backups(conn: &Connection) -> Result<usize, LedgerError> {
     Ok(conn.execute(
         "UPDATE service_backups
-            SET state = 'failed', finished_at = ?1,
+            SET state = ?2, finished_at = ?1,
                 reason = 'interrupted: the server stopped during the backup; start another'
-          WHERE state = 'running'
+          WHERE state = ?3
             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = 'backup:' || service_backups.id
                              AND j.state = 'queued')",
-        [now_ms()],
+        params![now_ms(), BackupState::Failed, BackupState::Running],
     )?)
 }
 

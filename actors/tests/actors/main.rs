@@ -5,6 +5,7 @@ mod access_states;
 mod changes;
 mod domain_states;
 mod helpers;
+mod hook_states;
 mod jobs;
 mod migrations;
 mod retention;

@@ -13,13 +13,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rustploy_actors::heartbeat_monitor::{self, Heartbeat};
+use rustploy_actors::ledger::agents::{self, AgentRow, Registered, Registration};
 use rustploy_actors::ledger::{LedgerError, now_ms};
 use rustploy_api::Page as ApiPage;
 use rustploy_api::agents::{
     AgentDetail, AgentState, AgentView, HeartbeatRequest, HeartbeatResponse, Invalid,
-    MAX_BODY_BYTES, RegisterRequest, RegisterResponse, Sample, SampleRecord, Transition,
+    MAX_BODY_BYTES, RegisterRequest, RegisterResponse, SampleRecord, Transition,
 };
 use serde::de::DeserializeOwned;
 
@@ -126,11 +126,6 @@ fn token_mismatch(id: i64) -> ApiError {
     )
 }
 
-enum Registered {
-    Done { id: i64, created: bool },
-    OtherToken(i64),
-}
-
 async fn register(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -142,7 +137,16 @@ async fn register(
     req.check().map_err(refused)?;
     let outcome = state
         .ledger
-        .run(move |c| register_in(c, token, &req))
+        .run(move |c| {
+            let registration = Registration {
+                agent_id: req.agent_id,
+                token_id: token,
+                hostname: &req.hostname,
+                version: &req.version,
+                interval_ms: req.interval_ms as i64,
+            };
+            agents::register(c, &registration, now_ms())
+        })
         .await?;
     match outcome {
         Registered::Done { id, created } => {
@@ -164,57 +168,6 @@ async fn register(
         }
         Registered::OtherToken(id) => Err(token_mismatch(id)),
     }
-}
-
-fn register_in(
-    c: &mut Connection,
-    token: i64,
-    req: &RegisterRequest,
-) -> Result<Registered, LedgerError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now_ms();
-    if let Some(id) = req.agent_id {
-        // The token the agent is bound to, and whether that token still works.
-        let bound: Option<(Option<i64>, bool)> = tx
-            .query_row(
-                "SELECT a.token_id,
-                        t.id IS NOT NULL AND t.revoked_at IS NULL
-                        AND (t.expires_at IS NULL OR t.expires_at > ?2)
-                   FROM agents a LEFT JOIN api_tokens t ON t.id = a.token_id
-                  WHERE a.id = ?1",
-                params![id, now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((bound, live)) = bound {
-            if bound != Some(token) && live {
-                return Ok(Registered::OtherToken(id));
-            }
-            tx.execute(
-                "UPDATE agents SET token_id = ?2, hostname = ?3, version = ?4, interval_ms = ?5
-                  WHERE id = ?1",
-                params![id, token, req.hostname, req.version, req.interval_ms as i64],
-            )?;
-            tx.commit()?;
-            return Ok(Registered::Done { id, created: false });
-        }
-        // An id this server does not know (another server's, or a wiped ledger): a new agent.
-    }
-    tx.execute(
-        "INSERT INTO agents (token_id, hostname, version, state, interval_ms, registered_at,
-                             state_changed_at)
-         VALUES (?1, ?2, ?3, 'online', ?4, ?5, ?5)",
-        params![
-            token,
-            req.hostname,
-            req.version,
-            req.interval_ms as i64,
-            now
-        ],
-    )?;
-    let id = tx.last_insert_rowid();
-    tx.commit()?;
-    Ok(Registered::Done { id, created: true })
 }
 
 async fn heartbeat(
@@ -263,35 +216,20 @@ async fn heartbeat(
     }
 }
 
-const AGENT_SELECT: &str = "SELECT a.id, a.hostname, a.version, a.state, a.interval_ms,
-        a.registered_at, a.last_heartbeat_at, a.state_changed_at, a.token_id,
-        (SELECT h.sample_json FROM agent_heartbeats h WHERE h.agent_id = a.id
-          ORDER BY h.received_at DESC, h.id DESC LIMIT 1)
-   FROM agents a";
-
-fn parse_sample(json: &str) -> Option<Sample> {
-    serde_json::from_str(json)
-        .inspect_err(|e| tracing::warn!(error = %e, "a stored heartbeat sample does not parse"))
-        .ok()
-}
-
-fn agent_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentView> {
-    let state: String = r.get(3)?;
-    Ok(AgentView {
-        id: r.get(0)?,
-        hostname: r.get(1)?,
-        version: r.get(2)?,
-        state: AgentState::parse(&state).unwrap_or(AgentState::Offline),
-        interval_ms: r.get::<_, i64>(4)?.max(0) as u64,
-        registered_at: rfc3339(r.get(5)?),
-        last_heartbeat_at: r.get::<_, Option<i64>>(6)?.map(rfc3339),
-        state_changed_at: rfc3339(r.get(7)?),
-        token_id: r.get(8)?,
-        latest_sample: r
-            .get::<_, Option<String>>(9)?
-            .as_deref()
-            .and_then(parse_sample),
-    })
+/// An agent as the API shows it.
+fn agent_view(a: AgentRow) -> AgentView {
+    AgentView {
+        id: a.id,
+        hostname: a.hostname,
+        version: a.version,
+        state: a.state,
+        interval_ms: a.interval_ms.max(0) as u64,
+        registered_at: rfc3339(a.registered_at),
+        last_heartbeat_at: a.last_heartbeat_at.map(rfc3339),
+        state_changed_at: rfc3339(a.state_changed_at),
+        token_id: a.token_id,
+        latest_sample: a.latest_sample,
+    }
 }
 
 async fn list_agents(
@@ -299,26 +237,19 @@ async fn list_agents(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<impl IntoResponse> {
     let (limit, after) = page.bounds()?;
-    if let Some(s) = &page.state
-        && AgentState::parse(s).is_none()
-    {
-        return Err(ApiError::invalid(
-            "state",
-            "state must be one of online, stale, offline",
-        ));
-    }
-    let filter = page.state.clone();
-    let items = state
+    let filter = match &page.state {
+        None => None,
+        Some(s) => Some(AgentState::parse(s).ok_or_else(|| {
+            ApiError::invalid("state", "state must be one of online, stale, offline")
+        })?),
+    };
+    let items: Vec<AgentView> = state
         .ledger
-        .run(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "{AGENT_SELECT} WHERE a.id < ?1 AND (?2 IS NULL OR a.state = ?2)
-                 ORDER BY a.id DESC LIMIT ?3"
-            ))?
-            .query_map(params![after, filter, limit], agent_from_row)?
-            .collect::<Result<Vec<_>, _>>()?)
-        })
-        .await?;
+        .run(move |c| agents::list(c, after, filter, limit))
+        .await?
+        .into_iter()
+        .map(agent_view)
+        .collect();
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|a| a.id.to_string()))
         .flatten();
@@ -335,48 +266,27 @@ async fn get_agent(
         .ok_or_else(|| ApiError::not_found(format!("no agent {id}")))
 }
 
-fn agent_detail(c: &Connection, id: i64) -> Result<Option<AgentDetail>, LedgerError> {
-    let Some(agent) = c
-        .prepare_cached(&format!("{AGENT_SELECT} WHERE a.id = ?1"))?
-        .query_row([id], agent_from_row)
-        .optional()?
-    else {
+fn agent_detail(c: &rusqlite::Connection, id: i64) -> Result<Option<AgentDetail>, LedgerError> {
+    let Some(agent) = agents::get(c, id)? else {
         return Ok(None);
     };
-    let recent_samples = c
-        .prepare_cached(
-            "SELECT received_at, sample_json FROM agent_heartbeats WHERE agent_id = ?1
-              ORDER BY received_at DESC, id DESC LIMIT ?2",
-        )?
-        .query_map(params![id, RECENT_SAMPLES], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?
-        .filter_map(|row| match row {
-            Ok((at, json)) => parse_sample(&json).map(|sample| {
-                Ok(SampleRecord {
-                    received_at: rfc3339(at),
-                    sample,
-                })
-            }),
-            Err(e) => Some(Err(e)),
+    let recent_samples = agents::recent_samples(c, id, RECENT_SAMPLES)?
+        .into_iter()
+        .map(|s| SampleRecord {
+            received_at: rfc3339(s.received_at),
+            sample: s.sample,
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let transitions = c
-        .prepare_cached(
-            "SELECT from_state, to_state, at FROM agent_transitions WHERE agent_id = ?1
-              ORDER BY id DESC LIMIT ?2",
-        )?
-        .query_map(params![id, RECENT_TRANSITIONS], |r| {
-            let state = |s: String| AgentState::parse(&s).unwrap_or(AgentState::Offline);
-            Ok(Transition {
-                from: state(r.get(0)?),
-                to: state(r.get(1)?),
-                at: rfc3339(r.get(2)?),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
+    let transitions = agents::transitions(c, id, RECENT_TRANSITIONS)?
+        .into_iter()
+        .map(|t| Transition {
+            from: t.from,
+            to: t.to,
+            at: rfc3339(t.at),
+        })
+        .collect();
     Ok(Some(AgentDetail {
-        agent,
+        agent: agent_view(agent),
         recent_samples,
         transitions,
     }))

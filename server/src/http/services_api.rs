@@ -18,6 +18,7 @@ use rustploy_actors::ledger::services::{
 };
 use rustploy_actors::services::run::Scope;
 use rustploy_actors::services::{self, Engine, Status};
+use rustploy_api::states::BackupState;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -522,7 +523,7 @@ pub(super) async fn request_restore(
                     "the app has no backup {backup_id}"
                 ))));
             };
-            if b.state != "done" {
+            if b.state != BackupState::Done {
                 return Ok(Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "backup_not_done",
@@ -601,7 +602,7 @@ async fn download_backup(
                 "the app '{app}' has no backup {id} of a service named '{name}'"
             ))
         })?;
-    if backup.state != "done" {
+    if backup.state != BackupState::Done {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "backup_not_done",

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_actors::ledger::services::{self as rows, BackupRow, ServiceRow};
 use rustploy_actors::ledger::{LedgerError, now_ms};
 use rustploy_actors::services::Engine;
+use rustploy_api::states::BackupState;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -588,7 +589,7 @@ async fn backups_page(
     }
     let page_url = backups_url(&head.name, &name);
     let tab = format!("/apps/{}/services", percent(&head.name));
-    let running = list.iter().any(|b| b.state == "running");
+    let running = list.iter().any(|b| b.state == BackupState::Running);
     let content = html! {
         p { a href=(tab) { "← All services" } }
         h2 { "Backups of " (name) }
@@ -648,14 +649,14 @@ fn backups_table(
                     @if let Some(f) = b.finished_at { br; small { "took " (duration(f - b.created_at)) } }
                 }
                 td {
-                    (badge(&b.state))
+                    (badge(b.state.as_str()))
                     @if let Some(r) = &b.reason { br; small.reason { (r) } }
                 }
                 td.nowrap { @if let Some(n) = b.size_bytes { (size(n)) } }
                 td.mono.whole { (file_path(&b.path)) }
                 td {
                     @if let Some(s) = target {
-                        @if b.state == "done" && b.engine == s.engine {
+                        @if b.state == BackupState::Done && b.engine == s.engine {
                             (confirm(
                                 "Restore",
                                 &format!("Replace the data with backup #{}", b.id),

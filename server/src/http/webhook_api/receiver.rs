@@ -1,0 +1,427 @@
+//! The endpoint's writer: one thread that verifies deliveries and records them in batches, each
+//! batch one transaction, so that a burst takes SQLite's write lock a few times instead of once
+//! per delivery and the endpoint answers within milliseconds.
+
+use std::sync::mpsc;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use rusqlite::{Connection, TransactionBehavior};
+use rustploy_actors::crypto::SecretBox;
+use rustploy_actors::ledger::push_heads::{self, PushHead};
+use rustploy_actors::ledger::webhooks::{self as ledger, NewDelivery, with_short_busy_waits};
+use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
+use rustploy_actors::webhook_intake::secret_context;
+use rustploy_api::states::WebhookOutcome;
+use rustploy_api::webhooks::ReceiptApp;
+
+use super::github::{self, Candidate, Extra, Row, Unreadable};
+use super::verify::{Refusal, repository_of, signed_with};
+use crate::http::budget::Reservation;
+
+/// A delivery whose headers passed, with its body, waiting to be checked and recorded.
+pub(super) struct Delivery {
+    pub(super) id: String,
+    pub(super) event: String,
+    pub(super) body: Bytes,
+    pub(super) signature: [u8; 32],
+    pub(super) source: Option<String>,
+    /// The body's bytes in the endpoint's memory budget, given back when the delivery was
+    /// checked and recorded (or dropped).
+    pub(super) _held: Reservation,
+}
+
+/// What the ledger side of a delivery came to.
+pub(super) enum Verdict {
+    /// The signature matched none of these apps (none when no app has the repository).
+    Refused {
+        refusal: Refusal,
+        apps: Vec<i64>,
+        repository: Option<String>,
+    },
+    /// Signed, but not a payload we can read.
+    Unreadable {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    Recorded {
+        rows: Vec<Row>,
+        extra: Extra,
+    },
+    /// A redelivery: what the first delivery did for each app.
+    Duplicate {
+        rows: Vec<ReceiptApp>,
+    },
+}
+
+/// Verifies and records deliveries on one thread, in batches: the deliveries that arrive while a
+/// batch is written make the next one, and each batch is one transaction. A burst then takes
+/// SQLite's write lock a few times instead of once per delivery, and the endpoint's writes never
+/// wait on one another in SQLite's busy handler (which sleeps for milliseconds at a time).
+pub(super) struct Receiver {
+    jobs: mpsc::SyncSender<Job>,
+}
+
+struct Job {
+    delivery: Delivery,
+    reply: tokio::sync::oneshot::Sender<Result<Verdict, String>>,
+}
+
+/// Deliveries waiting for the receiver, beyond which the endpoint answers 503.
+const QUEUE: usize = 4096;
+
+/// Deliveries written in one transaction at most.
+const BATCH: usize = 256;
+
+/// How many redeliveries of one delivery are recorded; more are only logged.
+const MAX_RECORDED_REDELIVERIES: i64 = 20;
+
+impl Receiver {
+    pub(super) fn start(ledger: Ledger, secrets: SecretBox) -> Self {
+        let (jobs, queue) = mpsc::sync_channel(QUEUE);
+        // The thread ends when the router (and so this sender) is dropped.
+        std::thread::Builder::new()
+            .name("webhook-receiver".into())
+            .spawn(move || receive_batches(&ledger, &secrets, &queue))
+            .expect("spawning the webhook receiver thread");
+        Self { jobs }
+    }
+
+    pub(super) async fn take(&self, delivery: Delivery) -> Result<Verdict, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Job { delivery, reply })
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => "too many deliveries are waiting".to_string(),
+                mpsc::TrySendError::Disconnected(_) => "the receiver has stopped".to_string(),
+            })?;
+        answer
+            .await
+            .map_err(|_| "the receiver dropped the delivery".to_string())?
+    }
+}
+
+fn receive_batches(ledger: &Ledger, secrets: &SecretBox, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (deliveries, replies): (Vec<Delivery>, Vec<_>) =
+            batch.into_iter().map(|j| (j.delivery, j.reply)).unzip();
+        let verdicts = ledger
+            .blocking(|c| Ok(take_batch(c, secrets, deliveries)))
+            .unwrap_or_else(|e| {
+                let why = e.to_string();
+                replies.iter().map(|_| Err(why.clone())).collect()
+            });
+        for (reply, verdict) in replies.into_iter().zip(verdicts) {
+            // The requester may have gone; the delivery is recorded all the same.
+            let _ = reply.send(verdict);
+        }
+    }
+}
+
+/// Checks each delivery (outside any transaction: the HMACs are CPU work), then writes what the
+/// batch needs in one transaction, each delivery under its own savepoint.
+fn take_batch(
+    c: &mut Connection,
+    secrets: &SecretBox,
+    deliveries: Vec<Delivery>,
+) -> Vec<Result<Verdict, String>> {
+    let checked: Vec<Result<Checked, String>> = deliveries
+        .iter()
+        .map(|d| check(c, secrets, d).map_err(|e| e.to_string()))
+        .collect();
+    let writes = checked
+        .iter()
+        .any(|c| matches!(c, Ok(Checked::Rows { .. } | Checked::Unreadable { .. })));
+    if !writes {
+        // Only refusals (a flood of forged requests, say): no write lock is taken. `record`
+        // writes nothing for them.
+        return deliveries
+            .iter()
+            .zip(checked)
+            .map(|(d, checked)| checked.and_then(|ch| record(c, d, ch).map_err(|e| e.to_string())))
+            .collect();
+    }
+    let written = with_short_busy_waits(c, |c| {
+        let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        for (d, checked) in deliveries.iter().zip(checked) {
+            let verdict = match checked {
+                Err(e) => Err(e),
+                Ok(Checked::Final(v)) => Ok(v),
+                Ok(pending) => {
+                    let sp = tx.savepoint()?;
+                    match record(&sp, d, pending) {
+                        Ok(v) => {
+                            sp.commit()?;
+                            Ok(v)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            out.push(verdict);
+        }
+        tx.commit()?;
+        Ok(out)
+    });
+    written.unwrap_or_else(|e: LedgerError| {
+        let why = e.to_string();
+        deliveries.iter().map(|_| Err(why.clone())).collect()
+    })
+}
+
+/// What checking a delivery found: an answer already, or rows to write.
+enum Checked {
+    Final(Verdict),
+    /// Signed, but unreadable: kept as rejected for the apps it was signed for.
+    Unreadable {
+        apps: Vec<i64>,
+        repository: Option<String>,
+        answer: Unreadable,
+    },
+    Rows {
+        rows: Vec<Row>,
+        extra: Extra,
+        repository: Option<String>,
+    },
+}
+
+/// Finds the apps a delivery was signed for and what it means for each.
+fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, LedgerError> {
+    // Only the secrets of the apps of the named repository are tried: a body that names none
+    // is hashed with none, so a forged request costs at most one HMAC per app of a repository.
+    let named = match repository_of(&d.body) {
+        Ok(r) => r,
+        Err(refusal) => {
+            return Ok(Checked::Final(Verdict::Refused {
+                refusal,
+                apps: Vec::new(),
+                repository: None,
+            }));
+        }
+    };
+    let repository = Some(named.clone());
+    let signers = {
+        let (owner, repo) = named.split_once('/').unwrap_or((named.as_str(), ""));
+        ledger::signers(c, owner, repo)?
+    };
+    if signers.is_empty() {
+        return Ok(Checked::Final(Verdict::Refused {
+            refusal: Refusal::NoIntegration,
+            apps: Vec::new(),
+            repository,
+        }));
+    }
+    let tried: Vec<i64> = signers.iter().map(|s| s.app_id).collect();
+    let mut matched = Vec::new();
+    for s in signers {
+        let secret = match secrets.open(&secret_context(s.app_id), &s.secret_enc) {
+            Ok(secret) => secret,
+            Err(e) => {
+                tracing::error!(app = %s.app, error = %e, "an app's webhook secret cannot be opened");
+                continue;
+            }
+        };
+        if signed_with(&secret, &d.body, &d.signature) {
+            matched.push(Candidate {
+                app_id: s.app_id,
+                app: s.app,
+                branch: s.branch,
+                deploy_tags: s.deploy_tags,
+            });
+        }
+    }
+    if matched.is_empty() {
+        return Ok(Checked::Final(Verdict::Refused {
+            refusal: Refusal::Mismatch,
+            apps: tried,
+            repository,
+        }));
+    }
+    Ok(match github::interpret(&d.event, &d.body, &matched) {
+        Ok((rows, extra)) => Checked::Rows {
+            rows,
+            extra,
+            repository,
+        },
+        Err(answer) => Checked::Unreadable {
+            apps: matched.iter().map(|m| m.app_id).collect(),
+            repository,
+            answer,
+        },
+    })
+}
+
+/// A request refused before it was recorded, about to be kept as `rejected` for one app (or for
+/// none).
+pub(super) struct RejectedRow<'a> {
+    pub(super) delivery: Option<&'a str>,
+    pub(super) event: &'a str,
+    pub(super) app: Option<i64>,
+    pub(super) repository: Option<&'a str>,
+    pub(super) reason: &'a str,
+    pub(super) source: Option<&'a str>,
+    pub(super) now: i64,
+}
+
+/// Records a refused request.
+pub(super) fn insert_rejected(c: &Connection, r: &RejectedRow<'_>) -> Result<(), LedgerError> {
+    ledger::insert(
+        c,
+        &NewDelivery {
+            delivery_id: r.delivery,
+            event: r.event,
+            app_id: r.app,
+            repository: r.repository,
+            git_ref: None,
+            commit_sha: None,
+            outcome: WebhookOutcome::Rejected,
+            reason: Some(r.reason),
+            duplicate_of: None,
+            source_addr: r.source,
+            received_at: r.now,
+            handled_at: Some(r.now),
+        },
+    )?;
+    Ok(())
+}
+
+/// Writes a checked delivery inside the caller's transaction: its rows, or, when its id was
+/// taken before (a redelivery), a bounded number of rows that say so.
+fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, LedgerError> {
+    let now = now_ms();
+    let (mut rows, extra, repository) = match checked {
+        Checked::Final(v) => return Ok(v),
+        Checked::Unreadable {
+            apps,
+            repository,
+            answer: (status, code, message),
+        } => {
+            // Signed by a holder of the secret, so worth keeping whole: a sender to fix.
+            let reason = format!("{code}: {message}");
+            for app in apps {
+                insert_rejected(
+                    tx,
+                    &RejectedRow {
+                        delivery: Some(d.id.as_str()),
+                        event: &d.event,
+                        app: Some(app),
+                        repository: repository.as_deref(),
+                        reason: &reason,
+                        source: d.source.as_deref(),
+                        now,
+                    },
+                )?;
+            }
+            return Ok(Verdict::Unreadable {
+                status,
+                code,
+                message,
+            });
+        }
+        Checked::Rows {
+            rows,
+            extra,
+            repository,
+        } => (rows, extra, repository),
+    };
+    let earlier = ledger::first_handled(tx, &d.id)?;
+    if !earlier.is_empty() {
+        // Recorded, so the list explains it; a replayed delivery is recorded a bounded number
+        // of times, then only logged.
+        if ledger::redeliveries(tx, &d.id)? < MAX_RECORDED_REDELIVERIES {
+            for first in &earlier {
+                let reason = format!(
+                    "a redelivery of delivery {}, already handled (row {}): nothing new was done",
+                    d.id, first.id
+                );
+                ledger::insert(
+                    tx,
+                    &NewDelivery {
+                        delivery_id: Some(&d.id),
+                        event: &d.event,
+                        app_id: first.app_id,
+                        repository: repository.as_deref(),
+                        git_ref: None,
+                        commit_sha: None,
+                        outcome: WebhookOutcome::Ignored,
+                        reason: Some(&reason),
+                        duplicate_of: Some(first.id),
+                        source_addr: d.source.as_deref(),
+                        received_at: now,
+                        handled_at: Some(now),
+                    },
+                )?;
+            }
+        }
+        return Ok(Verdict::Duplicate {
+            rows: earlier
+                .into_iter()
+                .map(|h| ReceiptApp {
+                    app: h.app,
+                    outcome: h.outcome,
+                    reason: h.reason,
+                    commit_sha: h.commit_sha,
+                    deployment_id: Some(h.deployment_id),
+                })
+                .collect(),
+        });
+    }
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.outcome == WebhookOutcome::Pending)
+    {
+        not_replayed(tx, &d.id, row)?;
+    }
+    for row in &rows {
+        ledger::insert(
+            tx,
+            &NewDelivery {
+                delivery_id: Some(&d.id),
+                event: &d.event,
+                app_id: row.app_id,
+                repository: repository.as_deref(),
+                git_ref: row.git_ref.as_deref(),
+                commit_sha: row.commit_sha.as_deref(),
+                outcome: row.outcome,
+                reason: row.reason.as_deref(),
+                duplicate_of: None,
+                source_addr: d.source.as_deref(),
+                received_at: now,
+                handled_at: (row.outcome != WebhookOutcome::Pending).then_some(now),
+            },
+        )?;
+    }
+    Ok(Verdict::Recorded { rows, extra })
+}
+
+/// Keeps a push to deploy only when it is newer than the newest push accepted for its app and
+/// ref (and then makes it the newest); otherwise turns it into an ignored row saying why. A
+/// replayed old body, or a push that arrives after a newer one, must not take the app back.
+fn not_replayed(tx: &Connection, delivery: &str, row: &mut Row) -> Result<(), LedgerError> {
+    let (Some(app), Some(git_ref), Some(sha)) = (row.app_id, &row.git_ref, &row.commit_sha) else {
+        return Ok(());
+    };
+    let push = PushHead {
+        delivery_id: delivery.to_string(),
+        commit_sha: sha.clone(),
+        pushed_at: row.pushed_at,
+    };
+    let newest = push_heads::newest(tx, app, git_ref)?;
+    match push_heads::replayed(&push, newest.as_ref(), git_ref) {
+        Some(why) => {
+            row.outcome = WebhookOutcome::Ignored;
+            row.reason = Some(why);
+        }
+        None => push_heads::accept(tx, app, git_ref, &push)?,
+    }
+    Ok(())
+}
