@@ -263,7 +263,7 @@ async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, L
         .run(move |c| {
             let mut states = std::collections::BTreeMap::<String, usize>::new();
             for id in ids {
-                let state = jobs::get(c, id)?.map_or("missing".into(), |j| j.state);
+                let state = jobs::get(c, id)?.map_or("missing".into(), |j| j.state.to_string());
                 *states.entry(state).or_default() += 1;
             }
             Ok(states)

@@ -4,43 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use rustploy_api::states::DeploymentState;
 
 use crate::job_queue::JobError;
-
-/// The steps of a deployment, in order (`deployments.step`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    Fetch,
-    Prepare,
-    Build,
-    Start,
-    Health,
-    Switch,
-}
-
-impl Step {
-    pub const ALL: [Step; 6] = [
-        Step::Fetch,
-        Step::Prepare,
-        Step::Build,
-        Step::Start,
-        Step::Health,
-        Step::Switch,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Fetch => "fetch",
-            Step::Prepare => "prepare",
-            Step::Build => "build",
-            Step::Start => "start",
-            Step::Health => "health",
-            Step::Switch => "switch",
-        }
-    }
-}
 
 /// `<prefix>-<app>`: the scope of an app's Docker objects (volumes, images).
 pub fn app_scope(prefix: &str, app: &str) -> String {
@@ -83,10 +49,11 @@ pub enum Start {
     AlreadyDone,
 }
 
-pub fn on_start(state: &str) -> Start {
-    match state {
-        "queued" | "running" => Start::Run,
-        _ => Start::AlreadyDone,
+pub fn on_start(state: DeploymentState) -> Start {
+    if state.is_active() {
+        Start::Run
+    } else {
+        Start::AlreadyDone
     }
 }
 
@@ -188,15 +155,19 @@ pub fn routed_port(configured: Option<u16>, exposed: &[u16]) -> Result<u16, Stri
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Past {
     pub id: i64,
-    pub state: String,
+    pub state: DeploymentState,
     pub commit_sha: Option<String>,
 }
 
 /// The deployment a rollback returns to: `wanted` when given (it must have been healthy), else
 /// the newest release before the live one. `history` is newest first.
 pub fn rollback_target(history: &[Past], wanted: Option<i64>) -> Result<i64, String> {
-    let was_live =
-        |p: &Past| matches!(p.state.as_str(), "healthy" | "superseded") && p.commit_sha.is_some();
+    let was_live = |p: &Past| {
+        matches!(
+            p.state,
+            DeploymentState::Healthy | DeploymentState::Superseded
+        ) && p.commit_sha.is_some()
+    };
     if let Some(id) = wanted {
         return match history.iter().find(|p| p.id == id) {
             None => Err(format!("deployment {id} is not a deployment of this app")),
@@ -207,7 +178,9 @@ pub fn rollback_target(history: &[Past], wanted: Option<i64>) -> Result<i64, Str
             )),
         };
     }
-    let live = history.iter().position(|p| p.state == "healthy");
+    let live = history
+        .iter()
+        .position(|p| p.state == DeploymentState::Healthy);
     let after = live.map(|i| i + 1).unwrap_or(0);
     history[after..]
         .iter()
@@ -234,18 +207,17 @@ pub fn deployments_to_prune(history: &[Retained], keep: usize) -> Vec<i64> {
         return Vec::new();
     }
     let pasts: Vec<Past> = history.iter().map(|r| r.past.clone()).collect();
-    let live = pasts.iter().find(|p| p.state == "healthy").map(|p| p.id);
+    let live = pasts
+        .iter()
+        .find(|p| p.state == DeploymentState::Healthy)
+        .map(|p| p.id);
     let rollback = rollback_target(&pasts, None).ok();
     history[keep..]
         .iter()
         .rev()
         .filter(|r| {
             let id = Some(r.past.id);
-            !(r.routed
-                || r.active_job
-                || matches!(r.past.state.as_str(), "queued" | "running")
-                || id == live
-                || id == rollback)
+            !(r.routed || r.active_job || r.past.state.is_active() || id == live || id == rollback)
         })
         .map(|r| r.past.id)
         .collect()
@@ -279,7 +251,7 @@ mod tests {
         let r = |id, state: &str| Retained {
             past: Past {
                 id,
-                state: state.into(),
+                state: state.parse().expect("a deployment state"),
                 commit_sha: Some(format!("c{id}")),
             },
             routed: false,
@@ -383,9 +355,14 @@ mod tests {
 
     #[test]
     fn attempts_skip_finished_deployments() {
-        assert_eq!(on_start("queued"), Start::Run);
-        assert_eq!(on_start("running"), Start::Run);
-        for s in ["healthy", "failed", "cancelled", "superseded"] {
+        assert_eq!(on_start(DeploymentState::Queued), Start::Run);
+        assert_eq!(on_start(DeploymentState::Running), Start::Run);
+        for s in [
+            DeploymentState::Healthy,
+            DeploymentState::Failed,
+            DeploymentState::Cancelled,
+            DeploymentState::Superseded,
+        ] {
             assert_eq!(on_start(s), Start::AlreadyDone, "{s}");
         }
     }
@@ -447,7 +424,7 @@ mod tests {
     fn rollback_returns_to_the_release_before_the_live_one() {
         let p = |id, state: &str| Past {
             id,
-            state: state.into(),
+            state: state.parse().expect("a deployment state"),
             commit_sha: Some(format!("c{id}")),
         };
         let h = [

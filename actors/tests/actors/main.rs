@@ -6,5 +6,6 @@ mod jobs;
 mod migrations;
 mod retention;
 mod router_sync;
+mod states;
 mod supervision;
 mod webhook_intake;
