@@ -226,6 +226,7 @@ pub fn deployments_to_prune(history: &[Retained], keep: usize) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use DeploymentState::{Cancelled, Failed, Healthy, Queued, Running, Superseded};
 
     #[test]
     fn only_the_current_and_live_runtime_files_are_kept() {
@@ -248,10 +249,10 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_the_live_release_its_rollback_and_unfinished_work() {
-        let r = |id, state: &str| Retained {
+        let r = |id, state: DeploymentState| Retained {
             past: Past {
                 id,
-                state: state.parse().expect("a deployment state"),
+                state,
                 commit_sha: Some(format!("c{id}")),
             },
             routed: false,
@@ -268,46 +269,41 @@ mod tests {
         // (history newest first, keep, deleted oldest first)
         let cases: Vec<(Vec<Retained>, usize, Vec<i64>)> = vec![
             // Nothing beyond `keep`.
-            (vec![r(2, "healthy"), r(1, "superseded")], 2, vec![]),
+            (vec![r(2, Healthy), r(1, Superseded)], 2, vec![]),
             (vec![], 1, vec![]),
             // Failed ones beyond `keep` go.
             (
-                vec![
-                    r(4, "failed"),
-                    r(3, "healthy"),
-                    r(2, "failed"),
-                    r(1, "failed"),
-                ],
+                vec![r(4, Failed), r(3, Healthy), r(2, Failed), r(1, Failed)],
                 2,
                 vec![1, 2],
             ),
             // The live release and the release before it stay however old they are.
             (
                 vec![
-                    r(6, "failed"),
-                    r(5, "failed"),
-                    r(4, "cancelled"),
-                    r(3, "healthy"),
-                    r(2, "superseded"),
-                    r(1, "superseded"),
+                    r(6, Failed),
+                    r(5, Failed),
+                    r(4, Cancelled),
+                    r(3, Healthy),
+                    r(2, Superseded),
+                    r(1, Superseded),
                 ],
                 2,
                 vec![1, 4],
             ),
             // With nothing live, the newest release that was live is the rollback's target.
             (
-                vec![r(3, "failed"), r(2, "superseded"), r(1, "superseded")],
+                vec![r(3, Failed), r(2, Superseded), r(1, Superseded)],
                 1,
                 vec![1],
             ),
             // A release traffic still reaches, and unfinished deployments, stay.
             (
                 vec![
-                    r(5, "failed"),
-                    busy(r(4, "failed")),
-                    r(3, "queued"),
-                    routed(r(2, "superseded")),
-                    r(1, "running"),
+                    r(5, Failed),
+                    busy(r(4, Failed)),
+                    r(3, Queued),
+                    routed(r(2, Superseded)),
+                    r(1, Running),
                 ],
                 1,
                 vec![],
@@ -422,17 +418,17 @@ mod tests {
 
     #[test]
     fn rollback_returns_to_the_release_before_the_live_one() {
-        let p = |id, state: &str| Past {
+        let p = |id, state: DeploymentState| Past {
             id,
-            state: state.parse().expect("a deployment state"),
+            state,
             commit_sha: Some(format!("c{id}")),
         };
         let h = [
-            p(5, "failed"),
-            p(4, "healthy"),
-            p(3, "failed"),
-            p(2, "superseded"),
-            p(1, "superseded"),
+            p(5, Failed),
+            p(4, Healthy),
+            p(3, Failed),
+            p(2, Superseded),
+            p(1, Superseded),
         ];
         assert_eq!(rollback_target(&h, None), Ok(2));
         assert_eq!(rollback_target(&h, Some(1)), Ok(1));
@@ -442,10 +438,10 @@ mod tests {
                 .contains("never went live")
         );
         assert!(rollback_target(&h, Some(9)).is_err());
-        assert!(rollback_target(&[p(1, "healthy")], None).is_err());
+        assert!(rollback_target(&[p(1, Healthy)], None).is_err());
         // With nothing live (the last release was torn down), the newest release is the target.
         assert_eq!(
-            rollback_target(&[p(2, "failed"), p(1, "superseded")], None),
+            rollback_target(&[p(2, Failed), p(1, Superseded)], None),
             Ok(1)
         );
     }
