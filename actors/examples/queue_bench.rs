@@ -28,8 +28,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use rustploy_actors::job_queue::{self, Handlers, JobResult, KindConfig, NoopHandler, QueueConfig};
-use rustploy_actors::ledger::jobs::{self, NewJob};
+use rustploy_actors::ledger::jobs::{self, JobKind, NewJob};
 use rustploy_actors::ledger::{Ledger, LedgerConfig, LedgerError};
+use rustploy_api::states::JobState;
+
+/// The kind every benchmark job has: it does nothing.
+const NOOP: JobKind = JobKind::Noop { sleep_ms: None };
 
 struct Options {
     jobs: usize,
@@ -179,7 +183,7 @@ fn noop_runner(ledger: Ledger) -> job_queue::Runner {
         ledger,
         worker: "bench-worker".into(),
         handlers: Handlers::default().register(
-            "noop",
+            NOOP.name(),
             NoopHandler,
             KindConfig {
                 concurrency: 64,
@@ -205,7 +209,7 @@ async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, L
         left -= n;
         ledger
             .run(move |c| {
-                let job = NewJob::new("noop");
+                let job = NewJob::new(NOOP);
                 for _ in 0..n {
                     // One transaction, so one commit, per job: as when a request enqueues work.
                     let tx = c.transaction()?;
@@ -263,7 +267,7 @@ async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, L
         .run(move |c| {
             let mut states = std::collections::BTreeMap::<String, usize>::new();
             for id in ids {
-                let state = jobs::get(c, id)?.map_or("missing".into(), |j| j.state);
+                let state = jobs::get(c, id)?.map_or("missing".into(), |j| j.state.to_string());
                 *states.entry(state).or_default() += 1;
             }
             Ok(states)
@@ -375,7 +379,7 @@ async fn probe(path: &Path) -> Result<(), LedgerError> {
             .run(move |c| {
                 let tx = c.transaction()?;
                 for _ in 0..backlog {
-                    jobs::enqueue(&tx, &NewJob::new("noop"))?;
+                    jobs::enqueue(&tx, &NewJob::new(NOOP))?;
                 }
                 tx.commit()?;
                 Ok(())
@@ -384,7 +388,7 @@ async fn probe(path: &Path) -> Result<(), LedgerError> {
         // What the JobQueue actor asks after every fill: when is the next job due?
         let t = Instant::now();
         for _ in 0..200 {
-            ledger.blocking(|c| jobs::next_due_at(c, &["noop"]))?;
+            ledger.blocking(|c| jobs::next_due_at(c, &[NOOP.name()]))?;
         }
         report(
             &format!("next_due_at_backlog_{backlog}_us"),
@@ -397,7 +401,7 @@ async fn probe(path: &Path) -> Result<(), LedgerError> {
         for _ in 0..rounds {
             let t = Instant::now();
             let job = ledger
-                .blocking(|c| jobs::claim(c, "probe", Duration::from_secs(60), &["noop"]))?
+                .blocking(|c| jobs::claim(c, "probe", Duration::from_secs(60), &[NOOP.name()]))?
                 .expect("a due job");
             claiming += t.elapsed();
             let t = Instant::now();
@@ -413,8 +417,8 @@ async fn probe(path: &Path) -> Result<(), LedgerError> {
         // Leave the ledger empty of due work for the next backlog size.
         ledger.blocking(|c| {
             c.execute(
-                "UPDATE jobs SET state = 'succeeded' WHERE state = 'queued'",
-                [],
+                "UPDATE jobs SET state = ?1 WHERE state = ?2",
+                params![JobState::Succeeded, JobState::Queued],
             )?;
             Ok(())
         })?;

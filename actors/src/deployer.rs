@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use rusqlite::{OptionalExtension, params};
+use rustploy_api::states::{BackupState, DeployStep, DeploymentState};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -26,13 +26,14 @@ use crate::deploy::detect::{self, Detection};
 use crate::deploy::docker::{ComposeRun, ContainerObs, Engine, EngineError};
 use crate::deploy::git::{Credentials, Git};
 use crate::deploy::health::{self, Probe, Verdict};
-use crate::deploy::plan::{self, Failure, Start, Step};
+use crate::deploy::plan::{self, Failure, Start};
 use crate::deploy::policy;
 use crate::deploy::process::{ProcessError, Stream};
 use crate::deploy::redact::Redactor;
 use crate::deploy::{DeployConfig, checkout, contexts, finalize};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
-use crate::ledger::jobs::ClaimedJob;
+use crate::ledger::deployments::{self, Release, RoutedContainer};
+use crate::ledger::jobs::{self, ClaimedJob, JobKind};
 use crate::ledger::services as service_rows;
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::router_sync::{RouterSyncMsg, SyncReport};
@@ -231,11 +232,19 @@ impl Actor for Deployer {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let DeployerMsg::Run(job, ctx, reply) = msg;
-        let outcome = match job.kind.as_str() {
-            "services" => state.apply_services(&job, &ctx.cancel).await,
-            "backup" => state.backup(&job).await,
-            "restore" => state.restore(&job, &ctx.cancel).await,
-            _ => state.deploy(&job, &ctx.cancel).await,
+        let outcome = match &job.kind {
+            JobKind::Deploy {} => state.deploy(&job, &ctx.cancel).await,
+            JobKind::Services { purge_volumes } => {
+                state.apply_services(purge_volumes, &ctx.cancel).await
+            }
+            JobKind::Backup { backup_id } => state.backup(*backup_id).await,
+            JobKind::Restore { backup_id, service } => {
+                state.restore(*backup_id, service, &ctx.cancel).await
+            }
+            other => Err(JobError::Fatal(format!(
+                "a Deployer does not run '{}' jobs",
+                other.name()
+            ))),
         };
         let _ = reply.send(outcome);
         Ok(())
@@ -244,7 +253,7 @@ impl Actor for Deployer {
 
 /// Everything an attempt reads from the ledger before it starts.
 struct Loaded {
-    state: String,
+    state: DeploymentState,
     app: String,
     requested_ref: Option<String>,
     snapshot: Option<Vec<u8>>,
@@ -278,7 +287,7 @@ impl DeployerState {
                 "deployment {deployment} no longer exists"
             )));
         };
-        if plan::on_start(&loaded.state) == Start::AlreadyDone {
+        if plan::on_start(loaded.state) == Start::AlreadyDone {
             return Ok(());
         }
         let mut redactor = Redactor::new(loaded.app_env.values().cloned());
@@ -320,92 +329,51 @@ impl DeployerState {
         let app_id = self.app_id;
         self.ledger
             .run(move |c| {
-                let row = c
-                    .query_row(
-                        "SELECT d.state, d.requested_ref, d.env_snapshot_enc, a.name, a.trusted
-                           FROM deployments d JOIN apps a ON a.id = d.app_id
-                          WHERE d.id = ?1 AND d.app_id = ?2",
-                        params![deployment, app_id],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, Option<String>>(1)?,
-                                r.get::<_, Option<Vec<u8>>>(2)?,
-                                r.get::<_, String>(3)?,
-                                r.get::<_, bool>(4)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                let Some((state, requested_ref, snapshot, app, trusted)) = row else {
+                let Some(inputs) = deployments::attempt_inputs(c, deployment, app_id)? else {
                     return Ok(None);
                 };
-                let import = c
-                    .query_row(
-                        "SELECT repo_url, branch, compose_path, deploy_key_enc, https_token_enc
-                           FROM app_import_configs WHERE app_id = ?1",
-                        [app_id],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, Option<String>>(2)?,
-                                r.get::<_, Option<Vec<u8>>>(3)?,
-                                r.get::<_, Option<Vec<u8>>>(4)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
                 let open =
                     |ctx: String, v: Option<Vec<u8>>| -> Result<Option<String>, LedgerError> {
                         v.map(|v| secrets.open_string(&ctx, &v))
                             .transpose()
                             .map_err(|e| LedgerError::Invalid(e.to_string()))
                     };
-                let import = match import {
+                let import = match inputs.import {
                     None => None,
-                    Some((repo_url, branch, compose_path, key, token)) => Some(ImportRow {
-                        repo_url,
-                        branch,
-                        compose_path,
+                    Some(i) => Some(ImportRow {
+                        repo_url: i.repo_url,
+                        branch: i.branch,
+                        compose_path: i.compose_path,
                         credentials: Credentials {
-                            deploy_key: open(contexts::deploy_key(app_id), key)?,
-                            https_token: open(contexts::https_token(app_id), token)?,
+                            deploy_key: open(contexts::deploy_key(app_id), i.deploy_key_enc)?,
+                            https_token: open(contexts::https_token(app_id), i.https_token_enc)?,
                         },
                     }),
                 };
                 let mut app_env = BTreeMap::new();
-                let mut stmt =
-                    c.prepare_cached("SELECT key, value_enc FROM app_env_vars WHERE app_id = ?1")?;
-                let rows = stmt
-                    .query_map([app_id], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                for (k, v) in rows {
+                for var in inputs.env {
                     let value = secrets
-                        .open_string(&env_context(app_id, &k), &v)
-                        .map_err(|e| LedgerError::Invalid(format!("env var {k}: {e}")))?;
-                    app_env.insert(k, value);
+                        .open_string(&env_context(app_id, &var.key), &var.value_enc)
+                        .map_err(|e| LedgerError::Invalid(format!("env var {}: {e}", var.key)))?;
+                    app_env.insert(var.key, value);
                 }
                 // A snapshot (a retry, or a rollback) replaces the app's current env.
-                if let Some(s) = &snapshot {
+                if let Some(s) = &inputs.env_snapshot_enc {
                     let text = secrets
                         .open_string(&contexts::deployment_env(deployment), s)
                         .map_err(|e| LedgerError::Invalid(format!("env snapshot: {e}")))?;
                     app_env = serde_json::from_str(&text)
                         .map_err(|e| LedgerError::Invalid(format!("env snapshot: {e}")))?;
                 }
-                let live = live_deployment(c, app_id)?;
                 Ok(Some(Loaded {
-                    state,
-                    app,
-                    requested_ref,
-                    snapshot,
+                    state: inputs.state,
+                    app: inputs.app,
+                    requested_ref: inputs.requested_ref,
+                    snapshot: inputs.env_snapshot_enc,
                     import,
                     app_env,
-                    live,
-                    trusted,
+                    live: inputs.live,
+                    trusted: inputs.trusted,
                 }))
             })
             .await
@@ -418,14 +386,7 @@ impl DeployerState {
     async fn app_name(&self) -> Result<String, JobError> {
         let app_id = self.app_id;
         self.ledger
-            .run(move |c| {
-                Ok(
-                    c.query_row("SELECT name FROM apps WHERE id = ?1", [app_id], |r| {
-                        r.get::<_, String>(0)
-                    })
-                    .optional()?,
-                )
-            })
+            .run(move |c| deployments::app_name(c, app_id))
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?
             .ok_or_else(|| JobError::Fatal("the app no longer exists".into()))
@@ -451,28 +412,20 @@ impl DeployerState {
     /// added or deleted), and purged volumes are removed.
     async fn apply_services(
         &self,
-        job: &ClaimedJob,
+        purge: &[String],
         cancel: &CancellationToken,
     ) -> Result<(), JobError> {
-        let purge: Vec<String> = job
-            .payload
-            .get("purge_volumes")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
         let app = self.app_name().await?;
         let managed = self.managed().await?;
         let mut on_line = |_: Stream, line: String| tracing::debug!(%app, "services: {line}");
         self.scope(&app)
-            .apply(&managed, &purge, cancel, &mut on_line)
+            .apply(&managed, purge, cancel, &mut on_line)
             .await
             .map_err(JobError::Retry)
     }
 
     /// A `backup` job: the dump, its row finished, and the backups beyond retention removed.
-    async fn backup(&self, job: &ClaimedJob) -> Result<(), JobError> {
-        let Some(id) = job.payload.get("backup_id").and_then(|v| v.as_i64()) else {
-            return Err(JobError::Fatal("a backup job must name its backup".into()));
-        };
+    async fn backup(&self, id: i64) -> Result<(), JobError> {
         let app = self.app_name().await?;
         let app_id = self.app_id;
         let row = self
@@ -493,14 +446,7 @@ impl DeployerState {
         let (result, name) = (outcome.clone(), row.service.clone());
         let pruned = self
             .ledger
-            .run(move |c| {
-                service_rows::finish_backup(c, id, result)?;
-                let old = service_rows::beyond_retention(c, app_id, &name, keep)?;
-                for b in &old {
-                    c.execute("DELETE FROM service_backups WHERE id = ?1", [b.id])?;
-                }
-                Ok(old)
-            })
+            .run(move |c| jobs::finish_backup(c, app_id, id, &name, result, keep))
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?;
         for b in pruned {
@@ -515,14 +461,12 @@ impl DeployerState {
     }
 
     /// A `restore` job: a finished backup loaded into one of the app's services.
-    async fn restore(&self, job: &ClaimedJob, cancel: &CancellationToken) -> Result<(), JobError> {
-        let backup_id = job.payload.get("backup_id").and_then(|v| v.as_i64());
-        let service = job.payload.get("service").and_then(|v| v.as_str());
-        let (Some(backup_id), Some(service)) = (backup_id, service) else {
-            return Err(JobError::Fatal(
-                "a restore job must name its backup and service".into(),
-            ));
-        };
+    async fn restore(
+        &self,
+        backup_id: i64,
+        service: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(), JobError> {
         let app = self.app_name().await?;
         let app_id = self.app_id;
         let row = self
@@ -536,7 +480,7 @@ impl DeployerState {
             .iter()
             .find(|s| s.name == service)
             .ok_or_else(|| JobError::Fatal(format!("the service '{service}' no longer exists")))?;
-        if row.state != "done" || row.engine != target.engine.as_str() {
+        if BackupState::Done != row.state.as_str() || row.engine != target.engine.as_str() {
             return Err(JobError::Fatal(format!(
                 "backup {backup_id} ({}, {}) cannot be restored into '{service}' ({})",
                 row.engine,
@@ -553,14 +497,6 @@ impl DeployerState {
     }
 }
 
-/// The deployment whose containers take the app's traffic now.
-pub fn live_deployment(c: &rusqlite::Connection, app_id: i64) -> Result<Option<i64>, LedgerError> {
-    Ok(
-        c.prepare_cached("SELECT MAX(deployment_id) FROM app_runtimes WHERE app_id = ?1")?
-            .query_row([app_id], |r| r.get::<_, Option<i64>>(0))?,
-    )
-}
-
 /// One attempt at one deployment.
 struct Attempt<'a> {
     st: &'a DeployerState,
@@ -569,7 +505,7 @@ struct Attempt<'a> {
     loaded: Loaded,
     log: LogSink,
     cancel: CancellationToken,
-    timings: BTreeMap<&'static str, u64>,
+    timings: BTreeMap<String, u64>,
 }
 
 /// What the prepare step settled.
@@ -599,49 +535,36 @@ impl Attempt<'_> {
         self.engine().ping().await.map_err(engine_failure)?;
         self.clean_stale().await?;
 
-        let t = self.step(Step::Fetch).await?;
+        let t = self.step(DeployStep::Fetch).await?;
         let sha = self.fetch(&url, &git_ref).await?;
-        self.done(Step::Fetch, t);
-        let sha2 = sha.clone();
-        self.record(move |c, id| {
-            c.execute(
-                "UPDATE deployments SET commit_sha = ?2 WHERE id = ?1",
-                params![id, sha2],
-            )?;
-            Ok(())
-        })
-        .await?;
+        self.done(DeployStep::Fetch, t);
+        self.record(move |c, id| deployments::set_commit(c, id, &sha))
+            .await?;
 
-        let t = self.step(Step::Prepare).await?;
+        let t = self.step(DeployStep::Prepare).await?;
         let prepared = self.prepare().await?;
-        self.done(Step::Prepare, t);
+        self.done(DeployStep::Prepare, t);
 
-        let t = self.step(Step::Build).await?;
+        let t = self.step(DeployStep::Build).await?;
         let start = self.up(&prepared).await?;
-        self.timings
-            .insert(Step::Build.as_str(), (start - t).as_millis() as u64);
-        self.done(Step::Start, start);
+        self.timings.insert(
+            DeployStep::Build.to_string(),
+            (start - t).as_millis() as u64,
+        );
+        self.done(DeployStep::Start, start);
 
-        let t = self.step(Step::Health).await?;
+        let t = self.step(DeployStep::Health).await?;
         let routed = self.wait_healthy(&prepared).await?;
-        self.done(Step::Health, t);
+        self.done(DeployStep::Health, t);
 
-        let t = self.step(Step::Switch).await?;
+        let t = self.step(DeployStep::Switch).await?;
         self.switch(&prepared, routed, t).await
     }
 
     /// Marks the deployment running (a retry keeps its first start time).
     async fn begin(&mut self) -> Result<(), Failure> {
-        self.record(|c, id| {
-            c.execute(
-                "UPDATE deployments SET state = 'running', step = 'fetch', reason = NULL,
-                        started_at = COALESCE(started_at, ?2)
-                  WHERE id = ?1 AND state IN ('queued', 'running')",
-                params![id, now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
+        self.record(|c, id| deployments::begin(c, id, now_ms()).map(drop))
+            .await
     }
 
     /// Tears down what earlier attempts or crashes left: every project of the app but the
@@ -682,25 +605,19 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    async fn step(&mut self, step: Step) -> Result<Instant, Failure> {
+    async fn step(&mut self, step: DeployStep) -> Result<Instant, Failure> {
         if self.cancel.is_cancelled() {
             return Err(Failure::Cancelled);
         }
-        self.log.system(format!("== {}", step.as_str()));
-        self.record(move |c, id| {
-            c.execute(
-                "UPDATE deployments SET step = ?2 WHERE id = ?1 AND state = 'running'",
-                params![id, step.as_str()],
-            )?;
-            Ok(())
-        })
-        .await?;
+        self.log.system(format!("== {step}"));
+        self.record(move |c, id| deployments::step(c, id, step).map(drop))
+            .await?;
         Ok(Instant::now())
     }
 
-    fn done(&mut self, step: Step, started: Instant) {
+    fn done(&mut self, step: DeployStep, started: Instant) {
         self.timings
-            .insert(step.as_str(), started.elapsed().as_millis() as u64);
+            .insert(step.to_string(), started.elapsed().as_millis() as u64);
     }
 
     async fn record(
@@ -775,14 +692,8 @@ impl Attempt<'_> {
                     .as_bytes(),
             );
             self.loaded.snapshot = Some(sealed.clone());
-            self.record(move |c, id| {
-                c.execute(
-                    "UPDATE deployments SET env_snapshot_enc = ?2 WHERE id = ?1",
-                    params![id, sealed],
-                )?;
-                Ok(())
-            })
-            .await?;
+            self.record(move |c, id| deployments::set_env_snapshot(c, id, &sealed))
+                .await?;
         }
         // The project as it will run (the file, its override, `extends`), interpolated here by
         // Rustploy with the deployment's variables (compose gets none), and checked against the
@@ -1064,16 +975,12 @@ impl Attempt<'_> {
             .compose(run, &self.cancel, &mut |stream, line| {
                 if start.is_none() && plan::is_start_line(&project, &line) {
                     start = Some(Instant::now());
-                    log.system(format!("== {}", Step::Start.as_str()));
+                    log.system(format!("== {}", DeployStep::Start));
                     let ledger = ledger.clone();
                     tokio::spawn(async move {
                         let _ = ledger
                             .run(move |c| {
-                                c.execute(
-                                    "UPDATE deployments SET step = 'start' WHERE id = ?1 AND state = 'running' AND step = 'build'",
-                                    [id],
-                                )?;
-                                Ok(())
+                                deployments::step_from(c, id, DeployStep::Build, DeployStep::Start)
                             })
                             .await;
                     });
@@ -1201,61 +1108,33 @@ impl Attempt<'_> {
             .iter()
             .filter_map(|c| Some((c.service.clone(), c.image_id.clone()?)))
             .collect();
-        let images = serde_json::to_string(&images).expect("serialises");
-        self.done(Step::Switch, started);
-        let timings = serde_json::to_string(&self.timings).expect("serialises");
-        let service = p.detection.routed_service.clone();
+        self.done(DeployStep::Switch, started);
+        let release = Release {
+            service: p.detection.routed_service.clone(),
+            port,
+            containers: routed
+                .into_iter()
+                .filter_map(|c| {
+                    Some(RoutedContainer {
+                        container_id: c.id,
+                        address: c.address?,
+                    })
+                })
+                .collect(),
+            timings: self.timings.clone(),
+            images,
+        };
         let app_id = self.st.app_id;
-        let rows: Vec<(String, String)> = routed
-            .into_iter()
-            .filter_map(|c| Some((c.id, c.address?)))
-            .collect();
         let previous = self.loaded.live;
         let deployment = self.deployment;
+        // A cancel that arrived during the health check wins: nothing is switched.
         let switched = self
             .st
             .ledger
-            .run(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let now = now_ms();
-                // A cancel that arrived during the health check wins: nothing is switched.
-                let cancelled: bool = tx.query_row(
-                    "SELECT COALESCE(MAX(cancel_requested), 0) FROM jobs WHERE deployment_id = ?1 AND state = 'running'",
-                    [deployment],
-                    |r| r.get(0),
-                )?;
-                let running: bool = tx.query_row(
-                    "SELECT COUNT(*) FROM deployments WHERE id = ?1 AND state = 'running'",
-                    [deployment],
-                    |r| r.get(0),
-                )?;
-                if cancelled || !running {
-                    return Ok(false);
-                }
-                tx.execute("DELETE FROM app_runtimes WHERE app_id = ?1", [app_id])?;
-                for (container, address) in &rows {
-                    tx.execute(
-                        "INSERT INTO app_runtimes (app_id, container_id, deployment_id, service, address, port, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![app_id, container, deployment, service, address, port, now],
-                    )?;
-                }
-                tx.execute(
-                    "UPDATE deployments SET state = 'superseded'
-                      WHERE app_id = ?1 AND state = 'healthy' AND id != ?2",
-                    params![app_id, deployment],
-                )?;
-                tx.execute(
-                    "UPDATE deployments SET state = 'healthy', step = NULL, reason = NULL, finished_at = ?2,
-                            step_timings_json = ?3, image_ids_json = ?4
-                      WHERE id = ?1",
-                    params![deployment, now, timings, images],
-                )?;
-                tx.commit()?;
-                Ok(true)
-            })
+            .run(move |c| deployments::switch(c, deployment, app_id, &release))
             .await
-            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))?;
+            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))?
+            .is_done();
         if !switched {
             return Err(Failure::Cancelled);
         }
@@ -1286,17 +1165,10 @@ impl Attempt<'_> {
         let ms = started.elapsed().as_millis() as u64;
         match report {
             SyncReport::Applied => {
-                self.timings.insert("route", ms);
+                self.timings.insert("route".into(), ms);
                 // The switch already recorded the other steps' timings.
                 let recorded = self
-                    .record(move |c, id| {
-                        c.execute(
-                            "UPDATE deployments SET step_timings_json = json_set(COALESCE(step_timings_json, '{}'), '$.route', ?2)
-                              WHERE id = ?1",
-                            params![id, ms as i64],
-                        )?;
-                        Ok(())
-                    })
+                    .record(move |c, id| deployments::add_timing(c, id, "route", ms))
                     .await;
                 if let Err(e) = recorded {
                     tracing::warn!("recording the route timing failed: {e:?}");
@@ -1370,16 +1242,7 @@ impl Attempt<'_> {
             // back; the deployment waits in the queue for the next start instead of claiming to
             // run.
             let _ = self
-                .record(|c, id| {
-                    c.execute(
-                        "UPDATE deployments SET state = 'queued', step = NULL,
-                                reason = 'interrupted: the server stopped; it resumes at the next start'
-                          WHERE id = ?1 AND state = 'running'
-                            AND NOT EXISTS (SELECT 1 FROM jobs WHERE deployment_id = ?1 AND cancel_requested = 1)",
-                        [id],
-                    )?;
-                    Ok(())
-                })
+                .record(|c, id| deployments::interrupt(c, id).map(drop))
                 .await;
         }
         if let Failure::Transient(r) = &failure
@@ -1388,12 +1251,7 @@ impl Attempt<'_> {
             let r = r.clone();
             let _ = self
                 .record(move |c, id| {
-                    c.execute(
-                        "UPDATE deployments SET state = 'queued', step = NULL, reason = ?2
-                          WHERE id = ?1 AND state = 'running'",
-                        params![id, format!("retrying: {r}")],
-                    )?;
-                    Ok(())
+                    deployments::requeue(c, id, &format!("retrying: {r}")).map(drop)
                 })
                 .await;
         }
@@ -1480,7 +1338,7 @@ impl LogSink {
                         .run(move |c| {
                             let tx = c.transaction()?;
                             for (stream, line) in &batch {
-                                append_log(&tx, deployment, stream, line)?;
+                                deployments::append_log(&tx, deployment, stream, line)?;
                             }
                             tx.commit()?;
                             Ok(())
@@ -1517,23 +1375,6 @@ impl LogSink {
             let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
         }
     }
-}
-
-/// Appends one line to a deployment's log with the next sequence number.
-pub fn append_log(
-    conn: &rusqlite::Connection,
-    deployment: i64,
-    stream: &str,
-    line: &str,
-) -> Result<i64, LedgerError> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT INTO deployment_logs (deployment_id, seq, at, stream, line)
-             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_logs WHERE deployment_id = ?1),
-                     ?2, ?3, ?4)
-             RETURNING seq",
-        )?
-        .query_row(params![deployment, now_ms(), stream, line], |r| r.get(0))?)
 }
 
 /// The executor of `deploy` jobs: forwards each to the DeployerSupervisor and waits for it.

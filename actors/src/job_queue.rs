@@ -15,7 +15,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::ledger::jobs::{self, ClaimedJob, FailOutcome, JobId, RetryPolicy};
+use rustploy_api::states::JobState;
+
+use crate::ledger::jobs::{self, ClaimedJob, FailOutcome, JobId, JobKind, RetryPolicy};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::supervision::{ChildSpec, Children, Decision, RestartPolicy, Telemetry};
 
@@ -59,7 +61,7 @@ pub struct JobContext {
     pub cancel: CancellationToken,
 }
 
-/// Executes jobs of one kind.
+/// Executes jobs of one kind; `job.kind` holds the job's payload, decoded.
 pub trait JobHandler: Send + Sync + 'static {
     fn run(&self, job: ClaimedJob, ctx: JobContext) -> JobFuture;
 }
@@ -82,7 +84,8 @@ impl Default for KindConfig {
     }
 }
 
-/// The executors this queue knows, by job kind. Jobs of kinds not listed stay queued.
+/// The executors this queue knows, by job kind name ([`JobKind::name`]). Jobs of kinds not
+/// listed stay queued.
 #[derive(Clone, Default)]
 pub struct Handlers {
     kinds: HashMap<String, (Arc<dyn JobHandler>, KindConfig)>,
@@ -100,17 +103,16 @@ impl Handlers {
     }
 }
 
-/// Succeeds after sleeping `payload.sleep_ms` (default 0): a diagnostic job for checking the
-/// queue end to end and measuring its throughput.
+/// Succeeds after sleeping a `noop` job's `sleep_ms` (default 0): a diagnostic job for checking
+/// the queue end to end and measuring its throughput.
 pub struct NoopHandler;
 
 impl JobHandler for NoopHandler {
     fn run(&self, job: ClaimedJob, ctx: JobContext) -> JobFuture {
-        let sleep = job
-            .payload
-            .get("sleep_ms")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
+        let sleep = match job.kind {
+            JobKind::Noop { sleep_ms } => sleep_ms.unwrap_or(0),
+            _ => 0,
+        };
         Box::pin(async move {
             if sleep > 0 {
                 tokio::select! {
@@ -128,7 +130,11 @@ pub struct NotImplemented(pub &'static str);
 
 impl JobHandler for NotImplemented {
     fn run(&self, job: ClaimedJob, _ctx: JobContext) -> JobFuture {
-        let why = format!("no executor for job kind '{}' yet: {}", job.kind, self.0);
+        let why = format!(
+            "no executor for job kind '{}' yet: {}",
+            job.kind.name(),
+            self.0
+        );
         Box::pin(async move { Err(JobError::Fatal(why)) })
     }
 }
@@ -171,7 +177,7 @@ pub struct JobQueueArgs {
 
 pub struct JobQueueState {
     runner: Runner,
-    running: HashMap<JobId, (String, CancellationToken)>,
+    running: HashMap<JobId, (&'static str, CancellationToken)>,
     wake: Option<tokio::task::AbortHandle>,
     children: Children,
     /// Cancels every running job's token when this incarnation's state is dropped, whatever
@@ -305,7 +311,7 @@ impl Actor for JobQueue {
                     let mut still = Vec::new();
                     for id in ids {
                         if jobs::get(c, id)?.is_some_and(|j| {
-                            j.state == "running" && j.locked_by.as_deref() == Some(&worker)
+                            j.state == JobState::Running && j.locked_by.as_deref() == Some(&worker)
                         }) {
                             still.push(id);
                         }
@@ -335,7 +341,11 @@ impl JobQueueState {
                 .kinds
                 .iter()
                 .filter(|(kind, (_, cfg))| {
-                    self.running.values().filter(|(k, _)| k == *kind).count() < cfg.concurrency
+                    self.running
+                        .values()
+                        .filter(|(k, _)| *k == kind.as_str())
+                        .count()
+                        < cfg.concurrency
                 })
                 .map(|(kind, _)| kind.clone())
                 .collect();
@@ -347,7 +357,7 @@ impl JobQueueState {
             };
             let token = self.jobs_token.child_token();
             self.running
-                .insert(job.id, (job.kind.clone(), token.clone()));
+                .insert(job.id, (job.kind.name(), token.clone()));
             let runner = self.runner.clone();
             let me = myself.clone();
             tokio::spawn(async move {
@@ -424,13 +434,13 @@ impl Runner {
 
     /// Runs one claimed job to its end and records the outcome in the ledger.
     pub async fn execute(&self, job: ClaimedJob, cancel: CancellationToken) -> JobResult {
-        let Some((handler, kind_config)) = self.handlers.kinds.get(&job.kind).cloned() else {
+        let Some((handler, kind_config)) = self.handlers.kinds.get(job.kind.name()).cloned() else {
             return self
                 .record(
                     &job,
                     Err(JobError::Fatal(format!(
                         "no executor for job kind '{}'",
-                        job.kind
+                        job.kind.name()
                     ))),
                 )
                 .await;
@@ -489,7 +499,7 @@ impl Runner {
         let delay = jobs::backoff(self.config.retry, job.attempts, rand::random::<f64>());
         let message = outcome.as_ref().err().map(|e| e.to_string());
         if let Some(message) = &message {
-            tracing::warn!(job = id, kind = %job.kind, attempt = job.attempts, error = %message, "job attempt failed");
+            tracing::warn!(job = id, kind = job.kind.name(), attempt = job.attempts, error = %message, "job attempt failed");
         }
         // The outcome write is fenced on the lease, so repeating it is safe. A ledger error
         // (a busy database) is retried for a while: giving up would leave the job running

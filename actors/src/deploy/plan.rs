@@ -4,43 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use rustploy_api::states::DeploymentState;
 
 use crate::job_queue::JobError;
-
-/// The steps of a deployment, in order (`deployments.step`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    Fetch,
-    Prepare,
-    Build,
-    Start,
-    Health,
-    Switch,
-}
-
-impl Step {
-    pub const ALL: [Step; 6] = [
-        Step::Fetch,
-        Step::Prepare,
-        Step::Build,
-        Step::Start,
-        Step::Health,
-        Step::Switch,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Fetch => "fetch",
-            Step::Prepare => "prepare",
-            Step::Build => "build",
-            Step::Start => "start",
-            Step::Health => "health",
-            Step::Switch => "switch",
-        }
-    }
-}
 
 /// `<prefix>-<app>`: the scope of an app's Docker objects (volumes, images).
 pub fn app_scope(prefix: &str, app: &str) -> String {
@@ -83,10 +49,11 @@ pub enum Start {
     AlreadyDone,
 }
 
-pub fn on_start(state: &str) -> Start {
-    match state {
-        "queued" | "running" => Start::Run,
-        _ => Start::AlreadyDone,
+pub fn on_start(state: DeploymentState) -> Start {
+    if state.is_active() {
+        Start::Run
+    } else {
+        Start::AlreadyDone
     }
 }
 
@@ -188,15 +155,19 @@ pub fn routed_port(configured: Option<u16>, exposed: &[u16]) -> Result<u16, Stri
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Past {
     pub id: i64,
-    pub state: String,
+    pub state: DeploymentState,
     pub commit_sha: Option<String>,
 }
 
 /// The deployment a rollback returns to: `wanted` when given (it must have been healthy), else
 /// the newest release before the live one. `history` is newest first.
 pub fn rollback_target(history: &[Past], wanted: Option<i64>) -> Result<i64, String> {
-    let was_live =
-        |p: &Past| matches!(p.state.as_str(), "healthy" | "superseded") && p.commit_sha.is_some();
+    let was_live = |p: &Past| {
+        matches!(
+            p.state,
+            DeploymentState::Healthy | DeploymentState::Superseded
+        ) && p.commit_sha.is_some()
+    };
     if let Some(id) = wanted {
         return match history.iter().find(|p| p.id == id) {
             None => Err(format!("deployment {id} is not a deployment of this app")),
@@ -207,7 +178,9 @@ pub fn rollback_target(history: &[Past], wanted: Option<i64>) -> Result<i64, Str
             )),
         };
     }
-    let live = history.iter().position(|p| p.state == "healthy");
+    let live = history
+        .iter()
+        .position(|p| p.state == DeploymentState::Healthy);
     let after = live.map(|i| i + 1).unwrap_or(0);
     history[after..]
         .iter()
@@ -234,18 +207,17 @@ pub fn deployments_to_prune(history: &[Retained], keep: usize) -> Vec<i64> {
         return Vec::new();
     }
     let pasts: Vec<Past> = history.iter().map(|r| r.past.clone()).collect();
-    let live = pasts.iter().find(|p| p.state == "healthy").map(|p| p.id);
+    let live = pasts
+        .iter()
+        .find(|p| p.state == DeploymentState::Healthy)
+        .map(|p| p.id);
     let rollback = rollback_target(&pasts, None).ok();
     history[keep..]
         .iter()
         .rev()
         .filter(|r| {
             let id = Some(r.past.id);
-            !(r.routed
-                || r.active_job
-                || matches!(r.past.state.as_str(), "queued" | "running")
-                || id == live
-                || id == rollback)
+            !(r.routed || r.active_job || r.past.state.is_active() || id == live || id == rollback)
         })
         .map(|r| r.past.id)
         .collect()
@@ -254,6 +226,7 @@ pub fn deployments_to_prune(history: &[Retained], keep: usize) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use DeploymentState::{Cancelled, Failed, Healthy, Queued, Running, Superseded};
 
     #[test]
     fn only_the_current_and_live_runtime_files_are_kept() {
@@ -276,10 +249,10 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_the_live_release_its_rollback_and_unfinished_work() {
-        let r = |id, state: &str| Retained {
+        let r = |id, state: DeploymentState| Retained {
             past: Past {
                 id,
-                state: state.into(),
+                state,
                 commit_sha: Some(format!("c{id}")),
             },
             routed: false,
@@ -296,46 +269,41 @@ mod tests {
         // (history newest first, keep, deleted oldest first)
         let cases: Vec<(Vec<Retained>, usize, Vec<i64>)> = vec![
             // Nothing beyond `keep`.
-            (vec![r(2, "healthy"), r(1, "superseded")], 2, vec![]),
+            (vec![r(2, Healthy), r(1, Superseded)], 2, vec![]),
             (vec![], 1, vec![]),
             // Failed ones beyond `keep` go.
             (
-                vec![
-                    r(4, "failed"),
-                    r(3, "healthy"),
-                    r(2, "failed"),
-                    r(1, "failed"),
-                ],
+                vec![r(4, Failed), r(3, Healthy), r(2, Failed), r(1, Failed)],
                 2,
                 vec![1, 2],
             ),
             // The live release and the release before it stay however old they are.
             (
                 vec![
-                    r(6, "failed"),
-                    r(5, "failed"),
-                    r(4, "cancelled"),
-                    r(3, "healthy"),
-                    r(2, "superseded"),
-                    r(1, "superseded"),
+                    r(6, Failed),
+                    r(5, Failed),
+                    r(4, Cancelled),
+                    r(3, Healthy),
+                    r(2, Superseded),
+                    r(1, Superseded),
                 ],
                 2,
                 vec![1, 4],
             ),
             // With nothing live, the newest release that was live is the rollback's target.
             (
-                vec![r(3, "failed"), r(2, "superseded"), r(1, "superseded")],
+                vec![r(3, Failed), r(2, Superseded), r(1, Superseded)],
                 1,
                 vec![1],
             ),
             // A release traffic still reaches, and unfinished deployments, stay.
             (
                 vec![
-                    r(5, "failed"),
-                    busy(r(4, "failed")),
-                    r(3, "queued"),
-                    routed(r(2, "superseded")),
-                    r(1, "running"),
+                    r(5, Failed),
+                    busy(r(4, Failed)),
+                    r(3, Queued),
+                    routed(r(2, Superseded)),
+                    r(1, Running),
                 ],
                 1,
                 vec![],
@@ -383,9 +351,14 @@ mod tests {
 
     #[test]
     fn attempts_skip_finished_deployments() {
-        assert_eq!(on_start("queued"), Start::Run);
-        assert_eq!(on_start("running"), Start::Run);
-        for s in ["healthy", "failed", "cancelled", "superseded"] {
+        assert_eq!(on_start(DeploymentState::Queued), Start::Run);
+        assert_eq!(on_start(DeploymentState::Running), Start::Run);
+        for s in [
+            DeploymentState::Healthy,
+            DeploymentState::Failed,
+            DeploymentState::Cancelled,
+            DeploymentState::Superseded,
+        ] {
             assert_eq!(on_start(s), Start::AlreadyDone, "{s}");
         }
     }
@@ -445,17 +418,17 @@ mod tests {
 
     #[test]
     fn rollback_returns_to_the_release_before_the_live_one() {
-        let p = |id, state: &str| Past {
+        let p = |id, state: DeploymentState| Past {
             id,
-            state: state.into(),
+            state,
             commit_sha: Some(format!("c{id}")),
         };
         let h = [
-            p(5, "failed"),
-            p(4, "healthy"),
-            p(3, "failed"),
-            p(2, "superseded"),
-            p(1, "superseded"),
+            p(5, Failed),
+            p(4, Healthy),
+            p(3, Failed),
+            p(2, Superseded),
+            p(1, Superseded),
         ];
         assert_eq!(rollback_target(&h, None), Ok(2));
         assert_eq!(rollback_target(&h, Some(1)), Ok(1));
@@ -465,10 +438,10 @@ mod tests {
                 .contains("never went live")
         );
         assert!(rollback_target(&h, Some(9)).is_err());
-        assert!(rollback_target(&[p(1, "healthy")], None).is_err());
+        assert!(rollback_target(&[p(1, Healthy)], None).is_err());
         // With nothing live (the last release was torn down), the newest release is the target.
         assert_eq!(
-            rollback_target(&[p(2, "failed"), p(1, "superseded")], None),
+            rollback_target(&[p(2, Failed), p(1, Superseded)], None),
             Ok(1)
         );
     }

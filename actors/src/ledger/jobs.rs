@@ -8,23 +8,132 @@
 //! A job bound to a deployment (`deployment_id`) keeps that deployment consistent: when the job
 //! dies or is cancelled, a deployment still queued or running is ended with the same reason, so no
 //! deployment is ever left stranded in `running`.
+//!
+//! What a job does is a [`JobKind`]: its name is stored in `jobs.kind` and its fields, as JSON
+//! text, in `jobs.payload`, exactly as the untyped queue stored them, so older ledgers read the
+//! same.
 
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use rustploy_api::states::JobState;
+use serde::{Deserialize, Serialize};
 
+use super::deployments;
+use super::services::{self as service_rows, BackupRow};
 use super::{LedgerError, Millis, now_ms};
 
 pub type JobId = i64;
 
+/// What a job does, and what it needs to know to do it.
+///
+/// Serde's adjacent tagging matches the two columns: the tag is `jobs.kind`, the content is
+/// `jobs.payload`. A field added later must be optional (`#[serde(default)]`), so payloads
+/// written before it still read. New kinds (an app's deletion, `AppDelete { app_id }`, is next)
+/// are new variants here and a handler registered under their name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Runs the deployment the job is bound to (`deployment_id`).
+    Deploy {},
+    /// Brings Docker to the app's service rows; `purge_volumes` are removed once their services
+    /// are gone.
+    Services {
+        #[serde(default)]
+        purge_volumes: Vec<String>,
+    },
+    /// Dumps a managed service into the backup row `backup_id`.
+    Backup { backup_id: i64 },
+    /// Loads the finished backup `backup_id` into the app's service `service`.
+    Restore { backup_id: i64, service: String },
+    /// Does nothing, after `sleep_ms`: a diagnostic job for the queue itself.
+    Noop {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sleep_ms: Option<u64>,
+    },
+}
+
+impl JobKind {
+    /// Every kind's name, as `jobs.kind` stores it.
+    pub const NAMES: &'static [&'static str] = &["deploy", "services", "backup", "restore", "noop"];
+
+    /// The name stored in `jobs.kind`, and the key of the kind's handler.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Deploy {} => "deploy",
+            JobKind::Services { .. } => "services",
+            JobKind::Backup { .. } => "backup",
+            JobKind::Restore { .. } => "restore",
+            JobKind::Noop { .. } => "noop",
+        }
+    }
+
+    /// The text stored in `jobs.payload`.
+    pub fn payload(&self) -> String {
+        let mut tagged = serde_json::to_value(self).expect("a job kind serialises");
+        tagged["payload"].take().to_string()
+    }
+
+    /// Reads a job back from its two columns.
+    pub fn decode(kind: &str, payload: &str) -> Result<Self, String> {
+        let payload: serde_json::Value = serde_json::from_str(payload)
+            .map_err(|e| format!("the payload of a '{kind}' job is not JSON: {e}"))?;
+        Self::from_parts(kind, payload)
+    }
+
+    fn from_parts(kind: &str, payload: serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(serde_json::json!({ "kind": kind, "payload": payload }))
+            .map_err(|e| format!("a '{kind}' job cannot be read: {e}"))
+    }
+}
+
+/// What [`NewJob::new`] takes: a [`JobKind`], or the name of one whose payload
+/// [`NewJob::payload`] gives as JSON (checked against the kind when the job is enqueued). The
+/// name form is for callers not yet moved to [`JobKind`]; new code passes the kind.
+#[derive(Debug, Clone)]
+pub struct NewKind(Spec);
+
+#[derive(Debug, Clone)]
+enum Spec {
+    Typed(JobKind),
+    Named {
+        name: String,
+        payload: serde_json::Value,
+    },
+}
+
+impl From<JobKind> for NewKind {
+    fn from(kind: JobKind) -> Self {
+        NewKind(Spec::Typed(kind))
+    }
+}
+
+impl From<&str> for NewKind {
+    fn from(name: &str) -> Self {
+        NewKind(Spec::Named {
+            name: name.to_string(),
+            payload: serde_json::Value::Object(Default::default()),
+        })
+    }
+}
+
+impl NewKind {
+    fn resolve(&self) -> Result<JobKind, LedgerError> {
+        match &self.0 {
+            Spec::Typed(kind) => Ok(kind.clone()),
+            Spec::Named { name, payload } => {
+                JobKind::from_parts(name, payload.clone()).map_err(LedgerError::Invalid)
+            }
+        }
+    }
+}
+
 /// A job to put in the queue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub kind: String,
+    kind: NewKind,
     /// While a job with this key is queued or running, enqueueing the same key returns it instead.
     pub key: Option<String>,
-    pub payload: serde_json::Value,
     pub app_id: Option<i64>,
     pub deployment_id: Option<i64>,
     pub max_attempts: u32,
@@ -32,11 +141,10 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    pub fn new(kind: impl Into<String>) -> Self {
+    pub fn new(kind: impl Into<NewKind>) -> Self {
         Self {
             kind: kind.into(),
             key: None,
-            payload: serde_json::Value::Object(Default::default()),
             app_id: None,
             deployment_id: None,
             max_attempts: 5,
@@ -49,8 +157,14 @@ impl NewJob {
         self
     }
 
+    /// The payload of a job named by its kind's name (see [`NewKind`]); it replaces a typed
+    /// kind's fields.
     pub fn payload(mut self, payload: serde_json::Value) -> Self {
-        self.payload = payload;
+        let name = match self.kind.0 {
+            Spec::Typed(kind) => kind.name().to_string(),
+            Spec::Named { name, .. } => name,
+        };
+        self.kind = NewKind(Spec::Named { name, payload });
         self
     }
 
@@ -94,22 +208,22 @@ impl Enqueued {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: JobId,
-    pub kind: String,
+    pub kind: JobKind,
     pub key: Option<String>,
-    pub payload: serde_json::Value,
     pub app_id: Option<i64>,
     pub deployment_id: Option<i64>,
     pub attempts: u32,
     pub max_attempts: u32,
 }
 
-/// A job as the ledger holds it.
+/// A job as the ledger holds it. `kind` stays text: a row may name a kind this version does
+/// not know (it is never claimed here).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JobRow {
     pub id: JobId,
     pub kind: String,
     pub key: Option<String>,
-    pub state: String,
+    pub state: JobState,
     pub attempts: u32,
     pub max_attempts: u32,
     pub next_run_at: Millis,
@@ -168,8 +282,10 @@ pub fn backoff(policy: RetryPolicy, attempt: u32, jitter: f64) -> Duration {
 
 const ACTIVE_KEY_INDEX: &str = "jobs.job_key";
 
-/// Inserts a job. Call it inside the transaction that writes the row the job acts on.
+/// Inserts a job. Call it inside the transaction that writes the row the job acts on. A job
+/// named by its kind's name whose payload does not fit the kind is refused (`Invalid`).
 pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<Enqueued, LedgerError> {
+    let kind = job.kind.resolve()?;
     let now = now_ms();
     let inserted = conn
         .prepare_cached(
@@ -178,9 +294,9 @@ pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<Enqueued, LedgerError>
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
         )?
         .execute(params![
-            job.kind,
+            kind.name(),
             job.key,
-            job.payload.to_string(),
+            kind.payload(),
             job.app_id,
             job.deployment_id,
             job.max_attempts.max(1),
@@ -193,6 +309,8 @@ pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<Enqueued, LedgerError>
             if e.code == rusqlite::ErrorCode::ConstraintViolation
                 && msg.contains(ACTIVE_KEY_INDEX) =>
         {
+            // The states are written out (not bound) so that SQLite can use the partial index
+            // `jobs_active_key`, whose condition names them.
             let id = conn
                 .prepare_cached(
                     "SELECT id FROM jobs WHERE job_key = ?1 AND state IN ('queued', 'running')",
@@ -211,7 +329,8 @@ pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<Enqueued, LedgerError>
 ///
 /// Jobs of an app never run side by side: a job whose app has another job running (under a live
 /// lease) waits. A job whose lease lapsed after its last allowed attempt is declared dead here,
-/// with the reason that its worker was interrupted.
+/// with the reason that its worker was interrupted. So is a job whose payload does not fit its
+/// kind: no attempt could run it.
 pub fn claim(
     conn: &mut Connection,
     worker: &str,
@@ -222,10 +341,59 @@ pub fn claim(
     let kinds_json = serde_json::to_string(kinds).expect("kinds serialise");
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     bury_lapsed(&tx, now)?;
-    let claimed = tx
+    let claimed = loop {
+        let Some(raw) = claim_one(
+            &tx,
+            worker,
+            now + lease.as_millis() as i64,
+            now,
+            &kinds_json,
+        )?
+        else {
+            break None;
+        };
+        match JobKind::decode(&raw.kind, &raw.payload) {
+            Ok(kind) => {
+                break Some(ClaimedJob {
+                    id: raw.id,
+                    kind,
+                    key: raw.key,
+                    app_id: raw.app_id,
+                    deployment_id: raw.deployment_id,
+                    attempts: raw.attempts,
+                    max_attempts: raw.max_attempts,
+                });
+            }
+            Err(why) => bury(&tx, raw.id, raw.deployment_id, &why, now)?,
+        }
+    };
+    tx.commit()?;
+    Ok(claimed)
+}
+
+/// A claimed row before its kind is read.
+struct RawClaim {
+    id: JobId,
+    kind: String,
+    key: Option<String>,
+    payload: String,
+    app_id: Option<i64>,
+    deployment_id: Option<i64>,
+    attempts: u32,
+    max_attempts: u32,
+}
+
+fn claim_one(
+    conn: &Connection,
+    worker: &str,
+    until: Millis,
+    now: Millis,
+    kinds_json: &str,
+) -> Result<Option<RawClaim>, LedgerError> {
+    Ok(conn
         .prepare_cached(
             "UPDATE jobs
-                SET state = 'running', attempts = attempts + 1, locked_by = ?1,
+                SET state = ?5, attempts = attempts + 1, locked_by = ?1,
                     locked_until = ?2, updated_at = ?3
               WHERE id = (
                     -- Two index-ordered searches, each stopping at its first match, instead of
@@ -233,23 +401,23 @@ pub fn claim(
                     SELECT id FROM (
                         SELECT * FROM (
                             SELECT j.id, j.next_run_at FROM jobs j
-                             WHERE j.state = 'queued' AND j.next_run_at <= ?3
+                             WHERE j.state = ?6 AND j.next_run_at <= ?3
                                AND j.kind IN (SELECT value FROM json_each(?4))
                                AND (j.app_id IS NULL OR NOT EXISTS (
                                     SELECT 1 FROM jobs r
-                                     WHERE r.app_id = j.app_id AND r.state = 'running'
+                                     WHERE r.app_id = j.app_id AND r.state = ?5
                                        AND r.id != j.id AND r.locked_until >= ?3))
                              ORDER BY j.next_run_at, j.id
                              LIMIT 1)
                         UNION ALL
                         SELECT * FROM (
                             SELECT j.id, j.next_run_at FROM jobs j
-                             WHERE j.state = 'running' AND j.locked_until < ?3
+                             WHERE j.state = ?5 AND j.locked_until < ?3
                                AND j.locked_by != ?1
                                AND j.kind IN (SELECT value FROM json_each(?4))
                                AND (j.app_id IS NULL OR NOT EXISTS (
                                     SELECT 1 FROM jobs r
-                                     WHERE r.app_id = j.app_id AND r.state = 'running'
+                                     WHERE r.app_id = j.app_id AND r.state = ?5
                                        AND r.id != j.id AND r.locked_until >= ?3))
                              ORDER BY j.next_run_at, j.id
                              LIMIT 1))
@@ -258,14 +426,20 @@ pub fn claim(
               RETURNING id, kind, job_key, payload, app_id, deployment_id, attempts, max_attempts",
         )?
         .query_row(
-            params![worker, now + lease.as_millis() as i64, now, kinds_json],
+            params![
+                worker,
+                until,
+                now,
+                kinds_json,
+                JobState::Running,
+                JobState::Queued
+            ],
             |r| {
-                let payload: String = r.get(3)?;
-                Ok(ClaimedJob {
+                Ok(RawClaim {
                     id: r.get(0)?,
                     kind: r.get(1)?,
                     key: r.get(2)?,
-                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                    payload: r.get(3)?,
                     app_id: r.get(4)?,
                     deployment_id: r.get(5)?,
                     attempts: r.get(6)?,
@@ -273,9 +447,7 @@ pub fn claim(
                 })
             },
         )
-        .optional()?;
-    tx.commit()?;
-    Ok(claimed)
+        .optional()?)
 }
 
 /// Jobs whose lease lapsed on their last allowed attempt will not be retried: they are dead.
@@ -285,15 +457,39 @@ fn bury_lapsed(conn: &Connection, now: Millis) -> Result<(), LedgerError> {
     let dead: Vec<Option<i64>> = conn
         .prepare_cached(
             "UPDATE jobs
-                SET state = 'dead', last_error = ?1, locked_by = NULL, locked_until = NULL,
+                SET state = ?3, last_error = ?1, locked_by = NULL, locked_until = NULL,
                     updated_at = ?2, finished_at = ?2
-              WHERE state = 'running' AND locked_until < ?2 AND attempts >= max_attempts
+              WHERE state = ?4 AND locked_until < ?2 AND attempts >= max_attempts
               RETURNING deployment_id",
         )?
-        .query_map(params![reason, now], |r| r.get(0))?
+        .query_map(
+            params![reason, now, JobState::Dead, JobState::Running],
+            |r| r.get(0),
+        )?
         .collect::<Result<_, _>>()?;
     for deployment in dead.into_iter().flatten() {
-        end_deployment(conn, deployment, "failed", reason, now)?;
+        deployments::fail(conn, deployment, reason, now)?;
+    }
+    Ok(())
+}
+
+/// Declares one claimed job dead with `reason`, ending its deployment.
+fn bury(
+    conn: &Connection,
+    id: JobId,
+    deployment: Option<i64>,
+    reason: &str,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    conn.prepare_cached(
+        "UPDATE jobs
+            SET state = ?2, last_error = ?3, locked_by = NULL, locked_until = NULL,
+                updated_at = ?4, finished_at = ?4
+          WHERE id = ?1",
+    )?
+    .execute(params![id, JobState::Dead, reason, now])?;
+    if let Some(deployment) = deployment {
+        deployments::fail(conn, deployment, reason, now)?;
     }
     Ok(())
 }
@@ -304,11 +500,17 @@ pub fn complete(conn: &Connection, id: JobId, worker: &str) -> Result<bool, Ledg
     let n = conn
         .prepare_cached(
             "UPDATE jobs
-                SET state = 'succeeded', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                SET state = ?4, locked_by = NULL, locked_until = NULL, last_error = NULL,
                     updated_at = ?3, finished_at = ?3
-              WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
+              WHERE id = ?1 AND locked_by = ?2 AND state = ?5",
         )?
-        .execute(params![id, worker, now])?;
+        .execute(params![
+            id,
+            worker,
+            now,
+            JobState::Succeeded,
+            JobState::Running
+        ])?;
     Ok(n == 1)
 }
 
@@ -326,41 +528,51 @@ pub fn fail(
     let now = now_ms();
     let next = now + delay.as_millis() as i64;
     let tx = conn.transaction()?;
-    let row: Option<(String, Option<i64>)> = tx
+    let row: Option<(JobState, Option<i64>)> = tx
         .prepare_cached(
             "UPDATE jobs
                 SET state = CASE
-                        WHEN cancel_requested = 1 THEN 'cancelled'
-                        WHEN ?4 AND attempts < max_attempts THEN 'queued'
-                        ELSE 'dead' END,
+                        WHEN cancel_requested = 1 THEN ?7
+                        WHEN ?4 AND attempts < max_attempts THEN ?8
+                        ELSE ?9 END,
                     next_run_at = CASE WHEN ?4 AND attempts < max_attempts THEN ?5 ELSE next_run_at END,
                     finished_at = CASE
                         WHEN cancel_requested = 0 AND ?4 AND attempts < max_attempts THEN NULL
                         ELSE ?6 END,
                     last_error = ?3, locked_by = NULL, locked_until = NULL, updated_at = ?6
-              WHERE id = ?1 AND locked_by = ?2 AND state = 'running'
+              WHERE id = ?1 AND locked_by = ?2 AND state = ?10
               RETURNING state, deployment_id",
         )?
-        .query_row(params![id, worker, error, retry, next, now], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            params![
+                id,
+                worker,
+                error,
+                retry,
+                next,
+                now,
+                JobState::Cancelled,
+                JobState::Queued,
+                JobState::Dead,
+                JobState::Running
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     let outcome = match row {
         None => FailOutcome::LostLease,
         Some((state, deployment)) => {
-            let outcome = match state.as_str() {
-                "queued" => FailOutcome::Retrying(next),
-                "cancelled" => FailOutcome::Cancelled,
+            let outcome = match state {
+                JobState::Queued => FailOutcome::Retrying(next),
+                JobState::Cancelled => FailOutcome::Cancelled,
                 _ => FailOutcome::Dead,
             };
             if let Some(deployment) = deployment {
                 match outcome {
-                    FailOutcome::Dead => end_deployment(&tx, deployment, "failed", error, now)?,
-                    FailOutcome::Cancelled => {
-                        end_deployment(&tx, deployment, "cancelled", "cancelled", now)?
-                    }
-                    _ => {}
-                }
+                    FailOutcome::Dead => deployments::fail(&tx, deployment, error, now)?,
+                    FailOutcome::Cancelled => deployments::cancel(&tx, deployment, now)?,
+                    _ => deployments::Transition::Done,
+                };
             }
             outcome
         }
@@ -376,52 +588,60 @@ pub fn release(conn: &Connection, id: JobId, worker: &str) -> Result<bool, Ledge
     let n = conn
         .prepare_cached(
             "UPDATE jobs
-                SET state = 'queued', attempts = MAX(attempts - 1, 0), locked_by = NULL,
+                SET state = ?4, attempts = MAX(attempts - 1, 0), locked_by = NULL,
                     locked_until = NULL, next_run_at = ?3, updated_at = ?3
-              WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
+              WHERE id = ?1 AND locked_by = ?2 AND state = ?5",
         )?
-        .execute(params![id, worker, now])?;
+        .execute(params![
+            id,
+            worker,
+            now,
+            JobState::Queued,
+            JobState::Running
+        ])?;
     Ok(n == 1)
 }
 
 /// Cancels a job: a queued one at once, a running one by asking its worker to stop.
 pub fn cancel(conn: &mut Connection, id: JobId) -> Result<CancelOutcome, LedgerError> {
-    let now = now_ms();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let found: Option<(String, Option<i64>)> = tx
-        .query_row(
-            "SELECT state, deployment_id FROM jobs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let outcome = match found {
-        None => CancelOutcome::NotFound,
-        Some((state, deployment)) => match state.as_str() {
-            "queued" => {
-                tx.execute(
-                    "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, last_error = 'cancelled',
-                            updated_at = ?2, finished_at = ?2
-                      WHERE id = ?1",
-                    params![id, now],
-                )?;
-                if let Some(deployment) = deployment {
-                    end_deployment(&tx, deployment, "cancelled", "cancelled", now)?;
-                }
-                CancelOutcome::Cancelled
-            }
-            "running" => {
-                tx.execute(
-                    "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
-                    params![id, now],
-                )?;
-                CancelOutcome::Requested
-            }
-            _ => CancelOutcome::AlreadyFinished,
-        },
-    };
+    let outcome = cancel_in(&tx, id)?;
     tx.commit()?;
     Ok(outcome)
+}
+
+/// [`cancel`] inside the caller's (immediate) transaction.
+pub fn cancel_in(conn: &Connection, id: JobId) -> Result<CancelOutcome, LedgerError> {
+    let now = now_ms();
+    let found: Option<(JobState, Option<i64>)> = conn
+        .prepare_cached("SELECT state, deployment_id FROM jobs WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((state, deployment)) = found else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    Ok(match state {
+        JobState::Queued => {
+            conn.prepare_cached(
+                "UPDATE jobs SET state = ?3, cancel_requested = 1, last_error = 'cancelled',
+                        updated_at = ?2, finished_at = ?2
+                  WHERE id = ?1",
+            )?
+            .execute(params![id, now, JobState::Cancelled])?;
+            if let Some(deployment) = deployment {
+                deployments::cancel(conn, deployment, now)?;
+            }
+            CancelOutcome::Cancelled
+        }
+        JobState::Running => {
+            conn.prepare_cached(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
+            CancelOutcome::Requested
+        }
+        _ => CancelOutcome::AlreadyFinished,
+    })
 }
 
 /// Extends every lease `worker` holds on running jobs to `lease` from now.
@@ -434,9 +654,14 @@ pub fn renew_leases(
     Ok(conn
         .prepare_cached(
             "UPDATE jobs SET locked_until = ?2, updated_at = ?3
-              WHERE locked_by = ?1 AND state = 'running'",
+              WHERE locked_by = ?1 AND state = ?4",
         )?
-        .execute(params![worker, now + lease.as_millis() as i64, now])?)
+        .execute(params![
+            worker,
+            now + lease.as_millis() as i64,
+            now,
+            JobState::Running
+        ])?)
 }
 
 /// At start-up of the only worker on this ledger, jobs other workers left running were
@@ -447,16 +672,16 @@ pub fn recover_interrupted(conn: &mut Connection, worker: &str) -> Result<usize,
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let n = tx.execute(
         "UPDATE jobs SET locked_until = ?2 - 1
-          WHERE state = 'running' AND (locked_by IS NULL OR locked_by != ?1)",
-        params![worker, now],
+          WHERE state = ?3 AND (locked_by IS NULL OR locked_by != ?1)",
+        params![worker, now, JobState::Running],
     )?;
     bury_lapsed(&tx, now)?;
     tx.execute(
         "UPDATE jobs
-            SET state = 'queued', locked_by = NULL, locked_until = NULL, next_run_at = ?2,
+            SET state = ?3, locked_by = NULL, locked_until = NULL, next_run_at = ?2,
                 last_error = 'interrupted: the server stopped while this job ran', updated_at = ?2
-          WHERE state = 'running' AND locked_until < ?2",
-        params![worker, now],
+          WHERE state = ?4 AND locked_until < ?2",
+        params![worker, now, JobState::Queued, JobState::Running],
     )?;
     tx.commit()?;
     Ok(n)
@@ -469,12 +694,15 @@ pub fn next_due_at(conn: &Connection, kinds: &[&str]) -> Result<Option<Millis>, 
         .prepare_cached(
             "SELECT MIN(t) FROM (
                 SELECT MIN(next_run_at) AS t FROM jobs
-                 WHERE state = 'queued' AND kind IN (SELECT value FROM json_each(?1))
+                 WHERE state = ?2 AND kind IN (SELECT value FROM json_each(?1))
                 UNION ALL
                 SELECT MIN(locked_until) AS t FROM jobs
-                 WHERE state = 'running' AND kind IN (SELECT value FROM json_each(?1)))",
+                 WHERE state = ?3 AND kind IN (SELECT value FROM json_each(?1)))",
         )?
-        .query_row([kinds_json], |r| r.get(0))?)
+        .query_row(
+            params![kinds_json, JobState::Queued, JobState::Running],
+            |r| r.get(0),
+        )?)
 }
 
 pub fn is_cancel_requested(conn: &Connection, id: JobId) -> Result<bool, LedgerError> {
@@ -483,6 +711,30 @@ pub fn is_cancel_requested(conn: &Connection, id: JobId) -> Result<bool, LedgerE
         .query_row([id], |r| r.get(0))
         .optional()?
         .unwrap_or(true))
+}
+
+/// Whether a cancel of the running job of deployment `id` was asked for.
+pub fn running_job_cancel_requested(
+    conn: &Connection,
+    deployment: i64,
+) -> Result<bool, LedgerError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(cancel_requested), 0) FROM jobs
+              WHERE deployment_id = ?1 AND state = ?2",
+        )?
+        .query_row(params![deployment, JobState::Running], |r| r.get(0))?)
+}
+
+/// The newest job of deployment `id`, whatever its state.
+pub fn latest_of_deployment(
+    conn: &Connection,
+    deployment: i64,
+) -> Result<Option<JobId>, LedgerError> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM jobs WHERE deployment_id = ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([deployment], |r| r.get(0))
+        .optional()?)
 }
 
 pub fn get(conn: &Connection, id: JobId) -> Result<Option<JobRow>, LedgerError> {
@@ -521,18 +773,97 @@ pub fn count_by_state(conn: &Connection) -> Result<Vec<(String, i64)>, LedgerErr
     Ok(rows)
 }
 
-/// Ends a deployment that is still queued or running; a finished one is left as it is.
-fn end_deployment(
+/// Ends a `backup` job's backup: its row finished with `outcome`, and the finished backups of
+/// its service beyond the newest `keep` deleted. Returns the deleted rows, whose files the
+/// caller removes.
+// TODO(merge): belongs in services.rs, beside `finish_backup` and `beyond_retention`.
+pub fn finish_backup(
     conn: &Connection,
-    id: i64,
-    state: &str,
-    reason: &str,
-    now: Millis,
-) -> Result<(), LedgerError> {
-    conn.prepare_cached(
-        "UPDATE deployments SET state = ?2, step = NULL, reason = ?3, finished_at = ?4
-          WHERE id = ?1 AND state IN ('queued', 'running')",
-    )?
-    .execute(params![id, state, reason, now])?;
-    Ok(())
+    app_id: i64,
+    backup_id: i64,
+    service: &str,
+    outcome: Result<u64, String>,
+    keep: u32,
+) -> Result<Vec<BackupRow>, LedgerError> {
+    service_rows::finish_backup(conn, backup_id, outcome)?;
+    let old = service_rows::beyond_retention(conn, app_id, service, keep)?;
+    for b in &old {
+        conn.prepare_cached("DELETE FROM service_backups WHERE id = ?1")?
+            .execute([b.id])?;
+    }
+    Ok(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_the_payloads_the_untyped_queue_wrote() {
+        let cases = [
+            (JobKind::Deploy {}, "deploy", "{}"),
+            (
+                JobKind::Services {
+                    purge_volumes: vec!["rp-shop-db".into()],
+                },
+                "services",
+                r#"{"purge_volumes":["rp-shop-db"]}"#,
+            ),
+            (
+                JobKind::Services {
+                    purge_volumes: vec![],
+                },
+                "services",
+                r#"{"purge_volumes":[]}"#,
+            ),
+            (
+                JobKind::Backup { backup_id: 7 },
+                "backup",
+                r#"{"backup_id":7}"#,
+            ),
+            (
+                JobKind::Restore {
+                    backup_id: 7,
+                    service: "db".into(),
+                },
+                "restore",
+                r#"{"backup_id":7,"service":"db"}"#,
+            ),
+            (JobKind::Noop { sleep_ms: None }, "noop", "{}"),
+            (
+                JobKind::Noop { sleep_ms: Some(0) },
+                "noop",
+                r#"{"sleep_ms":0}"#,
+            ),
+        ];
+        for (kind, name, payload) in cases {
+            assert_eq!(kind.name(), name);
+            assert!(JobKind::NAMES.contains(&name));
+            assert_eq!(kind.payload(), payload, "{name}");
+            assert_eq!(JobKind::decode(name, payload).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn the_old_builders_give_the_same_rows_as_the_kinds() {
+        let named = NewJob::new("restore")
+            .payload(serde_json::json!({ "backup_id": 3, "service": "db" }))
+            .kind
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            named,
+            JobKind::Restore {
+                backup_id: 3,
+                service: "db".into()
+            }
+        );
+        assert_eq!(
+            NewJob::new("deploy").kind.resolve().unwrap(),
+            JobKind::Deploy {}
+        );
+        assert!(NewJob::new("restore").kind.resolve().is_err());
+        assert!(NewJob::new("paint").kind.resolve().is_err());
+        assert!(JobKind::decode("backup", "{not json").is_err());
+    }
 }

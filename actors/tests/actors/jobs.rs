@@ -8,11 +8,10 @@ use rustploy_actors::job_queue::{
     JobResult, KindConfig, NoopHandler, QueueConfig, Runner, run_one,
 };
 use rustploy_actors::ledger::jobs::{
-    self, CancelOutcome, ClaimedJob, Enqueued, NewJob, RetryPolicy, backoff,
+    self, CancelOutcome, ClaimedJob, Enqueued, JobKind, NewJob, RetryPolicy, backoff,
 };
 use rustploy_actors::ledger::{Ledger, now_ms};
 use rustploy_actors::supervision::{RestartPolicy, Telemetry};
-use serde_json::json;
 
 use super::helpers::{eventually, ledger};
 
@@ -32,6 +31,11 @@ impl JobHandler for Failing {
         };
         Box::pin(async move { Err(err) })
     }
+}
+
+/// A diagnostic job: the tests register their own handlers under its kind.
+fn noop() -> JobKind {
+    JobKind::Noop { sleep_ms: None }
 }
 
 fn runner(ledger: &Ledger, handlers: Handlers, retry_base: Duration) -> Runner {
@@ -64,8 +68,8 @@ async fn get(ledger: &Ledger, id: i64) -> jobs::JobRow {
 #[tokio::test]
 async fn a_key_is_queued_once_while_its_job_is_active() {
     let t = ledger();
-    let first = enqueue(&t.ledger, NewJob::new("noop").key("k")).await;
-    let second = enqueue(&t.ledger, NewJob::new("noop").key("k")).await;
+    let first = enqueue(&t.ledger, NewJob::new(noop()).key("k")).await;
+    let second = enqueue(&t.ledger, NewJob::new(noop()).key("k")).await;
     assert!(matches!(first, Enqueued::Created(_)));
     assert_eq!(second, Enqueued::Existing(first.id()));
 
@@ -79,14 +83,14 @@ async fn a_key_is_queued_once_while_its_job_is_active() {
         Some((first.id(), JobResult::Succeeded))
     );
     // Once the job is done, the same key is new work again.
-    let third = enqueue(&t.ledger, NewJob::new("noop").key("k")).await;
+    let third = enqueue(&t.ledger, NewJob::new(noop()).key("k")).await;
     assert!(matches!(third, Enqueued::Created(id) if id != first.id()));
 }
 
 #[tokio::test]
 async fn a_lapsed_lease_lets_another_worker_take_the_job_and_fences_the_first() {
     let t = ledger();
-    let id = enqueue(&t.ledger, NewJob::new("noop")).await.id();
+    let id = enqueue(&t.ledger, NewJob::new(noop())).await.id();
     let lease = Duration::from_millis(100);
     let a = t
         .ledger
@@ -160,14 +164,14 @@ async fn retryable_failures_back_off_then_the_job_dies_with_its_last_error() {
     let t = ledger();
     let calls = Arc::new(AtomicU32::new(0));
     let handlers = Handlers::default().register(
-        "flaky",
+        "noop",
         Failing {
             fatal: false,
             calls: calls.clone(),
         },
         KindConfig::default(),
     );
-    let id = enqueue(&t.ledger, NewJob::new("flaky").max_attempts(3))
+    let id = enqueue(&t.ledger, NewJob::new(noop()).max_attempts(3))
         .await
         .id();
 
@@ -215,14 +219,14 @@ async fn fatal_failures_are_not_retried() {
     let t = ledger();
     let calls = Arc::new(AtomicU32::new(0));
     let handlers = Handlers::default().register(
-        "broken",
+        "noop",
         Failing {
             fatal: true,
             calls: calls.clone(),
         },
         KindConfig::default(),
     );
-    let id = enqueue(&t.ledger, NewJob::new("broken").max_attempts(5))
+    let id = enqueue(&t.ledger, NewJob::new(noop()).max_attempts(5))
         .await
         .id();
     let r = runner(&t.ledger, handlers, Duration::from_millis(1));
@@ -252,11 +256,11 @@ async fn a_dying_job_ends_its_deployment_so_none_is_stranded() {
         .unwrap();
     enqueue(
         &t.ledger,
-        NewJob::new("broken").app(app).deployment(deployment),
+        NewJob::new(noop()).app(app).deployment(deployment),
     )
     .await;
     let handlers = Handlers::default().register(
-        "broken",
+        "noop",
         Failing {
             fatal: true,
             calls: Arc::default(),
@@ -297,9 +301,9 @@ async fn jobs_of_one_app_never_run_side_by_side() {
         })
         .await
         .unwrap();
-    let first = enqueue(&t.ledger, NewJob::new("noop").app(a)).await.id();
-    let second = enqueue(&t.ledger, NewJob::new("noop").app(a)).await.id();
-    let other = enqueue(&t.ledger, NewJob::new("noop").app(b)).await.id();
+    let first = enqueue(&t.ledger, NewJob::new(noop()).app(a)).await.id();
+    let second = enqueue(&t.ledger, NewJob::new(noop()).app(a)).await.id();
+    let other = enqueue(&t.ledger, NewJob::new(noop()).app(b)).await.id();
     let lease = Duration::from_secs(60);
     let claim = |l: Ledger| async move {
         l.run(move |c| jobs::claim(c, "w", lease, &["noop"]))
@@ -325,10 +329,10 @@ async fn jobs_of_one_app_never_run_side_by_side() {
 async fn a_restart_requeues_interrupted_jobs_at_once_or_buries_the_exhausted() {
     let t = ledger();
     let lease = Duration::from_secs(600);
-    let retried = enqueue(&t.ledger, NewJob::new("noop").max_attempts(3))
+    let retried = enqueue(&t.ledger, NewJob::new(noop()).max_attempts(3))
         .await
         .id();
-    let exhausted = enqueue(&t.ledger, NewJob::new("noop").max_attempts(1))
+    let exhausted = enqueue(&t.ledger, NewJob::new(noop()).max_attempts(1))
         .await
         .id();
     for _ in 0..2 {
@@ -356,7 +360,7 @@ async fn a_restart_requeues_interrupted_jobs_at_once_or_buries_the_exhausted() {
 #[tokio::test]
 async fn a_queued_job_cancels_at_once_and_is_never_claimed() {
     let t = ledger();
-    let id = enqueue(&t.ledger, NewJob::new("noop")).await.id();
+    let id = enqueue(&t.ledger, NewJob::new(noop())).await.id();
     assert_eq!(
         t.ledger.run(move |c| jobs::cancel(c, id)).await.unwrap(),
         CancelOutcome::Cancelled
@@ -408,7 +412,7 @@ async fn wait_for(ledger: &Ledger, id: i64, state: &'static str) {
 }
 
 async fn state_of(ledger: &Ledger, id: i64) -> String {
-    get(ledger, id).await.state
+    get(ledger, id).await.state.to_string()
 }
 
 #[tokio::test]
@@ -422,11 +426,11 @@ async fn the_queue_runs_work_when_nudged_and_when_delayed_work_falls_due_without
     )
     .await
     .unwrap();
-    let now = enqueue(&t.ledger, NewJob::new("noop")).await.id();
+    let now = enqueue(&t.ledger, NewJob::new(noop())).await.id();
     queue.send_message(JobQueueMsg::Nudge).unwrap();
     wait_for(&t.ledger, now, "succeeded").await;
 
-    let later = enqueue(&t.ledger, NewJob::new("noop").run_at(now_ms() + 300))
+    let later = enqueue(&t.ledger, NewJob::new(noop()).run_at(now_ms() + 300))
         .await
         .id();
     queue.send_message(JobQueueMsg::Nudge).unwrap();
@@ -449,7 +453,9 @@ async fn cancelling_a_running_job_stops_it() {
     .unwrap();
     let id = enqueue(
         &t.ledger,
-        NewJob::new("noop").payload(json!({ "sleep_ms": 60_000 })),
+        NewJob::new(JobKind::Noop {
+            sleep_ms: Some(60_000),
+        }),
     )
     .await
     .id();
@@ -477,7 +483,9 @@ async fn stopping_the_queue_gives_running_jobs_back_without_spending_an_attempt(
     .unwrap();
     let id = enqueue(
         &t.ledger,
-        NewJob::new("noop").payload(json!({ "sleep_ms": 60_000 })),
+        NewJob::new(JobKind::Noop {
+            sleep_ms: Some(60_000),
+        }),
     )
     .await
     .id();
@@ -498,7 +506,9 @@ async fn a_job_longer_than_its_lease_keeps_it_by_renewal_and_runs_once() {
     let (queue, handle) = Actor::spawn(None, JobQueue, args).await.unwrap();
     let id = enqueue(
         &t.ledger,
-        NewJob::new("noop").payload(json!({ "sleep_ms": 1_200 })),
+        NewJob::new(JobKind::Noop {
+            sleep_ms: Some(1_200),
+        }),
     )
     .await
     .id();
@@ -511,4 +521,118 @@ async fn a_job_longer_than_its_lease_keeps_it_by_renewal_and_runs_once() {
     );
     queue.stop(None);
     handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn rows_the_untyped_queue_wrote_are_claimed_as_their_kinds() {
+    let t = ledger();
+    let lease = Duration::from_secs(60);
+    let claimed = t
+        .ledger
+        .run(move |c| {
+            c.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES ('a', 1, 1), ('b', 1, 1), ('c', 1, 1)",
+                [],
+            )?;
+            c.execute(
+                r#"INSERT INTO jobs (kind, payload, app_id, next_run_at, created_at, updated_at) VALUES
+                   ('services', '{"purge_volumes":["rp-a-db"]}', 1, 1, 1, 1),
+                   ('backup', '{"backup_id":4}', 2, 2, 1, 1),
+                   ('restore', '{"backup_id":4,"service":"db"}', 3, 3, 1, 1),
+                   ('noop', '{"sleep_ms":5}', NULL, 4, 1, 1)"#,
+                [],
+            )?;
+            let mut kinds = Vec::new();
+            while let Some(job) =
+                jobs::claim(c, "w", lease, &["services", "backup", "restore", "noop"])?
+            {
+                kinds.push(job.kind);
+            }
+            Ok(kinds)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed,
+        vec![
+            JobKind::Services {
+                purge_volumes: vec!["rp-a-db".into()]
+            },
+            JobKind::Backup { backup_id: 4 },
+            JobKind::Restore {
+                backup_id: 4,
+                service: "db".into()
+            },
+            JobKind::Noop { sleep_ms: Some(5) },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_payload_does_not_fit_its_kind_dies_at_its_claim_with_its_deployment() {
+    let t = ledger();
+    let lease = Duration::from_secs(60);
+    let (bad, good, deployment, claimed) = t
+        .ledger
+        .run(move |c| {
+            c.execute("INSERT INTO apps (name, created_at, updated_at) VALUES ('a', 1, 1)", [])?;
+            c.execute(
+                "INSERT INTO deployments (app_id, state, trigger, created_at) VALUES (1, 'queued', 'api', 1)",
+                [],
+            )?;
+            let deployment = c.last_insert_rowid();
+            c.execute(
+                "INSERT INTO jobs (kind, payload, deployment_id, next_run_at, created_at, updated_at)
+                 VALUES ('backup', '{\"backup\":4}', ?1, 1, 1, 1)",
+                [deployment],
+            )?;
+            let bad = c.last_insert_rowid();
+            let good = jobs::enqueue(c, &NewJob::new(noop()).run_at(2))?.id();
+            let claimed = jobs::claim(c, "w", lease, &["backup", "noop"])?.map(|j| j.id);
+            Ok((bad, good, deployment, claimed))
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed, Some(good), "the next job is claimed instead");
+    let row = get(&t.ledger, bad).await;
+    assert_eq!(row.state.as_str(), "dead");
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("backup_id")),
+        "{row:?}"
+    );
+    let state = t
+        .ledger
+        .run(move |c| rustploy_actors::ledger::deployments::state_of(c, deployment))
+        .await
+        .unwrap();
+    assert_eq!(state.map(|s| s.as_str()), Some("failed"));
+}
+
+#[tokio::test]
+async fn a_job_named_by_a_kind_it_does_not_fit_is_refused() {
+    let t = ledger();
+    let refused = t
+        .ledger
+        .run(|c| {
+            Ok(jobs::enqueue(
+                c,
+                &NewJob::new("restore").payload(serde_json::json!({ "backup_id": 1 })),
+            ))
+        })
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    let ok = t
+        .ledger
+        .run(|c| {
+            jobs::enqueue(
+                c,
+                &NewJob::new("restore")
+                    .payload(serde_json::json!({ "backup_id": 1, "service": "db" })),
+            )
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
 }

@@ -11,5 +11,6 @@ mod migrations;
 mod retention;
 mod router_sync;
 mod sql_boundary;
+mod states;
 mod supervision;
 mod webhook_intake;
