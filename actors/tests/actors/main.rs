@@ -1,6 +1,8 @@
 //! The actors crate against a real SQLite ledger: the job queue's guarantees, the supervision
-//! policy, and migrations.
+//! policy, migrations, and the Deployer against a fake engine.
 
+mod deployer;
+mod fake_engine;
 mod helpers;
 mod jobs;
 mod migrations;
