@@ -399,6 +399,16 @@ impl World {
         self.caddy.live.lock().unwrap().to_string()
     }
 
+    /// Kills the app's Deployer (the supervisor's only child) as a crash would, mid-message.
+    /// Returns its id.
+    fn kill_deployer(&self) -> ractor::ActorId {
+        let supervisor = self.deployers.get().expect("the deployer supervisor runs");
+        let children = supervisor.get_cell().get_children();
+        assert_eq!(children.len(), 1, "one Deployer, for the one app");
+        children[0].kill();
+        children[0].get_id()
+    }
+
     /// Waits until the engine recorded a call matching `f`.
     async fn called(&self, what: &str, f: impl Fn(&Call) -> bool) {
         let f = &f;
@@ -755,11 +765,7 @@ async fn a_deployer_killed_mid_deployment_is_replaced_and_the_deployment_recover
     })
     .await;
 
-    let supervisor = w.deployers.get().expect("the deployer supervisor runs");
-    let children = supervisor.get_cell().get_children();
-    assert_eq!(children.len(), 1, "one Deployer, for the one app");
-    let killed = children[0].get_id();
-    children[0].kill();
+    let killed = w.kill_deployer();
 
     // The attempt the crash cut short counts as failed and is retried by a new Deployer,
     // which first removes what the dead one left half made.
@@ -767,6 +773,7 @@ async fn a_deployer_killed_mid_deployment_is_replaced_and_the_deployment_recover
     assert_eq!(row.state, "healthy", "{row:?}");
     let job = w.job_ended(job).await;
     assert_eq!((job.state.as_str(), job.attempts), ("succeeded", 2));
+    let supervisor = w.deployers.get().expect("the deployer supervisor runs");
     let replacement = supervisor.get_cell().get_children();
     assert_eq!(replacement.len(), 1);
     assert_ne!(replacement[0].get_id(), killed);
@@ -862,4 +869,34 @@ async fn a_deployment_of_an_app_without_a_repository_fails_without_building() {
             .any(|c| matches!(c, Call::Ping { .. } | Call::Compose { .. })),
         "{calls:?}"
     );
+}
+
+#[tokio::test]
+async fn a_deployment_whose_deployer_dies_on_every_attempt_fails_instead_of_staying_running() {
+    let w = World::start().await;
+    let (d, job) = w
+        .deploy(ProjectScript::default().up(Up::Hang { started: true }))
+        .await;
+    let project = w.project(d);
+    for attempt in 1..=3 {
+        eventually(WAIT, "the attempt is starting its release", || async {
+            w.engine.ups(&project) == attempt
+        })
+        .await;
+        w.kill_deployer();
+    }
+    let row = w.ended(d).await;
+    assert_eq!(
+        (row.state.as_str(), row.reason.as_deref()),
+        ("failed", Some("the deployer stopped during the deploy"))
+    );
+    let job = w.job(job).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("dead", 3));
+
+    // Nothing ran the dead attempt's cleanup: the app's next deployment removes what it left.
+    assert!(w.engine.exists(&project));
+    let (next, _) = w.deploy(web(at("10.89.0.4"))).await;
+    assert_eq!(w.ended(next).await.state, "healthy");
+    assert!(!w.engine.exists(&project));
+    assert_eq!(w.runtimes().await[0].deployment, next);
 }
