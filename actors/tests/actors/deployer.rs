@@ -32,7 +32,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::fake_engine::{Call, FakeEngine, Health, ProjectScript, ServiceScript, Up};
-use crate::helpers::{TestLedger, eventually, ledger};
+use crate::helpers::{TestLedger, ledger};
 
 const PREFIX: &str = "rp";
 const APP: &str = "shop";
@@ -300,17 +300,7 @@ impl World {
     /// Waits until deployment `id` and its job have ended, and returns the deployment. The
     /// job ends last: a healthy deployment is routed, and a failed one cleaned up, before.
     async fn ended(&self, id: i64) -> Deployment {
-        let job = self
-            .ledger()
-            .run(move |c| {
-                Ok(c.query_row(
-                    "SELECT MAX(id) FROM jobs WHERE deployment_id = ?1",
-                    [id],
-                    |r| r.get::<_, i64>(0),
-                )?)
-            })
-            .await
-            .unwrap();
+        let job = self.latest_job(id).await;
         self.job_ended(job).await;
         self.until(id, "the deployment ended", |d| {
             !matches!(d.state.as_str(), "queued" | "running")
@@ -320,13 +310,15 @@ impl World {
 
     async fn until(&self, id: i64, what: &str, f: impl Fn(&Deployment) -> bool) -> Deployment {
         let f = &f;
-        eventually(WAIT, what, || async move { f(&self.deployment(id).await) }).await;
+        self.wait(id, what, || async move { f(&self.deployment(id).await) })
+            .await;
         self.deployment(id).await
     }
 
     /// Waits until the job has ended (and so recorded its deployment's end as well).
     async fn job_ended(&self, job: i64) -> jobs::JobRow {
-        eventually(WAIT, "the job ended", || async move {
+        let deployment = self.job_deployment(job).await;
+        self.wait(deployment, "the job ended", || async move {
             matches!(
                 self.job(job).await.state.as_str(),
                 "succeeded" | "dead" | "cancelled"
@@ -334,6 +326,55 @@ impl World {
         })
         .await;
         self.job(job).await
+    }
+
+    /// Polls `check` until it holds; past [`WAIT`], fails with what the ledger and the
+    /// engine say about `deployment`.
+    async fn wait<F, Fut>(&self, deployment: i64, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check().await {
+            if tokio::time::Instant::now() > deadline {
+                let job = self.latest_job(deployment).await;
+                panic!(
+                    "timed out waiting until {what}\ndeployment {deployment}: {:?}\njob: {:?}\nlog: {:#?}\nengine: {:#?}",
+                    self.deployment(deployment).await,
+                    self.job(job).await,
+                    self.log(deployment).await,
+                    self.engine.calls()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn job_deployment(&self, job: i64) -> i64 {
+        self.ledger()
+            .run(move |c| {
+                Ok(
+                    c.query_row("SELECT deployment_id FROM jobs WHERE id = ?1", [job], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn latest_job(&self, deployment: i64) -> i64 {
+        self.ledger()
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT MAX(id) FROM jobs WHERE deployment_id = ?1",
+                    [deployment],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap()
     }
 
     async fn job(&self, id: i64) -> jobs::JobRow {
@@ -409,14 +450,12 @@ impl World {
         children[0].get_id()
     }
 
-    /// Waits until the engine recorded a call matching `f`.
-    async fn called(&self, what: &str, f: impl Fn(&Call) -> bool) {
+    /// Waits until the engine recorded a call matching `f` during `deployment`.
+    async fn called(&self, deployment: i64, what: &str, f: impl Fn(&Call) -> bool) {
         let f = &f;
-        eventually(
-            WAIT,
-            what,
-            || async move { self.engine.position(f).is_some() },
-        )
+        self.wait(deployment, what, || async move {
+            self.engine.position(f).is_some()
+        })
         .await;
     }
 }
@@ -680,6 +719,7 @@ async fn cancel_during_up(started: bool) {
         .await;
     let project = w.project(d);
     w.called(
+        d,
         "compose up ran",
         |c| matches!(c, Call::Compose { project: p, .. } if *p == project),
     )
@@ -732,7 +772,7 @@ async fn a_deployment_cancelled_during_its_health_check_never_takes_traffic() {
         }))
         .await;
     let project = w.project(second);
-    w.called("the health check looked", |c| {
+    w.called(second, "the health check looked", |c| {
         *c == Call::Containers(project.clone())
     })
     .await;
@@ -756,6 +796,7 @@ async fn a_deployer_killed_mid_deployment_is_replaced_and_the_deployment_recover
         .await;
     let project = w.project(d);
     w.called(
+        d,
         "compose up ran",
         |c| matches!(c, Call::Compose { project: p, .. } if *p == project),
     )
@@ -831,12 +872,13 @@ async fn a_new_healthy_release_supersedes_the_old_one_which_is_removed() {
     assert!(w.routes().contains("10.89.0.3:8080"), "{}", w.routes());
     assert!(!w.routes().contains("10.89.0.2"), "{}", w.routes());
     let old = w.project(first);
-    w.called("the old release was removed", |c| {
+    w.called(second, "the old release was removed", |c| {
         *c == Call::Teardown(old.clone())
     })
     .await;
     let old_images = format!("{PREFIX}-{APP}-web:d{first}");
     w.called(
+        second,
         "the old release's images were removed",
         |c| matches!(c, Call::RemoveImages(refs) if refs.contains(&old_images)),
     )
@@ -879,7 +921,7 @@ async fn a_deployment_whose_deployer_dies_on_every_attempt_fails_instead_of_stay
         .await;
     let project = w.project(d);
     for attempt in 1..=3 {
-        eventually(WAIT, "the attempt is starting its release", || async {
+        w.wait(d, "the attempt is starting its release", || async {
             w.engine.ups(&project) == attempt
         })
         .await;
