@@ -334,6 +334,7 @@ impl JobQueueState {
     /// Claims and starts due jobs while kinds have free slots, then schedules a wake-up for the
     /// next delayed job.
     async fn fill(&mut self, myself: &JobQueueRef) -> Result<(), ActorProcessingErr> {
+        let mut looked;
         loop {
             let free: Vec<String> = self
                 .runner
@@ -352,6 +353,7 @@ impl JobQueueState {
             if free.is_empty() {
                 return Ok(());
             }
+            looked = now_ms();
             let Some(job) = self.runner.claim(free).await? else {
                 break;
             };
@@ -366,11 +368,12 @@ impl JobQueueState {
                 let _ = me.send_message(JobQueueMsg::Finished(id));
             });
         }
-        self.schedule_wake(myself).await;
+        self.schedule_wake(myself, looked).await;
         Ok(())
     }
 
-    async fn schedule_wake(&mut self, myself: &JobQueueRef) {
+    /// `looked` is when the last claim started: a job due since then was not seen by it.
+    async fn schedule_wake(&mut self, myself: &JobQueueRef, looked: i64) {
         let kinds: Vec<String> = self
             .runner
             .handlers
@@ -399,6 +402,11 @@ impl JobQueueState {
                         .send_after(wait, || JobQueueMsg::Nudge)
                         .abort_handle(),
                 );
+            } else if at > looked {
+                // It fell due while the claim looked (a short retry backoff): look again now,
+                // or it would wait for the sweep. A job due before the claim looked waits for
+                // its app's running job, whose end wakes the queue.
+                let _ = myself.send_message(JobQueueMsg::Nudge);
             }
         }
     }

@@ -1,9 +1,11 @@
 //! The actors crate against a real SQLite ledger: the job queue's guarantees, the supervision
-//! policy, and migrations.
+//! policy, migrations, and the Deployer against a fake engine.
 
 mod access_states;
 mod changes;
+mod deployer;
 mod domain_states;
+mod fake_engine;
 mod helpers;
 mod hook_states;
 mod jobs;
