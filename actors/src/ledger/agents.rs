@@ -176,6 +176,15 @@ pub fn list(
     .collect::<Result<_, _>>()?)
 }
 
+/// Every agent, by host name (the dashboard's list).
+pub fn by_hostname(c: &Connection) -> Result<Vec<AgentRow>, LedgerError> {
+    Ok(
+        c.prepare_cached(&format!("{AGENT_SELECT} ORDER BY a.hostname, a.id"))?
+            .query_map([], agent_from_row)?
+            .collect::<Result<_, _>>()?,
+    )
+}
+
 /// One agent.
 pub fn get(c: &Connection, id: i64) -> Result<Option<AgentRow>, LedgerError> {
     Ok(

@@ -297,3 +297,12 @@ pub fn summaries(c: &Connection) -> Result<Vec<AppSummary>, LedgerError> {
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
+
+/// The branch the app was imported to follow, when it was imported.
+pub fn import_branch(c: &Connection, app_id: i64) -> Result<Option<String>, LedgerError> {
+    Ok(
+        c.prepare_cached("SELECT branch FROM app_import_configs WHERE app_id = ?1")?
+            .query_row([app_id], |r| r.get(0))
+            .optional()?,
+    )
+}

@@ -45,3 +45,21 @@ pub fn record(c: &Connection, uses: &[TokenUse]) -> Result<(), LedgerError> {
     }
     Ok(())
 }
+
+/// Records that a person or token was shown a secret (credentials, secret values) outside an
+/// API request of its own: a dashboard page. `path` names the API resource it equals.
+pub fn record_shown(
+    c: &Connection,
+    token_id: Option<i64>,
+    user_id: Option<i64>,
+    path: &str,
+    detail: &str,
+    at: Millis,
+) -> Result<(), LedgerError> {
+    c.prepare_cached(
+        "INSERT INTO token_audit_events (token_id, user_id, method, path, status, detail, at)
+         VALUES (?1, ?2, 'GET', ?3, 200, ?4, ?5)",
+    )?
+    .execute(params![token_id, user_id, path, detail, at])?;
+    Ok(())
+}

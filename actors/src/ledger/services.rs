@@ -5,7 +5,7 @@
 //! and sealed; they never change for the life of the service.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use rustploy_api::states::BackupState;
+use rustploy_api::states::{BackupState, JobState};
 use serde::Serialize;
 
 use super::jobs::{self, NewJob};
@@ -514,4 +514,89 @@ mod tests {
         assert_eq!(stamp(1_795_801_501_000), "20261127T174501Z");
         assert_eq!(stamp(951_782_400_000), "20000229T000000Z");
     }
+}
+
+/// A service deleted with its data kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptRow {
+    pub name: String,
+    pub engine: String,
+    pub volume: String,
+    pub deleted_at: Millis,
+}
+
+/// The app's services deleted with their data kept, by name.
+pub fn kept_list(conn: &Connection, app_id: i64) -> Result<Vec<KeptRow>, LedgerError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT name, engine, volume, deleted_at FROM managed_services
+              WHERE app_id = ?1 AND deleted_at IS NOT NULL ORDER BY name",
+        )?
+        .query_map([app_id], |r| {
+            Ok(KeptRow {
+                name: r.get(0)?,
+                engine: r.get(1)?,
+                volume: r.get(2)?,
+                deleted_at: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Whether a change of the app's services is queued or running.
+pub fn apply_pending(conn: &Connection, app: &str) -> Result<bool, LedgerError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs j JOIN apps a ON a.id = j.app_id
+                             WHERE a.name = ?1 AND j.kind = 'services'
+                               AND j.state IN ('queued', 'running'))",
+        )?
+        .query_row([app], |r| r.get(0))?)
+}
+
+/// The error of the app's newest change of its services, when it failed and is not being
+/// retried.
+pub fn last_apply_error(conn: &Connection, app_id: i64) -> Result<Option<String>, LedgerError> {
+    let newest: Option<(JobState, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT state, last_error FROM jobs WHERE app_id = ?1 AND kind = 'services'
+              ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([app_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(newest.and_then(|(state, e)| (state != JobState::Succeeded).then_some(e).flatten()))
+}
+
+/// A restore job of an app, as the backups page follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreJobRow {
+    pub id: i64,
+    pub state: JobState,
+    pub last_error: Option<String>,
+    pub backup_id: Option<i64>,
+}
+
+/// The app's restore job `id`, when it is one.
+pub fn restore_job(
+    conn: &Connection,
+    app_id: i64,
+    id: i64,
+) -> Result<Option<RestoreJobRow>, LedgerError> {
+    let row: Option<(JobState, Option<String>, String)> = conn
+        .prepare_cached(
+            "SELECT state, last_error, payload FROM jobs
+              WHERE id = ?1 AND app_id = ?2 AND kind = 'restore'",
+        )?
+        .query_row(params![id, app_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    Ok(row.map(|(state, last_error, payload)| RestoreJobRow {
+        id,
+        state,
+        last_error,
+        backup_id: serde_json::from_str::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|p| p["backup_id"].as_i64()),
+    }))
 }

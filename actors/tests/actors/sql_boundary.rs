@@ -4,17 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// Files that still hold SQL of their own, each to be moved behind `ledger/` functions. The
-/// list only shrinks: a file that no longer needs its entry fails the test until the entry
-/// goes, and a new file with SQL fails it at once.
-const NOT_YET_MOVED: &[&str] = &[
-    "server/src/http/dashboard/apps.rs",
-    "server/src/http/dashboard/services.rs",
-    "server/src/http/dashboard/system.rs",
-    "server/src/http/ops.rs",
-    "server/src/http/services_api.rs",
-];
-
 /// What counts as SQL outside the ledger: statement text (every statement here starts a
 /// string literal), and the rusqlite calls that only ever take SQL.
 const MARKERS: &[&str] = &[
@@ -56,14 +45,7 @@ fn no_sql_outside_the_ledger() {
     ] {
         sources(&root.join(crate_src), &mut files);
     }
-    for entry in NOT_YET_MOVED {
-        assert!(
-            root.join(entry).is_file(),
-            "{entry} is listed but does not exist"
-        );
-    }
     let mut offenders = Vec::new();
-    let mut cleared = Vec::new();
     for file in files {
         if file.starts_with(&ledger) {
             continue;
@@ -79,20 +61,11 @@ fn no_sql_outside_the_ledger() {
             .filter(|(_, line)| MARKERS.iter().any(|m| line.contains(m)))
             .map(|(n, line)| format!("{rel}:{}: {}", n + 1, line.trim()))
             .collect();
-        let allowed = NOT_YET_MOVED.contains(&rel.as_str());
-        match (hits.is_empty(), allowed) {
-            (false, false) => offenders.extend(hits),
-            (true, true) => cleared.push(rel),
-            _ => {}
-        }
+        offenders.extend(hits);
     }
     assert!(
         offenders.is_empty(),
         "SQL outside actors/src/ledger/ (move it behind a ledger function):\n{}",
         offenders.join("\n")
-    );
-    assert!(
-        cleared.is_empty(),
-        "these files hold no SQL any more: remove them from NOT_YET_MOVED: {cleared:?}"
     );
 }

@@ -14,8 +14,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rusqlite::OptionalExtension;
-use rustploy_actors::ledger::jobs;
+use rustploy_actors::ledger::{deployments, domains, jobs};
+use rustploy_api::states::DomainStatus;
 use serde_json::json;
 
 use super::AppState;
@@ -155,19 +155,11 @@ async fn router_state(state: &AppState) -> serde_json::Value {
     let read = state
         .ledger
         .run(|c| {
-            let recorded: Option<String> = c
-                .query_row(
-                    "SELECT value FROM settings WHERE key = 'router.state'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let mut stmt = c.prepare_cached(
-                "SELECT hostname, status_message FROM domains WHERE status = 'error' ORDER BY hostname LIMIT 20",
-            )?;
-            let errors = stmt
-                .query_map([], |r| Ok(json!({ "domain": r.get::<_, String>(0)?, "error": r.get::<_, Option<String>>(1)? })))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let recorded = domains::router_state(c)?;
+            let errors: Vec<serde_json::Value> = domains::with_status(c, DomainStatus::Error, 20)?
+                .into_iter()
+                .map(|d| json!({ "domain": d.hostname, "error": d.status_message }))
+                .collect();
             Ok((recorded, errors))
         })
         .await;
@@ -208,11 +200,10 @@ async fn metrics(
         .ledger
         .run(|c| {
             let jobs = jobs::count_by_state(c)?;
-            let mut stmt =
-                c.prepare_cached("SELECT state, COUNT(*) FROM deployments GROUP BY state")?;
-            let deployments = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<(String, i64)>, _>>()?;
+            let deployments: Vec<(String, i64)> = deployments::count_by_state(c)?
+                .into_iter()
+                .map(|(state, n)| (state.to_string(), n))
+                .collect();
             Ok((jobs, deployments))
         })
         .await;

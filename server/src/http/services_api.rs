@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
-use rusqlite::OptionalExtension;
 use rustploy_actors::deploy::DeployConfig;
 use rustploy_actors::deploy::docker::DockerEngine;
 use rustploy_actors::job_queue::JobQueueMsg;
@@ -179,15 +178,7 @@ pub(super) async fn views(
     let a = app.to_string();
     let pending = state
         .ledger
-        .run(move |c| {
-            Ok(c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM jobs j JOIN apps a ON a.id = j.app_id
-                                 WHERE a.name = ?1 AND j.kind = 'services'
-                                   AND j.state IN ('queued', 'running'))",
-                [a],
-                |r| r.get::<_, bool>(0),
-            )?)
-        })
+        .run(move |c| rows::apply_pending(c, &a))
         .await
         .unwrap_or(false);
     let statuses = match tokio::time::timeout(STATUS_TIMEOUT, scope.statuses(&names)).await {
@@ -244,13 +235,7 @@ pub(super) fn last_services_error(
     c: &rusqlite::Connection,
     app_id: i64,
 ) -> Result<Option<String>, rustploy_actors::ledger::LedgerError> {
-    Ok(c.query_row(
-        "SELECT state, last_error FROM jobs WHERE app_id = ?1 AND kind = 'services' ORDER BY id DESC LIMIT 1",
-        [app_id],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
-    )
-    .optional()?
-    .and_then(|(state, e)| (state != "succeeded").then_some(e).flatten()))
+    rows::last_apply_error(c, app_id)
 }
 
 async fn list_services(

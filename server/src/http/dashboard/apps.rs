@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use maud::{Markup, html};
-use rusqlite::OptionalExtension;
 use rustploy_actors::ledger::apps::{self, AppSummary};
 use rustploy_actors::ledger::deployments::views::{self as deployment_views, DeploymentRow};
 use rustploy_actors::ledger::trust::{self, Trust};
+use rustploy_actors::ledger::webhooks;
 use rustploy_api::apps::App;
 use rustploy_api::states::{DeploymentState, DomainSource, TlsMode};
 use serde::Deserialize;
@@ -1213,30 +1213,25 @@ async fn github_page(
         .ledger
         .run(move |c| {
             let integration = webhook_api::load_integration(c, app)?;
-            let imported_branch: Option<String> = c
-                .query_row(
-                    "SELECT branch FROM app_import_configs WHERE app_id = ?1",
-                    [app],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let deliveries = c
-                .prepare_cached(
-                    "SELECT received_at, event, git_ref, commit_sha, outcome, reason, deployment_id
-                       FROM webhook_deliveries WHERE app_id = ?1 ORDER BY id DESC LIMIT 50",
-                )?
-                .query_map([app], |r| {
-                    Ok(DeliveryRow {
-                        received_at: r.get(0)?,
-                        event: r.get(1)?,
-                        git_ref: r.get(2)?,
-                        commit: r.get(3)?,
-                        outcome: r.get(4)?,
-                        reason: r.get(5)?,
-                        deployment: r.get(6)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let imported_branch = apps::import_branch(c, app)?;
+            let filter = webhooks::DeliveryFilter {
+                app_id: Some(app),
+                outcome: None,
+                before: i64::MAX,
+                limit: 50,
+            };
+            let deliveries: Vec<DeliveryRow> = webhooks::list(c, &filter)?
+                .into_iter()
+                .map(|d| DeliveryRow {
+                    received_at: d.received_at,
+                    event: d.event,
+                    git_ref: d.git_ref,
+                    commit: d.commit_sha,
+                    outcome: d.outcome.to_string(),
+                    reason: d.reason,
+                    deployment: d.deployment_id,
+                })
+                .collect();
             Ok((integration, imported_branch, deliveries))
         })
         .await;

@@ -11,9 +11,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use maud::{Markup, html};
-use rusqlite::{Connection, OptionalExtension, params};
-use rustploy_actors::ledger::services::{self as rows, BackupRow, ServiceRow};
-use rustploy_actors::ledger::{LedgerError, now_ms};
+use rusqlite::Connection;
+use rustploy_actors::ledger::services::{
+    self as rows, BackupRow, KeptRow as Kept, RestoreJobRow as RestoreJob, ServiceRow,
+};
+use rustploy_actors::ledger::{LedgerError, audit, now_ms};
 use rustploy_actors::services::Engine;
 use rustploy_api::states::BackupState;
 use serde::Deserialize;
@@ -268,29 +270,10 @@ fn service_actions(v: &Viewer, base: &str, s: &ServiceRow) -> Markup {
     }
 }
 
-/// A service deleted with its data kept: its row stays, so that a service made again under its
-/// name takes back the volume and the credentials the data was made with.
-struct Kept {
-    name: String,
-    engine: String,
-    volume: String,
-    deleted_at: i64,
-}
-
+/// The app's services deleted with their data kept: their rows stay, so that a service made
+/// again under a name takes back the volume and the credentials the data was made with.
 fn kept_volumes(c: &Connection, app: i64) -> Result<Vec<Kept>, LedgerError> {
-    Ok(c.prepare_cached(
-        "SELECT name, engine, volume, deleted_at FROM managed_services
-          WHERE app_id = ?1 AND deleted_at IS NOT NULL ORDER BY name",
-    )?
-    .query_map([app], |r| {
-        Ok(Kept {
-            name: r.get(0)?,
-            engine: r.get(1)?,
-            volume: r.get(2)?,
-            deleted_at: r.get(3)?,
-        })
-    })?
-    .collect::<Result<Vec<_>, _>>()?)
+    rustploy_actors::ledger::services::kept_list(c, app)
 }
 
 fn kept_section(v: &Viewer, base: &str, kept: &[Kept]) -> Markup {
@@ -468,16 +451,15 @@ async fn record_reveal(
             let tx = c.transaction()?;
             let at = now_ms();
             for name in &names {
-                tx.execute(
-                    "INSERT INTO token_audit_events (token_id, user_id, method, path, status, detail, at)
-                     VALUES (?1, ?2, 'GET', ?3, 200, ?4, ?5)",
-                    params![
-                        token_id,
-                        user_id,
-                        format!("/api/v1/apps/{app}/services/{name}/credentials"),
-                        format!("revealed the credentials of service {name} of app {app} in the dashboard"),
-                        at
-                    ],
+                audit::record_shown(
+                    &tx,
+                    token_id,
+                    user_id,
+                    &format!("/api/v1/apps/{app}/services/{name}/credentials"),
+                    &format!(
+                        "revealed the credentials of service {name} of app {app} in the dashboard"
+                    ),
+                    at,
                 )?;
             }
             tx.commit()?;
@@ -498,37 +480,9 @@ struct BackupsQuery {
     restore_job: Option<String>,
 }
 
-/// A restore just requested, as the backups page follows it.
-struct RestoreJob {
-    id: i64,
-    state: String,
-    last_error: Option<String>,
-    backup_id: Option<i64>,
-}
-
-impl RestoreJob {
-    fn active(&self) -> bool {
-        matches!(self.state.as_str(), "queued" | "running")
-    }
-}
-
 /// The app's restore job `id`, when it is one.
 fn restore_job(c: &Connection, app: i64, id: i64) -> Result<Option<RestoreJob>, LedgerError> {
-    let row: Option<(String, Option<String>, String)> = c
-        .query_row(
-            "SELECT state, last_error, payload FROM jobs WHERE id = ?1 AND app_id = ?2 AND kind = 'restore'",
-            params![id, app],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    Ok(row.map(|(state, last_error, payload)| RestoreJob {
-        id,
-        state,
-        last_error,
-        backup_id: serde_json::from_str::<Value>(&payload)
-            .ok()
-            .and_then(|p| p["backup_id"].as_i64()),
-    }))
+    rustploy_actors::ledger::services::restore_job(c, app, id)
 }
 
 async fn backups(
@@ -696,14 +650,14 @@ fn restore_notice(j: &RestoreJob, name: &str, page_url: &str) -> Markup {
     };
     html! {
         // Refreshed from this page with the job, until the restore has ended.
-        div id="restore" data-refresh=[j.active().then_some("5")] data-refresh-from={ (page_url) "?restore_job=" (j.id) } {
+        div id="restore" data-refresh=[j.state.is_active().then_some("5")] data-refresh-from={ (page_url) "?restore_job=" (j.id) } {
             div class=(class) role="status" {
                 p {
                     "Restore"
                     @if let Some(b) = j.backup_id { " of backup #" (b) }
-                    " into " strong { (name) } " (job " (j.id) "): " (badge(&j.state))
+                    " into " strong { (name) } " (job " (j.id) "): " (badge(j.state.as_str()))
                 }
-                @if j.active() { p { "It replaces the service's data when it runs; this notice follows it." } }
+                @if j.state.is_active() { p { "It replaces the service's data when it runs; this notice follows it." } }
                 @if let Some(e) = &j.last_error { p.reason { (e) } }
                 p.hint { "The job is also at " code { "GET /api/v1/jobs/" (j.id) } "." }
             }

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use maud::html;
-use rusqlite::OptionalExtension;
-use rustploy_api::agents::Sample;
+use rustploy_actors::ledger::{agents, domains};
+use rustploy_api::agents::{AgentState, Sample};
 
 use super::{Section, Table, Viewer, badge, duration, error_page, layout, respond, when};
 use crate::http::AppState;
@@ -25,7 +25,7 @@ struct AgentRow {
     id: i64,
     hostname: String,
     version: Option<String>,
-    state: String,
+    state: AgentState,
     last_heartbeat_at: Option<i64>,
     sample: Option<Sample>,
 }
@@ -38,30 +38,17 @@ async fn agents(State(state): State<AppState>, Extension(v): Extension<Viewer>) 
     let read = state
         .ledger
         .run(|c| {
-            let mut rows: Vec<AgentRow> = c
-                .prepare_cached(
-                    "SELECT id, hostname, version, state, last_heartbeat_at FROM agents ORDER BY hostname",
-                )?
-                .query_map([], |r| {
-                    Ok(AgentRow {
-                        id: r.get(0)?,
-                        hostname: r.get(1)?,
-                        version: r.get(2)?,
-                        state: r.get(3)?,
-                        last_heartbeat_at: r.get(4)?,
-                        sample: None,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            for row in &mut rows {
-                let sample: Option<String> = c
-                    .prepare_cached(
-                        "SELECT sample_json FROM agent_heartbeats WHERE agent_id = ?1
-                          ORDER BY received_at DESC, id DESC LIMIT 1",
-                    )?
-                    .query_row([row.id], |r| r.get(0))
-                    .optional()?;
-                row.sample = sample.and_then(|s| serde_json::from_str(&s).ok());
+            let mut rows = Vec::new();
+            for a in agents::by_hostname(c)? {
+                let sample = agents::recent_samples(c, a.id, 1)?.pop().map(|s| s.sample);
+                rows.push(AgentRow {
+                    id: a.id,
+                    hostname: a.hostname,
+                    version: a.version,
+                    state: a.state,
+                    last_heartbeat_at: a.last_heartbeat_at,
+                    sample,
+                });
             }
             Ok(rows)
         })
@@ -84,7 +71,7 @@ async fn agents(State(state): State<AppState>, Extension(v): Extension<Viewer>) 
                         thead { tr { th { "Host" } th { "State" } th { "Last heartbeat" } th { "CPU" } th { "Memory" } th { "Disk" } } }
                         tbody { @for a in &rows { tr {
                             td { (a.hostname) br; small { "#" (a.id) @if let Some(ver) = &a.version { " · " (ver) } } }
-                            td { (badge(&a.state)) }
+                            td { (badge(a.state.as_str())) }
                             td { @if let Some(t) = a.last_heartbeat_at { (when(t)) br; small { (duration(now - t)) " ago" } } @else { "never" } }
                             @if let Some(s) = &a.sample {
                                 td { (format!("{:.0} %", s.cpu.percent)) br; small { (s.cpu.cores) " cores" } }
@@ -113,14 +100,7 @@ async fn settings(State(state): State<AppState>, Extension(v): Extension<Viewer>
     let (docker, caddy) = tokio::join!(crate::probes::docker(timeout), caddy);
     let router = state
         .ledger
-        .run(|c| {
-            Ok(c.query_row(
-                "SELECT value FROM settings WHERE key = 'router.state'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?)
-        })
+        .run(|c| domains::router_state(c))
         .await
         .ok()
         .flatten();
