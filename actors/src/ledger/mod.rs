@@ -110,7 +110,7 @@ impl Ledger {
                  PRAGMA synchronous = NORMAL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = {busy_ms};
-                 PRAGMA cache_size = -500;"
+                 PRAGMA cache_size = -2000;"
             ))
         });
         let pool = r2d2::Pool::builder()
