@@ -105,8 +105,11 @@ impl Ledger {
             watcher.watch(c)?;
             // The actors and the server use about forty distinct cached statements.
             c.set_prepared_statement_cache_capacity(64);
+            // Before anything else touches a new file: auto vacuum only takes on a file
+            // without tables (an existing ledger is switched once by `migrate`, with VACUUM).
             c.execute_batch(&format!(
-                "PRAGMA journal_mode = WAL;
+                "PRAGMA auto_vacuum = INCREMENTAL;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = {busy_ms};
