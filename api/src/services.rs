@@ -198,6 +198,12 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
+/// `POST /api/v1/jobs`: the ids of the jobs queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsQueued {
+    pub ids: Vec<i64>,
+}
+
 impl Job {
     /// It will not run again: it succeeded, died or was cancelled.
     pub fn is_finished(&self) -> bool {

@@ -11,11 +11,11 @@ use rustploy_actors::ledger::LedgerError;
 use rustploy_actors::ledger::apps::{self, Renamed};
 use rustploy_actors::ledger::changes::Table;
 use rustploy_actors::ledger::deployments::views as deployment_views;
-use rustploy_actors::ledger::jobs::{self, CancelOutcome, NewJob};
+use rustploy_actors::ledger::jobs::{self, CancelOutcome, JobKind, NewJob};
 use rustploy_api::apps::App;
+use rustploy_api::services::{Job, JobsQueued};
 use rustploy_api::states::JobState;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Need, require};
@@ -102,19 +102,6 @@ impl Page {
         };
         Ok((limit as i64, after))
     }
-}
-
-/// Lists are newest first; `next_cursor` continues after the last item.
-pub(super) fn page_of(items: Vec<Value>, limit: i64) -> Value {
-    let next = (items.len() as i64 == limit)
-        .then(|| {
-            items
-                .last()
-                .and_then(|i| i["id"].as_i64())
-                .map(|id| id.to_string())
-        })
-        .flatten();
-    json!({ "items": items, "next_cursor": next })
 }
 
 /// Resolves `{app}`: a numeric id, or the app's unique name.
@@ -294,21 +281,22 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8
     })
 }
 
-fn job_json(j: jobs::JobRow) -> Value {
-    json!({
-        "id": j.id,
-        "kind": j.kind,
-        "key": j.key,
-        "state": j.state,
-        "attempts": j.attempts,
-        "max_attempts": j.max_attempts,
-        "next_run_at": rfc3339(j.next_run_at),
-        "locked_until": j.locked_until.map(rfc3339),
-        "last_error": j.last_error,
-        "cancel_requested": j.cancel_requested,
-        "created_at": rfc3339(j.created_at),
-        "finished_at": j.finished_at.map(rfc3339),
-    })
+/// A job row as the API shows it.
+fn job_view(j: jobs::JobRow) -> Job {
+    Job {
+        id: j.id,
+        kind: j.kind,
+        key: j.key,
+        state: j.state.to_string(),
+        attempts: j.attempts.into(),
+        max_attempts: j.max_attempts.into(),
+        next_run_at: Some(rfc3339(j.next_run_at)),
+        locked_until: j.locked_until.map(rfc3339),
+        last_error: j.last_error,
+        cancel_requested: j.cancel_requested,
+        created_at: rfc3339(j.created_at),
+        finished_at: j.finished_at.map(rfc3339),
+    }
 }
 
 async fn list_jobs(
@@ -333,13 +321,13 @@ async fn list_jobs(
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(j) = jobs::get(c, id)? {
-                    out.push(job_json(j));
+                    out.push(job_view(j));
                 }
             }
             Ok(out)
         })
         .await?;
-    Ok(ApiJson(page_of(items, limit)))
+    Ok(ApiJson(views::page(items, limit, |j: &Job| j.id)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -385,7 +373,9 @@ async fn enqueue_jobs(
                 ids.push(
                     jobs::enqueue(
                         &tx,
-                        &NewJob::new("noop").payload(json!({ "sleep_ms": sleep_ms })),
+                        &NewJob::new(JobKind::Noop {
+                            sleep_ms: Some(sleep_ms),
+                        }),
                     )?
                     .id(),
                 );
@@ -395,7 +385,7 @@ async fn enqueue_jobs(
         })
         .await?;
     state.job_queue.nudge(JobQueueMsg::Nudge);
-    Ok((StatusCode::ACCEPTED, ApiJson(json!({ "ids": ids }))))
+    Ok((StatusCode::ACCEPTED, ApiJson(JobsQueued { ids })))
 }
 
 async fn get_job(
@@ -403,7 +393,7 @@ async fn get_job(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
     let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
-    job.map(|j| ApiJson(job_json(j)))
+    job.map(|j| ApiJson(job_view(j)))
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
@@ -424,7 +414,7 @@ async fn cancel_job(
         CancelOutcome::Cancelled => StatusCode::OK,
     };
     let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
-    Ok((status, ApiJson(job.map(job_json).unwrap_or(Value::Null))))
+    Ok((status, ApiJson(job.map(job_view))))
 }
 
 #[cfg(test)]
