@@ -33,7 +33,7 @@ use crate::deploy::redact::Redactor;
 use crate::deploy::{DeployConfig, checkout, contexts, finalize};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::deployments::{self, Release, RoutedContainer};
-use crate::ledger::jobs::{self, ClaimedJob, JobKind};
+use crate::ledger::jobs::{ClaimedJob, JobKind};
 use crate::ledger::services as service_rows;
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::router_sync::{RouterSyncMsg, SyncReport};
@@ -386,7 +386,7 @@ impl DeployerState {
     async fn app_name(&self) -> Result<String, JobError> {
         let app_id = self.app_id;
         self.ledger
-            .run(move |c| deployments::app_name(c, app_id))
+            .run(move |c| crate::ledger::apps::name(c, app_id))
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?
             .ok_or_else(|| JobError::Fatal("the app no longer exists".into()))
@@ -446,7 +446,9 @@ impl DeployerState {
         let (result, name) = (outcome.clone(), row.service.clone());
         let pruned = self
             .ledger
-            .run(move |c| jobs::finish_backup(c, app_id, id, &name, result, keep))
+            .run(move |c| {
+                crate::ledger::services::finish_backup_and_prune(c, app_id, id, &name, result, keep)
+            })
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?;
         for b in pruned {

@@ -306,3 +306,10 @@ pub fn import_branch(c: &Connection, app_id: i64) -> Result<Option<String>, Ledg
             .optional()?,
     )
 }
+
+/// An app's name.
+pub fn name(c: &Connection, app_id: i64) -> Result<Option<String>, LedgerError> {
+    Ok(c.prepare_cached("SELECT name FROM apps WHERE id = ?1")?
+        .query_row([app_id], |r| r.get(0))
+        .optional()?)
+}

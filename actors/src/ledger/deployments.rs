@@ -27,25 +27,6 @@ use crate::crypto::SecretBox;
 use crate::deploy::contexts;
 use crate::deploy::plan::{self, Past};
 
-/// One deployment, as the ledger stores it (without its sealed env snapshot and its timings).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentRow {
-    pub id: i64,
-    pub app_id: i64,
-    pub state: DeploymentState,
-    pub step: Option<DeployStep>,
-    pub requested_ref: Option<String>,
-    pub commit_sha: Option<String>,
-    /// `api`, `webhook`, `rollback`, ...
-    pub trigger: String,
-    pub triggered_by: Option<String>,
-    pub rollback_of: Option<i64>,
-    pub reason: Option<String>,
-    pub created_at: Millis,
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-}
-
 /// What became of a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -63,33 +44,6 @@ impl Transition {
     pub fn is_done(self) -> bool {
         self == Transition::Done
     }
-}
-
-pub fn get(conn: &Connection, id: i64) -> Result<Option<DeploymentRow>, LedgerError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, app_id, state, step, requested_ref, commit_sha, trigger, triggered_by,
-                    rollback_of, reason, created_at, started_at, finished_at
-               FROM deployments WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok(DeploymentRow {
-                id: r.get(0)?,
-                app_id: r.get(1)?,
-                state: r.get(2)?,
-                step: r.get(3)?,
-                requested_ref: r.get(4)?,
-                commit_sha: r.get(5)?,
-                trigger: r.get(6)?,
-                triggered_by: r.get(7)?,
-                rollback_of: r.get(8)?,
-                reason: r.get(9)?,
-                created_at: r.get(10)?,
-                started_at: r.get(11)?,
-                finished_at: r.get(12)?,
-            })
-        })
-        .optional()?)
 }
 
 pub fn state_of(conn: &Connection, id: i64) -> Result<Option<DeploymentState>, LedgerError> {
@@ -571,15 +525,6 @@ pub fn live(conn: &Connection, app_id: i64) -> Result<Option<i64>, LedgerError> 
     Ok(conn
         .prepare_cached("SELECT MAX(deployment_id) FROM app_runtimes WHERE app_id = ?1")?
         .query_row([app_id], |r| r.get::<_, Option<i64>>(0))?)
-}
-
-/// An app's name.
-// TODO(merge): belongs in apps.rs.
-pub fn app_name(conn: &Connection, app_id: i64) -> Result<Option<String>, LedgerError> {
-    Ok(conn
-        .prepare_cached("SELECT name FROM apps WHERE id = ?1")?
-        .query_row([app_id], |r| r.get(0))
-        .optional()?)
 }
 
 /// The repository an app deploys from, its credentials still sealed.

@@ -20,7 +20,6 @@ use rustploy_api::states::JobState;
 use serde::{Deserialize, Serialize};
 
 use super::deployments;
-use super::services::{self as service_rows, BackupRow};
 use super::{LedgerError, Millis, now_ms};
 
 pub type JobId = i64;
@@ -737,31 +736,50 @@ pub fn latest_of_deployment(
         .optional()?)
 }
 
+/// The columns [`job_from_row`] reads, in its order.
+const JOB_COLUMNS: &str =
+    "id, kind, job_key, state, attempts, max_attempts, next_run_at, locked_until,
+        locked_by, last_error, cancel_requested, created_at, finished_at";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        key: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        max_attempts: r.get(5)?,
+        next_run_at: r.get(6)?,
+        locked_until: r.get(7)?,
+        locked_by: r.get(8)?,
+        last_error: r.get(9)?,
+        cancel_requested: r.get(10)?,
+        created_at: r.get(11)?,
+        finished_at: r.get(12)?,
+    })
+}
+
 pub fn get(conn: &Connection, id: JobId) -> Result<Option<JobRow>, LedgerError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT id, kind, job_key, state, attempts, max_attempts, next_run_at, locked_until,
-                    locked_by, last_error, cancel_requested, created_at, finished_at
-               FROM jobs WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok(JobRow {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                key: r.get(2)?,
-                state: r.get(3)?,
-                attempts: r.get(4)?,
-                max_attempts: r.get(5)?,
-                next_run_at: r.get(6)?,
-                locked_until: r.get(7)?,
-                locked_by: r.get(8)?,
-                last_error: r.get(9)?,
-                cancel_requested: r.get(10)?,
-                created_at: r.get(11)?,
-                finished_at: r.get(12)?,
-            })
-        })
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_from_row)
         .optional()?)
+}
+
+/// One page of jobs with ids below `before`, newest first, only those in `state` when given.
+pub fn page(
+    conn: &Connection,
+    state: Option<JobState>,
+    before: JobId,
+    limit: i64,
+) -> Result<Vec<JobRow>, LedgerError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id < ?1 AND (?2 IS NULL OR state = ?2)
+              ORDER BY id DESC LIMIT ?3"
+        ))?
+        .query_map(params![before, state, limit], job_from_row)?
+        .collect::<Result<_, _>>()?)
 }
 
 /// How many jobs are in each state.
@@ -771,27 +789,6 @@ pub fn count_by_state(conn: &Connection) -> Result<Vec<(String, i64)>, LedgerErr
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows)
-}
-
-/// Ends a `backup` job's backup: its row finished with `outcome`, and the finished backups of
-/// its service beyond the newest `keep` deleted. Returns the deleted rows, whose files the
-/// caller removes.
-// TODO(merge): belongs in services.rs, beside `finish_backup` and `beyond_retention`.
-pub fn finish_backup(
-    conn: &Connection,
-    app_id: i64,
-    backup_id: i64,
-    service: &str,
-    outcome: Result<u64, String>,
-    keep: u32,
-) -> Result<Vec<BackupRow>, LedgerError> {
-    service_rows::finish_backup(conn, backup_id, outcome)?;
-    let old = service_rows::beyond_retention(conn, app_id, service, keep)?;
-    for b in &old {
-        conn.prepare_cached("DELETE FROM service_backups WHERE id = ?1")?
-            .execute([b.id])?;
-    }
-    Ok(old)
 }
 
 #[cfg(test)]

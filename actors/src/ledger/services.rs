@@ -475,6 +475,26 @@ pub fn finish_backup(
     Ok(())
 }
 
+/// Ends a `backup` job's backup: its row finished with `outcome`, and the finished backups of
+/// its service beyond the newest `keep` deleted. Returns the deleted rows, whose files the
+/// caller removes.
+pub fn finish_backup_and_prune(
+    conn: &Connection,
+    app_id: i64,
+    backup_id: i64,
+    service: &str,
+    outcome: Result<u64, String>,
+    keep: u32,
+) -> Result<Vec<BackupRow>, LedgerError> {
+    finish_backup(conn, backup_id, outcome)?;
+    let old = beyond_retention(conn, app_id, service, keep)?;
+    for b in &old {
+        conn.prepare_cached("DELETE FROM service_backups WHERE id = ?1")?
+            .execute([b.id])?;
+    }
+    Ok(old)
+}
+
 /// The finished backups of one service beyond the newest `keep`, to delete (rows and files).
 pub fn beyond_retention(
     conn: &Connection,

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
+use rustploy_actors::ledger::deployments::views::{self, DeploymentRow};
 use rustploy_actors::ledger::deployments::{
-    self, DeployRequest, DeploymentRow, Release, RoutedContainer, Transition,
+    self, DeployRequest, Release, RoutedContainer, Transition,
 };
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, FailOutcome, JobKind, NewJob};
 use rustploy_actors::ledger::now_ms;
@@ -37,9 +38,7 @@ fn request(c: &Connection, app_id: i64) -> i64 {
 }
 
 fn row(c: &Connection, id: i64) -> DeploymentRow {
-    deployments::get(c, id)
-        .unwrap()
-        .expect("the deployment exists")
+    views::get(c, id).unwrap().expect("the deployment exists")
 }
 
 fn release() -> Release {

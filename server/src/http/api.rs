@@ -10,7 +10,6 @@ use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::LedgerError;
 use rustploy_actors::ledger::apps::{self, Renamed};
 use rustploy_actors::ledger::changes::Table;
-use rustploy_actors::ledger::deployments::views as deployment_views;
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, JobKind, NewJob};
 use rustploy_api::apps::App;
 use rustploy_api::services::{Job, JobsQueued};
@@ -317,14 +316,10 @@ async fn list_jobs(
     let items = state
         .ledger
         .run(move |c| {
-            let ids = deployment_views::job_ids(c, filter, after, limit)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(j) = jobs::get(c, id)? {
-                    out.push(job_view(j));
-                }
-            }
-            Ok(out)
+            Ok(jobs::page(c, filter, after, limit)?
+                .into_iter()
+                .map(job_view)
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(ApiJson(views::page(items, limit, |j: &Job| j.id)))

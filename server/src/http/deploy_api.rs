@@ -20,12 +20,12 @@ use rustploy_actors::deploy::process::ProcessError;
 use rustploy_actors::deploy::redact::{Redactor, url_credentials};
 use rustploy_actors::deploy::{compose, contexts};
 use rustploy_actors::job_queue::JobQueueMsg;
+use rustploy_actors::ledger::Ledger;
 use rustploy_actors::ledger::apps::{self, ImportSource};
-use rustploy_actors::ledger::deployments::views::{self as deployment_views, Rollback};
+use rustploy_actors::ledger::deployments::views as deployment_views;
 use rustploy_actors::ledger::deployments::{self, DeployRequest as NewDeployment};
 use rustploy_actors::ledger::jobs::{self, CancelOutcome};
 use rustploy_actors::ledger::trust;
-use rustploy_actors::ledger::{Ledger, LedgerError};
 use rustploy_api::apps::{App, Deployment, EngineStatus, LogPage, Runtime};
 use rustploy_api::states::DeploymentState;
 use serde::{Deserialize, Serialize};
@@ -226,7 +226,7 @@ pub(super) async fn cancel(state: &AppState, id: i64) -> ApiResult<(StatusCode, 
     let outcome = state
         .ledger
         .run(move |c| {
-            let job = deployment_views::newest_job(c, id)?;
+            let job = jobs::latest_of_deployment(c, id)?;
             let exists = deployment_views::exists(c, id)?;
             let outcome = match job {
                 Some(job) => Some((job, jobs::cancel(c, job)?)),
@@ -759,27 +759,9 @@ pub(super) async fn roll_back(
             let Some(app) = apps::resolve(&tx, &k)? else {
                 return Ok(None);
             };
-            let history = deployment_views::history(&tx, app)?;
-            let target = match plan::rollback_target(&history, target) {
-                Ok(t) => t,
+            let id = match deployments::roll_back(&tx, &secrets, app, target, Some(&by))? {
+                Ok(id) => id,
                 Err(why) => return Ok(Some(Err(why))),
-            };
-            let rollback = Rollback {
-                app_id: app,
-                target,
-                triggered_by: Some(by),
-            };
-            // The snapshot is bound to its deployment: re-seal it for the new one.
-            let reseal = |id: i64, sealed: &[u8]| {
-                let plain = secrets
-                    .open(&contexts::deployment_env(target), sealed)
-                    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-                Ok(secrets.seal(&contexts::deployment_env(id), &plain))
-            };
-            let Some(id) = deployment_views::queue_rollback(&tx, &rollback, reseal)? else {
-                return Ok(Some(Err(format!(
-                    "deployment {target} has no commit to roll back to"
-                ))));
             };
             let d = deployment_views::get(&tx, id)?;
             tx.commit()?;

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use rustploy_api::states::{DeployStep, DeploymentState};
 
-use crate::deploy::plan::Past;
-use crate::ledger::jobs::{self, NewJob};
-use crate::ledger::{LedgerError, Millis, now_ms};
+use crate::ledger::{LedgerError, Millis};
 
 /// One deployment, as the ledger stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,108 +227,12 @@ pub fn routes(c: &Connection, app_id: i64) -> Result<Vec<RouteRow>, LedgerError>
     Ok(rows)
 }
 
-/// App `app_id`'s deployments as a rollback chooses among them, newest first.
-pub fn history(c: &Connection, app_id: i64) -> Result<Vec<Past>, LedgerError> {
-    let past = c
-        .prepare_cached(
-            "SELECT id, state, commit_sha FROM deployments WHERE app_id = ?1 ORDER BY id DESC",
-        )?
-        .query_map([app_id], |r| {
-            Ok(Past {
-                id: r.get(0)?,
-                state: r.get(1)?,
-                commit_sha: r.get(2)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(past)
-}
-
-// TODO(merge): belongs in jobs.rs.
-/// The newest job of deployment `id`, the one a cancel stops.
-pub fn newest_job(c: &Connection, deployment_id: i64) -> Result<Option<i64>, LedgerError> {
-    Ok(
-        c.prepare_cached("SELECT id FROM jobs WHERE deployment_id = ?1 ORDER BY id DESC LIMIT 1")?
-            .query_row([deployment_id], |r| r.get(0))
-            .optional()?,
-    )
-}
-
-// TODO(merge): belongs in jobs.rs.
-/// One page of jobs with ids below `before`, newest first, only those in `state` when given.
-pub fn job_ids(
-    c: &Connection,
-    state: Option<rustploy_api::states::JobState>,
-    before: i64,
-    limit: i64,
-) -> Result<Vec<i64>, LedgerError> {
-    let ids = c
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE id < ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id DESC LIMIT ?3",
-        )?
-        .query_map(params![before, state, limit], |r| r.get(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ids)
-}
-
-/// A rollback to queue: app `app_id` returns to deployment `target`'s commit and env.
-#[derive(Debug, Clone)]
-pub struct Rollback {
-    pub app_id: i64,
-    pub target: i64,
-    pub triggered_by: Option<String>,
-}
-
-// TODO(merge): belongs in deployments.rs.
-/// Queues a rollback: a deployment of `target`'s exact commit with its env snapshot, re-sealed
-/// by `reseal(new_id, sealed)` for the new deployment (a snapshot is bound to its deployment),
-/// and its `deploy` job. Returns the new deployment's id; `None` when `target` is gone or has
-/// no commit. Call it inside a transaction.
-pub fn queue_rollback(
-    c: &Connection,
-    rollback: &Rollback,
-    reseal: impl FnOnce(i64, &[u8]) -> Result<Vec<u8>, LedgerError>,
-) -> Result<Option<i64>, LedgerError> {
-    let source: Option<(Option<String>, Option<Vec<u8>>)> = c
-        .prepare_cached("SELECT commit_sha, env_snapshot_enc FROM deployments WHERE id = ?1")?
-        .query_row([rollback.target], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((Some(sha), snapshot)) = source else {
-        return Ok(None);
-    };
-    c.prepare_cached(
-        "INSERT INTO deployments (app_id, state, requested_ref, trigger, triggered_by, rollback_of, created_at)
-         VALUES (?1, ?2, ?3, 'rollback', ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        rollback.app_id,
-        DeploymentState::Queued,
-        sha,
-        rollback.triggered_by,
-        rollback.target,
-        now_ms()
-    ])?;
-    let id = c.last_insert_rowid();
-    if let Some(snapshot) = snapshot {
-        let sealed = reseal(id, &snapshot)?;
-        c.prepare_cached("UPDATE deployments SET env_snapshot_enc = ?2 WHERE id = ?1")?
-            .execute(params![id, sealed])?;
-    }
-    jobs::enqueue(
-        c,
-        &NewJob::new("deploy")
-            .app(rollback.app_id)
-            .deployment(id)
-            .key(format!("deploy:{id}"))
-            .max_attempts(3),
-    )?;
-    Ok(Some(id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Ledger, LedgerConfig, apps};
+    use crate::crypto::SecretBox;
+    use crate::deploy::contexts;
+    use crate::ledger::{Ledger, LedgerConfig, apps, deployments};
 
     #[test]
     fn a_rollback_takes_the_target_commit_and_its_env_resealed_for_itself() {
@@ -340,21 +242,22 @@ mod tests {
             .blocking(|c| {
                 let app = apps::create(c, "shop")?.unwrap();
                 assert_eq!(apps::create(c, "shop")?, None, "the name is taken");
+                let secrets = SecretBox::from_key(&[7; 32]);
                 c.execute(
-                    "INSERT INTO deployments (app_id, state, commit_sha, env_snapshot_enc, trigger, created_at)
-                     VALUES (?1, 'superseded', 'abc', x'0102', 'api', 1)",
+                    "INSERT INTO deployments (app_id, state, commit_sha, trigger, created_at)
+                     VALUES (?1, 'superseded', 'abc', 'api', 1)",
                     [app],
                 )?;
                 let target = c.last_insert_rowid();
-                let rollback = Rollback {
-                    app_id: app,
-                    target,
-                    triggered_by: Some("user:o@example.com".into()),
-                };
-                let id = queue_rollback(c, &rollback, |new, sealed| {
-                    assert_ne!(new, target);
-                    Ok(sealed.iter().rev().copied().collect())
-                })?
+                let sealed = secrets.seal(&contexts::deployment_env(target), b"K=v");
+                deployments::set_env_snapshot(c, target, &sealed)?;
+                let id = deployments::roll_back(
+                    c,
+                    &secrets,
+                    app,
+                    Some(target),
+                    Some("user:o@example.com"),
+                )?
                 .unwrap();
                 let d = get(c, id)?.unwrap();
                 assert_eq!(d.state, DeploymentState::Queued);
@@ -366,12 +269,21 @@ mod tests {
                     [id],
                     |r| r.get(0),
                 )?;
-                assert_eq!(snapshot, vec![2, 1]);
-                assert!(newest_job(c, id)?.is_some());
+                assert_eq!(
+                    secrets
+                        .open(&contexts::deployment_env(id), &snapshot)
+                        .unwrap(),
+                    b"K=v",
+                    "re-sealed for the new deployment"
+                );
+                assert!(crate::ledger::jobs::latest_of_deployment(c, id)?.is_some());
                 let app_row = apps::get(c, app)?.unwrap();
                 assert_eq!(app_row.last_deployment.map(|d| d.id), Some(id));
                 assert_eq!(
-                    page(c, app, i64::MAX, 10)?.iter().map(|d| d.id).collect::<Vec<_>>(),
+                    page(c, app, i64::MAX, 10)?
+                        .iter()
+                        .map(|d| d.id)
+                        .collect::<Vec<_>>(),
                     vec![id, target]
                 );
                 Ok(())
