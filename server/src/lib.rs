@@ -7,8 +7,10 @@ pub mod domain;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod ops;
 pub mod probes;
 pub mod secrets;
+pub mod state;
 
 use std::fs::File;
 use std::future::Future;

@@ -447,8 +447,8 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn page(&self) -> super::api::Page {
-        super::api::Page {
+    fn page(&self) -> super::paging::Page {
+        super::paging::Page {
             limit: self.limit,
             cursor: self.cursor.clone(),
             state: None,
@@ -464,7 +464,10 @@ async fn list_users(
 }
 
 /// A page of users, newest first. The dashboard's users page uses it too.
-pub(super) async fn users_page(state: &AppState, page: &super::api::Page) -> ApiResult<Page<User>> {
+pub(super) async fn users_page(
+    state: &AppState,
+    page: &super::paging::Page,
+) -> ApiResult<Page<User>> {
     let (limit, before) = page.bounds()?;
     let rows = state
         .ledger
@@ -603,7 +606,7 @@ async fn list_tokens(
 /// A page of tokens, newest first, live or not. The dashboard's tokens page uses it too.
 pub(super) async fn tokens_page(
     state: &AppState,
-    page: &super::api::Page,
+    page: &super::paging::Page,
 ) -> ApiResult<Page<Token>> {
     let (limit, before) = page.bounds()?;
     let rows = state
@@ -763,7 +766,7 @@ pub(super) async fn audit_page(
     if let Err(e) = state.audit.flush().await {
         tracing::warn!(error = %e, "the audit log may miss the newest reads");
     }
-    let (limit, before) = super::api::Page {
+    let (limit, before) = super::paging::Page {
         limit: q.limit,
         cursor: q.cursor.clone(),
         state: None,

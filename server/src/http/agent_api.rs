@@ -24,9 +24,9 @@ use rustploy_api::agents::{
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use super::api::Page;
 use super::auth::{Need, Principal, RecordedElsewhere};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::paging::Page;
 use crate::domain::rfc3339;
 
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {

@@ -33,11 +33,14 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::api::{Page, app_view, no_app, optional_json};
 use super::auth::{Need, Principal};
+use super::error::optional_json;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::op_errors::no_app;
+use super::paging::Page;
 use super::views;
-use crate::domain::{AppName, GitRef};
+use crate::domain::GitRef;
+use crate::ops::apps::view as app_view;
 
 /// The deployment operations, merged into the `/api/v1` route table.
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
@@ -452,7 +455,7 @@ pub(super) async fn import(
     who: &Principal,
     body: ImportRequest,
 ) -> ApiResult<App> {
-    let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let name = crate::ops::apps::check_name(state, &body.name)?;
     let trusted = body.trusted.unwrap_or(false);
     if trusted && !who.allows(Need::Admin) {
         return Err(ApiError::new(
@@ -464,7 +467,6 @@ pub(super) async fn import(
         .details(json!({ "field": "trusted" })));
     }
     let settings = &state.settings;
-    super::domains_api::check_app_name(name.as_str(), settings)?;
     if holds_credentials(&body.repo_url) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

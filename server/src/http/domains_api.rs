@@ -17,11 +17,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::api::{no_app, resolve_app};
 use super::auth::Need;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::op_errors::no_app;
 use crate::config::Settings;
 use crate::domain::{DomainName, rfc3339};
+use crate::ops::apps::resolve as resolve_app;
 
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;
@@ -93,21 +94,6 @@ pub(super) fn check_not_dashboard(host: &str, settings: &Settings, field: &str) 
         }
         _ => Ok(()),
     }
-}
-
-/// An app's name must not make its base-domain host (`<name>.<base domain>`) the dashboard's.
-pub(super) fn check_app_name(name: &str, settings: &Settings) -> ApiResult<()> {
-    let Some((base, _)) = &settings.base_domain else {
-        return Ok(());
-    };
-    let host = format!("{name}.{base}");
-    check_not_dashboard(&host, settings, "name").map_err(|e| ApiError {
-        message: format!(
-            "the app '{name}' would answer at {host}, which is the dashboard's own host \
-             (--dashboard-domain): choose another name"
-        ),
-        ..e
-    })
 }
 
 /// `redirect_to`: an origin (`https://host[:port]`) or a bare hostname (then https). The

@@ -10,17 +10,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get};
-use rustploy_actors::crypto::env_context;
-use rustploy_actors::ledger::env::{self, Revealer, SealedVar};
-use rustploy_api::apps::{EnvUpdated, EnvVar, EnvVars};
+use rustploy_api::apps::EnvUpdated;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
-use super::api::{no_app, resolve_app};
 use super::auth::{Need, Principal};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
-use crate::domain::{EnvKey, rfc3339};
+use crate::ops::env::{self, NewVar};
 
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;
@@ -41,9 +37,6 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     ]
 }
 
-/// The largest value accepted, in bytes.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RevealQuery {
@@ -56,73 +49,8 @@ async fn list_env(
     ApiPath(key): ApiPath<String>,
     ApiQuery(q): ApiQuery<RevealQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let vars = read_vars(&state, &who, key, q.reveal.unwrap_or(false)).await?;
+    let vars = env::read(&state, &who, key, q.reveal.unwrap_or(false)).await?;
     Ok(ApiJson(vars))
-}
-
-/// The app's variables as `{"vars": {KEY: {value, secret, masked, updated_at}}}`, secret values
-/// masked unless `reveal` (admin only, and audited). The dashboard's env tab uses it too.
-pub(super) async fn read_vars(
-    state: &AppState,
-    who: &Principal,
-    key: String,
-    reveal: bool,
-) -> ApiResult<EnvVars> {
-    if reveal && !who.allows(Need::Admin) {
-        return Err(ApiError::forbidden("admin"));
-    }
-    let k = key.clone();
-    let rows = state
-        .ledger
-        .run(move |c| {
-            let Some(app) = resolve_app(c, &k)? else {
-                return Ok(None);
-            };
-            Ok(Some((app, env::list(c, app)?)))
-        })
-        .await?;
-    let Some((app, rows)) = rows else {
-        return Err(no_app(&key));
-    };
-    let mut vars = BTreeMap::new();
-    for row in rows {
-        let masked = row.secret && !reveal;
-        let value = if masked {
-            None
-        } else {
-            let plain = state
-                .secrets
-                .open_string(&env_context(app, &row.key), &row.value_enc)
-                .map_err(|e| {
-                    ApiError::internal(format!("env var {} of app {app}: {e}", row.key))
-                })?;
-            Some(plain)
-        };
-        let var = EnvVar {
-            value,
-            secret: row.secret,
-            masked,
-            updated_at: rfc3339(row.updated_at),
-        };
-        vars.insert(row.key, var);
-    }
-    if reveal {
-        record_reveal(state, who, app).await?;
-    }
-    Ok(EnvVars { vars })
-}
-
-/// Writes an audit event saying who saw an app's secret values.
-async fn record_reveal(state: &AppState, who: &Principal, app: i64) -> ApiResult<()> {
-    let who = match who {
-        Principal::Token { id, .. } => Revealer::Token(*id),
-        Principal::User { id, .. } => Revealer::User(*id),
-    };
-    state
-        .ledger
-        .run(move |c| env::record_reveal(c, who, app))
-        .await?;
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -160,11 +88,11 @@ async fn put_env(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let vars: Vec<(String, String, bool)> = if content_type.starts_with("text/plain") {
+    let vars: Vec<NewVar> = if content_type.starts_with("text/plain") {
         let secret = q.secret.unwrap_or(false);
-        parse_dotenv(&body)?
+        env::parse_dotenv(&body)?
             .into_iter()
-            .map(|(k, v)| (k, v, secret))
+            .map(|(key, value)| NewVar { key, value, secret })
             .collect()
     } else if content_type.starts_with("application/json") {
         let parsed: PutEnv = serde_json::from_slice(&body).map_err(|e| {
@@ -182,7 +110,11 @@ async fn put_env(
         parsed
             .vars
             .into_iter()
-            .map(|(k, v)| (k, v.value, v.secret))
+            .map(|(key, v)| NewVar {
+                key,
+                value: v.value,
+                secret: v.secret,
+            })
             .collect()
     } else {
         return Err(ApiError::new(
@@ -191,99 +123,14 @@ async fn put_env(
             "send JSON ('Content-Type: application/json') or a .env file ('Content-Type: text/plain')",
         ));
     };
-    let updated = write_vars(&state, key, vars).await?;
+    let updated = env::write(&state, key, vars).await?;
     Ok(ApiJson(EnvUpdated { updated }))
-}
-
-/// Checks and upserts `(key, value, secret)` variables of the app `key` in one transaction;
-/// returns the keys written. The dashboard's env forms use it too.
-pub(super) async fn write_vars(
-    state: &AppState,
-    key: String,
-    vars: Vec<(String, String, bool)>,
-) -> ApiResult<Vec<String>> {
-    let mut checked = Vec::with_capacity(vars.len());
-    for (name, value, secret) in vars {
-        let name =
-            EnvKey::parse(&name).map_err(|e| ApiError::invalid(&format!("vars.{name}"), e))?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(ApiError::invalid(
-                &format!("vars.{name}"),
-                format!("the value of {name} is larger than {MAX_VALUE_BYTES} bytes"),
-            ));
-        }
-        checked.push((name, value, secret));
-    }
-    let k = key.clone();
-    let sealer = state.secrets.clone();
-    let written = state
-        .ledger
-        .run(move |c| {
-            // Take the write lock first: a deferred transaction that read before writing
-            // fails as busy, without waiting, when another write commits in between.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let Some(app) = resolve_app(&tx, &k)? else {
-                return Ok(None);
-            };
-            let sealed: Vec<SealedVar> = checked
-                .iter()
-                .map(|(name, value, secret)| SealedVar {
-                    key: name.as_str().to_string(),
-                    value_enc: sealer.seal(&env_context(app, name.as_str()), value.as_bytes()),
-                    secret: *secret,
-                })
-                .collect();
-            env::put(&tx, app, &sealed)?;
-            tx.commit()?;
-            Ok(Some(sealed.into_iter().map(|v| v.key).collect::<Vec<_>>()))
-        })
-        .await?;
-    written.ok_or_else(|| no_app(&key))
-}
-
-/// Reads a `.env` file with our own parser: values are kept byte for byte, and `${VAR}` is
-/// never expanded (from the server's environment or anywhere else).
-pub(super) fn parse_dotenv(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::invalid(
-            "dotenv",
-            format!(
-                "the .env file is not UTF-8 text (the first bad byte is at offset {})",
-                e.valid_up_to()
-            ),
-        )
-    })?;
-    rustploy_actors::dotenv::parse(text).map_err(|e| {
-        ApiError::invalid("dotenv", format!("the .env file is invalid: {e}"))
-            .details(json!({ "field": "dotenv", "line": e.line() }))
-    })
 }
 
 async fn delete_env(
     State(state): State<AppState>,
     ApiPath((key, name)): ApiPath<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    remove_var(&state, key, name).await?;
+    env::remove(&state, key, name).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Deletes the variable `name` of the app `key`. The dashboard's env tab uses it too.
-pub(super) async fn remove_var(state: &AppState, key: String, name: String) -> ApiResult<()> {
-    let (k, n) = (key.clone(), name.clone());
-    let deleted = state
-        .ledger
-        .run(move |c| {
-            let Some(app) = resolve_app(c, &k)? else {
-                return Ok(None);
-            };
-            Ok(Some(env::delete(c, app, &n)?))
-        })
-        .await?;
-    match deleted {
-        None => Err(no_app(&key)),
-        Some(false) => Err(ApiError::not_found(format!(
-            "app '{key}' has no env var {name}"
-        ))),
-        Some(true) => Ok(()),
-    }
 }

@@ -173,3 +173,23 @@ pub struct ApiPath<T>(pub T);
 #[derive(Debug, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
+
+/// A JSON body that may be left out entirely (then the defaults apply).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let code = if e.is_data() { "invalid" } else { "bad_json" };
+        ApiError::new(
+            status,
+            code,
+            format!("the body is not the expected JSON: {e}"),
+        )
+    })
+}

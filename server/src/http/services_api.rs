@@ -22,10 +22,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::{no_app, resolve_app_named};
 use super::auth::Need;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::op_errors::no_app;
 use crate::domain::rfc3339;
+use crate::ops::apps::resolve_named as resolve_app_named;
 
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;

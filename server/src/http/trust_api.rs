@@ -12,9 +12,10 @@ use rustploy_api::apps::App;
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::{app_view, no_app};
 use super::auth::{Need, Principal, RecordedElsewhere};
 use super::error::{ApiJson, ApiPath, ApiResult};
+use super::op_errors::no_app;
+use crate::ops::apps::view as app_view;
 
 /// The trust operation, merged into the `/api/v1` route table.
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {

@@ -472,7 +472,7 @@ async fn tokens_page(
     problem: &Problem,
     created: Option<&IssuedToken>,
 ) -> Response {
-    let page = crate::http::api::Page {
+    let page = crate::http::paging::Page {
         limit: Some(200),
         cursor: None,
         state: None,
@@ -735,7 +735,7 @@ async fn users_page(
     draft: &UserDraft,
     problem: &Problem,
 ) -> Response {
-    let page = crate::http::api::Page {
+    let page = crate::http::paging::Page {
         limit: Some(200),
         cursor: None,
         state: None,

@@ -21,14 +21,15 @@ use super::{
     form_error, layout, percent, respond, see_other, when, when_str,
 };
 use crate::http::AppState;
-use crate::http::api::{no_app, resolve_app};
 use crate::http::auth::Need;
 use crate::http::deploy_api::{self, ImportRequest};
 use crate::http::domains_api::{self, NewDomain};
-use crate::http::env_api;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::op_errors::no_app;
 use crate::http::trust_api;
 use crate::http::webhook_api::{self, ConnectRequest, Integration};
+use crate::ops::apps::resolve as resolve_app;
+use crate::ops::env::{self, NewVar};
 
 pub(super) fn table() -> Table {
     use axum::http::Method as M;
@@ -784,9 +785,9 @@ async fn env_page(
         Ok(h) => h,
         Err(e) => return error_page(Some(v), e),
     };
-    let vars = match env_api::read_vars(state, &v.principal, head.name.clone(), reveal).await {
+    let vars = match env::read(state, &v.principal, head.name.clone(), reveal).await {
         Ok(vars) => vars,
-        Err(e) => return error_page(Some(v), e),
+        Err(e) => return error_page(Some(v), e.into()),
     };
     let vars = vars.vars;
     // Editing a plain variable starts from its value; a secret one is typed again.
@@ -871,37 +872,28 @@ async fn env_set(
     Path(key): Path<String>,
     Form(form): Form<EnvForm>,
 ) -> Response {
-    let name = form.key.trim().to_string();
-    let vars = vec![(name, form.value.clone(), form.secret.is_some())];
-    match env_api::write_vars(&state, key.clone(), vars).await {
-        Ok(_) => see_other(&format!("/apps/{}/env", percent(&key))),
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let mut p = Problem::from(e);
-            // The API names the field `vars.KEY`; here a bad key or value is about one field.
-            if p.field.as_deref() == Some("vars") {
-                p.field = Some(
-                    if p.message.contains("larger than") {
-                        "value"
-                    } else {
-                        "key"
-                    }
-                    .into(),
-                );
-            }
-            env_page(
-                &state,
-                &v,
-                key,
-                false,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &form,
-                &DotenvForm::default(),
-                &p,
-            )
-            .await
-        }
-        Err(e) => error_page(Some(&v), e),
-    }
+    let var = NewVar {
+        key: form.key.trim().to_string(),
+        value: form.value.clone(),
+        secret: form.secret.is_some(),
+    };
+    let p = match env::write(&state, key.clone(), vec![var]).await {
+        Ok(_) => return see_other(&format!("/apps/{}/env", percent(&key))),
+        Err(e @ env::WriteError::BadKey { .. }) => Problem::at("key", e.to_string()),
+        Err(e @ env::WriteError::TooLarge { .. }) => Problem::at("value", e.to_string()),
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    env_page(
+        &state,
+        &v,
+        key,
+        false,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &form,
+        &DotenvForm::default(),
+        &p,
+    )
+    .await
 }
 
 async fn env_import(
@@ -911,34 +903,33 @@ async fn env_import(
     Form(form): Form<DotenvForm>,
 ) -> Response {
     let secret = form.secret.is_some();
-    let parsed = env_api::parse_dotenv(form.dotenv.as_bytes()).map(|pairs| {
-        pairs
-            .into_iter()
-            .map(|(k, val)| (k, val, secret))
-            .collect::<Vec<_>>()
-    });
-    let written = match parsed {
-        Ok(vars) => env_api::write_vars(&state, key.clone(), vars).await,
-        Err(e) => Err(e),
-    };
-    match written {
-        Ok(_) => see_other(&format!("/apps/{}/env", percent(&key))),
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let p = Problem::at("dotenv", e.message);
-            env_page(
-                &state,
-                &v,
-                key,
-                false,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &EnvForm::default(),
-                &form,
-                &p,
-            )
-            .await
+    let problem = match env::parse_dotenv(form.dotenv.as_bytes()) {
+        Err(e) => e.to_string(),
+        Ok(pairs) => {
+            let vars = pairs
+                .into_iter()
+                .map(|(key, value)| NewVar { key, value, secret })
+                .collect();
+            match env::write(&state, key.clone(), vars).await {
+                Ok(_) => return see_other(&format!("/apps/{}/env", percent(&key))),
+                Err(e @ (env::WriteError::BadKey { .. } | env::WriteError::TooLarge { .. })) => {
+                    e.to_string()
+                }
+                Err(e) => return error_page(Some(&v), e.into()),
+            }
         }
-        Err(e) => error_page(Some(&v), e),
-    }
+    };
+    env_page(
+        &state,
+        &v,
+        key,
+        false,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &EnvForm::default(),
+        &form,
+        &Problem::at("dotenv", problem),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -953,9 +944,9 @@ async fn env_delete(
     Path(key): Path<String>,
     Form(form): Form<KeyForm>,
 ) -> Response {
-    match env_api::remove_var(&state, key.clone(), form.key).await {
+    match env::remove(&state, key.clone(), form.key).await {
         Ok(()) => see_other(&format!("/apps/{}/env", percent(&key))),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 

@@ -15,8 +15,9 @@ use super::PATH;
 use crate::config::Settings;
 use crate::domain::{GitRef, rfc3339};
 use crate::http::AppState;
-use crate::http::api::{no_app, resolve_app};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::http::op_errors::no_app;
+use crate::ops::apps::resolve as resolve_app;
 
 /// An integration as the ledger holds it, without its secret.
 pub(crate) use rustploy_actors::ledger::webhooks::Integration;

@@ -45,11 +45,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::api::{Page, no_app, resolve_app};
 use super::auth::Need;
 use super::budget::Budget;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use super::op_errors::no_app;
+use super::paging::Page;
 use crate::domain::rfc3339;
+use crate::ops::apps::resolve as resolve_app;
 pub(crate) use integrations::{
     ConnectRequest, Integration, connect, disconnect, load_integration, not_connected,
 };

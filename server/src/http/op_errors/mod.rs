@@ -1,0 +1,14 @@
+//! Every operation's error as an HTTP answer, in one place: the status, the stable code and
+//! the details each failure gets, whether the API or the dashboard ran the operation. One file
+//! per `ops` module.
+
+mod apps;
+mod env;
+
+use super::error::ApiError;
+use crate::ops::apps::NoApp;
+
+/// The answer for an `{app}` that names no app.
+pub fn no_app(key: &str) -> ApiError {
+    NoApp(key.to_string()).into()
+}
