@@ -4,6 +4,7 @@
 //! ledger when it starts, so a restart by its supervisor, or a crash of the whole process, loses
 //! nothing that was acknowledged.
 
+pub mod batch_writer;
 pub mod crypto;
 pub mod deploy;
 pub mod deployer;

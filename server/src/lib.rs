@@ -312,13 +312,14 @@ pub async fn launch(
             every,
         })
     };
+    let (state, writers) = AppState::with_writers(ledger.clone(), secret_box, settings.clone());
     let state = AppState {
         job_queue,
         router,
         webhook_intake,
         heartbeat,
         telemetry: telemetry.clone(),
-        ..AppState::new(ledger.clone(), secret_box, settings.clone())
+        ..state
     };
     let listener = Arc::new(listener);
     let drain = settings.shutdown_grace / 2;
@@ -328,15 +329,17 @@ pub async fn launch(
         drain,
     });
 
-    // HTTP starts last, so every actor it nudges exists, and stops first.
-    let children: Vec<Arc<dyn ChildSpec>> = vec![
+    // HTTP starts last, so every actor it nudges exists, and stops first; the writers it
+    // queues records to stop after it.
+    let mut children: Vec<Arc<dyn ChildSpec>> = writers.specs();
+    children.extend::<[Arc<dyn ChildSpec>; 6]>([
         job_queue_spec,
         router_spec,
         webhook_spec,
         heartbeat_spec,
         housekeeper_spec,
         http_spec,
-    ];
+    ]);
     let (root, mut tree) = Root::start(RootArgs {
         children,
         policy,

@@ -1,18 +1,22 @@
 //! Group commit: many small writes share one transaction.
 //!
-//! A [`Batcher`] owns a queue and a task that takes everything waiting (up to a batch's size)
-//! and writes it in one transaction. [`Batcher::commit`] returns once the item is committed,
-//! for writes that must be durable before they are acknowledged; [`Batcher::later`] only
-//! queues, for records written after the answer (a read's audit event). Under load this turns
-//! one transaction per item into one per batch.
+//! A [`Batcher`] is the handle writers hold: [`Batcher::commit`] returns once its item is
+//! written (with the item's own result), for writes that must be durable before they are
+//! acknowledged; [`Batcher::later`] only queues, for records written after the answer (a
+//! read's audit event). A [`Writer`] takes everything waiting (up to a batch's size) and hands
+//! it to its write function in one go, on the blocking pool; under load this turns one
+//! transaction per item into one per batch. The queue is bounded: a full one refuses, so a
+//! flood cannot grow memory without bound.
 //!
-//! The task survives its writes failing or panicking (a panic is caught on the blocking pool
-//! and reported to the batch's waiters like an error); it ends when the last handle is dropped.
+//! The writer runs hosted by a supervised actor (`crate::batch_writer`), which writes what is
+//! still queued when the tree stops. Its loop survives its writes failing or panicking (a
+//! panic on the blocking pool is reported to the batch's waiters like an error).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Ledger, LedgerError};
 
@@ -27,21 +31,43 @@ pub enum BatchError {
     Write { what: &'static str, error: String },
 }
 
-type WriteFn<T> = dyn Fn(&Connection, &[T]) -> Result<(), LedgerError> + Send + Sync;
+/// Writes one batch, oldest item first, and answers one result per item, in order.
+pub type WriteFn<T, R> =
+    Arc<dyn Fn(&mut Connection, Vec<T>) -> Vec<Result<R, String>> + Send + Sync>;
 
-struct Entry<T> {
-    /// `None` is a barrier: its waiter hears once everything queued before it is committed.
-    item: Option<T>,
-    done: Option<oneshot::Sender<Result<(), BatchError>>>,
+/// A write function for items that are written together or not at all: `write` gets a
+/// connection inside an open transaction, which is committed when it succeeds.
+pub fn in_transaction<T: 'static>(
+    write: impl Fn(&Connection, &[T]) -> Result<(), LedgerError> + Send + Sync + 'static,
+) -> WriteFn<T, ()> {
+    Arc::new(move |c: &mut Connection, items: Vec<T>| {
+        let written = (|| {
+            let tx = c.transaction()?;
+            write(&tx, &items)?;
+            tx.commit()?;
+            Ok::<_, LedgerError>(())
+        })()
+        .map_err(|e| e.to_string());
+        items.iter().map(|_| written.clone()).collect()
+    })
+}
+
+enum Entry<T, R> {
+    Item {
+        item: T,
+        done: Option<oneshot::Sender<Result<R, BatchError>>>,
+    },
+    /// Its waiter hears once everything queued before it is written.
+    Barrier(oneshot::Sender<Result<(), BatchError>>),
 }
 
 /// A handle to one group-commit writer. Cheap to clone.
-pub struct Batcher<T> {
+pub struct Batcher<T, R = ()> {
     name: &'static str,
-    tx: mpsc::Sender<Entry<T>>,
+    tx: mpsc::Sender<Entry<T, R>>,
 }
 
-impl<T> Clone for Batcher<T> {
+impl<T, R> Clone for Batcher<T, R> {
     fn clone(&self) -> Self {
         Self {
             name: self.name,
@@ -50,102 +76,203 @@ impl<T> Clone for Batcher<T> {
     }
 }
 
-impl<T: Send + 'static> Batcher<T> {
-    /// Starts the writer on the current runtime. `write` gets a connection inside an open
-    /// transaction and the batch, oldest first; the batcher commits.
-    pub fn start(
-        ledger: Ledger,
-        name: &'static str,
-        queue: usize,
-        max_batch: usize,
-        write: impl Fn(&Connection, &[T]) -> Result<(), LedgerError> + Send + Sync + 'static,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(ledger, name, max_batch.max(1), Arc::new(write), rx));
-        Self { name, tx }
-    }
+/// The receiving end of a [`Batcher`]'s queue, which its [`Writer`] drains. A writer that is
+/// restarted takes the same inbox back, so holders of the handle never see it change.
+pub struct Inbox<T, R>(Arc<Mutex<mpsc::Receiver<Entry<T, R>>>>);
 
-    /// Writes `item`, returning once it is committed.
-    pub async fn commit(&self, item: T) -> Result<(), BatchError> {
-        let (done, committed) = oneshot::channel();
-        self.tx
-            .send(Entry {
-                item: Some(item),
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| BatchError::Stopped(self.name))?;
-        committed
-            .await
-            .map_err(|_| BatchError::Stopped(self.name))?
-    }
-
-    /// Returns once everything queued before the call is committed (or failed): a reader of
-    /// what [`Batcher::later`] queued calls it first to see every item queued so far.
-    pub async fn flush(&self) -> Result<(), BatchError> {
-        let (done, committed) = oneshot::channel();
-        self.tx
-            .send(Entry {
-                item: None,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| BatchError::Stopped(self.name))?;
-        committed
-            .await
-            .map_err(|_| BatchError::Stopped(self.name))?
-    }
-
-    /// Queues `item` to be written soon, without waiting. Refused when the queue is full, so a
-    /// flood cannot grow memory without bound; the caller decides what a lost record costs.
-    pub fn later(&self, item: T) -> Result<(), BatchError> {
-        self.tx
-            .try_send(Entry {
-                item: Some(item),
-                done: None,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BatchError::Full(self.name),
-                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped(self.name),
-            })
+impl<T, R> Clone for Inbox<T, R> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
     }
 }
 
-async fn run<T: Send + 'static>(
-    ledger: Ledger,
-    name: &'static str,
-    max_batch: usize,
-    write: Arc<WriteFn<T>>,
-    mut rx: mpsc::Receiver<Entry<T>>,
-) {
-    let mut entries = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut entries, max_batch).await > 0 {
-        let (items, waiters): (Vec<Option<T>>, Vec<_>) =
-            entries.drain(..).map(|e| (e.item, e.done)).unzip();
-        let items: Vec<T> = items.into_iter().flatten().collect();
-        let count = items.len();
-        let write = write.clone();
-        let result = if items.is_empty() {
-            Ok(())
-        } else {
-            ledger
-                .run(move |c| {
-                    let tx = c.transaction()?;
-                    write(&tx, &items)?;
-                    tx.commit()?;
-                    Ok(())
-                })
-                .await
-                .map_err(|e| BatchError::Write {
-                    what: name,
-                    error: e.to_string(),
-                })
-        };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, items = count, "a batched write failed");
-        }
-        for waiter in waiters.into_iter().flatten() {
-            let _ = waiter.send(result.clone());
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// A handle and its inbox, holding at most `queue` waiting items.
+    pub fn channel(name: &'static str, queue: usize) -> (Self, Inbox<T, R>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        (Self { name, tx }, Inbox(Arc::new(Mutex::new(rx))))
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Writes `item`, returning its result once its batch is written.
+    pub async fn commit(&self, item: T) -> Result<R, BatchError> {
+        let (done, written) = oneshot::channel();
+        self.send(Entry::Item {
+            item,
+            done: Some(done),
+        })
+        .await?;
+        written.await.map_err(|_| BatchError::Stopped(self.name))?
+    }
+
+    /// Like [`Batcher::commit`], but refused at once when the queue is full, for callers that
+    /// would rather answer "busy" than wait.
+    pub async fn try_commit(&self, item: T) -> Result<R, BatchError> {
+        let (done, written) = oneshot::channel();
+        self.tx
+            .try_send(Entry::Item {
+                item,
+                done: Some(done),
+            })
+            .map_err(|e| self.refusal(e))?;
+        written.await.map_err(|_| BatchError::Stopped(self.name))?
+    }
+
+    /// Returns once everything queued before the call is written (or failed): a reader of
+    /// what [`Batcher::later`] queued calls it first to see every item queued so far.
+    pub async fn flush(&self) -> Result<(), BatchError> {
+        let (done, written) = oneshot::channel();
+        self.send(Entry::Barrier(done)).await?;
+        written.await.map_err(|_| BatchError::Stopped(self.name))?
+    }
+
+    /// Queues `item` to be written soon, without waiting. Refused when the queue is full; the
+    /// caller decides what a lost record costs.
+    pub fn later(&self, item: T) -> Result<(), BatchError> {
+        self.tx
+            .try_send(Entry::Item { item, done: None })
+            .map_err(|e| self.refusal(e))
+    }
+
+    async fn send(&self, entry: Entry<T, R>) -> Result<(), BatchError> {
+        self.tx
+            .send(entry)
+            .await
+            .map_err(|_| BatchError::Stopped(self.name))
+    }
+
+    fn refusal(&self, e: mpsc::error::TrySendError<Entry<T, R>>) -> BatchError {
+        match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Full(self.name),
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped(self.name),
         }
     }
+}
+
+/// Drains one [`Batcher`]'s inbox into the ledger.
+pub struct Writer<T, R> {
+    pub ledger: Ledger,
+    pub name: &'static str,
+    pub max_batch: usize,
+    pub write: WriteFn<T, R>,
+    pub inbox: Inbox<T, R>,
+}
+
+impl<T, R> Clone for Writer<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            ledger: self.ledger.clone(),
+            name: self.name,
+            max_batch: self.max_batch,
+            write: self.write.clone(),
+            inbox: self.inbox.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Writer<T, R> {
+    /// Writes batches until every handle is dropped. Only one loop drains an inbox at a time;
+    /// another waits for it to end.
+    pub async fn run(&self) {
+        let mut rx = self.inbox.0.lock().await;
+        let mut entries = Vec::with_capacity(self.max_batch.max(1));
+        while rx.recv_many(&mut entries, self.max_batch.max(1)).await > 0 {
+            self.write_batch(std::mem::take(&mut entries)).await;
+        }
+    }
+
+    /// Writes what is queued now, within `within`, and returns without waiting for more: for a
+    /// writer that is stopping while its handles live on.
+    pub async fn drain(&self, within: Duration) {
+        let drained = tokio::time::timeout(within, async {
+            let mut rx = self.inbox.0.lock().await;
+            let mut entries = Vec::new();
+            while let Ok(entry) = rx.try_recv() {
+                entries.push(entry);
+            }
+            if !entries.is_empty() {
+                self.write_batch(entries).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                writer = self.name,
+                "queued writes were left unwritten at stop"
+            );
+        }
+    }
+
+    /// Starts the loop as a plain task, for code that runs without the actor tree (tests,
+    /// command-line tools).
+    pub fn spawn_detached(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { self.run().await })
+    }
+
+    async fn write_batch(&self, entries: Vec<Entry<T, R>>) {
+        let mut items = Vec::with_capacity(entries.len());
+        let mut waiters = Vec::with_capacity(entries.len());
+        let mut barriers = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Item { item, done } => {
+                    items.push(item);
+                    waiters.push(done);
+                }
+                Entry::Barrier(done) => barriers.push(done),
+            }
+        }
+        let count = items.len();
+        let name = self.name;
+        let results: Vec<Result<R, BatchError>> = if items.is_empty() {
+            Vec::new()
+        } else {
+            let write = self.write.clone();
+            match self.ledger.run(move |c| Ok(write(c, items))).await {
+                Ok(results) if results.len() == count => results
+                    .into_iter()
+                    .map(|r| r.map_err(|error| BatchError::Write { what: name, error }))
+                    .collect(),
+                Ok(results) => {
+                    let error = format!(
+                        "the write answered {} results for {count} items",
+                        results.len()
+                    );
+                    failures(name, &error, count)
+                }
+                Err(e) => failures(name, &e.to_string(), count),
+            }
+        };
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            tracing::error!(
+                writer = name,
+                failed,
+                items = count,
+                "batched writes failed"
+            );
+        }
+        for (waiter, result) in waiters.into_iter().zip(results) {
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(result);
+            }
+        }
+        for barrier in barriers {
+            let _ = barrier.send(Ok(()));
+        }
+    }
+}
+
+fn failures<R>(what: &'static str, error: &str, count: usize) -> Vec<Result<R, BatchError>> {
+    (0..count)
+        .map(|_| {
+            Err(BatchError::Write {
+                what,
+                error: error.to_string(),
+            })
+        })
+        .collect()
 }

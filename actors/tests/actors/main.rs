@@ -2,6 +2,7 @@
 //! policy, migrations, and the Deployer against a fake engine.
 
 mod access_states;
+mod batch;
 mod changes;
 mod deployer;
 mod domain_states;

@@ -6,7 +6,7 @@
 //! The same transaction advances the tokens' `last_used_at`, so authenticating a request only
 //! reads the ledger.
 
-use rustploy_actors::ledger::batch::{BatchError, Batcher};
+use rustploy_actors::ledger::batch::{self, BatchError, Batcher, Writer};
 use rustploy_actors::ledger::{Ledger, audit};
 
 pub use rustploy_actors::ledger::audit::TokenUse as AuditEvent;
@@ -21,11 +21,18 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 16 * 1024;
 
 impl AuditLog {
-    /// Starts the writer task on the current runtime.
-    pub fn start(ledger: Ledger) -> Self {
-        Self {
-            writer: Batcher::start(ledger, "audit", QUEUE, MAX_BATCH, audit::record),
-        }
+    /// The log, and the writer that must run for its events to be written (hosted by a
+    /// `BatchWriter` in the actor tree).
+    pub fn new(ledger: Ledger) -> (Self, Writer<AuditEvent, ()>) {
+        let (handle, inbox) = Batcher::channel("audit", QUEUE);
+        let writer = Writer {
+            ledger,
+            name: "audit",
+            max_batch: MAX_BATCH,
+            write: batch::in_transaction(audit::record),
+            inbox,
+        };
+        (Self { writer: handle }, writer)
     }
 
     /// Records `event`, returning once it is committed.

@@ -155,7 +155,7 @@ pub(super) struct Candidate {
 }
 
 /// What a delivery means for one app: the row about to be written for it.
-pub(super) struct Row {
+pub(crate) struct Row {
     pub(super) app_id: Option<i64>,
     pub(super) app: Option<String>,
     pub(super) git_ref: Option<String>,
@@ -182,7 +182,7 @@ impl Row {
 /// What the answer to a delivery says beside its rows: a ping's message and zen, a push's ref
 /// and commit.
 #[derive(Debug, Default)]
-pub(super) struct Extra {
+pub(crate) struct Extra {
     pub(super) message: Option<String>,
     pub(super) git_ref: Option<String>,
     pub(super) after: Option<String>,

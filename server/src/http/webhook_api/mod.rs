@@ -6,8 +6,9 @@
 //! exact bytes received against the secret of each app connected to the named repository,
 //! decides what the delivery means for each app that the signature matched (a push to deploy, or
 //! ignored with the reason), and records one row per app, where a unique index turns a
-//! redelivery into a duplicate. That work is done by one receiver thread, in batches of the
-//! deliveries that arrived meanwhile, each batch one transaction ([`Receiver`]). Deploying is left
+//! redelivery into a duplicate. That work is done by one batched writer, in batches of the
+//! deliveries that arrived meanwhile, each batch one transaction ([`receiver::receiver`],
+//! hosted by a supervised `BatchWriter`). Deploying is left
 //! to WebhookIntake, which takes the `pending` rows and coalesces them into deployments.
 //!
 //! Requests that fail the signature check are answered 401 and recorded as `rejected`, at most
@@ -23,7 +24,7 @@
 mod github;
 mod integrations;
 mod limits;
-mod receiver;
+pub(crate) mod receiver;
 mod verify;
 
 use std::convert::Infallible;
@@ -56,7 +57,7 @@ pub(crate) use integrations::{
     ConnectRequest, Integration, connect, disconnect, load_integration, not_connected,
 };
 use limits::{Buckets, Unread, check_size, declared_length, read_body};
-use receiver::{Delivery, Receiver, RejectedRow, Verdict, insert_rejected};
+use receiver::{Delivery, RejectedRow, Verdict, insert_rejected};
 #[doc(hidden)]
 pub use verify::check_offline;
 use verify::{Refusal, delivery_id, event_name, signature};
@@ -112,14 +113,12 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
 // --- Deliveries -----------------------------------------------------------------------------
 
 /// The endpoint's own state: the per-address rate limit, the budget of rejected requests
-/// recorded in the ledger, the memory budget of bodies, and the receiver thread (started on
-/// the first delivery).
+/// recorded in the ledger and the memory budget of bodies.
 #[derive(Default)]
 pub struct Local {
     limiter: Buckets,
     rejected: Buckets,
     budget: OnceLock<Arc<Budget>>,
-    receiver: OnceLock<Receiver>,
 }
 
 /// Receives a GitHub delivery. Every answer is one of ours: no delivery causes a 500.
@@ -229,10 +228,7 @@ async fn accept(
         delivery.event.clone(),
         delivery.source.clone(),
     );
-    let receiver = local
-        .receiver
-        .get_or_init(|| Receiver::start(state.ledger.clone(), state.secrets.clone()));
-    let verdict = receiver.take(delivery).await.map_err(|e| {
+    let verdict = state.deliveries.take(delivery).await.map_err(|e| {
         tracing::error!(delivery = %id, error = %e, "recording a webhook delivery failed");
         ApiError::unavailable(
             "the delivery could not be recorded right now; redeliver it from GitHub",

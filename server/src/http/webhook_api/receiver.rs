@@ -2,12 +2,13 @@
 //! batch one transaction, so that a burst takes SQLite's write lock a few times instead of once
 //! per delivery and the endpoint answers within milliseconds.
 
-use std::sync::mpsc;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use rusqlite::{Connection, TransactionBehavior};
 use rustploy_actors::crypto::SecretBox;
+use rustploy_actors::ledger::batch::{BatchError, Batcher, Writer};
 use rustploy_actors::ledger::push_heads::{self, PushHead};
 use rustploy_actors::ledger::webhooks::{self as ledger, NewDelivery, with_short_busy_waits};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
@@ -20,7 +21,7 @@ use super::verify::{Refusal, repository_of, signed_with};
 use crate::http::budget::Reservation;
 
 /// A delivery whose headers passed, with its body, waiting to be checked and recorded.
-pub(super) struct Delivery {
+pub(crate) struct Delivery {
     pub(super) id: String,
     pub(super) event: String,
     pub(super) body: Bytes,
@@ -32,7 +33,7 @@ pub(super) struct Delivery {
 }
 
 /// What the ledger side of a delivery came to.
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     /// The signature matched none of these apps (none when no app has the repository).
     Refused {
         refusal: Refusal,
@@ -55,19 +56,6 @@ pub(super) enum Verdict {
     },
 }
 
-/// Verifies and records deliveries on one thread, in batches: the deliveries that arrive while a
-/// batch is written make the next one, and each batch is one transaction. A burst then takes
-/// SQLite's write lock a few times instead of once per delivery, and the endpoint's writes never
-/// wait on one another in SQLite's busy handler (which sleeps for milliseconds at a time).
-pub(super) struct Receiver {
-    jobs: mpsc::SyncSender<Job>,
-}
-
-struct Job {
-    delivery: Delivery,
-    reply: tokio::sync::oneshot::Sender<Result<Verdict, String>>,
-}
-
 /// Deliveries waiting for the receiver, beyond which the endpoint answers 503.
 const QUEUE: usize = 4096;
 
@@ -77,52 +65,38 @@ const BATCH: usize = 256;
 /// How many redeliveries of one delivery are recorded; more are only logged.
 const MAX_RECORDED_REDELIVERIES: i64 = 20;
 
-impl Receiver {
-    pub(super) fn start(ledger: Ledger, secrets: SecretBox) -> Self {
-        let (jobs, queue) = mpsc::sync_channel(QUEUE);
-        // The thread ends when the router (and so this sender) is dropped.
-        std::thread::Builder::new()
-            .name("webhook-receiver".into())
-            .spawn(move || receive_batches(&ledger, &secrets, &queue))
-            .expect("spawning the webhook receiver thread");
-        Self { jobs }
-    }
-
-    pub(super) async fn take(&self, delivery: Delivery) -> Result<Verdict, String> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .try_send(Job { delivery, reply })
-            .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => "too many deliveries are waiting".to_string(),
-                mpsc::TrySendError::Disconnected(_) => "the receiver has stopped".to_string(),
-            })?;
-        answer
-            .await
-            .map_err(|_| "the receiver dropped the delivery".to_string())?
-    }
+/// The endpoint's writer: verifies and records deliveries in batches, each batch one
+/// transaction. A burst then takes SQLite's write lock a few times instead of once per
+/// delivery, and the endpoint's writes never wait on one another in SQLite's busy handler
+/// (which sleeps for milliseconds at a time). Hosted by a `BatchWriter` in the actor tree.
+pub(crate) fn receiver(
+    ledger: Ledger,
+    secrets: SecretBox,
+) -> (Receiver, Writer<Delivery, Verdict>) {
+    let (handle, inbox) = Batcher::channel("webhook deliveries", QUEUE);
+    let writer = Writer {
+        ledger,
+        name: "webhook deliveries",
+        max_batch: BATCH,
+        write: Arc::new(move |c: &mut Connection, deliveries: Vec<Delivery>| {
+            take_batch(c, &secrets, deliveries)
+        }),
+        inbox,
+    };
+    (Receiver(handle), writer)
 }
 
-fn receive_batches(ledger: &Ledger, secrets: &SecretBox, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let (deliveries, replies): (Vec<Delivery>, Vec<_>) =
-            batch.into_iter().map(|j| (j.delivery, j.reply)).unzip();
-        let verdicts = ledger
-            .blocking(|c| Ok(take_batch(c, secrets, deliveries)))
-            .unwrap_or_else(|e| {
-                let why = e.to_string();
-                replies.iter().map(|_| Err(why.clone())).collect()
-            });
-        for (reply, verdict) in replies.into_iter().zip(verdicts) {
-            // The requester may have gone; the delivery is recorded all the same.
-            let _ = reply.send(verdict);
-        }
+/// The handle the endpoint hands deliveries to.
+#[derive(Clone)]
+pub(crate) struct Receiver(Batcher<Delivery, Verdict>);
+
+impl Receiver {
+    /// Checks and records `delivery`; refused at once when too many deliveries are waiting.
+    pub(super) async fn take(&self, delivery: Delivery) -> Result<Verdict, String> {
+        self.0.try_commit(delivery).await.map_err(|e| match e {
+            BatchError::Full(_) => "too many deliveries are waiting".to_string(),
+            e => e.to_string(),
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use super::github::{self, Candidate};
 
 /// Why a request's signature was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
+pub(crate) enum Refusal {
     Missing,
     LegacyOnly,
     Malformed,

@@ -1,0 +1,150 @@
+//! The group-commit writer: per-item answers, queued records, a full queue, and a hosting
+//! actor that writes what is still queued when it stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use rusqlite::Connection;
+use rustploy_actors::batch_writer::BatchWriter;
+use rustploy_actors::ledger::apps;
+use rustploy_actors::ledger::batch::{BatchError, Batcher, WriteFn, Writer};
+
+use crate::helpers::{TestLedger, ledger};
+
+/// Creates one app per item, each answered with its id, or an error when the name is taken:
+/// one item's failure does not undo the others. A batch holding `slow` takes half a second.
+fn create_apps() -> WriteFn<String, i64> {
+    Arc::new(|c: &mut Connection, names: Vec<String>| {
+        if names.iter().any(|n| n == "slow") {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let tx = c.transaction().expect("a transaction");
+        let out = names
+            .iter()
+            .map(|name| match apps::create(&tx, name) {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err(format!("{name} is taken")),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect();
+        tx.commit().expect("commit");
+        out
+    })
+}
+
+fn writer(t: &TestLedger, queue: usize) -> (Batcher<String, i64>, Writer<String, i64>) {
+    let (handle, inbox) = Batcher::channel("test apps", queue);
+    let writer = Writer {
+        ledger: t.ledger.clone(),
+        name: "test apps",
+        max_batch: 64,
+        write: create_apps(),
+        inbox,
+    };
+    (handle, writer)
+}
+
+async fn app_exists(t: &TestLedger, name: &str) -> bool {
+    let name = name.to_string();
+    t.ledger
+        .run(move |c| apps::resolve(c, &name))
+        .await
+        .expect("reading apps")
+        .is_some()
+}
+
+#[tokio::test]
+async fn each_item_gets_its_own_answer_from_a_shared_batch() {
+    let t = ledger();
+    let (handle, writer) = writer(&t, 1024);
+    writer.spawn_detached();
+    let names = ["one", "two", "one", "three"];
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let (handle, name) = (handle.clone(), n.to_string());
+            tokio::spawn(async move { handle.commit(name).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("the commit task"));
+    }
+    let ok: Vec<_> = answers.iter().filter(|a| a.is_ok()).collect();
+    assert_eq!(ok.len(), 3, "three distinct names are created: {answers:?}");
+    let taken: Vec<_> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Err(BatchError::Write { error, .. }) => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(taken, vec!["one is taken".to_string()]);
+    for name in ["one", "two", "three"] {
+        assert!(app_exists(&t, name).await, "{name} was written");
+    }
+}
+
+#[tokio::test]
+async fn records_queued_for_later_are_seen_after_a_flush() {
+    let t = ledger();
+    let (handle, writer) = writer(&t, 1024);
+    writer.spawn_detached();
+    for i in 0..100 {
+        handle.later(format!("later-{i}")).expect("queued");
+    }
+    handle.flush().await.expect("flushed");
+    for i in [0, 50, 99] {
+        assert!(app_exists(&t, &format!("later-{i}")).await);
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_instead_of_growing() {
+    let t = ledger();
+    // No writer runs: nothing leaves the queue.
+    let (handle, _writer) = writer(&t, 2);
+    handle.later("a".into()).expect("first fits");
+    handle.later("b".into()).expect("second fits");
+    assert!(matches!(handle.later("c".into()), Err(BatchError::Full(_))));
+    let refused = tokio::time::timeout(Duration::from_secs(5), handle.try_commit("d".into()))
+        .await
+        .expect("a full queue answers at once");
+    assert!(matches!(refused, Err(BatchError::Full(_))));
+}
+
+#[tokio::test]
+async fn a_stopping_writer_writes_what_is_still_queued() {
+    let t = ledger();
+    let (handle, writer) = writer(&t, 1024);
+    let held = writer.clone();
+    let (actor, task) = Actor::spawn(None, BatchWriter::<String, i64>::default(), writer)
+        .await
+        .expect("the writer starts");
+    handle
+        .commit("first".into())
+        .await
+        .expect("the hosted loop writes");
+    // The loop is busy with a slow batch while more is queued, then the actor stops: the loop
+    // is cancelled, and only the actor's drain can write what waits.
+    handle.later("slow".into()).expect("queued");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..20 {
+        handle.later(format!("queued-{i}")).expect("queued");
+    }
+    actor.stop(None);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the writer stops")
+        .expect("cleanly");
+    for i in [0, 19] {
+        assert!(
+            app_exists(&t, &format!("queued-{i}")).await,
+            "queued-{i} was written before the writer stopped"
+        );
+    }
+    // The handle outlives the actor: a new writer on the same inbox takes over.
+    held.spawn_detached();
+    assert!(handle.commit("after".into()).await.is_ok());
+}
