@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rustploy_api::states::{BackupState, DeployStep, DeploymentState};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::{SecretBox, env_context};
@@ -26,12 +25,14 @@ use crate::deploy::detect::{self, Detection};
 use crate::deploy::docker::{ComposeRun, ContainerObs, Engine, EngineError};
 use crate::deploy::git::{Credentials, Git};
 use crate::deploy::health::{self, Probe, Verdict};
+use crate::deploy::logs::{LogLine, LogSink};
 use crate::deploy::plan::{self, Failure, Start};
 use crate::deploy::policy;
 use crate::deploy::process::{ProcessError, Stream};
 use crate::deploy::redact::Redactor;
 use crate::deploy::{DeployConfig, checkout, contexts, finalize};
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
+use crate::ledger::batch::Batcher;
 use crate::ledger::deployments::{self, Release, RoutedContainer};
 use crate::ledger::jobs::{ClaimedJob, JobKind};
 use crate::ledger::services as service_rows;
@@ -79,6 +80,8 @@ pub struct DeployDeps {
     pub engine: Arc<dyn Engine>,
     /// Nudged after a switch, so the new release is routed.
     pub router: Slot<RouterSyncMsg>,
+    /// Where every deployment's log lines are queued (`deploy::logs::writer`).
+    pub logs: Batcher<LogLine>,
 }
 
 pub struct DeployerSupervisorState {
@@ -299,7 +302,7 @@ impl DeployerState {
                 redactor.add(t.clone());
             }
         }
-        let log = LogSink::start(self.ledger.clone(), deployment, redactor);
+        let log = LogSink::new(self.deps.logs.clone(), deployment, redactor);
         let mut attempt = Attempt {
             st: self,
             deployment,
@@ -1301,82 +1304,6 @@ pub fn telling_line(tail: &[String]) -> Option<&str> {
         .find(|l| is_error(l))
         .or_else(|| tail.iter().rev().find(|l| !l.trim().is_empty()))
         .map(|l| l.trim())
-}
-
-/// Writes a deployment's log lines in order, batched, off the caller's path. Lines are
-/// redacted before they are stored.
-#[derive(Clone)]
-struct LogSink {
-    tx: mpsc::UnboundedSender<LogCmd>,
-}
-
-enum LogCmd {
-    Line(&'static str, String),
-    /// A secret learnt after the log started.
-    Redact(String),
-    Flush(oneshot::Sender<()>),
-}
-
-impl LogSink {
-    fn start(ledger: Ledger, deployment: i64, mut redactor: Redactor) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<LogCmd>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = Vec::new();
-                let mut flushes = Vec::new();
-                let mut next = Some(first);
-                while let Some(cmd) = next.take() {
-                    match cmd {
-                        LogCmd::Line(stream, line) => batch.push((stream, redactor.line(&line))),
-                        LogCmd::Redact(secret) => redactor.add(secret),
-                        LogCmd::Flush(done) => flushes.push(done),
-                    }
-                    if batch.len() < 500 {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                if !batch.is_empty() {
-                    let written = ledger
-                        .run(move |c| {
-                            let tx = c.transaction()?;
-                            for (stream, line) in &batch {
-                                deployments::append_log(&tx, deployment, stream, line)?;
-                            }
-                            tx.commit()?;
-                            Ok(())
-                        })
-                        .await;
-                    if let Err(e) = written {
-                        tracing::error!(deployment, error = %e, "writing deployment log lines failed");
-                    }
-                }
-                for done in flushes {
-                    let _ = done.send(());
-                }
-            }
-        });
-        Self { tx }
-    }
-
-    fn line(&self, stream: Stream, line: String) {
-        let _ = self.tx.send(LogCmd::Line(stream.as_str(), line));
-    }
-
-    fn system(&self, line: impl Into<String>) {
-        let _ = self.tx.send(LogCmd::Line("system", line.into()));
-    }
-
-    fn redact(&self, secret: String) {
-        let _ = self.tx.send(LogCmd::Redact(secret));
-    }
-
-    /// Waits until every line sent so far is stored.
-    async fn close(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(LogCmd::Flush(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
-        }
-    }
 }
 
 /// The executor of `deploy` jobs: forwards each to the DeployerSupervisor and waits for it.

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ractor::ActorRef;
+use rustploy_actors::batch_writer::BatchWriter;
 use rustploy_actors::crypto::SecretBox;
 use rustploy_actors::deploy::docker::DockerEngine;
+use rustploy_actors::deploy::logs::LogLine;
 use rustploy_actors::deployer::{
     DeployDeps, DeployHandler, DeployerSupervisor, DeployerSupervisorArgs,
 };
@@ -196,11 +198,13 @@ pub async fn launch(
     let policy = RestartPolicy::default();
 
     let router = Slot::default();
+    let (logs, logs_writer) = rustploy_actors::deploy::logs::writer(ledger.clone());
     let deploy_deps = DeployDeps {
         config: Arc::new(settings.deploy_config()),
         secrets: secret_box.clone(),
         engine: Arc::new(DockerEngine),
         router: router.clone(),
+        logs,
     };
     let deployer_spec = {
         let (ledger, telemetry) = (ledger.clone(), telemetry.clone());
@@ -332,6 +336,11 @@ pub async fn launch(
     // HTTP starts last, so every actor it nudges exists, and stops first; the writers it
     // queues records to stop after it.
     let mut children: Vec<Arc<dyn ChildSpec>> = writers.specs();
+    children.push(ActorSpec::<BatchWriter<LogLine, ()>>::new(
+        "deployment_log_writer",
+        Slot::default(),
+        move || logs_writer.clone(),
+    ));
     children.extend::<[Arc<dyn ChildSpec>; 6]>([
         job_queue_spec,
         router_spec,

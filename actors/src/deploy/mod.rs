@@ -23,6 +23,7 @@ pub mod git;
 pub mod health;
 pub mod interpolate;
 pub mod load;
+pub mod logs;
 pub mod manifest;
 pub mod merge;
 pub mod plan;

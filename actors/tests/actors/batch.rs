@@ -148,3 +148,71 @@ async fn a_stopping_writer_writes_what_is_still_queued() {
     held.spawn_detached();
     assert!(handle.commit("after".into()).await.is_ok());
 }
+
+/// Two deployments logging at once share the writer: each one's lines are stored in the order
+/// it sent them, and a secret learnt midway is masked in every line queued after it.
+#[tokio::test]
+async fn deployment_logs_keep_each_deployments_order_and_mask_late_secrets() {
+    use rustploy_actors::deploy::logs::{self, LogSink};
+    use rustploy_actors::deploy::process::Stream;
+    use rustploy_actors::deploy::redact::Redactor;
+    use rustploy_actors::ledger::deployments::views;
+    use rustploy_actors::ledger::deployments::{self, DeployRequest};
+
+    let t = ledger();
+    let ids: Vec<i64> = t
+        .ledger
+        .run(|c| {
+            let mut ids = Vec::new();
+            for name in ["logs-a", "logs-b"] {
+                let app = apps::create(c, name)?.expect("a new app");
+                let request = DeployRequest {
+                    app_id: app,
+                    trigger: "api".into(),
+                    ..DeployRequest::default()
+                };
+                ids.push(deployments::request(c, &request)?.deployment_id);
+            }
+            Ok(ids)
+        })
+        .await
+        .expect("two deployments");
+    let (handle, writer) = logs::writer(t.ledger.clone());
+    writer.spawn_detached();
+    let a = LogSink::new(
+        handle.clone(),
+        ids[0],
+        Redactor::new(["hunter2".to_string()]),
+    );
+    let b = LogSink::new(handle, ids[1], Redactor::new(Vec::<String>::new()));
+    for i in 0..300 {
+        a.line(Stream::Stdout, format!("a {i} hunter2"));
+        b.system(format!("b {i} s3cret"));
+        if i == 100 {
+            b.redact("s3cret".into());
+        }
+    }
+    a.close().await;
+    b.close().await;
+    let (a_lines, b_lines) = t
+        .ledger
+        .run(move |c| {
+            Ok((
+                views::logs_after(c, ids[0], 0, 1000)?,
+                views::logs_after(c, ids[1], 0, 1000)?,
+            ))
+        })
+        .await
+        .expect("reading logs");
+    assert_eq!(a_lines.len(), 300);
+    assert_eq!(b_lines.len(), 300);
+    for (i, l) in a_lines.iter().enumerate() {
+        assert_eq!(l.line, format!("a {i} ***"), "in order and masked");
+    }
+    assert_eq!(
+        b_lines[100].line, "b 100 s3cret",
+        "queued before the secret was known"
+    );
+    assert_eq!(b_lines[101].line, "b 101 ***");
+    assert_eq!(b_lines[299].line, "b 299 ***");
+}

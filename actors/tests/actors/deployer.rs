@@ -147,6 +147,11 @@ impl World {
             secrets: SecretBox::from_key(&[7; 32]),
             engine: engine.clone(),
             router: router.clone(),
+            logs: {
+                let (logs, writer) = rustploy_actors::deploy::logs::writer(t.ledger.clone());
+                writer.spawn_detached();
+                logs
+            },
         };
         let deployer_spec: Arc<dyn ChildSpec> = {
             let (ledger, telemetry) = (t.ledger.clone(), telemetry.clone());
