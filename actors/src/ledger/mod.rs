@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
-pub use migrate::{SCHEMA_VERSION, schema_version};
+pub use migrate::{KEPT_UPGRADE_BACKUPS, SCHEMA_VERSION, schema_version, upgrade_backup_dir};
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp in the ledger.
 pub type Millis = i64;
@@ -122,6 +122,7 @@ impl Ledger {
             .connection_timeout(config.busy_timeout)
             .build(manager)?;
         let mut conn = pool.get()?;
+        migrate::back_up_before_upgrade(&conn, path)?;
         migrate::apply(&mut conn, &path.display().to_string())?;
         drop(conn);
         Ok(Self { pool, changes })

@@ -1,4 +1,7 @@
-use rustploy_actors::ledger::{Ledger, LedgerConfig, LedgerError, SCHEMA_VERSION, schema_version};
+use rustploy_actors::ledger::{
+    KEPT_UPGRADE_BACKUPS, Ledger, LedgerConfig, LedgerError, SCHEMA_VERSION, schema_version,
+    upgrade_backup_dir,
+};
 
 const TABLES: &[&str] = &[
     "apps",
@@ -119,7 +122,48 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
         assert_eq!(mode, 0);
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Copies left by earlier upgrades: only the newest three are kept.
+    let backups = upgrade_backup_dir(&path);
+    std::fs::create_dir_all(&backups).unwrap();
+    for v in 1..=4 {
+        std::fs::write(backups.join(format!("ledger-before-v{v}.db")), b"old").unwrap();
+    }
     let again = Ledger::open(&path, &LedgerConfig::default()).expect("reopen");
+    let copy = backups.join(format!("ledger-before-v{SCHEMA_VERSION}.db"));
+    {
+        let c = rusqlite::Connection::open(&copy).expect("the pre-upgrade copy opens");
+        let (version, kept): (i64, i64) = (
+            c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap(),
+            c.query_row("SELECT COUNT(*) FROM apps WHERE name = 'kept'", [], |r| {
+                r.get(0)
+            })
+            .unwrap(),
+        );
+        assert_eq!(
+            version, 7,
+            "the copy is the ledger as it was before the upgrade"
+        );
+        assert_eq!(kept, 1);
+    }
+    let copy_mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(copy_mode, 0o600, "the copy is private");
+    let mut left: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        "ledger-before-v3.db".to_string(),
+        "ledger-before-v4.db".to_string(),
+        format!("ledger-before-v{SCHEMA_VERSION}.db"),
+    ];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "the newest {KEPT_UPGRADE_BACKUPS} copies are kept"
+    );
     let (mode, kept, version): (i64, i64, i64) = again
         .blocking(|c| {
             Ok((

@@ -20,4 +20,5 @@ mod read_cache;
 mod services;
 mod session;
 mod trust;
+mod upgrade;
 mod webhooks;
