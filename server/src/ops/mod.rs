@@ -10,4 +10,5 @@
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
 pub mod apps;
+pub mod domains;
 pub mod env;

@@ -23,12 +23,12 @@ use super::{
 use crate::http::AppState;
 use crate::http::auth::Need;
 use crate::http::deploy_api::{self, ImportRequest};
-use crate::http::domains_api::{self, NewDomain};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::op_errors::no_app;
 use crate::http::trust_api;
 use crate::http::webhook_api::{self, ConnectRequest, Integration};
 use crate::ops::apps::resolve as resolve_app;
+use crate::ops::domains::{self, NewDomain};
 use crate::ops::env::{self, NewVar};
 
 pub(super) fn table() -> Table {
@@ -447,7 +447,7 @@ async fn overview(
         .run(move |c| {
             Ok((
                 recent_deployments(c, app, 5)?,
-                domains_api::domains_of(c, app)?,
+                domains::domains_of(c, app)?,
                 trust::get(c, app)?.unwrap_or(Trust {
                     trusted: false,
                     by: None,
@@ -1016,11 +1016,7 @@ async fn domains_page(
         Err(e) => return error_page(Some(v), e),
     };
     let app = head.id;
-    let list = match state
-        .ledger
-        .run(move |c| domains_api::domains_of(c, app))
-        .await
-    {
+    let list = match state.ledger.run(move |c| domains::domains_of(c, app)).await {
         Ok(l) => l,
         Err(e) => return error_page(Some(v), e.into()),
     };
@@ -1105,14 +1101,22 @@ async fn domain_add(
         redirect_to: some(&form.redirect_to),
         path_prefix: some(&form.path_prefix),
     };
-    match domains_api::add(&state, key.clone(), body).await {
-        Ok(_) => see_other(&format!("/apps/{}/domains", percent(&key))),
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let status = e.status;
-            domains_page(&state, &v, key, status, &form, &Problem::from(e)).await
+    let (status, problem) = match domains::add(&state, key.clone(), body).await {
+        Ok(_) => return see_other(&format!("/apps/{}/domains", percent(&key))),
+        Err(domains::AddError::Invalid(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::at(e.field(), e.to_string()),
+        ),
+        Err(e @ domains::AddError::TooMany) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::at("domain", e.to_string()),
+        ),
+        Err(e @ (domains::AddError::DashboardHost(_) | domains::AddError::Taken { .. })) => {
+            (StatusCode::CONFLICT, Problem::at("domain", e.to_string()))
         }
-        Err(e) => error_page(Some(&v), e),
-    }
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    domains_page(&state, &v, key, status, &form, &problem).await
 }
 
 #[derive(Deserialize)]
@@ -1127,9 +1131,9 @@ async fn domain_remove(
     Path(key): Path<String>,
     Form(form): Form<DomainKey>,
 ) -> Response {
-    match domains_api::remove(&state, key.clone(), form.domain).await {
+    match domains::remove(&state, key.clone(), form.domain).await {
         Ok(()) => see_other(&format!("/apps/{}/domains", percent(&key))),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! per `ops` module.
 
 mod apps;
+mod domains;
 mod env;
 
 use super::error::ApiError;
