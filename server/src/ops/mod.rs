@@ -12,3 +12,4 @@
 pub mod apps;
 pub mod domains;
 pub mod env;
+pub mod github;

@@ -5,6 +5,7 @@
 mod apps;
 mod domains;
 mod env;
+mod github;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;
