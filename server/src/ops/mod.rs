@@ -10,4 +10,6 @@
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
 pub mod apps;
+pub mod domains;
 pub mod env;
+pub mod github;

@@ -1,11 +1,12 @@
 //! `/api/v1/apps/{app}/domains`: validation, uniqueness, access and removal. Routing itself
 //! (RouterSync and Caddy) is tested end to end in the e2e crate.
 
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use rusqlite::params;
 use rustploy_actors::ledger::now_ms;
 use serde_json::json;
 
+use crate::dashboard::{admin_token_app, as_user, location, post, signed_in};
 use crate::harness::Harness;
 
 #[tokio::test]
@@ -147,4 +148,72 @@ async fn domains_are_validated_unique_and_removable() {
     .await;
     assert_eq!(moved.status, 201, "{}", moved.text);
     assert_eq!(moved.body["url"], "http://shop.example.com/");
+}
+
+/// The dashboard's domain form answers a failure as the API does (409 for a host that is taken,
+/// 422 for bad input) and says it beside the field it is about, keeping what was typed.
+#[tokio::test]
+async fn the_dashboard_says_a_failed_domain_beside_its_field() {
+    let h = Harness::new().await;
+    admin_token_app(&h, "shop").await;
+    admin_token_app(&h, "blog").await;
+    let owner = signed_in(&h, "owner@example.com", "owner").await;
+    let add = |app: &'static str, fields: Vec<(&'static str, &'static str)>| {
+        let (h, owner) = (&h, &owner);
+        async move {
+            post(
+                h,
+                &format!("/apps/{app}/domains"),
+                as_user(owner),
+                Some(&owner.csrf),
+                &fields,
+            )
+            .await
+        }
+    };
+
+    let r = add("shop", vec![("domain", "shop.example.com"), ("tls", "off")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(location(&r), "/apps/shop/domains");
+
+    let r = add("blog", vec![("domain", "SHOP.example.com"), ("tls", "off")]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains(r#"id="f-domain-error""#), "{}", r.text);
+    assert!(
+        r.text.contains("is already a domain of app 'shop'"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(r#"value="SHOP.example.com""#));
+
+    let r = add(
+        "blog",
+        vec![
+            ("domain", "blog.example.com"),
+            ("tls", "off"),
+            ("redirect_to", "https://blog.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains(r#"id="f-redirect_to-error""#), "{}", r.text);
+    assert!(r.text.contains("which would loop"), "{}", r.text);
+
+    let r = add(
+        "blog",
+        vec![("domain", "blog.example.com"), ("tls", "maybe")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let tls = r.text.find(r#"id="f-tls""#).expect("the TLS field");
+    let error = r.text.find("field-error").expect("an error beside a field");
+    assert!(error > tls, "the error is beside the TLS mode: {}", r.text);
+
+    // An unknown app is a page of its own, not a form error.
+    let r = add("nope", vec![("domain", "x.example.com"), ("tls", "off")]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let listed = h
+        .sql(|c| c.query_row("SELECT COUNT(*) FROM domains", [], |r| r.get::<_, i64>(0)))
+        .await;
+    assert_eq!(listed, 1, "only the first domain was added");
 }

@@ -16,6 +16,7 @@ use sha2::Sha256;
 
 use rustploy_server::http::client::TrustedProxies;
 
+use crate::dashboard::{as_user, post, signed_in};
 use crate::harness::{Harness, Reply, from_peer};
 
 const OWNER: &str = "octo-org";
@@ -1404,4 +1405,64 @@ async fn a_replayed_or_late_push_never_deploys_an_older_commit() {
     for id in ["p-1-again", "p-2-again", "p-dated", "p-late"] {
         assert!(ignored.contains(&id), "{id} not ignored: {list}");
     }
+}
+
+/// Rotating the secret from the dashboard needs a connected app: an app that is not connected,
+/// or no app at all, is said as the API says it, and nothing is connected by the attempt.
+#[tokio::test]
+async fn the_dashboard_rotates_only_a_connected_apps_secret() {
+    let t = Hooked::new().await;
+    let h = &t.h;
+    h.call(
+        Method::POST,
+        "/api/v1/apps",
+        Some(&t.admin),
+        Some(&json!({ "name": "worker" })),
+    )
+    .await;
+    let owner = &signed_in(h, "owner@example.com", "owner").await;
+    let rotate = |app: &'static str| async move {
+        post(
+            h,
+            &format!("/apps/{app}/github/rotate"),
+            as_user(owner),
+            Some(&owner.csrf),
+            &[],
+        )
+        .await
+    };
+    let r = rotate("worker").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert!(
+        r.text.contains("app 'worker' is not connected to GitHub"),
+        "{}",
+        r.text
+    );
+    let r = rotate("nope").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let worker = h
+        .call(
+            Method::GET,
+            "/api/v1/apps/worker/github",
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        worker.error(404, "rotating connected nothing"),
+        "not_connected"
+    );
+
+    // The connected app keeps its repository and branch, with a new secret.
+    let r = rotate("web").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains(r#"id="webhook-secret""#), "{}", r.text);
+    assert!(!r.text.contains(&t.secret), "the old secret is not shown");
+    let web = h
+        .call(Method::GET, "/api/v1/apps/web/github", Some(&t.admin), None)
+        .await;
+    assert_eq!(web.status, StatusCode::OK, "{}", web.text);
+    assert_eq!(web.body["owner"], OWNER);
+    assert_eq!(web.body["repo"], REPO);
+    assert_eq!(web.body["branch"], "main");
 }

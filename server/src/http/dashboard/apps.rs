@@ -11,7 +11,6 @@ use maud::{Markup, html};
 use rustploy_actors::ledger::apps::{self, AppSummary};
 use rustploy_actors::ledger::deployments::views::{self as deployment_views, DeploymentRow};
 use rustploy_actors::ledger::trust::{self, Trust};
-use rustploy_actors::ledger::webhooks;
 use rustploy_api::apps::App;
 use rustploy_api::states::{DeploymentState, DomainSource, TlsMode};
 use serde::Deserialize;
@@ -23,13 +22,13 @@ use super::{
 use crate::http::AppState;
 use crate::http::auth::Need;
 use crate::http::deploy_api::{self, ImportRequest};
-use crate::http::domains_api::{self, NewDomain};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::op_errors::no_app;
 use crate::http::trust_api;
-use crate::http::webhook_api::{self, ConnectRequest, Integration};
-use crate::ops::apps::resolve as resolve_app;
+use crate::http::webhook_api;
+use crate::ops::domains::{self, NewDomain};
 use crate::ops::env::{self, NewVar};
+use crate::ops::github::{self, ConnectRequest, Integration};
 
 pub(super) fn table() -> Table {
     use axum::http::Method as M;
@@ -447,7 +446,7 @@ async fn overview(
         .run(move |c| {
             Ok((
                 recent_deployments(c, app, 5)?,
-                domains_api::domains_of(c, app)?,
+                domains::domains_of(c, app)?,
                 trust::get(c, app)?.unwrap_or(Trust {
                     trusted: false,
                     by: None,
@@ -1016,11 +1015,7 @@ async fn domains_page(
         Err(e) => return error_page(Some(v), e),
     };
     let app = head.id;
-    let list = match state
-        .ledger
-        .run(move |c| domains_api::domains_of(c, app))
-        .await
-    {
+    let list = match state.ledger.run(move |c| domains::domains_of(c, app)).await {
         Ok(l) => l,
         Err(e) => return error_page(Some(v), e.into()),
     };
@@ -1105,14 +1100,22 @@ async fn domain_add(
         redirect_to: some(&form.redirect_to),
         path_prefix: some(&form.path_prefix),
     };
-    match domains_api::add(&state, key.clone(), body).await {
-        Ok(_) => see_other(&format!("/apps/{}/domains", percent(&key))),
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let status = e.status;
-            domains_page(&state, &v, key, status, &form, &Problem::from(e)).await
+    let (status, problem) = match domains::add(&state, key.clone(), body).await {
+        Ok(_) => return see_other(&format!("/apps/{}/domains", percent(&key))),
+        Err(domains::AddError::Invalid(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::at(e.field(), e.to_string()),
+        ),
+        Err(e @ domains::AddError::TooMany) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::at("domain", e.to_string()),
+        ),
+        Err(e @ (domains::AddError::DashboardHost(_) | domains::AddError::Taken { .. })) => {
+            (StatusCode::CONFLICT, Problem::at("domain", e.to_string()))
         }
-        Err(e) => error_page(Some(&v), e),
-    }
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    domains_page(&state, &v, key, status, &form, &problem).await
 }
 
 #[derive(Deserialize)]
@@ -1127,9 +1130,9 @@ async fn domain_remove(
     Path(key): Path<String>,
     Form(form): Form<DomainKey>,
 ) -> Response {
-    match domains_api::remove(&state, key.clone(), form.domain).await {
+    match domains::remove(&state, key.clone(), form.domain).await {
         Ok(()) => see_other(&format!("/apps/{}/domains", percent(&key))),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -1155,16 +1158,6 @@ struct Fresh {
     /// already has one.
     secret: Option<String>,
     rotated: bool,
-}
-
-struct DeliveryRow {
-    received_at: i64,
-    event: String,
-    git_ref: Option<String>,
-    commit: Option<String>,
-    outcome: String,
-    reason: Option<String>,
-    deployment: Option<i64>,
 }
 
 async fn github(
@@ -1203,26 +1196,9 @@ async fn github_page(
     let read = state
         .ledger
         .run(move |c| {
-            let integration = webhook_api::load_integration(c, app)?;
+            let integration = github::load_integration(c, app)?;
             let imported_branch = apps::import_branch(c, app)?;
-            let filter = webhooks::DeliveryFilter {
-                app_id: Some(app),
-                outcome: None,
-                before: i64::MAX,
-                limit: 50,
-            };
-            let deliveries: Vec<DeliveryRow> = webhooks::list(c, &filter)?
-                .into_iter()
-                .map(|d| DeliveryRow {
-                    received_at: d.received_at,
-                    event: d.event,
-                    git_ref: d.git_ref,
-                    commit: d.commit_sha,
-                    outcome: d.outcome.to_string(),
-                    reason: d.reason,
-                    deployment: d.deployment_id,
-                })
-                .collect();
+            let deliveries = github::recent_deliveries(c, app, 50)?;
             Ok((integration, imported_branch, deliveries))
         })
         .await;
@@ -1274,11 +1250,11 @@ async fn github_page(
                 div.scroll { table {
                     thead { tr { th { "Received" } th { "Event" } th { "Ref" } th { "Outcome" } th { "Deployment" } } }
                     tbody { @for d in &deliveries { tr {
-                        td { (when(d.received_at)) }
+                        td { (when_str(&d.received_at)) }
                         td { (d.event) }
-                        td.mono { (d.git_ref.as_deref().unwrap_or("")) @if let Some(c) = &d.commit { br; small { (short(c)) } } }
+                        td.mono { (d.git_ref.as_deref().unwrap_or("")) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
                         td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small.reason { (r) } } }
-                        td { @if let Some(id) = d.deployment { a href={ "/deployments/" (id) } { "#" (id) } } }
+                        td { @if let Some(id) = d.deployment_id { a href={ "/deployments/" (id) } { "#" (id) } } }
                     } } }
                 } }
             }
@@ -1386,7 +1362,7 @@ async fn github_connect(
         deploy_tags: Some(form.deploy_tags.is_some()),
         rotate_secret: None,
     };
-    match webhook_api::connect(&state, &key, request).await {
+    let problem = match github::connect(&state, &key, request).await {
         Ok(done) => {
             let status = if done.existed {
                 StatusCode::OK
@@ -1394,10 +1370,10 @@ async fn github_connect(
                 StatusCode::CREATED
             };
             let fresh = Fresh {
-                secret: done.secret,
+                secret: done.integration.secret,
                 rotated: false,
             };
-            github_page(
+            return github_page(
                 &state,
                 &v,
                 key,
@@ -1406,23 +1382,23 @@ async fn github_connect(
                 &Problem::default(),
                 Some(&fresh),
             )
-            .await
+            .await;
         }
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let status = e.status;
-            github_page(
-                &state,
-                &v,
-                key,
-                status,
-                Some(&form),
-                &Problem::from(e),
-                None,
-            )
-            .await
-        }
-        Err(e) => error_page(Some(&v), e),
-    }
+        Err(github::ConnectError::Owner(m)) => Problem::at("owner", m),
+        Err(github::ConnectError::Repo(m)) => Problem::at("repo", m),
+        Err(github::ConnectError::Branch(m)) => Problem::at("branch", m),
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    github_page(
+        &state,
+        &v,
+        key,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some(&form),
+        &problem,
+        None,
+    )
+    .await
 }
 
 /// A new secret for the repository, through the same path as the API's `rotate_secret`.
@@ -1431,31 +1407,10 @@ async fn github_rotate(
     Extension(v): Extension<Viewer>,
     Path(key): Path<String>,
 ) -> Response {
-    let k = key.clone();
-    let current = state
-        .ledger
-        .run(move |c| match resolve_app(c, &k)? {
-            None => Ok(None),
-            Some(app) => webhook_api::load_integration(c, app).map(Some),
-        })
-        .await;
-    let current = match current {
-        Ok(Some(Some(i))) => i,
-        Ok(Some(None)) => return error_page(Some(&v), webhook_api::not_connected(&key)),
-        Ok(None) => return error_page(Some(&v), no_app(&key)),
-        Err(e) => return error_page(Some(&v), e.into()),
-    };
-    let request = ConnectRequest {
-        owner: current.owner,
-        repo: current.repo,
-        branch: current.branch,
-        deploy_tags: Some(current.deploy_tags),
-        rotate_secret: Some(true),
-    };
-    match webhook_api::connect(&state, &key, request).await {
+    match github::rotate(&state, &key).await {
         Ok(done) => {
             let fresh = Fresh {
-                secret: done.secret,
+                secret: done.integration.secret,
                 rotated: true,
             };
             github_page(
@@ -1469,7 +1424,7 @@ async fn github_rotate(
             )
             .await
         }
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -1478,8 +1433,8 @@ async fn github_disconnect(
     Extension(v): Extension<Viewer>,
     Path(key): Path<String>,
 ) -> Response {
-    match webhook_api::disconnect(&state, &key).await {
+    match github::disconnect(&state, &key).await {
         Ok(()) => see_other(&format!("/apps/{}/github", percent(&key))),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }

@@ -3,7 +3,9 @@
 //! per `ops` module.
 
 mod apps;
+mod domains;
 mod env;
+mod github;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;

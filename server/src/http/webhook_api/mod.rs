@@ -37,11 +37,10 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use rustploy_actors::ledger::now_ms;
-use rustploy_actors::ledger::webhooks::{self as ledger, DeliveryFilter};
+use rustploy_actors::ledger::webhooks as ledger;
 use rustploy_actors::webhook_intake::WebhookIntakeMsg;
-use rustploy_api::Page as WirePage;
 use rustploy_api::states::WebhookOutcome;
-use rustploy_api::webhooks::{WebhookDelivery, WebhookReceipt};
+use rustploy_api::webhooks::WebhookReceipt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -49,13 +48,8 @@ use super::AppState;
 use super::auth::Need;
 use super::budget::Budget;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult};
-use super::op_errors::no_app;
 use super::paging::Page;
-use crate::domain::rfc3339;
-use crate::ops::apps::resolve as resolve_app;
-pub(crate) use integrations::{
-    ConnectRequest, Integration, connect, disconnect, load_integration, not_connected,
-};
+use crate::ops::github::{self as ops, DeliveryQuery};
 use limits::{Buckets, Unread, check_size, declared_length, read_body};
 use receiver::{Delivery, RejectedRow, Verdict, insert_rejected};
 #[doc(hidden)]
@@ -396,7 +390,7 @@ async fn list_deliveries(
 ) -> ApiResult<impl IntoResponse> {
     let page = Page {
         limit: q.limit,
-        cursor: q.cursor.clone(),
+        cursor: q.cursor,
         state: None,
     };
     let (limit, before) = page.bounds()?;
@@ -410,55 +404,11 @@ async fn list_deliveries(
             )
         })?),
     };
-    let app_key = q.app.clone();
-    let items = state
-        .ledger
-        .run(move |c| {
-            let app_id = match &app_key {
-                None => None,
-                Some(k) => match resolve_app(c, k)? {
-                    Some(id) => Some(id),
-                    None => return Ok(None),
-                },
-            };
-            let filter = DeliveryFilter {
-                app_id,
-                outcome,
-                before,
-                limit,
-            };
-            ledger::list(c, &filter).map(Some)
-        })
-        .await?;
-    let Some(items) = items else {
-        return Err(no_app(q.app.as_deref().unwrap_or_default()));
+    let query = DeliveryQuery {
+        app: q.app,
+        outcome,
+        before,
+        limit,
     };
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|d| d.id.to_string()))
-        .flatten();
-    Ok(ApiJson(WirePage {
-        items: items.into_iter().map(delivery_view).collect(),
-        next_cursor,
-    }))
-}
-
-/// A recorded delivery as the API shows it.
-fn delivery_view(d: ledger::Delivery) -> WebhookDelivery {
-    WebhookDelivery {
-        id: d.id,
-        delivery_id: d.delivery_id,
-        event: d.event,
-        app_id: d.app_id,
-        app: d.app,
-        repository: d.repository,
-        git_ref: d.git_ref,
-        commit_sha: d.commit_sha,
-        outcome: d.outcome.to_string(),
-        reason: d.reason,
-        deployment_id: d.deployment_id,
-        source_addr: d.source_addr,
-        received_at: rfc3339(d.received_at),
-        handled_at: d.handled_at.map(rfc3339),
-        duplicate_of: d.duplicate_of,
-    }
+    Ok(ApiJson(ops::deliveries(&state, query).await?))
 }
