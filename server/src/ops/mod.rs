@@ -10,4 +10,7 @@
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
 pub mod apps;
+pub mod deploys;
 pub mod env;
+pub mod import;
+pub mod trust;

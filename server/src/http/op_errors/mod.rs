@@ -3,7 +3,10 @@
 //! per `ops` module.
 
 mod apps;
+mod deploys;
 mod env;
+mod import;
+mod trust;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;
