@@ -10,6 +10,9 @@
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
 pub mod apps;
+pub mod deploys;
 pub mod domains;
 pub mod env;
 pub mod github;
+pub mod import;
+pub mod trust;

@@ -11,6 +11,7 @@ mod dashboard;
 mod dashboard_access;
 mod dashboard_host;
 mod dashboard_services;
+mod deploy_errors;
 mod domains;
 mod env_files;
 mod errors;

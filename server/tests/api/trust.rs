@@ -12,7 +12,7 @@ use crate::dashboard::{as_user, get, post, signed_in};
 use crate::harness::Harness;
 
 /// A git repository at `dir` whose one commit holds `files`.
-fn repository(dir: &Path, files: &[(&str, &str)]) {
+pub(crate) fn repository(dir: &Path, files: &[(&str, &str)]) {
     std::fs::create_dir_all(dir).unwrap();
     for (path, text) in files {
         let p = dir.join(path);

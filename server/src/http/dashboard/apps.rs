@@ -21,14 +21,15 @@ use super::{
 };
 use crate::http::AppState;
 use crate::http::auth::Need;
-use crate::http::deploy_api::{self, ImportRequest};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::op_errors::no_app;
-use crate::http::trust_api;
 use crate::http::webhook_api;
+use crate::ops::deploys;
 use crate::ops::domains::{self, NewDomain};
 use crate::ops::env::{self, NewVar};
 use crate::ops::github::{self, ConnectRequest, Integration};
+use crate::ops::import::{self, ImportError, ImportRequest};
+use crate::ops::trust as app_trust;
 
 pub(super) fn table() -> Table {
     use axum::http::Method as M;
@@ -245,20 +246,27 @@ async fn import_submit(
         compose_path: some(&form.compose_path),
         deploy_key: some(&form.deploy_key),
         https_token: some(&form.https_token),
-        trusted: None,
+        trusted: false,
     };
-    match deploy_api::import(&state, &v.principal, request).await {
-        Ok(app) => respond(StatusCode::CREATED, imported_page(&v, &app)),
-        Err(e) if e.status.is_client_error() => {
-            let mut form = form;
-            // A URL with a token in it is not sent back into the page.
-            if e.code == "credentials_in_url" {
-                form.repo_url.clear();
-            }
-            respond(e.status, import_page(&v, &form, &Problem::from(e)))
+    let e = match import::import(&state, &v.principal, request).await {
+        Ok(app) => return respond(StatusCode::CREATED, imported_page(&v, &app)),
+        Err(e @ (ImportError::Interrupted(_) | ImportError::Ledger(_))) => {
+            return error_page(Some(&v), e.into());
         }
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => e,
+    };
+    let mut form = form;
+    // A URL with a token in it is not sent back into the page.
+    if matches!(e, ImportError::CredentialsInUrl) {
+        form.repo_url.clear();
     }
+    let problem = Problem {
+        field: e.field().map(str::to_string),
+        message: e.to_string(),
+    };
+    // The page answers with the status the API gives the same failure.
+    let status = ApiError::from(e).status;
+    respond(status, import_page(&v, &form, &problem))
 }
 
 /// What an import found, and why.
@@ -459,7 +467,10 @@ async fn overview(
         Ok(r) => r,
         Err(e) => return error_page(Some(&v), e.into()),
     };
-    let runtime = deploy_api::runtime_of(&state, head.name.clone()).await;
+    // A failure reads as the API says it (an internal one without its cause, which is logged).
+    let runtime = deploys::runtime_of(&state, head.name.clone())
+        .await
+        .map_err(ApiError::from);
     let content = html! {
         div id="live" data-refresh="5" {
             section {
@@ -567,9 +578,9 @@ async fn trust_set(
             );
         }
     };
-    match trust_api::set_trust(&state, &v.principal, key.clone(), trusted).await {
+    match app_trust::set(&state, &v.principal, key.clone(), trusted).await {
         Ok(_) => see_other(&format!("/apps/{}#trust", percent(&key))),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -607,9 +618,9 @@ async fn deploy(
     Extension(v): Extension<Viewer>,
     Path(key): Path<String>,
 ) -> Response {
-    match deploy_api::request_deploy(&state, &v.principal, key, None).await {
+    match deploys::request_deploy(&state, &v.principal, key, None).await {
         Ok(d) => see_other(&format!("/deployments/{}", d.id)),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -641,9 +652,9 @@ async fn rollback(
             }
         },
     };
-    match deploy_api::roll_back(&state, &v.principal, key, target).await {
+    match deploys::roll_back(&state, &v.principal, key, target).await {
         Ok(d) => see_other(&format!("/deployments/{}", d.id)),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -652,9 +663,9 @@ async fn cancel(
     Extension(v): Extension<Viewer>,
     Path(id): Path<i64>,
 ) -> Response {
-    match deploy_api::cancel(&state, id).await {
+    match deploys::cancel(&state, id).await {
         Ok(_) => see_other(&format!("/deployments/{id}")),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 

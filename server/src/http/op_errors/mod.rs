@@ -3,9 +3,12 @@
 //! per `ops` module.
 
 mod apps;
+mod deploys;
 mod domains;
 mod env;
 mod github;
+mod import;
+mod trust;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;
