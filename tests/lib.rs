@@ -477,6 +477,10 @@ impl Api {
     }
 
     /// A POST without a body, for actions such as cancel.
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.client.put(self.url(path)).json(body))
+    }
+
     pub fn post_empty(&self, path: &str) -> Reply {
         self.send(self.client.post(self.url(path)))
     }

@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `admin`, `migrate` and `backup`.
+//! The command line: `serve` (the default), `admin`, `migrate`, `backup` and `doctor`.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -16,7 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let file = FileConfig::load(cli.global.config.as_deref()).map_err(anyhow::Error::msg)?;
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let serve_args = match &command {
-        Command::Serve(args) => args,
+        Command::Serve(args) | Command::Doctor(args) => args,
         _ => &ServeArgs::default(),
     };
     let settings = Settings::resolve(&cli.global, serve_args, file).map_err(anyhow::Error::msg)?;
@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup { path } => backup(&settings, &path),
+        Command::Doctor(_) => doctor(&settings),
         Command::Admin(cmd) => admin(&settings, cmd),
     }
 }
@@ -167,6 +168,23 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             eprintln!("one-time password reset link for {email} (valid 30 minutes):");
             println!("{}/reset-password?token={token}", settings.public_url);
         }
+    }
+    Ok(())
+}
+
+/// Prints one line per check; fails (exit code 1) when any check failed.
+fn doctor(settings: &crate::config::Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let checks = runtime.block_on(crate::doctor::run(settings));
+    for check in &checks {
+        println!("{}", check.line());
+    }
+    let failed = checks.iter().filter(|c| c.failed()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} checks failed", checks.len());
     }
     Ok(())
 }

@@ -49,6 +49,10 @@ pub enum Command {
     Migrate,
     /// Copy the ledger to PATH with SQLite's online backup (safe while the server runs).
     Backup { path: PathBuf },
+    /// Check the host (Docker, compose, Caddy, ports, the data dir, the secret key, the clock,
+    /// DNS) with the settings `serve` would use (it takes the same flags) and say what to fix;
+    /// exits 0 only when every check passes. Changes nothing.
+    Doctor(ServeArgs),
 }
 
 #[derive(Debug, Default, Args)]

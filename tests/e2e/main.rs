@@ -10,6 +10,7 @@ mod compose_projects;
 mod dashboard;
 mod deploy;
 mod deploying;
+mod doctor;
 mod files;
 mod ingress;
 mod lifecycle;

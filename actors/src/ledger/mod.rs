@@ -13,6 +13,7 @@ pub mod changes;
 pub mod deployments;
 pub mod domains;
 pub mod env;
+pub mod inspect;
 pub mod jobs;
 mod migrate;
 pub mod push_heads;
