@@ -11,3 +11,4 @@
 
 pub mod apps;
 pub mod env;
+pub mod services;

@@ -4,6 +4,7 @@
 
 mod apps;
 mod env;
+mod services;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;
