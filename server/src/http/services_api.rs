@@ -1,7 +1,7 @@
 //! `/api/v1/apps/{app}/services`: the app's managed databases. A change is committed with a
 //! job that makes Docker match; status is read from Docker at each request. Backups and
-//! restores are jobs too, run by the app's Deployer between its deployments. The operations are
-//! `ops::services`'.
+//! restores are jobs too, run by the app's Deployer between its deployments. Each handler
+//! parses the request, calls its operation in `ops::services` and serialises the answer.
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
