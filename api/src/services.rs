@@ -57,8 +57,9 @@ pub struct Services {
 
 /// A service to add. Whatever is `None` takes the server's default: the engine's name as the
 /// service's name, the server's image for the engine, and the engine's usual variable
-/// (`DATABASE_URL`, `REDIS_URL`, `MYSQL_URL`).
+/// (`DATABASE_URL`, `REDIS_URL`, `MYSQL_URL`). The server refuses a field it does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewService {
     pub engine: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,51 +86,10 @@ impl JobKind {
     }
 }
 
-/// What [`NewJob::new`] takes: a [`JobKind`], or the name of one whose payload
-/// [`NewJob::payload`] gives as JSON (checked against the kind when the job is enqueued). The
-/// name form is for callers not yet moved to [`JobKind`]; new code passes the kind.
-#[derive(Debug, Clone)]
-pub struct NewKind(Spec);
-
-#[derive(Debug, Clone)]
-enum Spec {
-    Typed(JobKind),
-    Named {
-        name: String,
-        payload: serde_json::Value,
-    },
-}
-
-impl From<JobKind> for NewKind {
-    fn from(kind: JobKind) -> Self {
-        NewKind(Spec::Typed(kind))
-    }
-}
-
-impl From<&str> for NewKind {
-    fn from(name: &str) -> Self {
-        NewKind(Spec::Named {
-            name: name.to_string(),
-            payload: serde_json::Value::Object(Default::default()),
-        })
-    }
-}
-
-impl NewKind {
-    fn resolve(&self) -> Result<JobKind, LedgerError> {
-        match &self.0 {
-            Spec::Typed(kind) => Ok(kind.clone()),
-            Spec::Named { name, payload } => {
-                JobKind::from_parts(name, payload.clone()).map_err(LedgerError::Invalid)
-            }
-        }
-    }
-}
-
 /// A job to put in the queue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    kind: NewKind,
+    kind: JobKind,
     /// While a job with this key is queued or running, enqueueing the same key returns it instead.
     pub key: Option<String>,
     pub app_id: Option<i64>,
@@ -140,9 +99,9 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    pub fn new(kind: impl Into<NewKind>) -> Self {
+    pub fn new(kind: JobKind) -> Self {
         Self {
-            kind: kind.into(),
+            kind,
             key: None,
             app_id: None,
             deployment_id: None,
@@ -153,17 +112,6 @@ impl NewJob {
 
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
-        self
-    }
-
-    /// The payload of a job named by its kind's name (see [`NewKind`]); it replaces a typed
-    /// kind's fields.
-    pub fn payload(mut self, payload: serde_json::Value) -> Self {
-        let name = match self.kind.0 {
-            Spec::Typed(kind) => kind.name().to_string(),
-            Spec::Named { name, .. } => name,
-        };
-        self.kind = NewKind(Spec::Named { name, payload });
         self
     }
 
@@ -281,10 +229,9 @@ pub fn backoff(policy: RetryPolicy, attempt: u32, jitter: f64) -> Duration {
 
 const ACTIVE_KEY_INDEX: &str = "jobs.job_key";
 
-/// Inserts a job. Call it inside the transaction that writes the row the job acts on. A job
-/// named by its kind's name whose payload does not fit the kind is refused (`Invalid`).
+/// Inserts a job. Call it inside the transaction that writes the row the job acts on.
 pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<Enqueued, LedgerError> {
-    let kind = job.kind.resolve()?;
+    let kind = &job.kind;
     let now = now_ms();
     let inserted = conn
         .prepare_cached(
@@ -842,25 +789,9 @@ mod tests {
     }
 
     #[test]
-    fn the_old_builders_give_the_same_rows_as_the_kinds() {
-        let named = NewJob::new("restore")
-            .payload(serde_json::json!({ "backup_id": 3, "service": "db" }))
-            .kind
-            .resolve()
-            .unwrap();
-        assert_eq!(
-            named,
-            JobKind::Restore {
-                backup_id: 3,
-                service: "db".into()
-            }
-        );
-        assert_eq!(
-            NewJob::new("deploy").kind.resolve().unwrap(),
-            JobKind::Deploy {}
-        );
-        assert!(NewJob::new("restore").kind.resolve().is_err());
-        assert!(NewJob::new("paint").kind.resolve().is_err());
+    fn a_payload_that_does_not_fit_its_kind_does_not_read() {
+        assert!(JobKind::decode("restore", r#"{"backup_id":3}"#).is_err());
+        assert!(JobKind::decode("paint", "{}").is_err());
         assert!(JobKind::decode("backup", "{not json").is_err());
     }
 }

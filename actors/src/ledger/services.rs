@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_api::states::{BackupState, JobState};
 use serde::Serialize;
 
-use super::jobs::{self, NewJob};
+use super::jobs::{self, JobId, JobKind, NewJob};
 use super::{LedgerError, Millis, now_ms};
 use crate::crypto::SecretBox;
 use crate::services::{self, Engine, Service};
@@ -68,10 +68,11 @@ pub fn root_password_context(app_id: i64, name: &str) -> String {
 pub fn enqueue_apply(conn: &Connection, app_id: i64, purge: &[String]) -> Result<i64, LedgerError> {
     Ok(jobs::enqueue(
         conn,
-        &NewJob::new("services")
-            .app(app_id)
-            .payload(serde_json::json!({ "purge_volumes": purge }))
-            .max_attempts(3),
+        &NewJob::new(JobKind::Services {
+            purge_volumes: purge.to_vec(),
+        })
+        .app(app_id)
+        .max_attempts(3),
     )?
     .id())
 }
@@ -397,10 +398,9 @@ pub fn request_backup(
     )?;
     let job = jobs::enqueue(
         conn,
-        &NewJob::new("backup")
+        &NewJob::new(JobKind::Backup { backup_id: id })
             .app(app_id)
             .key(format!("backup:{id}"))
-            .payload(serde_json::json!({ "backup_id": id }))
             .max_attempts(1),
     )?
     .id();
@@ -435,6 +435,55 @@ pub fn get_backup(
         ))?
         .query_row(params![app_id, id], backup_row)
         .optional()?)
+}
+
+/// What came of asking for a restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreRequest {
+    /// The `restore` job.
+    Queued(JobId),
+    /// The app has no backup of that id.
+    NoBackup,
+    /// The backup is still running or failed.
+    NotDone(BackupState),
+    /// The backup is of this other engine than the service's.
+    OtherEngine(String),
+    /// A restore into the service is already queued or running.
+    Running,
+}
+
+/// Queues a restore of the app's backup `backup_id` into `service`: only a finished backup of
+/// the service's engine, and one restore per service at a time. Call it in an immediate
+/// transaction.
+pub fn request_restore(
+    conn: &Connection,
+    app_id: i64,
+    service: &ServiceRow,
+    backup_id: i64,
+) -> Result<RestoreRequest, LedgerError> {
+    let Some(b) = get_backup(conn, app_id, backup_id)? else {
+        return Ok(RestoreRequest::NoBackup);
+    };
+    if b.state != BackupState::Done {
+        return Ok(RestoreRequest::NotDone(b.state));
+    }
+    if b.engine != service.engine {
+        return Ok(RestoreRequest::OtherEngine(b.engine));
+    }
+    let job = jobs::enqueue(
+        conn,
+        &NewJob::new(JobKind::Restore {
+            backup_id,
+            service: service.name.clone(),
+        })
+        .app(app_id)
+        .key(format!("restore:{}", service.id))
+        .max_attempts(1),
+    )?;
+    Ok(match job {
+        jobs::Enqueued::Created(id) => RestoreRequest::Queued(id),
+        jobs::Enqueued::Existing(_) => RestoreRequest::Running,
+    })
 }
 
 /// The backups of the app's service `name` (also those made before it was deleted and made
@@ -615,8 +664,9 @@ pub fn restore_job(
         id,
         state,
         last_error,
-        backup_id: serde_json::from_str::<serde_json::Value>(&payload)
-            .ok()
-            .and_then(|p| p["backup_id"].as_i64()),
+        backup_id: match JobKind::decode("restore", &payload) {
+            Ok(JobKind::Restore { backup_id, .. }) => Some(backup_id),
+            _ => None,
+        },
     }))
 }

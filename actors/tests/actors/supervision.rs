@@ -9,11 +9,10 @@ use rustploy_actors::job_queue::{
     Handlers, JobQueue, JobQueueArgs, JobQueueMsg, KindConfig, NoopHandler, QueueConfig,
 };
 use rustploy_actors::ledger::Ledger;
-use rustploy_actors::ledger::jobs::{self, NewJob};
+use rustploy_actors::ledger::jobs::{self, JobKind, NewJob};
 use rustploy_actors::router_sync::{RouterSettings, RouterSync, RouterSyncArgs, RouterSyncMsg};
 use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
 use rustploy_actors::tree::{Root, RootArgs};
-use serde_json::json;
 
 use super::helpers::{eventually, ledger};
 
@@ -105,7 +104,9 @@ async fn run_noop(ledger: &Ledger, queue: &Slot<JobQueueMsg>, sleep_ms: u64) -> 
         .run(move |c| {
             jobs::enqueue(
                 c,
-                &NewJob::new("noop").payload(json!({ "sleep_ms": sleep_ms })),
+                &NewJob::new(JobKind::Noop {
+                    sleep_ms: Some(sleep_ms),
+                }),
             )
         })
         .await

@@ -15,4 +15,5 @@ pub mod domains;
 pub mod env;
 pub mod github;
 pub mod import;
+pub mod services;
 pub mod trust;

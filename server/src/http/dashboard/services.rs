@@ -1,8 +1,8 @@
 //! An app's Services tab: its managed databases and their status, adding one, backing one up,
 //! deleting one (keeping or erasing its data), and a service's backups with their restores.
 //!
-//! Every action calls the functions the API's handlers call (`services_api::create`, `delete`,
-//! `request_backup`, `request_restore`, `credentials_of`), so both check the same rules.
+//! Every page and action calls the operations the API's handlers call (`ops::services`), so
+//! both check the same rules and show the same answers.
 
 use axum::Extension;
 use axum::Form;
@@ -11,25 +11,21 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use maud::{Markup, html};
-use rusqlite::Connection;
-use rustploy_actors::ledger::services::{
-    self as rows, BackupRow, KeptRow as Kept, RestoreJobRow as RestoreJob, ServiceRow,
-};
-use rustploy_actors::ledger::{LedgerError, audit, now_ms};
+use rustploy_actors::ledger::services::{KeptRow as Kept, RestoreJobRow as RestoreJob, ServiceRow};
 use rustploy_actors::services::Engine;
-use rustploy_api::states::BackupState;
+use rustploy_api::services::{Backup, Credentials, DataVolume, NewService, Service};
+use rustploy_api::states::{BackupState, JobState};
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::apps::{AppHead, Tab, app_frame, app_head, some};
+use super::apps::{Tab, app_frame, app_head, some};
 use super::{
     Problem, Table, Viewer, action, badge, confirm, csrf, duration, error_page, form_error,
-    optional_field, percent, respond, see_other, when,
+    optional_field, percent, respond, see_other, when, when_str,
 };
 use crate::http::AppState;
-use crate::http::auth::{Need, Principal};
-use crate::http::error::{ApiError, ApiResult};
-use crate::http::services_api::{self, NewServiceBody};
+use crate::http::auth::Need;
+use crate::http::error::ApiError;
+use crate::ops::services::{self, CreateError, RestoreError};
 
 pub(super) fn table() -> Table {
     use axum::http::Method as M;
@@ -116,47 +112,37 @@ struct Page<'a> {
 }
 
 async fn services_page(state: &AppState, v: &Viewer, key: String, page: Page<'_>) -> Response {
-    // Revealing passwords needs the role that reveals secret env values.
-    if page.reveal && !v.can(Need::Admin) {
-        return error_page(Some(v), ApiError::forbidden("admin"));
-    }
+    // Revealing passwords needs the role that reveals secret env values (the operation checks),
+    // and is recorded in the audit log.
+    let revealed = if page.reveal {
+        match services::reveal(state, &v.principal, key.clone()).await {
+            Ok(creds) => Some(creds).filter(|c| !c.is_empty()),
+            Err(e) => return error_page(Some(v), e.into()),
+        }
+    } else {
+        None
+    };
     let head = match app_head(state, &key).await {
         Ok(h) => h,
         Err(e) => return error_page(Some(v), e),
     };
-    let app = head.id;
-    let read = state
-        .ledger
-        .run(move |c| {
-            Ok((
-                rows::list(c, app)?,
-                services_api::last_services_error(c, app)?,
-                kept_volumes(c, app)?,
-            ))
-        })
-        .await;
-    let (list, last_error, kept) = match read {
-        Ok(r) => r,
+    let list = match services::list(state, key.clone()).await {
+        Ok(l) => l.items,
         Err(e) => return error_page(Some(v), e.into()),
     };
-    let views = services_api::views(state, &head.name, &list, last_error).await;
-    let revealed = if page.reveal && !list.is_empty() {
-        match reveal(state, v, &head, &list).await {
-            Ok(r) => Some(r),
-            Err(e) => return error_page(Some(v), e),
-        }
-    } else {
-        None
+    let kept = match services::kept(state, key).await {
+        Ok(k) => k,
+        Err(e) => return error_page(Some(v), e.into()),
     };
     let base = format!("/apps/{}/services", percent(&head.name));
     let can_change = v.can(Need::Deploy);
     let content = html! {
         // Refreshed from the plain tab, so that a reveal is neither repeated nor audited again.
         section id="live" data-refresh="10" data-refresh-from=(base) {
-            @if views.is_empty() {
+            @if list.is_empty() {
                 (empty_state())
             } @else {
-                (services_table(&base, &views))
+                (services_table(&base, &list))
                 p.hint { "The app receives each service's URL in its variable at its next deployment; the running release keeps what it started with." }
             }
         }
@@ -194,25 +180,24 @@ fn empty_state() -> Markup {
     }
 }
 
-fn services_table(base: &str, views: &[Value]) -> Markup {
+fn services_table(base: &str, list: &[Service]) -> Markup {
     html! {
         div.scroll { table {
             thead { tr {
                 th { "Service" } th { "Engine" } th { "Status" } th { "Variable" } th { "Image" } th { "Volume" } th {}
             } }
-            tbody { @for s in views {
-                @let name = str_of(s, "name");
+            tbody { @for s in list {
                 tr {
-                    td { (name) }
-                    td { (str_of(s, "engine")) }
+                    td { (s.name) }
+                    td { (s.engine) }
                     td {
-                        (badge(str_of(s, "status")))
-                        @if let Some(e) = s["last_error"].as_str() { br; small.reason { (e) } }
+                        (badge(&s.status))
+                        @if let Some(e) = &s.last_error { br; small.reason { (e) } }
                     }
-                    td.mono { (str_of(s, "env_name")) br; small { (str_of(s, "url")) } }
-                    td.mono { (str_of(s, "image")) }
-                    td.mono { (str_of(s, "volume")) }
-                    td { a href={ (base) "/" (percent(name)) "/backups" } { "Backups" } }
+                    td.mono { (s.env_name) br; small { (s.url) } }
+                    td.mono { (s.image) }
+                    td.mono { (s.volume) }
+                    td { a href={ (base) "/" (percent(&s.name)) "/backups" } { "Backups" } }
                 }
             } }
         } }
@@ -220,7 +205,7 @@ fn services_table(base: &str, views: &[Value]) -> Markup {
 }
 
 /// The connection URLs with their passwords, for an owner who asked for them.
-fn revealed_notice(base: &str, creds: &[Value]) -> Markup {
+fn revealed_notice(base: &str, creds: &[Credentials]) -> Markup {
     html! {
         section.notice.fresh role="status" {
             h2 { "Connection URLs" }
@@ -228,8 +213,8 @@ fn revealed_notice(base: &str, creds: &[Value]) -> Markup {
             dl.facts {
                 @for (i, c) in creds.iter().enumerate() {
                     @let id = format!("service-url-{i}");
-                    dt { label for=(id) { (str_of(c, "name")) " · " (str_of(c, "env_name")) } }
-                    dd { input.copy id=(id) type="text" readonly value=(str_of(c, "url")); }
+                    dt { label for=(id) { (c.name) " · " (c.env_name) } }
+                    dd { input.copy id=(id) type="text" readonly value=(c.url); }
                 }
             }
             p { a href=(base) { "Hide them" } }
@@ -238,7 +223,7 @@ fn revealed_notice(base: &str, creds: &[Value]) -> Markup {
 }
 
 /// "Back up now" and the two ways to delete, for one service.
-fn service_actions(v: &Viewer, base: &str, s: &ServiceRow) -> Markup {
+fn service_actions(v: &Viewer, base: &str, s: &Service) -> Markup {
     let at = format!("{base}/{}", percent(&s.name));
     let keep = html! {
         p { "The " (s.engine) " service " strong { (s.name) } " stops and its container is removed. "
@@ -268,12 +253,6 @@ fn service_actions(v: &Viewer, base: &str, s: &ServiceRow) -> Markup {
             }
         }
     }
-}
-
-/// The app's services deleted with their data kept: their rows stay, so that a service made
-/// again under a name takes back the volume and the credentials the data was made with.
-fn kept_volumes(c: &Connection, app: i64) -> Result<Vec<Kept>, LedgerError> {
-    rustploy_actors::ledger::services::kept_list(c, app)
 }
 
 fn kept_section(v: &Viewer, base: &str, kept: &[Kept]) -> Markup {
@@ -365,25 +344,39 @@ async fn add(
     Path(key): Path<String>,
     Form(form): Form<ServiceForm>,
 ) -> Response {
-    let body = NewServiceBody {
+    let new = NewService {
         engine: form.engine.trim().to_string(),
         name: some(&form.name),
         image: some(&form.image),
         env_name: some(&form.env_name),
     };
-    match services_api::create(&state, &key, &body).await {
-        Ok(_) => see_other(&format!("/apps/{}/services", percent(&key))),
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let page = Page {
-                status: e.status,
-                reveal: false,
-                draft: &form,
-                problem: &Problem::from(e),
-            };
-            services_page(&state, &v, key, page).await
+    let e = match services::create(&state, key.clone(), new).await {
+        Ok(_) => return see_other(&format!("/apps/{}/services", percent(&key))),
+        Err(e) => e,
+    };
+    // A failure the form can fix is said beside its field, with what was sent kept.
+    let field = match &e {
+        CreateError::Engine(_) => Some("engine"),
+        CreateError::Name(_) | CreateError::NameTaken(_) | CreateError::KeptVolume { .. } => {
+            Some("name")
         }
-        Err(e) => error_page(Some(&v), e),
-    }
+        CreateError::EnvName(_) | CreateError::EnvTaken { .. } => Some("env_name"),
+        CreateError::Image => Some("image"),
+        CreateError::TooMany => None,
+        CreateError::NoApp(_) | CreateError::Ledger(_) => return error_page(Some(&v), e.into()),
+    };
+    let problem = Problem {
+        field: field.map(str::to_string),
+        message: e.to_string(),
+    };
+    let page = Page {
+        // The status the API answers for the same failure.
+        status: ApiError::from(e).status,
+        reveal: false,
+        draft: &form,
+        problem: &problem,
+    };
+    services_page(&state, &v, key, page).await
 }
 
 #[derive(Deserialize, Default)]
@@ -397,10 +390,14 @@ async fn delete(
     Path((key, name)): Path<(String, String)>,
     Query(q): Query<DeleteQuery>,
 ) -> Response {
-    let purge = q.purge.as_deref() == Some("true");
-    match services_api::delete(&state, &key, &name, purge).await {
+    let volume = if q.purge.as_deref() == Some("true") {
+        DataVolume::Purge
+    } else {
+        DataVolume::Keep
+    };
+    match services::delete(&state, key.clone(), name, volume).await {
         Ok(_) => see_other(&format!("/apps/{}/services", percent(&key))),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -409,64 +406,10 @@ async fn back_up(
     Extension(v): Extension<Viewer>,
     Path((key, name)): Path<(String, String)>,
 ) -> Response {
-    match services_api::request_backup(&state, &key, &name).await {
+    match services::back_up(&state, key.clone(), name.clone()).await {
         Ok(_) => see_other(&backups_url(&key, &name)),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
-}
-
-/// Each service's connection details with its password, recorded in the audit log as the
-/// env tab's reveal is. Owners only: the caller checked.
-async fn reveal(
-    state: &AppState,
-    v: &Viewer,
-    head: &AppHead,
-    list: &[ServiceRow],
-) -> ApiResult<Vec<Value>> {
-    let mut creds = Vec::with_capacity(list.len());
-    for s in list {
-        creds.push(services_api::credentials_of(state, &head.name, &s.name).await?);
-    }
-    let names: Vec<String> = list.iter().map(|s| s.name.clone()).collect();
-    record_reveal(state, &v.principal, &head.name, names).await?;
-    Ok(creds)
-}
-
-/// One audit event per service whose password was shown, under the path of the API's
-/// credentials route, so the audit log's path filter finds both.
-async fn record_reveal(
-    state: &AppState,
-    who: &Principal,
-    app: &str,
-    names: Vec<String>,
-) -> ApiResult<()> {
-    let (token_id, user_id) = match who {
-        Principal::Token { id, .. } => (Some(*id), None),
-        Principal::User { id, .. } => (None, Some(*id)),
-    };
-    let app = app.to_string();
-    state
-        .ledger
-        .run(move |c| {
-            let tx = c.transaction()?;
-            let at = now_ms();
-            for name in &names {
-                audit::record_shown(
-                    &tx,
-                    token_id,
-                    user_id,
-                    &format!("/api/v1/apps/{app}/services/{name}/credentials"),
-                    &format!(
-                        "revealed the credentials of service {name} of app {app} in the dashboard"
-                    ),
-                    at,
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
-    Ok(())
 }
 
 // A service's backups.
@@ -480,11 +423,6 @@ struct BackupsQuery {
     restore_job: Option<String>,
 }
 
-/// The app's restore job `id`, when it is one.
-fn restore_job(c: &Connection, app: i64, id: i64) -> Result<Option<RestoreJob>, LedgerError> {
-    rustploy_actors::ledger::services::restore_job(c, app, id)
-}
-
 async fn backups(
     State(state): State<AppState>,
     Extension(v): Extension<Viewer>,
@@ -496,7 +434,7 @@ async fn backups(
 }
 
 /// A service's backups, newest first: also those made before a service of that name was
-/// deleted, since backups outlive their service. `error` is a restore that was refused.
+/// deleted, since backups outlive their service. `error` says why a restore was refused.
 async fn backups_page(
     state: &AppState,
     v: &Viewer,
@@ -504,50 +442,33 @@ async fn backups_page(
     name: String,
     status: StatusCode,
     restore: Option<i64>,
-    error: Option<&ApiError>,
+    error: Option<&str>,
 ) -> Response {
     let head = match app_head(state, &key).await {
         Ok(h) => h,
         Err(e) => return error_page(Some(v), e),
     };
-    let app = head.id;
-    let n = name.clone();
-    let read = state
-        .ledger
-        .run(move |c| {
-            let job = match restore {
-                Some(id) => restore_job(c, app, id)?,
-                None => None,
-            };
-            Ok((
-                rows::get(c, app, &n)?,
-                rows::kept(c, app, &n)?,
-                rows::list_backups(c, app, &n)?,
-                job,
-            ))
-        })
-        .await;
-    let (service, kept, list, job) = match read {
-        Ok(r) => r,
+    let history = match services::backups(state, key.clone(), name.clone()).await {
+        Ok(h) => h,
         Err(e) => return error_page(Some(v), e.into()),
     };
-    // As in the API: a name that never had a service nor backups is not there.
-    if service.is_none() && kept.is_none() && list.is_empty() {
-        return error_page(
-            Some(v),
-            ApiError::not_found(format!(
-                "the app '{}' has no service named '{name}' and no backups of one",
-                head.name
-            )),
-        );
-    }
+    let job = match restore {
+        Some(id) => match services::restore_job(state, key, id).await {
+            Ok(j) => j,
+            Err(e) => return error_page(Some(v), e.into()),
+        },
+        None => None,
+    };
+    let (service, kept, list) = (history.service, history.kept, history.backups.items);
     let page_url = backups_url(&head.name, &name);
     let tab = format!("/apps/{}/services", percent(&head.name));
-    let running = list.iter().any(|b| b.state == BackupState::Running);
+    let running = list
+        .iter()
+        .any(|b| b.state == BackupState::Running.as_str());
     let content = html! {
         p { a href=(tab) { "← All services" } }
         h2 { "Backups of " (name) }
-        @if let Some(e) = error { p.notice.error role="alert" { (e.message) } }
+        @if let Some(e) = error { p.notice.error role="alert" { (e) } }
         @if let Some(j) = &job { (restore_notice(j, &name, &page_url)) }
         @match &service {
             Some(s) => {
@@ -589,7 +510,7 @@ fn backups_table(
     tab: &str,
     name: &str,
     service: Option<&ServiceRow>,
-    list: &[BackupRow],
+    list: &[Backup],
 ) -> Markup {
     // A restore goes into the service of this name, when there is one of the backup's engine.
     let target = service.filter(|_| v.can(Need::Deploy));
@@ -599,18 +520,18 @@ fn backups_table(
             tbody { @for b in list { tr {
                 td.nowrap { "#" (b.id) }
                 td.nowrap {
-                    (when(b.created_at))
-                    @if let Some(f) = b.finished_at { br; small { "took " (duration(f - b.created_at)) } }
+                    (when_str(&b.created_at))
+                    @if let Some(took) = took(b) { br; small { "took " (duration(took)) } }
                 }
                 td {
-                    (badge(b.state.as_str()))
+                    (badge(&b.state))
                     @if let Some(r) = &b.reason { br; small.reason { (r) } }
                 }
                 td.nowrap { @if let Some(n) = b.size_bytes { (size(n)) } }
-                td.mono.whole { (file_path(&b.path)) }
+                td.mono.whole { (file_path(&b.file)) }
                 td {
                     @if let Some(s) = target {
-                        @if b.state == BackupState::Done && b.engine == s.engine {
+                        @if b.state == BackupState::Done.as_str() && b.engine == s.engine {
                             (confirm(
                                 "Restore",
                                 &format!("Replace the data with backup #{}", b.id),
@@ -634,19 +555,28 @@ fn file_path(path: &str) -> Markup {
     html! { (folder) wbr; span.nowrap { (file) } }
 }
 
-fn restore_warning(b: &BackupRow, s: &ServiceRow) -> Markup {
+/// How long a finished backup took, in milliseconds.
+fn took(b: &Backup) -> Option<i64> {
+    let at = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let (start, end) = (at(&b.created_at)?, at(b.finished_at.as_deref()?)?);
+    Some((end - start).whole_milliseconds() as i64)
+}
+
+fn restore_warning(b: &Backup, s: &ServiceRow) -> Markup {
     html! {
-        p { "Restoring backup #" (b.id) " (" (when(b.created_at)) ") replaces all of "
+        p { "Restoring backup #" (b.id) " (" (when_str(&b.created_at)) ") replaces all of "
             strong { (s.name) } "'s current data. Anything written since that backup is lost." }
         p { "It runs between the app's deployments. Back up now first if the current data may still be needed." }
     }
 }
 
 fn restore_notice(j: &RestoreJob, name: &str, page_url: &str) -> Markup {
-    let class = match j.state.as_str() {
-        "succeeded" => "notice good",
-        "dead" | "cancelled" => "notice error",
-        _ => "notice",
+    let class = match j.state {
+        JobState::Succeeded => "notice good",
+        JobState::Dead | JobState::Cancelled => "notice error",
+        JobState::Queued | JobState::Running => "notice",
     };
     html! {
         // Refreshed from this page with the job, until the restore has ended.
@@ -676,12 +606,29 @@ async fn restore(
             ApiError::not_found(format!("the app has no backup {id}")),
         );
     };
-    match services_api::request_restore(&state, &key, &name, backup_id).await {
-        Ok(job) => see_other(&format!("{}?restore_job={job}", backups_url(&key, &name))),
-        Err(e) if e.status.is_client_error() => {
-            backups_page(&state, &v, key, name, e.status, None, Some(&e)).await
+    let e = match services::restore(&state, key.clone(), name.clone(), backup_id).await {
+        Ok(q) => {
+            return see_other(&format!(
+                "{}?restore_job={}",
+                backups_url(&key, &name),
+                q.job_id
+            ));
         }
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => e,
+    };
+    // A refused restore is said on the backups page, which shows why.
+    match e {
+        RestoreError::NoService(_)
+        | RestoreError::NoBackup(_)
+        | RestoreError::NotDone { .. }
+        | RestoreError::OtherEngine { .. }
+        | RestoreError::Running => {
+            let message = e.to_string();
+            // The status the API answers for the same failure.
+            let status = ApiError::from(e).status;
+            backups_page(&state, &v, key, name, status, None, Some(&message)).await
+        }
+        RestoreError::NoApp(_) | RestoreError::Ledger(_) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -699,11 +646,6 @@ fn size(bytes: i64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
-}
-
-/// A string field of a view, or nothing.
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("")
 }
 
 #[cfg(test)]

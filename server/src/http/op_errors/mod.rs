@@ -8,6 +8,7 @@ mod domains;
 mod env;
 mod github;
 mod import;
+mod services;
 mod trust;
 
 use super::error::ApiError;
