@@ -66,6 +66,56 @@ pub enum Me {
     },
 }
 
+/// The answer to a password reset request: the same whether or not the email belongs to a
+/// user, since the link goes by mail (or to the server log), never into the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetRequested {
+    /// Always `accepted`.
+    pub status: String,
+}
+
+impl ResetRequested {
+    pub fn accepted() -> Self {
+        Self {
+            status: "accepted".into(),
+        }
+    }
+}
+
+/// A user to create. The email, role and password are checked by the server, which names the
+/// field at fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    /// `owner`, `maintainer` or `viewer`.
+    pub role: String,
+    pub password: String,
+}
+
+/// A change to a user; an absent field stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// A token to issue. Scopes travel as names so that the server can say which one it does not
+/// know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+}
+
 /// One entry of the audit log: a request made with a token, or a reveal of secret values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {

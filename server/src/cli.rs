@@ -9,7 +9,7 @@ use rustploy_actors::ledger::{Ledger, SCHEMA_VERSION, now_ms, schema_version};
 use rustploy_api::states::Role;
 
 use crate::config::{AdminCommand, Cli, Command, FileConfig, ServeArgs, Settings};
-use crate::{http, open_ledger, secrets};
+use crate::{http, open_ledger, ops, secrets};
 
 /// Runs a parsed command line. Errors come back as one line for `main` to print.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -160,7 +160,7 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             println!("{}", issued.token);
         }
         AdminCommand::ResetPassword { email } => {
-            let issued = ledger.blocking(|c| http::setup::issue_reset_token(c, &email))?;
+            let issued = ledger.blocking(|c| ops::access::setup::issue_reset_token(c, &email))?;
             let Some(token) = issued else {
                 bail!("no user with email {email}");
             };

@@ -2,8 +2,11 @@
 //! the details each failure gets, whether the API or the dashboard ran the operation. One file
 //! per `ops` module.
 
+mod access;
 mod apps;
 mod env;
+
+pub use access::set_retry_after;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;
