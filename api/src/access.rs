@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::states::Role;
+use crate::states::{Role, Scope};
 
 /// A dashboard user. The password never leaves the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,8 +21,8 @@ pub struct Token {
     /// The part of the token after `rp_` and before the secret.
     pub public_id: String,
     pub name: String,
-    /// `read`, `deploy`, `admin`, `agent`; sorted.
-    pub scopes: Vec<String>,
+    /// Sorted by name.
+    pub scopes: Vec<Scope>,
     pub created_at: String,
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -62,7 +62,7 @@ pub enum Me {
     Token {
         id: i64,
         name: String,
-        scopes: Vec<String>,
+        scopes: Vec<Scope>,
     },
 }
 
@@ -167,7 +167,7 @@ mod tests {
         let token = Me::Token {
             id: 2,
             name: "ci".into(),
-            scopes: vec!["read".into()],
+            scopes: vec![Scope::Read],
         };
         let json = serde_json::to_value(&token).unwrap();
         assert_eq!(
@@ -184,7 +184,7 @@ mod tests {
                 id: 3,
                 public_id: "p".into(),
                 name: "ci".into(),
-                scopes: vec!["deploy".into(), "read".into()],
+                scopes: vec![Scope::Deploy, Scope::Read],
                 created_at: "2026-01-01T00:00:00Z".into(),
                 expires_at: None,
                 revoked_at: None,

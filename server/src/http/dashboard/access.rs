@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
 use rustploy_api::access::{IssuedToken, NewToken, NewUser, UserPatch};
-use rustploy_api::states::Role;
+use rustploy_api::states::{Role, Scope};
 use serde::Deserialize;
 
 use super::{
@@ -16,7 +16,7 @@ use super::{
     layout, respond, see_other, when_str,
 };
 use crate::http::AppState;
-use crate::http::auth::{self, Need, SCOPES};
+use crate::http::auth::{self, Need};
 use crate::http::error::ApiError;
 use crate::http::op_errors::set_retry_after;
 use crate::ops::access::{audit, sessions, setup, tokens, users};
@@ -493,7 +493,7 @@ async fn tokens_page(
                         (field("Name", "name", "text", &draft.name, problem))
                         fieldset.field.invalid[problem.beside("scopes").is_some()] {
                             legend { "Scopes" }
-                            @for s in SCOPES {
+                            @for s in Scope::ALL.iter().map(|s| s.as_str()) {
                                 label.inline {
                                     @if draft.scopes.iter().any(|x| x == s) {
                                         input type="checkbox" name="scopes" value=(s) checked;
@@ -518,7 +518,7 @@ async fn tokens_page(
                                 @let revoked = t.revoked_at.is_some();
                                 tr {
                                     td { (t.name) br; small.mono { "rp_" (t.public_id) "_…" } }
-                                    td { (t.scopes.join(", ")) }
+                                    td { (scope_list(&t.scopes)) }
                                     td { (when_str(&t.created_at)) }
                                     td { (t.expires_at.as_deref().map(when_str).unwrap_or_else(|| "never".into())) }
                                     td { (t.last_used_at.as_deref().map(when_str).unwrap_or_else(|| "never".into())) }
@@ -628,6 +628,12 @@ async fn create_token(
         None,
     )
     .await
+}
+
+/// A token's scopes as the tokens table lists them.
+fn scope_list(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    names.join(", ")
 }
 
 /// The `key=value` pairs of a form body, in order (repeated keys kept).

@@ -4,9 +4,10 @@ use rustploy_actors::ledger::access as ledger;
 use rustploy_actors::ledger::{LedgerError, now_ms};
 use rustploy_api::Page;
 use rustploy_api::access::{IssuedToken, NewToken, Token};
+use rustploy_api::states::Scope;
 
 use super::{NoToken, token_view};
-use crate::http::auth::{Principal, SCOPES};
+use crate::http::auth::Principal;
 use crate::http::views;
 use crate::secrets;
 use crate::state::AppState;
@@ -42,19 +43,19 @@ pub enum ScopeError {
     Unknown(String),
 }
 
-/// Checks token scopes: known names, at least one. Answers them sorted and unique, as tokens
-/// keep them.
-pub fn valid_scopes(names: &[String]) -> Result<Vec<String>, ScopeError> {
-    let mut names: Vec<String> = names.iter().map(|s| s.trim().to_string()).collect();
+/// Checks token scopes given as names: known names, at least one. Answers them sorted by name
+/// and unique, as tokens keep them.
+pub fn valid_scopes(names: &[String]) -> Result<Vec<Scope>, ScopeError> {
+    let mut names: Vec<&str> = names.iter().map(|s| s.trim()).collect();
     names.sort();
     names.dedup();
     if names.is_empty() {
         return Err(ScopeError::None);
     }
-    if let Some(bad) = names.iter().find(|s| !SCOPES.contains(&s.as_str())) {
-        return Err(ScopeError::Unknown(bad.clone()));
-    }
-    Ok(names)
+    names
+        .into_iter()
+        .map(|n| n.parse().map_err(|_| ScopeError::Unknown(n.to_string())))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +144,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scopes_are_checked_and_kept_sorted_and_unique() {
+    fn scopes_are_checked_by_name_and_kept_sorted_and_unique() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             valid_scopes(&names(&["read", " admin ", "read"])).unwrap(),
-            ["admin", "read"]
+            [Scope::Admin, Scope::Read]
         );
         assert!(matches!(valid_scopes(&[]), Err(ScopeError::None)));
         assert_eq!(
