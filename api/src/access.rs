@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::states::Role;
+use crate::states::{Role, Scope};
 
 /// A dashboard user. The password never leaves the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,8 +21,8 @@ pub struct Token {
     /// The part of the token after `rp_` and before the secret.
     pub public_id: String,
     pub name: String,
-    /// `read`, `deploy`, `admin`, `agent`; sorted.
-    pub scopes: Vec<String>,
+    /// Sorted by name.
+    pub scopes: Vec<Scope>,
     pub created_at: String,
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -62,8 +62,58 @@ pub enum Me {
     Token {
         id: i64,
         name: String,
-        scopes: Vec<String>,
+        scopes: Vec<Scope>,
     },
+}
+
+/// The answer to a password reset request: the same whether or not the email belongs to a
+/// user, since the link goes by mail (or to the server log), never into the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetRequested {
+    /// Always `accepted`.
+    pub status: String,
+}
+
+impl ResetRequested {
+    pub fn accepted() -> Self {
+        Self {
+            status: "accepted".into(),
+        }
+    }
+}
+
+/// A user to create. The email, role and password are checked by the server, which names the
+/// field at fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    /// `owner`, `maintainer` or `viewer`.
+    pub role: String,
+    pub password: String,
+}
+
+/// A change to a user; an absent field stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// A token to issue. Scopes travel as names so that the server can say which one it does not
+/// know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
 }
 
 /// One entry of the audit log: a request made with a token, or a reveal of secret values.
@@ -117,7 +167,7 @@ mod tests {
         let token = Me::Token {
             id: 2,
             name: "ci".into(),
-            scopes: vec!["read".into()],
+            scopes: vec![Scope::Read],
         };
         let json = serde_json::to_value(&token).unwrap();
         assert_eq!(
@@ -134,7 +184,7 @@ mod tests {
                 id: 3,
                 public_id: "p".into(),
                 name: "ci".into(),
-                scopes: vec!["deploy".into(), "read".into()],
+                scopes: vec![Scope::Deploy, Scope::Read],
                 created_at: "2026-01-01T00:00:00Z".into(),
                 expires_at: None,
                 revoked_at: None,

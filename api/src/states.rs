@@ -182,6 +182,31 @@ text_enum! {
 }
 
 text_enum! {
+    /// What an API token may do: `read`; `deploy` (which includes read); `admin` (everything);
+    /// `agent` (only the agent endpoints). `ALL` is in the order forms offer them.
+    pub enum Scope {
+        Read = "read",
+        Deploy = "deploy",
+        Admin = "admin",
+        Agent = "agent",
+    }
+}
+
+/// Scopes sort by name, not by declaration: a token's scopes have always been kept sorted that
+/// way, in its JSON and in the ledger's comma-separated column, and both stay byte for byte.
+impl Ord for Scope {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Scope {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+text_enum! {
     /// What a webhook delivery led to.
     pub enum WebhookOutcome {
         Pending = "pending",
@@ -219,6 +244,15 @@ mod tests {
         round_trips(DomainStatus::ALL);
         round_trips(Role::ALL);
         round_trips(WebhookOutcome::ALL);
+        round_trips(Scope::ALL);
+    }
+
+    #[test]
+    fn scopes_sort_by_name() {
+        let mut all = Scope::ALL.to_vec();
+        all.sort();
+        let names: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["admin", "agent", "deploy", "read"]);
     }
 
     #[test]

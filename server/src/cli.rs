@@ -9,7 +9,7 @@ use rustploy_actors::ledger::{Ledger, SCHEMA_VERSION, now_ms, schema_version};
 use rustploy_api::states::Role;
 
 use crate::config::{AdminCommand, Cli, Command, FileConfig, ServeArgs, Settings};
-use crate::{http, open_ledger, secrets};
+use crate::{open_ledger, ops, secrets};
 
 /// Runs a parsed command line. Errors come back as one line for `main` to print.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -134,15 +134,7 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             if name.is_empty() || name.len() > 100 {
                 bail!("the token name must have 1 to 100 characters");
             }
-            let mut scopes: Vec<String> = scopes.iter().map(|s| s.trim().to_string()).collect();
-            scopes.sort();
-            scopes.dedup();
-            if let Some(bad) = scopes
-                .iter()
-                .find(|s| !http::auth::SCOPES.contains(&s.as_str()))
-            {
-                bail!("unknown scope '{bad}': use read, deploy, admin or agent");
-            }
+            let scopes = ops::access::tokens::valid_scopes(&scopes)?;
             let issued = secrets::issue_token();
             let expires = expires_in_days.map(|d| now_ms() + d as i64 * 86_400_000);
             let new = NewToken {
@@ -156,12 +148,16 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             ledger.blocking(|c| access::create_token(c, &new, now_ms()))?;
             eprintln!(
                 "token '{name}' with scopes {} (shown once; store it now):",
-                scopes.join(",")
+                scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
             println!("{}", issued.token);
         }
         AdminCommand::ResetPassword { email } => {
-            let issued = ledger.blocking(|c| http::setup::issue_reset_token(c, &email))?;
+            let issued = ledger.blocking(|c| ops::access::setup::issue_reset_token(c, &email))?;
             let Some(token) = issued else {
                 bail!("no user with email {email}");
             };

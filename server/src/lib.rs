@@ -169,7 +169,10 @@ pub async fn launch(
         let s = settings.clone();
         tokio::task::spawn_blocking(move || open_ledger(&s)).await??
     };
-    if let Some(token) = ledger.run(|c| http::setup::issue_setup_token(c)).await? {
+    if let Some(token) = ledger
+        .run(|c| ops::access::setup::issue_setup_token(c))
+        .await?
+    {
         tracing::warn!(
             "no user exists yet: open {}/setup?token={token} to create the owner (the link works once)",
             settings.public_url

@@ -9,14 +9,14 @@
 //! [`remove_user`], [`revoke_session`] and [`reset_password`]. Tokens and sessions also lapse
 //! on their own when `expires_at` passes; [`token_for_auth`] and [`session_for_auth`] compare
 //! it with the time they are given.
+//!
+//! A token's scopes are [`Scope`]s, stored as their names joined by commas (`admin,read`).
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use rustploy_api::states::Role;
+use rustploy_api::states::{Role, Scope, UnknownVariant};
 
 use super::{LedgerError, Millis};
-
-/// Every token scope there is.
-pub const SCOPES: &[&str] = &["read", "deploy", "admin", "agent"];
 
 /// One user, without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +77,8 @@ pub struct TokenRow {
     pub id: i64,
     pub public_id: String,
     pub name: String,
-    /// Sorted and unique, as they were issued.
-    pub scopes: Vec<String>,
+    /// Sorted by name and unique, as they were issued.
+    pub scopes: Vec<Scope>,
     pub created_by: Option<i64>,
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
@@ -92,7 +92,8 @@ pub struct NewToken<'a> {
     pub public_id: &'a str,
     pub name: &'a str,
     pub secret_hash: &'a [u8],
-    pub scopes: &'a [String],
+    /// Sorted by name and unique: they are stored, and shown, in this order.
+    pub scopes: &'a [Scope],
     /// The user who made it; `None` for one made on the command line or by another token.
     pub created_by: Option<i64>,
     pub expires_at: Option<Millis>,
@@ -104,7 +105,7 @@ pub struct TokenAuthRow {
     pub id: i64,
     pub name: String,
     pub secret_hash: Vec<u8>,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub expires_at: Option<Millis>,
 }
 
@@ -166,18 +167,18 @@ pub struct AuditFilter {
 }
 
 /// The token scopes a role holds itself: what a token made by a user with that role may keep.
-pub fn scopes_of_role(role: Role) -> &'static [&'static str] {
+pub fn scopes_of_role(role: Role) -> &'static [Scope] {
     match role {
-        Role::Owner => SCOPES,
-        Role::Maintainer => &["read", "deploy"],
-        Role::Viewer => &["read"],
+        Role::Owner => Scope::ALL,
+        Role::Maintainer => &[Scope::Read, Scope::Deploy],
+        Role::Viewer => &[Scope::Read],
     }
 }
 
 /// Whether a token with `scopes` grants more than `role` holds.
-pub fn exceeds_role(scopes: &[String], role: Role) -> bool {
+pub fn exceeds_role(scopes: &[Scope], role: Role) -> bool {
     let held = scopes_of_role(role);
-    scopes.iter().any(|s| !held.contains(&s.as_str()))
+    scopes.iter().any(|s| !held.contains(s))
 }
 
 // Users.
@@ -328,14 +329,14 @@ fn revoke_tokens_beyond(
     role: Role,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    let tokens: Vec<(i64, String)> = c
+    let tokens: Vec<(i64, Vec<Scope>)> = c
         .prepare_cached(
             "SELECT id, scopes FROM api_tokens WHERE created_by = ?1 AND revoked_at IS NULL",
         )?
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([id], |r| Ok((r.get(0)?, scopes_at(r, 1)?)))?
         .collect::<Result<_, _>>()?;
     for (token, scopes) in tokens {
-        if exceeds_role(&split_scopes(&scopes), role) {
+        if exceeds_role(&scopes, role) {
             c.prepare_cached("UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1")?
                 .execute(params![token, now])?;
         }
@@ -364,7 +365,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
         id: r.get(0)?,
         public_id: r.get(1)?,
         name: r.get(2)?,
-        scopes: split_scopes(&r.get::<_, String>(3)?),
+        scopes: scopes_at(r, 3)?,
         created_by: r.get(4)?,
         created_at: r.get(5)?,
         expires_at: r.get(6)?,
@@ -373,9 +374,22 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
-/// Scopes are stored comma-separated.
-fn split_scopes(scopes: &str) -> Vec<String> {
-    scopes.split(',').map(str::to_string).collect()
+/// Scopes are stored as their names, comma-separated, in the order given (sorted by name).
+fn join_scopes(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    names.join(",")
+}
+
+/// The stored scopes as written by [`join_scopes`]; a name this version does not know is an
+/// error, never a scope silently dropped.
+fn split_scopes(text: &str) -> Result<Vec<Scope>, UnknownVariant> {
+    text.split(',').map(str::parse).collect()
+}
+
+/// The scopes column at `idx` of a row.
+fn scopes_at(r: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<Scope>> {
+    split_scopes(&r.get::<_, String>(idx)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
 /// Token `id`, live or not.
@@ -414,7 +428,7 @@ pub fn create_token(c: &Connection, token: &NewToken<'_>, now: Millis) -> Result
         token.public_id,
         token.name,
         token.secret_hash,
-        token.scopes.join(","),
+        join_scopes(token.scopes),
         token.created_by,
         now,
         token.expires_at
@@ -450,7 +464,7 @@ pub fn token_for_auth(
             id: r.get(0)?,
             name: r.get(1)?,
             secret_hash: r.get(2)?,
-            scopes: split_scopes(&r.get::<_, String>(3)?),
+            scopes: scopes_at(r, 3)?,
             expires_at: r.get(4)?,
         })
     })
@@ -727,7 +741,7 @@ mod tests {
         ];
         for (scopes, role, exceeds) in cases {
             assert_eq!(
-                exceeds_role(&split_scopes(scopes), *role),
+                exceeds_role(&split_scopes(scopes).unwrap(), *role),
                 *exceeds,
                 "{scopes} / {role}"
             );

@@ -1,10 +1,10 @@
-//! Access rows against a real ledger: every role is stored and read back as itself, and the
-//! functions that take access away do so.
+//! Access rows against a real ledger: every role and every token scope is stored and read back
+//! as itself, and the functions that take access away do so.
 
 use rustploy_actors::ledger::access::{
     self, NewSession, NewToken, NewUser, UserEdit, UserEdited, UserRemoved,
 };
-use rustploy_api::states::Role;
+use rustploy_api::states::{Role, Scope};
 
 use crate::helpers::ledger;
 
@@ -88,6 +88,58 @@ fn every_role_round_trips_through_the_ledger() {
 }
 
 #[test]
+fn every_scope_round_trips_through_the_ledger_as_the_text_it_always_was() {
+    let t = ledger();
+    t.ledger
+        .blocking(|c| {
+            let mut all = Scope::ALL.to_vec();
+            all.sort();
+            // Each scope alone, then all of them: read back by id, in the list, and as a
+            // credential; stored as the names joined by commas, sorted by name.
+            let mut sets: Vec<(Vec<Scope>, String)> = Scope::ALL
+                .iter()
+                .map(|s| (vec![*s], s.as_str().to_string()))
+                .collect();
+            sets.push((all, "admin,agent,deploy,read".to_string()));
+            for (i, (scopes, text)) in sets.iter().enumerate() {
+                let public_id = format!("p{i}");
+                let new = NewToken {
+                    public_id: &public_id,
+                    name: "t",
+                    secret_hash: &[i as u8; 32],
+                    scopes,
+                    created_by: None,
+                    expires_at: None,
+                };
+                let id = access::create_token(c, &new, 0)?;
+                let stored: String =
+                    c.query_row("SELECT scopes FROM api_tokens WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })?;
+                assert_eq!(&stored, text);
+                assert_eq!(&access::token(c, id)?.expect("the token").scopes, scopes);
+                let auth = access::token_for_auth(c, &public_id, 1)?.expect("live");
+                assert_eq!(&auth.scopes, scopes);
+            }
+            let listed: Vec<Vec<Scope>> = access::tokens(c, i64::MAX, 10)?
+                .into_iter()
+                .rev()
+                .map(|t| t.scopes)
+                .collect();
+            let want: Vec<Vec<Scope>> = sets.into_iter().map(|(s, _)| s).collect();
+            assert_eq!(listed, want);
+            // A name this version does not know is an error when read, not a scope dropped.
+            c.execute(
+                "UPDATE api_tokens SET scopes = 'read,root' WHERE public_id = 'p0'",
+                [],
+            )?;
+            assert!(access::token_for_auth(c, "p0", 1).is_err());
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
 fn demoting_revokes_only_the_tokens_beyond_the_new_role_and_never_the_last_owner() {
     let t = ledger();
     t.ledger
@@ -98,21 +150,20 @@ fn demoting_revokes_only_the_tokens_beyond_the_new_role_and_never_the_last_owner
                 role: Role::Owner,
             };
             let id = access::create_user(c, &owner, 0)?.unwrap();
-            let token = |name: &'static str, scopes: &'static [&'static str]| {
-                let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+            let token = |name: &'static str, scopes: &'static [Scope]| {
                 let hash = [name.len() as u8; 32];
                 let new = NewToken {
                     public_id: name,
                     name,
                     secret_hash: &hash,
-                    scopes: &scopes,
+                    scopes,
                     created_by: Some(id),
                     expires_at: None,
                 };
                 access::create_token(c, &new, 0)
             };
-            let read = token("r", &["read"])?;
-            let admin = token("adm", &["admin", "read"])?;
+            let read = token("r", &[Scope::Read])?;
+            let admin = token("adm", &[Scope::Admin, Scope::Read])?;
             let demote = UserEdit {
                 role: Some(Role::Viewer),
                 ..UserEdit::default()

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rustploy_actors::ledger::access::{self, NewSession};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
-use rustploy_api::states::Role;
+use rustploy_api::states::{Role, Scope};
 
 use super::AppState;
 use super::error::ApiError;
@@ -79,7 +79,7 @@ pub enum Principal {
     Token {
         id: i64,
         name: String,
-        scopes: Vec<String>,
+        scopes: Vec<Scope>,
     },
 }
 
@@ -94,13 +94,13 @@ impl Principal {
                 Need::Agent => false,
             },
             Principal::Token { scopes, .. } => {
-                let has = |s: &str| scopes.iter().any(|x| x == s);
+                let has = |s: Scope| scopes.contains(&s);
                 match need {
                     Need::Public | Need::Authenticated => true,
-                    Need::Read => has("read") || has("deploy") || has("admin"),
-                    Need::Deploy => has("deploy") || has("admin"),
-                    Need::Admin => has("admin"),
-                    Need::Agent => has("agent") || has("admin"),
+                    Need::Read => has(Scope::Read) || has(Scope::Deploy) || has(Scope::Admin),
+                    Need::Deploy => has(Scope::Deploy) || has(Scope::Admin),
+                    Need::Admin => has(Scope::Admin),
+                    Need::Agent => has(Scope::Agent) || has(Scope::Admin),
                 }
             }
         }
@@ -114,8 +114,6 @@ impl Principal {
         }
     }
 }
-
-pub use access::SCOPES;
 
 /// The route layer: authenticate, authorise, and audit token use.
 pub async fn require(

@@ -23,7 +23,6 @@ pub mod ops;
 pub mod paging;
 pub mod read_cache;
 pub mod services_api;
-pub mod setup;
 pub mod token_cache;
 pub mod trust_api;
 pub mod views;

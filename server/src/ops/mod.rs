@@ -9,6 +9,7 @@
 //!
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
+pub mod access;
 pub mod apps;
 pub mod deploys;
 pub mod domains;

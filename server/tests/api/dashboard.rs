@@ -230,7 +230,7 @@ async fn first_run_setup_creates_the_owner_once() {
     let token = h
         .state
         .ledger
-        .run(|c| rustploy_server::http::setup::issue_setup_token(c))
+        .run(|c| rustploy_server::ops::access::setup::issue_setup_token(c))
         .await
         .unwrap()
         .expect("a setup token while there is no user");

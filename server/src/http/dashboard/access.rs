@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
-use rustploy_api::access::IssuedToken;
-use rustploy_api::states::Role;
+use rustploy_api::access::{IssuedToken, NewToken, NewUser, UserPatch};
+use rustploy_api::states::{Role, Scope};
 use serde::Deserialize;
 
 use super::{
@@ -16,10 +16,10 @@ use super::{
     layout, respond, see_other, when_str,
 };
 use crate::http::AppState;
-use crate::http::access_api::{self, NewToken, NewUser, UserPatch};
-use crate::http::auth::{Need, SCOPES};
+use crate::http::auth::{self, Need};
 use crate::http::error::ApiError;
-use crate::http::setup;
+use crate::http::op_errors::set_retry_after;
+use crate::ops::access::{audit, sessions, setup, tokens, users};
 use crate::secrets;
 
 pub(super) fn table() -> Table {
@@ -79,8 +79,7 @@ fn public_page(status: StatusCode, title: &str, content: Markup) -> Response {
 }
 
 fn session_cookie(state: &AppState, secret: &str) -> String {
-    let secure = crate::http::auth::https(&state.settings);
-    crate::http::auth::session_cookie_header(secret, secure)
+    auth::session_cookie_header(secret, auth::https(&state.settings))
 }
 
 // First-run setup.
@@ -119,18 +118,13 @@ async fn setup_form(
     Query(q): Query<TokenQuery>,
 ) -> Response {
     let token = q.token.unwrap_or_default();
-    let t = token.clone();
-    match state
-        .ledger
-        .run(move |c| setup::valid_setup_token(c, &t))
-        .await
-    {
-        Ok(Some(_)) => public_page(
+    match setup::setup_link_valid(&state, token.clone()).await {
+        Ok(true) => public_page(
             StatusCode::OK,
             "Set up Rustploy",
             setup_page(&form, &token, "", &Problem::default()),
         ),
-        Ok(None) => setup_expired(),
+        Ok(false) => setup_expired(),
         Err(e) => error_page(None, e.into()),
     }
 }
@@ -150,39 +144,32 @@ async fn setup_submit(
     Extension(form_token): Extension<FormToken>,
     Form(form): Form<SetupForm>,
 ) -> Response {
-    let email = form.email.trim().to_string();
-    let invalid = |p: Problem| {
-        public_page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Set up Rustploy",
-            setup_page(&form_token, &form.token, &email, &p),
-        )
+    let owner = setup::FirstOwner {
+        token: form.token.clone(),
+        email: form.email.clone(),
+        password: form.password,
     };
-    if !email.contains('@') || email.len() > 254 {
-        return invalid(Problem::at("email", "enter a valid email address"));
-    }
-    if let Err(e) = secrets::check_password_rules(&form.password) {
-        return invalid(Problem::at("password", e));
-    }
-    match setup::create_owner(
-        &state.ledger,
-        form.token.clone(),
-        email.clone(),
-        form.password.clone(),
+    let problem = match setup::create_owner(&state, owner).await {
+        Ok(secret) => {
+            return (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::SET_COOKIE, session_cookie(&state, &secret)),
+                    (header::LOCATION, "/apps".to_string()),
+                ],
+            )
+                .into_response();
+        }
+        Err(e @ setup::CreateOwnerError::BadEmail) => Problem::at("email", e.to_string()),
+        Err(setup::CreateOwnerError::WeakPassword(e)) => Problem::at("password", e.to_string()),
+        Err(setup::CreateOwnerError::LinkInvalid) => return setup_expired(),
+        Err(e) => return error_page(None, e.into()),
+    };
+    public_page(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Set up Rustploy",
+        setup_page(&form_token, &form.token, form.email.trim(), &problem),
     )
-    .await
-    {
-        Ok(Some(secret)) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::SET_COOKIE, session_cookie(&state, &secret)),
-                (header::LOCATION, "/apps".to_string()),
-            ],
-        )
-            .into_response(),
-        Ok(None) => setup_expired(),
-        Err(e) => error_page(None, e),
-    }
 }
 
 // Signing in and out.
@@ -257,45 +244,59 @@ async fn login_submit(
         );
     };
     let next = local_path(form.next.as_deref());
-    match access_api::sign_in(&state, &form.email, form.password, client).await {
-        Ok(signed) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::SET_COOKIE, session_cookie(&state, &signed.secret)),
-                (header::LOCATION, next),
-            ],
-        )
-            .into_response(),
-        Err(e) => {
-            let status = e.status;
-            let retry = access_api::retry_after(&e);
-            let problem = if e.code == "bad_credentials" {
-                Problem::at("password", e.message)
-            } else {
-                Problem::from(e)
-            };
-            let mut r = public_page(
-                status,
-                "Sign in",
-                login_page(&form_token, &next, form.email.trim(), &problem),
-            );
-            access_api::set_retry_after(&mut r, retry);
-            r
-        }
+    let (status, problem, retry) =
+        match sessions::sign_in(&state, &form.email, form.password, client).await {
+            Ok(signed) => {
+                return (
+                    StatusCode::SEE_OTHER,
+                    [
+                        (header::SET_COOKIE, session_cookie(&state, &signed.secret)),
+                        (header::LOCATION, next),
+                    ],
+                )
+                    .into_response();
+            }
+            Err(e @ sessions::SignInError::BadCredentials) => (
+                StatusCode::UNAUTHORIZED,
+                Problem::at("password", e.to_string()),
+                None,
+            ),
+            Err(e @ sessions::SignInError::RateLimited { retry_after }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Problem {
+                    field: None,
+                    message: e.to_string(),
+                },
+                Some(retry_after),
+            ),
+            Err(e) => return error_page(None, e.into()),
+        };
+    let mut r = public_page(
+        status,
+        "Sign in",
+        login_page(&form_token, &next, form.email.trim(), &problem),
+    );
+    if let Some(secs) = retry {
+        set_retry_after(&mut r, secs);
     }
+    r
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match access_api::sign_out(&state, &headers).await {
-        Ok(expired) => (
+    let secure = auth::https(&state.settings);
+    match sessions::sign_out(&state, auth::session_cookie(&headers, secure)).await {
+        Ok(()) => (
             StatusCode::SEE_OTHER,
             [
-                (header::SET_COOKIE, expired),
+                (
+                    header::SET_COOKIE,
+                    auth::expired_session_cookie_header(secure),
+                ),
                 (header::LOCATION, "/login".to_string()),
             ],
         )
             .into_response(),
-        Err(e) => error_page(None, e),
+        Err(e) => error_page(None, e.into()),
     }
 }
 
@@ -340,14 +341,14 @@ async fn reset_request_submit(
         );
     };
     let email = form.email.trim();
-    match access_api::request_reset(&state, email, &client) {
+    match setup::request_reset(&state, email, &client) {
         Ok(()) => public_page(
             StatusCode::OK,
             "Check your mail",
             html! { p { "If " strong { (email) } " belongs to a user, a reset link is on its way. It works for 30 minutes." }
             p { a href="/login" { "Back to sign in" } } },
         ),
-        Err(e) if e.code == "invalid" => public_page(
+        Err(setup::ResetRequestError::BadEmail(_)) => public_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Reset your password",
             reset_request_page(
@@ -356,10 +357,9 @@ async fn reset_request_submit(
                 &Problem::at("email", "enter a valid email address"),
             ),
         ),
-        Err(e) => {
-            let retry = access_api::retry_after(&e);
-            let mut r = error_page(None, e);
-            access_api::set_retry_after(&mut r, retry);
+        Err(e @ setup::ResetRequestError::RateLimited { retry_after }) => {
+            let mut r = error_page(None, e.into());
+            set_retry_after(&mut r, retry_after);
             r
         }
     }
@@ -392,18 +392,13 @@ async fn reset_form(
     Query(q): Query<TokenQuery>,
 ) -> Response {
     let token = q.token.unwrap_or_default();
-    let t = token.clone();
-    match state
-        .ledger
-        .run(move |c| setup::valid_reset_token(c, &t))
-        .await
-    {
-        Ok(Some(_)) => public_page(
+    match setup::reset_link_valid(&state, token.clone()).await {
+        Ok(true) => public_page(
             StatusCode::OK,
             "Choose a new password",
             reset_page(&form, &token, &Problem::default()),
         ),
-        Ok(None) => reset_invalid(),
+        Ok(false) => reset_invalid(),
         Err(e) => error_page(None, e.into()),
     }
 }
@@ -421,25 +416,23 @@ async fn reset_submit(
     Extension(form_token): Extension<FormToken>,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    if let Err(e) = secrets::check_password_rules(&form.password) {
-        return public_page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Choose a new password",
-            reset_page(&form_token, &form.token, &Problem::at("password", e)),
-        );
-    }
-    match setup::reset_password(&state.ledger, form.token, form.password, |p| {
-        secrets::hash_password(p)
-    })
-    .await
-    {
-        Ok(true) => public_page(
+    match setup::confirm_reset(&state, form.token.clone(), form.password).await {
+        Ok(()) => public_page(
             StatusCode::OK,
             "Password changed",
             html! { p { "Your password was changed. " a href="/login" { "Sign in" } " with it." } },
         ),
-        Ok(false) => reset_invalid(),
-        Err(e) => error_page(None, e),
+        Err(setup::ConfirmResetError::WeakPassword(e)) => public_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose a new password",
+            reset_page(
+                &form_token,
+                &form.token,
+                &Problem::at("password", e.to_string()),
+            ),
+        ),
+        Err(setup::ConfirmResetError::InvalidToken) => reset_invalid(),
+        Err(e) => error_page(None, e.into()),
     }
 }
 
@@ -472,28 +465,14 @@ async fn tokens_page(
     problem: &Problem,
     created: Option<&IssuedToken>,
 ) -> Response {
-    let page = crate::http::paging::Page {
-        limit: Some(200),
-        cursor: None,
-        state: None,
-    };
-    let items = match access_api::tokens_page(state, &page).await {
+    let items = match tokens::page(state, i64::MAX, 200).await {
         Ok(l) => l.items,
-        Err(e) => return error_page(Some(v), e),
+        Err(e) => return error_page(Some(v), e.into()),
     };
-    let audit = match access_api::audit_page(
-        state,
-        access_api::AuditQuery {
-            limit: Some(50),
-            ..Default::default()
-        },
-    )
-    .await
-    {
-        Ok(a) => a.0,
-        Err(e) => return error_page(Some(v), e),
+    let events = match audit::page(state, audit::Filter::default(), i64::MAX, 50).await {
+        Ok(a) => a.items,
+        Err(e) => return error_page(Some(v), e.into()),
     };
-    let events = audit.items;
     respond(
         status,
         layout(
@@ -514,7 +493,7 @@ async fn tokens_page(
                         (field("Name", "name", "text", &draft.name, problem))
                         fieldset.field.invalid[problem.beside("scopes").is_some()] {
                             legend { "Scopes" }
-                            @for s in SCOPES {
+                            @for s in Scope::ALL.iter().map(|s| s.as_str()) {
                                 label.inline {
                                     @if draft.scopes.iter().any(|x| x == s) {
                                         input type="checkbox" name="scopes" value=(s) checked;
@@ -539,7 +518,7 @@ async fn tokens_page(
                                 @let revoked = t.revoked_at.is_some();
                                 tr {
                                     td { (t.name) br; small.mono { "rp_" (t.public_id) "_…" } }
-                                    td { (t.scopes.join(", ")) }
+                                    td { (scope_list(&t.scopes)) }
                                     td { (when_str(&t.created_at)) }
                                     td { (t.expires_at.as_deref().map(when_str).unwrap_or_else(|| "never".into())) }
                                     td { (t.last_used_at.as_deref().map(when_str).unwrap_or_else(|| "never".into())) }
@@ -623,23 +602,38 @@ async fn create_token(
         scopes: draft.scopes.clone(),
         expires_in_days,
     };
-    match access_api::issue_api_token(&state, &v.principal, request).await {
-        Ok(row) => {
-            tokens_page(
+    let problem = match tokens::issue(&state, &v.principal, request).await {
+        Ok(issued) => {
+            return tokens_page(
                 &state,
                 &v,
                 StatusCode::CREATED,
                 &TokenDraft::default(),
                 &Problem::default(),
-                Some(&row),
+                Some(&issued),
             )
-            .await
+            .await;
         }
-        Err(e) if e.status.is_client_error() => {
-            tokens_page(&state, &v, e.status, &draft, &Problem::from(e), None).await
-        }
-        Err(e) => error_page(Some(&v), e),
-    }
+        Err(e @ tokens::IssueError::BadName) => Problem::at("name", e.to_string()),
+        Err(tokens::IssueError::Scopes(e)) => Problem::at("scopes", e.to_string()),
+        Err(e @ tokens::IssueError::BadExpiry) => Problem::at("expires_in_days", e.to_string()),
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    tokens_page(
+        &state,
+        &v,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &draft,
+        &problem,
+        None,
+    )
+    .await
+}
+
+/// A token's scopes as the tokens table lists them.
+fn scope_list(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    names.join(", ")
 }
 
 /// The `key=value` pairs of a form body, in order (repeated keys kept).
@@ -686,9 +680,9 @@ async fn revoke_token(
     Extension(v): Extension<Viewer>,
     Path(id): Path<i64>,
 ) -> Response {
-    match access_api::revoke(&state, id).await {
+    match tokens::revoke(&state, id).await {
         Ok(()) => see_other("/tokens"),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -735,14 +729,9 @@ async fn users_page(
     draft: &UserDraft,
     problem: &Problem,
 ) -> Response {
-    let page = crate::http::paging::Page {
-        limit: Some(200),
-        cursor: None,
-        state: None,
-    };
-    let items = match access_api::users_page(state, &page).await {
+    let items = match users::page(state, i64::MAX, 200).await {
         Ok(l) => l.items,
-        Err(e) => return error_page(Some(v), e),
+        Err(e) => return error_page(Some(v), e.into()),
     };
     // A new user's menu starts at the least role; a draft sent back keeps the one it chose.
     let role = if draft.role.is_empty() {
@@ -800,18 +789,27 @@ async fn create_user(
     Extension(v): Extension<Viewer>,
     Form(draft): Form<UserDraft>,
 ) -> Response {
-    let body = NewUser {
+    let new = NewUser {
         email: draft.email.clone(),
         role: draft.role.clone(),
         password: draft.password.clone(),
     };
-    match access_api::add_user(&state, body).await {
-        Ok(_) => see_other("/users"),
-        Err(e) if e.status.is_client_error() => {
-            users_page(&state, &v, e.status, &draft, &Problem::from(e)).await
-        }
-        Err(e) => error_page(Some(&v), e),
-    }
+    let invalid = StatusCode::UNPROCESSABLE_ENTITY;
+    let (status, problem) = match users::add(&state, new).await {
+        Ok(_) => return see_other("/users"),
+        Err(users::AddError::BadEmail(e)) => (invalid, Problem::at("email", e.to_string())),
+        Err(users::AddError::BadRole(e)) => (invalid, Problem::at("role", e.to_string())),
+        Err(users::AddError::WeakPassword(e)) => (invalid, Problem::at("password", e.to_string())),
+        Err(e @ users::AddError::EmailTaken(_)) => (
+            StatusCode::CONFLICT,
+            Problem {
+                field: None,
+                message: e.to_string(),
+            },
+        ),
+        Err(e) => return error_page(Some(&v), e.into()),
+    };
+    users_page(&state, &v, status, &draft, &problem).await
 }
 
 #[derive(Deserialize)]
@@ -831,9 +829,9 @@ async fn change_role(
         role: Some(form.role),
         password: None,
     };
-    match access_api::change_user(&state, id, patch).await {
+    match users::change(&state, id, patch).await {
         Ok(_) => see_other("/users"),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 
@@ -842,9 +840,9 @@ async fn delete_user(
     Extension(v): Extension<Viewer>,
     Path(id): Path<i64>,
 ) -> Response {
-    match access_api::remove_user(&state, id).await {
+    match users::remove(&state, id).await {
         Ok(()) => see_other("/users"),
-        Err(e) => error_page(Some(&v), e),
+        Err(e) => error_page(Some(&v), e.into()),
     }
 }
 

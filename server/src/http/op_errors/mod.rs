@@ -2,6 +2,7 @@
 //! the details each failure gets, whether the API or the dashboard ran the operation. One file
 //! per `ops` module.
 
+mod access;
 mod apps;
 mod deploys;
 mod domains;
@@ -10,6 +11,8 @@ mod github;
 mod import;
 mod services;
 mod trust;
+
+pub use access::set_retry_after;
 
 use super::error::ApiError;
 use crate::ops::apps::NoApp;
