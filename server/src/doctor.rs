@@ -104,7 +104,10 @@ async fn docker() -> Check {
     } else {
         Check::fail(
             "docker",
-            found["error"].as_str().unwrap_or("the engine did not answer").to_string(),
+            found["error"]
+                .as_str()
+                .unwrap_or("the engine did not answer")
+                .to_string(),
             "start the engine (systemctl start docker), add the server's user to the docker \
              group, or set DOCKER_HOST to the engine's socket",
         )
@@ -211,7 +214,10 @@ fn data_dir(dir: &Path) -> Check {
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Check::pass(
                 "data dir",
-                format!("{} does not exist yet; the server makes it 0700", dir.display()),
+                format!(
+                    "{} does not exist yet; the server makes it 0700",
+                    dir.display()
+                ),
             );
         }
         Err(e) => {
@@ -373,7 +379,10 @@ fn secret_key(dir: &Path, ledger: Option<&inspect::Summary>) -> Check {
             format!("{from} is valid (no sealed values to try it on)"),
         ),
         Some(s) => match key.open_string(&env_context(s.app_id, &s.key), &s.value_enc) {
-            Ok(_) => Check::pass("secret key", format!("{from} opens the ledger's sealed values")),
+            Ok(_) => Check::pass(
+                "secret key",
+                format!("{from} opens the ledger's sealed values"),
+            ),
             Err(_) => Check::fail(
                 "secret key",
                 format!("{from} does not open the ledger's sealed values: it is another key"),
@@ -409,7 +418,9 @@ fn clock(ledger: Option<&inspect::Summary>) -> Check {
                     "the clock is not synchronised (timedatectl)",
                     "timedatectl set-ntp true",
                 ),
-                Some(true) => Check::pass("clock", "synchronised, and ahead of the ledger's records"),
+                Some(true) => {
+                    Check::pass("clock", "synchronised, and ahead of the ledger's records")
+                }
                 None => Check::pass("clock", "ahead of the ledger's newest record"),
             }
         }

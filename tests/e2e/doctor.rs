@@ -26,10 +26,18 @@ fn a_healthy_setup_passes_every_check() {
         out.stdout,
         out.stderr
     );
-    assert!(line(&out.stdout, "docker").starts_with("ok    "), "{}", out.stdout);
+    assert!(
+        line(&out.stdout, "docker").starts_with("ok    "),
+        "{}",
+        out.stdout
+    );
     assert!(line(&out.stdout, "docker").contains("Docker Engine"));
     assert!(line(&out.stdout, "compose").starts_with("ok    "));
-    assert!(line(&out.stdout, "data dir").contains("is 0700"), "{}", out.stdout);
+    assert!(
+        line(&out.stdout, "data dir").contains("is 0700"),
+        "{}",
+        out.stdout
+    );
     assert!(line(&out.stdout, "ledger").contains("schema version"));
     assert!(line(&out.stdout, "caddy").starts_with("skip  "));
     assert!(
@@ -50,14 +58,30 @@ fn a_broken_setup_fails_with_a_line_per_problem_and_its_fix() {
     assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
     let docker = line(&out.stdout, "docker");
     assert!(docker.starts_with("FAIL  "), "{docker}");
-    assert!(docker.contains("no-engine.sock"), "names the socket: {docker}");
-    assert!(docker.contains("start the engine"), "says what to do: {docker}");
+    assert!(
+        docker.contains("no-engine.sock"),
+        "names the socket: {docker}"
+    );
+    assert!(
+        docker.contains("start the engine"),
+        "says what to do: {docker}"
+    );
     let data = line(&out.stdout, "data dir");
     assert!(data.starts_with("FAIL  "), "{data}");
-    assert!(data.contains("0755") && data.contains("chmod 700"), "{data}");
+    assert!(
+        data.contains("0755") && data.contains("chmod 700"),
+        "{data}"
+    );
     assert!(out.stderr.contains("checks failed"), "{}", out.stderr);
-    let mode = std::fs::metadata(&sandbox.data_dir).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o755, "doctor reports; it does not change the data dir");
+    let mode = std::fs::metadata(&sandbox.data_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        mode, 0o755,
+        "doctor reports; it does not change the data dir"
+    );
 }
 
 #[test]
@@ -92,6 +116,9 @@ fn a_secret_key_that_is_not_the_ledgers_is_caught() {
     bad.env("RUSTPLOY_SECRET_KEY", &key_b);
     let out = run_to_end(bad, None);
     let key = line(&out.stdout, "secret key");
-    assert!(key.starts_with("FAIL  ") && key.contains("another key"), "{key}");
+    assert!(
+        key.starts_with("FAIL  ") && key.contains("another key"),
+        "{key}"
+    );
     assert_eq!(out.status.code(), Some(1));
 }

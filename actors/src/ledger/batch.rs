@@ -42,7 +42,7 @@ pub fn in_transaction<T: 'static>(
 ) -> WriteFn<T, ()> {
     Arc::new(move |c: &mut Connection, items: Vec<T>| {
         let written = (|| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             write(&tx, &items)?;
             tx.commit()?;
             Ok::<_, LedgerError>(())

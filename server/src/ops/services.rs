@@ -313,7 +313,9 @@ pub async fn reveal(
     let shown = state
         .ledger
         .run(move |c| {
-            let tx = c.transaction()?;
+            // Take the write lock first: a deferred transaction that read before writing
+            // fails as busy, without waiting, when another write commits in between.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let shown = rows::load(&tx, &secrets, app_id)?;
             let at = now_ms();
             for s in &shown {

@@ -334,7 +334,7 @@ async fn reject(state: &AppState, local: &Local, r: Rejected) -> ApiError {
         .ledger
         .run(move |c| {
             let repository = r.repository;
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Shown in the list of each app connected to the named repository, so that its
             // owner sees why deliveries fail.
             let mut apps: Vec<Option<i64>> = r.apps.iter().copied().map(Some).collect();
