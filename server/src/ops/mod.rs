@@ -9,5 +9,6 @@
 //!
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
+pub mod app_delete;
 pub mod apps;
 pub mod env;

@@ -2,6 +2,7 @@
 //! the details each failure gets, whether the API or the dashboard ran the operation. One file
 //! per `ops` module.
 
+mod app_delete;
 mod apps;
 mod env;
 
