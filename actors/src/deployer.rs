@@ -548,8 +548,8 @@ impl DeployerState {
             Err(e) => match on_engine_error(&e, doomed.ran, last_attempt) {
                 OnEngineError::Retry => {
                     return Err(JobError::Retry(format!(
-                        "{e}: the app's containers could not be removed, so the app is kept \
-                         (marked as being deleted) and its deletion is tried again"
+                        "{e}: the app's containers could not be removed, so the app is kept, \
+                         marked as being deleted"
                     )));
                 }
                 OnEngineError::GoOn => {
