@@ -248,7 +248,7 @@ impl Actor for Deployer {
             let deleted = outcome.is_ok();
             let _ = reply.send(outcome);
             if deleted {
-                // Its app is gone; a later job of the same id (there is none) would start anew.
+                // Its app is gone: nothing is left for this Deployer to do.
                 myself.stop(Some("its app was deleted".into()));
             }
             return Ok(());

@@ -88,8 +88,9 @@ pub enum Renamed {
 /// The apps with their newest deployment, in one query. The newest deployment is found per app
 /// by its primary key through the `(app_id, id)` index, which keeps a page of 200 apps cheap.
 const SELECT: &str = "SELECT a.id, a.name, a.created_at, a.updated_at, a.trusted, a.trusted_by,
-        a.trusted_at, a.deleting_at, d.id, d.app_id, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
-        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+        a.trusted_at, a.deleting_at, d.id, d.app_id, d.state, d.step, d.requested_ref,
+        d.commit_sha, d.trigger, d.triggered_by, d.reason, d.created_at, d.started_at,
+        d.finished_at, d.rollback_of
    FROM apps a
    LEFT JOIN deployments d ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)";
 
