@@ -41,8 +41,8 @@ pub enum DeleteError {
     #[error(transparent)]
     NoApp(#[from] NoApp),
     #[error(
-        "deleting the app failed ({reason}), so it was kept, marked as being deleted; \
-         delete it again to retry"
+        "deleting the app failed (job {job}: {reason}), so it was kept, marked as being \
+         deleted; delete it again to retry"
     )]
     Failed { job: JobId, reason: String },
     #[error(
