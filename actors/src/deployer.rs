@@ -4,6 +4,10 @@
 //! Deployer of the job's app, spawning it on first use. A Deployer runs its app's deployments one
 //! at a time (the queue also never claims two jobs of one app at once).
 //!
+//! An app's deletion is one of its jobs too (`app_delete`), so it never runs beside a deployment
+//! of the app: the Deployer tears the app down on the engine, removes its checkout, deletes its
+//! rows and then stops, since it has no app any more.
+//!
 //! A deployment runs as its own compose project beside the live release (blue/green): fetch,
 //! prepare, build, start, health, switch. Only a healthy release is switched to; then the
 //! previous release is torn down. A failed or cancelled deployment tears down only its own
@@ -125,9 +129,16 @@ impl Actor for DeployerSupervisor {
         match msg {
             DeployerSupervisorMsg::Run(job, ctx, reply) => {
                 let Some(app) = job.app_id else {
-                    let _ = reply.send(Err(JobError::Fatal(
-                        "a deploy job must name its app".into(),
-                    )));
+                    let outcome = match job.kind {
+                        // The deletion's last step detaches its job from the app with the
+                        // app's rows: a run interrupted after it only has routing left to do.
+                        JobKind::AppDelete { .. } => {
+                            state.deps.router.nudge(RouterSyncMsg::Nudge);
+                            Ok(())
+                        }
+                        _ => Err(JobError::Fatal("a deploy job must name its app".into())),
+                    };
+                    let _ = reply.send(outcome);
                     return Ok(());
                 };
                 let deployer = match state.deployers.get(&app) {
@@ -230,11 +241,21 @@ impl Actor for Deployer {
 
     async fn handle(
         &self,
-        _myself: DeployerRef,
+        myself: DeployerRef,
         msg: DeployerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let DeployerMsg::Run(job, ctx, reply) = msg;
+        if let JobKind::AppDelete { purge_volumes, .. } = &job.kind {
+            let outcome = state.delete_app(&job, *purge_volumes, &ctx.cancel).await;
+            let deleted = outcome.is_ok();
+            let _ = reply.send(outcome);
+            if deleted {
+                // Its app is gone: nothing is left for this Deployer to do.
+                myself.stop(Some("its app was deleted".into()));
+            }
+            return Ok(());
+        }
         let outcome = match &job.kind {
             JobKind::Deploy {} => state.deploy(&job, &ctx.cancel).await,
             JobKind::Services { purge_volumes } => {
@@ -499,6 +520,119 @@ impl DeployerState {
             .restore(target, &src, cancel)
             .await
             .map_err(JobError::Fatal)
+    }
+}
+
+/// An app's deletion (`app_delete`): it runs in the app's Deployer, so never beside one of its
+/// deployments, and it can run again from the start at any point (after a failed attempt or a
+/// restart): every step finds what is left by its labels and names, and removing what is gone
+/// already is fine.
+impl DeployerState {
+    async fn delete_app(
+        &self,
+        job: &ClaimedJob,
+        purge_volumes: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), JobError> {
+        let app_id = self.app_id;
+        let doomed = self
+            .ledger
+            .run(move |c| crate::ledger::apps::doomed(c, app_id))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        let Some(doomed) = doomed else {
+            // Deleted already (by an earlier attempt whose end was not recorded).
+            self.deps.router.nudge(RouterSyncMsg::Nudge);
+            return Ok(());
+        };
+        let last_attempt = job.attempts >= job.max_attempts;
+        match self.teardown_app(&doomed.name, purge_volumes, cancel).await {
+            Ok(()) => {}
+            Err(e) => match on_engine_error(&e, doomed.ran, last_attempt) {
+                OnEngineError::Retry => {
+                    return Err(JobError::Retry(format!(
+                        "{e}: the app's containers could not be removed, so the app is kept, \
+                         marked as being deleted"
+                    )));
+                }
+                OnEngineError::GoOn => {
+                    tracing::warn!(app = %doomed.name, error = %e, "tearing down a deleted app failed; it is deleted anyway")
+                }
+            },
+        }
+        if cancel.is_cancelled() {
+            return Err(JobError::Retry(
+                "stopped before the app's rows were deleted".into(),
+            ));
+        }
+        let dir = self.deps.config.app_dir(&doomed.name);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %dir.display(), error = %e, "removing a deleted app's files failed");
+        }
+        let id = job.id;
+        self.ledger
+            .run(move |c| crate::ledger::apps::delete(c, app_id, id))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        // Its domains went with it.
+        self.deps.router.nudge(RouterSyncMsg::Nudge);
+        tracing::info!(app = %doomed.name, "app deleted");
+        Ok(())
+    }
+
+    /// Removes everything of the app from the engine: its releases, then its managed services
+    /// (after the releases that used them), its own networks (once no release uses them), its
+    /// volumes when purged, and its images. Replaced releases still draining go too.
+    async fn teardown_app(
+        &self,
+        app: &str,
+        purge_volumes: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let engine = self.deps.engine.as_ref();
+        let config = &self.deps.config;
+        engine.ping().await?;
+        let found = engine.app_projects(app).await?;
+        for project in plan::stale_projects(&config.project_prefix, app, &found, None) {
+            if cancel.is_cancelled() {
+                // The caller sees the cancel; the next run starts over.
+                return Ok(());
+            }
+            engine.teardown(&project, config.stop_grace).await?;
+        }
+        engine
+            .teardown(&config.service_names(app).project(), config.stop_grace)
+            .await?;
+        engine.remove_app_networks(app).await?;
+        let scope = config.app_scope(app);
+        if purge_volumes {
+            engine.remove_app_volumes(app, &scope).await?;
+        }
+        engine.remove_app_images(&scope).await
+    }
+}
+
+/// What a deletion does when the engine fails it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnEngineError {
+    /// Keep the app and try again later.
+    Retry,
+    /// Delete the app's rows anyway.
+    GoOn,
+}
+
+/// An unreachable engine keeps an app that ran something (its containers would be lost track
+/// of); one that never ran anything has nothing there. An engine that answers but refuses is
+/// asked again while attempts remain; the last attempt deletes the app anyway, as what is left
+/// is the engine's to explain (the failure is logged).
+fn on_engine_error(e: &EngineError, ran: bool, last_attempt: bool) -> OnEngineError {
+    match e {
+        EngineError::Unreachable { .. } if ran => OnEngineError::Retry,
+        EngineError::Unreachable { .. } => OnEngineError::GoOn,
+        EngineError::Api(_) if last_attempt => OnEngineError::GoOn,
+        EngineError::Api(_) => OnEngineError::Retry,
     }
 }
 
@@ -1343,6 +1477,27 @@ impl JobHandler for DeployHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deletion_keeps_an_app_whose_containers_it_cannot_reach() {
+        let unreachable = EngineError::Unreachable {
+            at: "unix:///var/run/docker.sock".into(),
+            why: "connection refused".into(),
+        };
+        let refused = EngineError::Api("500: busy".into());
+        for last in [false, true] {
+            assert_eq!(
+                on_engine_error(&unreachable, true, last),
+                OnEngineError::Retry
+            );
+            assert_eq!(
+                on_engine_error(&unreachable, false, last),
+                OnEngineError::GoOn
+            );
+        }
+        assert_eq!(on_engine_error(&refused, true, false), OnEngineError::Retry);
+        assert_eq!(on_engine_error(&refused, true, true), OnEngineError::GoOn);
+    }
 
     #[test]
     fn the_reason_quotes_the_error_line_not_the_last_one() {

@@ -25,6 +25,10 @@ pub struct App {
     pub trusted_by: Option<String>,
     #[serde(default)]
     pub trusted_at: Option<String>,
+    /// When its deletion was asked for: the app is being deleted (its job runs, or waits for a
+    /// running deployment or a retry) and nothing new can be started for it. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting_at: Option<String>,
     /// What an import found in the repository; only the import's answer carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<Imported>,

@@ -221,10 +221,10 @@ pub async fn launch(
             }
         })
     };
-    // Deployments, and the jobs about an app's managed services, all run in the app's
-    // Deployer: they never overlap for one app.
+    // Deployments, the jobs about an app's managed services and its deletion all run in the
+    // app's Deployer: they never overlap for one app.
     let mut handlers = Handlers::default().register("noop", NoopHandler, KindConfig::default());
-    for kind in ["deploy", "services", "backup", "restore"] {
+    for kind in ["deploy", "services", "backup", "restore", "app_delete"] {
         handlers = handlers.register(
             kind,
             DeployHandler {

@@ -46,6 +46,7 @@ fn api_app(id: i64, name: &str, last: Option<Deployment>) -> ApiApp {
         trusted: false,
         trusted_by: None,
         trusted_at: None,
+        deleting_at: None,
         import: None,
     }
 }

@@ -97,6 +97,20 @@ pub trait Engine: Send + Sync + 'static {
         grace: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
     fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()>;
+    /// Removes the app's own networks, shared by its releases; call it once they are gone.
+    fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Removes the app's named volumes (labelled as the app's, named within `app_scope`) and
+    /// returns their names.
+    fn remove_app_volumes<'a>(
+        &'a self,
+        app: &'a str,
+        app_scope: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, EngineError>>;
+    /// Removes every image built for the app (tagged within `app_scope`).
+    fn remove_app_images<'a>(
+        &'a self,
+        app_scope: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
 }
 
 /// Which compose implementation this machine has.
@@ -324,6 +338,25 @@ impl Engine for DockerEngine {
             }
         })
     }
+
+    fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(remove_app_networks(app))
+    }
+
+    fn remove_app_volumes<'a>(
+        &'a self,
+        app: &'a str,
+        app_scope: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, EngineError>> {
+        Box::pin(remove_app_volumes(app, app_scope))
+    }
+
+    fn remove_app_images<'a>(
+        &'a self,
+        app_scope: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(remove_app_images(app_scope))
+    }
 }
 
 /// Creates the user-defined bridge network `name` unless it exists.
@@ -540,7 +573,7 @@ pub async fn teardown(project: &str, grace: Duration) -> Result<(), EngineError>
 
 /// Removes the app's own networks (those pinned per app, shared by its releases). Call it
 /// after the app's releases are gone.
-pub async fn remove_app_networks(app: &str) -> Result<(), EngineError> {
+async fn remove_app_networks(app: &str) -> Result<(), EngineError> {
     let docker = client().await?;
     let filters = HashMap::from([(
         "label",
@@ -617,7 +650,7 @@ impl ImagePorts for LocalImages {
 
 /// Removes the app's named volumes (those Rustploy labelled as the app's, with the app's name
 /// prefix). Returns their names.
-pub async fn remove_app_volumes(app: &str, app_scope: &str) -> Result<Vec<String>, EngineError> {
+async fn remove_app_volumes(app: &str, app_scope: &str) -> Result<Vec<String>, EngineError> {
     let docker = client().await?;
     let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
     let list = docker
@@ -698,7 +731,7 @@ pub async fn container_logs(
 }
 
 /// Removes the images this server built for an app (tagged `<scope>-<service>:d<id>`).
-pub async fn remove_app_images(app_scope: &str) -> Result<(), EngineError> {
+async fn remove_app_images(app_scope: &str) -> Result<(), EngineError> {
     let docker = client().await?;
     let filters = HashMap::from([("reference", vec![format!("{app_scope}-*")])]);
     let images = docker

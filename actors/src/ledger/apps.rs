@@ -1,4 +1,9 @@
 //! Apps: creating, finding, listing, renaming and removing them, with their newest deployment.
+//!
+//! An app is deleted by a job: [`request_delete`] marks it (`deleting_at`) and queues its
+//! `app_delete` job, which its Deployer runs; the job's last step is [`delete`]. While an app
+//! is marked, the ledger refuses every new job of it (migration 0010's triggers), whichever
+//! path asks, with an error [`deleting_refusal`] recognises.
 
 use std::collections::{HashMap, HashSet};
 
@@ -6,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use rustploy_api::states::{DeploymentState, JobState};
 
 use super::deployments::views::{self, DeploymentRow};
+use super::jobs::{self, JobId, JobKind, NewJob};
 use super::{LedgerError, Millis, now_ms};
 use crate::deploy::detect::Detection;
 
@@ -20,6 +26,8 @@ pub struct AppRow {
     pub trusted: bool,
     pub trusted_by: Option<String>,
     pub trusted_at: Option<Millis>,
+    /// When its deletion was asked for; set until its rows are gone.
+    pub deleting_at: Option<Millis>,
     pub last_deployment: Option<DeploymentRow>,
 }
 
@@ -80,15 +88,16 @@ pub enum Renamed {
 /// The apps with their newest deployment, in one query. The newest deployment is found per app
 /// by its primary key through the `(app_id, id)` index, which keeps a page of 200 apps cheap.
 const SELECT: &str = "SELECT a.id, a.name, a.created_at, a.updated_at, a.trusted, a.trusted_by,
-        a.trusted_at, d.id, d.app_id, d.state, d.step, d.requested_ref, d.commit_sha, d.trigger,
-        d.triggered_by, d.reason, d.created_at, d.started_at, d.finished_at, d.rollback_of
+        a.trusted_at, a.deleting_at, d.id, d.app_id, d.state, d.step, d.requested_ref,
+        d.commit_sha, d.trigger, d.triggered_by, d.reason, d.created_at, d.started_at,
+        d.finished_at, d.rollback_of
    FROM apps a
    LEFT JOIN deployments d ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)";
 
 fn app_row(r: &Row<'_>) -> rusqlite::Result<AppRow> {
     let name: String = r.get(1)?;
-    let last_deployment = match r.get::<_, Option<i64>>(7)? {
-        Some(_) => Some(views::read_at(r, 7, name.clone())?),
+    let last_deployment = match r.get::<_, Option<i64>>(8)? {
+        Some(_) => Some(views::read_at(r, 8, name.clone())?),
         None => None,
     };
     Ok(AppRow {
@@ -99,6 +108,7 @@ fn app_row(r: &Row<'_>) -> rusqlite::Result<AppRow> {
         trusted: r.get(4)?,
         trusted_by: r.get(5)?,
         trusted_at: r.get(6)?,
+        deleting_at: r.get(7)?,
         last_deployment,
     })
 }
@@ -204,29 +214,104 @@ pub fn rename(c: &Connection, id: i64, name: &str) -> Result<Renamed, LedgerErro
         .execute(params![id, name, now_ms()]);
     match renamed {
         Ok(_) => Ok(Renamed::Done),
+        // An app being deleted keeps its name: that refusal is the ledger's to report.
+        Err(e) if is_deleting_refusal(&e) => Err(e.into()),
         Err(e) if is_constraint(&e) => Ok(Renamed::Taken),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Whether a job of app `app_id` is running (a deployment, a backup, ...).
-pub fn has_running_job(c: &Connection, app_id: i64) -> Result<bool, LedgerError> {
-    Ok(
-        c.prepare_cached("SELECT COUNT(*) > 0 FROM jobs WHERE app_id = ?1 AND state = ?2")?
-            .query_row(params![app_id, JobState::Running], |r| r.get(0))?,
-    )
+/// Marks app `id` as being deleted and queues its `app_delete` job, or finds the one already
+/// queued or running (whose `purge_volumes` then stands). Its deployments still waiting in the
+/// queue are cancelled: nothing of the app starts any more, and a running one is left to end
+/// before the deletion runs (jobs of one app never run side by side). Call it inside an
+/// immediate transaction.
+pub fn request_delete(
+    c: &Connection,
+    id: i64,
+    name: &str,
+    purge_volumes: bool,
+) -> Result<JobId, LedgerError> {
+    c.prepare_cached("UPDATE apps SET deleting_at = COALESCE(deleting_at, ?2) WHERE id = ?1")?
+        .execute(params![id, now_ms()])?;
+    let waiting: Vec<JobId> = c
+        .prepare_cached("SELECT id FROM jobs WHERE app_id = ?1 AND kind = ?2 AND state = ?3")?
+        .query_map(
+            params![id, JobKind::Deploy {}.name(), JobState::Queued],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for job in waiting {
+        jobs::cancel_in(c, job)?;
+    }
+    let job = NewJob::new(JobKind::AppDelete {
+        app: name.to_string(),
+        purge_volumes,
+    })
+    .key(format!("app_delete:{id}"))
+    .app(id);
+    Ok(jobs::enqueue(c, &job)?.id())
 }
 
-/// Deletes app `id` with everything that belongs to it (its rows cascade), unless a job of it
-/// is running. Returns whether it was deleted. Call it inside an immediate transaction, so no
-/// job is claimed between the check and the delete.
-pub fn delete_unless_running(c: &Connection, id: i64) -> Result<bool, LedgerError> {
-    if has_running_job(c, id)? {
-        return Ok(false);
-    }
-    c.prepare_cached("DELETE FROM apps WHERE id = ?1")?
+/// What the deletion of an app needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doomed {
+    pub name: String,
+    /// Something of it may be on the engine: one of its deployments started, or it has managed
+    /// services.
+    pub ran: bool,
+}
+
+/// App `id` as its deletion sees it; `None` when it is gone.
+pub fn doomed(c: &Connection, id: i64) -> Result<Option<Doomed>, LedgerError> {
+    Ok(c.prepare_cached(
+        "SELECT name,
+                EXISTS (SELECT 1 FROM deployments WHERE app_id = a.id AND started_at IS NOT NULL)
+                OR EXISTS (SELECT 1 FROM managed_services WHERE app_id = a.id)
+           FROM apps a WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(Doomed {
+            name: r.get(0)?,
+            ran: r.get(1)?,
+        })
+    })
+    .optional()?)
+}
+
+/// Deletes app `id` with everything that belongs to it (its rows cascade), in one transaction:
+/// the last step of its `app_delete` job `job`, which is first detached from the app so that it
+/// outlives it and records its own end. Returns whether the app was still there.
+pub fn delete(c: &mut Connection, id: i64, job: JobId) -> Result<bool, LedgerError> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.prepare_cached("UPDATE jobs SET app_id = NULL WHERE id = ?1 AND app_id = ?2")?
+        .execute(params![job, id])?;
+    let deleted = tx
+        .prepare_cached("DELETE FROM apps WHERE id = ?1")?
         .execute([id])?;
-    Ok(true)
+    tx.commit()?;
+    Ok(deleted == 1)
+}
+
+/// The start of the message of the ledger's refusal to queue work for, or rename, an app being
+/// deleted (raised by migration 0010's triggers).
+const DELETING: &str = "app_deleting: ";
+
+/// When `e` is the ledger refusing a change to an app being deleted, what it said.
+pub fn deleting_refusal(e: &LedgerError) -> Option<&str> {
+    match e {
+        LedgerError::Sqlite(e @ rusqlite::Error::SqliteFailure(_, Some(msg)))
+            if is_deleting_refusal(e) =>
+        {
+            msg.strip_prefix(DELETING)
+        }
+        _ => None,
+    }
+}
+
+fn is_deleting_refusal(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
+        if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.starts_with(DELETING))
 }
 
 /// App `id`'s name and the state of its newest deployment.

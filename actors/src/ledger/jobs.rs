@@ -28,8 +28,8 @@ pub type JobId = i64;
 ///
 /// Serde's adjacent tagging matches the two columns: the tag is `jobs.kind`, the content is
 /// `jobs.payload`. A field added later must be optional (`#[serde(default)]`), so payloads
-/// written before it still read. New kinds (an app's deletion, `AppDelete { app_id }`, is next)
-/// are new variants here and a handler registered under their name.
+/// written before it still read. New kinds are new variants here and a handler registered under
+/// their name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
 pub enum JobKind {
@@ -45,6 +45,14 @@ pub enum JobKind {
     Backup { backup_id: i64 },
     /// Loads the finished backup `backup_id` into the app's service `service`.
     Restore { backup_id: i64, service: String },
+    /// Deletes the app the job is keyed to (`app_id`): its containers, networks, images and
+    /// checkout, its volumes too with `purge_volumes`, then its rows. `app` is its name when
+    /// the deletion was asked for. The job outlives the app: its rows go without it.
+    AppDelete {
+        app: String,
+        #[serde(default)]
+        purge_volumes: bool,
+    },
     /// Does nothing, after `sleep_ms`: a diagnostic job for the queue itself.
     Noop {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +62,14 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind's name, as `jobs.kind` stores it.
-    pub const NAMES: &'static [&'static str] = &["deploy", "services", "backup", "restore", "noop"];
+    pub const NAMES: &'static [&'static str] = &[
+        "deploy",
+        "services",
+        "backup",
+        "restore",
+        "app_delete",
+        "noop",
+    ];
 
     /// The name stored in `jobs.kind`, and the key of the kind's handler.
     pub fn name(&self) -> &'static str {
@@ -63,6 +78,7 @@ impl JobKind {
             JobKind::Services { .. } => "services",
             JobKind::Backup { .. } => "backup",
             JobKind::Restore { .. } => "restore",
+            JobKind::AppDelete { .. } => "app_delete",
             JobKind::Noop { .. } => "noop",
         }
     }
@@ -772,6 +788,14 @@ mod tests {
                 },
                 "restore",
                 r#"{"backup_id":7,"service":"db"}"#,
+            ),
+            (
+                JobKind::AppDelete {
+                    app: "shop".into(),
+                    purge_volumes: true,
+                },
+                "app_delete",
+                r#"{"app":"shop","purge_volumes":true}"#,
             ),
             (JobKind::Noop { sleep_ms: None }, "noop", "{}"),
             (

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_push_order.sql"),
     include_str!("../../../migrations/0008_retention.sql"),
     include_str!("../../../migrations/0009_auth_epoch.sql"),
+    include_str!("../../../migrations/0010_app_deleting.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -1,7 +1,7 @@
 //! The Deployer, driven as the server wires it (Root, JobQueue, DeployerSupervisor, RouterSync)
 //! against a real ledger, a local git repository and the [`FakeEngine`]: what it records in the
 //! ledger and what it asks of the engine, through success, failure, retry, cancel, a crash and a
-//! switch. The end-to-end tests run the same paths against real Docker.
+//! switch, and an app's deletion. The end-to-end tests run the same paths against real Docker.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,7 @@ use rusqlite::params;
 use rustploy_actors::crypto::SecretBox;
 use rustploy_actors::deploy::DeployConfig;
 use rustploy_actors::deploy::docker::BoxFuture;
+use rustploy_actors::deploy::docker::Engine;
 use rustploy_actors::deploy::process;
 use rustploy_actors::deploy::tools::Tool;
 use rustploy_actors::deployer::{
@@ -21,9 +22,10 @@ use rustploy_actors::ingress::{IngressConfig, TlsMode};
 use rustploy_actors::job_queue::{
     Handlers, JobQueue, JobQueueArgs, JobQueueMsg, KindConfig, QueueConfig,
 };
+use rustploy_actors::ledger::apps;
 use rustploy_actors::ledger::deployments::{self, DeployRequest};
 use rustploy_actors::ledger::jobs::{self, CancelOutcome, RetryPolicy};
-use rustploy_actors::ledger::{Ledger, now_ms};
+use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
 use rustploy_actors::router_sync::{RouterSettings, RouterSync, RouterSyncArgs};
 use rustploy_actors::services::ServiceSettings;
 use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
@@ -80,7 +82,7 @@ struct Runtime {
 /// A server's actor tree around the fake engine, an app imported from a local repository.
 struct World {
     t: TestLedger,
-    _data: TempDir,
+    data: TempDir,
     repo: TempDir,
     engine: Arc<FakeEngine>,
     caddy: Arc<RecordingCaddy>,
@@ -166,17 +168,23 @@ impl World {
                 },
             )
         };
-        let handlers = Handlers::default().register(
-            "deploy",
-            DeployHandler {
-                supervisor: deployers.clone(),
-                timeout: WAIT * 2,
-            },
-            KindConfig {
-                concurrency: 2,
-                deadline: WAIT * 2,
-            },
-        );
+        // An app's deletion runs in its Deployer, as the server wires it.
+        let handlers =
+            ["deploy", "app_delete"]
+                .into_iter()
+                .fold(Handlers::default(), |handlers, kind| {
+                    handlers.register(
+                        kind,
+                        DeployHandler {
+                            supervisor: deployers.clone(),
+                            timeout: WAIT * 2,
+                        },
+                        KindConfig {
+                            concurrency: 2,
+                            deadline: WAIT * 2,
+                        },
+                    )
+                });
         let queue_spec = {
             let (ledger, telemetry) = (t.ledger.clone(), telemetry.clone());
             ActorSpec::<JobQueue>::new("job_queue", queue.clone(), move || JobQueueArgs {
@@ -230,7 +238,7 @@ impl World {
         .expect("the tree starts");
         World {
             t,
-            _data: data,
+            data,
             repo,
             engine,
             caddy,
@@ -438,6 +446,86 @@ impl World {
             .unwrap();
         assert_eq!(outcome, CancelOutcome::Requested);
         assert!(self.queue.nudge(JobQueueMsg::Cancel(job)));
+    }
+
+    /// Asks for the app's deletion as the API does (the app marked, its job queued in one
+    /// transaction), then nudges the queue. Returns the deletion's job.
+    async fn delete_app(&self, purge_volumes: bool) -> i64 {
+        let app_id = self.app_id;
+        let job = self
+            .ledger()
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let job = apps::request_delete(&tx, app_id, APP, purge_volumes)?;
+                tx.commit()?;
+                Ok(job)
+            })
+            .await
+            .unwrap();
+        assert!(self.queue.nudge(JobQueueMsg::Nudge), "the queue runs");
+        job
+    }
+
+    /// Requests a deployment as the API does, and answers what the ledger said.
+    async fn request_deploy(&self) -> Result<i64, LedgerError> {
+        let app_id = self.app_id;
+        self.ledger()
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let requested = deployments::request(
+                    &tx,
+                    &DeployRequest {
+                        app_id,
+                        trigger: "api".into(),
+                        ..DeployRequest::default()
+                    },
+                )?;
+                tx.commit()?;
+                Ok(requested.deployment_id)
+            })
+            .await
+    }
+
+    /// The app as the ledger holds it; `None` once it is deleted.
+    async fn app(&self) -> Option<apps::AppRow> {
+        let app_id = self.app_id;
+        self.ledger()
+            .run(move |c| apps::get(c, app_id))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until job `id` (not bound to a deployment) has ended, and returns it.
+    async fn job_done(&self, id: i64) -> jobs::JobRow {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let job = self.job(id).await;
+            if !job.state.is_active() {
+                return job;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting until job {id} ended: {job:?}\nengine: {:#?}",
+                    self.engine.calls()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The state of deployment `id`; `None` once it is gone (with its app).
+    async fn deployment_state(&self, id: i64) -> Option<String> {
+        self.ledger()
+            .run(move |c| {
+                Ok(
+                    c.query_row("SELECT state FROM deployments WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })
+                    .ok(),
+                )
+            })
+            .await
+            .unwrap()
     }
 
     /// What Caddy was last told to serve.
@@ -946,4 +1034,249 @@ async fn a_deployment_whose_deployer_dies_on_every_attempt_fails_instead_of_stay
     assert_eq!(w.ended(next).await.state, "healthy");
     assert!(!w.engine.exists(&project));
     assert_eq!(w.runtimes().await[0].deployment, next);
+}
+
+/// The calls of the engine an app's deletion makes (the app's own networks, volumes, images).
+fn app_removals(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Call::RemoveAppNetworks(_) | Call::RemoveAppVolumes(_) | Call::RemoveAppImages(_)
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_an_app_after_a_deployment_removes_it_from_the_engine_then_its_rows() {
+    let w = World::start().await;
+    let (d, _) = w.deploy(web(at("10.89.0.2"))).await;
+    assert_eq!(w.ended(d).await.state, "healthy");
+    assert!(w.routes().contains("shop.apps.test"), "{}", w.routes());
+    let checkout = w.data.path().join("apps").join(APP);
+    assert!(checkout.exists(), "the deployment made the app's folder");
+
+    let job = w.delete_app(false).await;
+    let done = w.job_done(job).await;
+    assert_eq!(
+        (done.state.as_str(), done.attempts),
+        ("succeeded", 1),
+        "{done:?}"
+    );
+
+    // The release, the services project and the app's networks and images are gone; its
+    // volumes stay, as they were not purged.
+    let calls = w.engine.calls();
+    assert!(w.engine.torn_down(&w.project(d)), "{calls:?}");
+    assert!(!w.engine.exists(&w.project(d)));
+    assert!(
+        w.engine.torn_down(&format!("{PREFIX}-{APP}-services")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        app_removals(&calls),
+        [
+            &Call::RemoveAppNetworks(APP.into()),
+            &Call::RemoveAppImages(format!("{PREFIX}-{APP}"))
+        ]
+    );
+    // Then its checkout and its rows, and Caddy no longer routes it.
+    assert!(!checkout.exists());
+    assert_eq!(w.app().await, None);
+    assert_eq!(w.deployment_state(d).await, None);
+    assert!(w.runtimes().await.is_empty());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while w.routes().contains("shop.apps.test") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", w.routes());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The job outlives the app, so whoever follows it sees it end.
+    assert_eq!(done.kind, "app_delete");
+
+    // Purging takes the volumes too.
+    let w = World::start().await;
+    let job = w.delete_app(true).await;
+    assert_eq!(w.job_done(job).await.state, "succeeded");
+    assert!(
+        app_removals(&w.engine.calls()).contains(&&Call::RemoveAppVolumes(APP.into())),
+        "{:?}",
+        w.engine.calls()
+    );
+    assert_eq!(w.app().await, None);
+}
+
+#[tokio::test]
+async fn a_deletion_waits_for_the_running_deployment_and_refuses_new_ones() {
+    let w = World::start().await;
+    let (running, running_job) = w
+        .deploy(ProjectScript::default().up(Up::Hang { started: true }))
+        .await;
+    let project = w.project(running);
+    w.called(
+        running,
+        "compose up ran",
+        |c| matches!(c, Call::Compose { project: p, .. } if *p == project),
+    )
+    .await;
+    let waiting = w.request_deploy().await.unwrap();
+    assert_ne!(waiting, running);
+
+    let job = w.delete_app(false).await;
+    // The app is marked; the deployment still waiting is cancelled, and no new one is queued.
+    assert!(w.app().await.unwrap().deleting_at.is_some());
+    assert_eq!(w.deployment(waiting).await.state, "cancelled");
+    let refused = w.request_deploy().await.unwrap_err();
+    let why = apps::deleting_refusal(&refused).expect("the ledger refuses it as deleting");
+    assert!(why.contains("being deleted"), "{why}");
+    // Asking again joins the deletion already queued.
+    assert_eq!(w.delete_app(false).await, job);
+
+    // The running deployment goes on alone: the deletion waits in the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.job(job).await.state.as_str(), "queued");
+    assert_eq!(w.deployment(running).await.state, "running");
+    assert!(app_removals(&w.engine.calls()).is_empty());
+
+    // Once it has ended, the deletion runs.
+    w.cancel(running_job).await;
+    let done = w.job_done(job).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    assert_eq!(w.app().await, None);
+    let calls = w.engine.calls();
+    let deployment_ended = calls
+        .iter()
+        .position(|c| *c == Call::Teardown(project.clone()))
+        .expect("the cancelled deployment removed its project");
+    // The deployment looked for leftovers first; the deletion looked last.
+    let deletion_began = calls
+        .iter()
+        .rposition(|c| *c == Call::AppProjects(APP.into()))
+        .expect("the deletion looked for the app's projects");
+    assert!(
+        deployment_ended < deletion_began,
+        "the deletion ran beside the deployment: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_keeps_the_app_while_the_engine_is_unreachable_and_retries() {
+    let w = World::start().await;
+    let (d, _) = w.deploy(web(at("10.89.0.2"))).await;
+    assert_eq!(w.ended(d).await.state, "healthy");
+
+    // Every attempt finds the engine unreachable: the job fails for good, and the app, marked,
+    // keeps its rows and its release (its containers would be lost track of otherwise).
+    w.engine.unreachable_for(5);
+    let job = w.delete_app(false).await;
+    let dead = w.job_done(job).await;
+    assert_eq!(
+        (dead.state.as_str(), dead.attempts),
+        ("dead", 5),
+        "{dead:?}"
+    );
+    let reason = dead.last_error.unwrap_or_default();
+    assert!(reason.contains("Docker engine unreachable"), "{reason}");
+    assert!(reason.contains("the app is kept"), "{reason}");
+    let app = w.app().await.expect("the app is kept");
+    assert!(app.deleting_at.is_some());
+    assert_eq!(w.deployment(d).await.state, "healthy");
+    assert!(w.engine.exists(&w.project(d)));
+    assert!(app_removals(&w.engine.calls()).is_empty());
+
+    // Asked again, once the engine answers after one more refusal, the deletion is retried
+    // and succeeds.
+    w.engine.unreachable_for(1);
+    let again = w.delete_app(false).await;
+    assert_ne!(again, job);
+    let done = w.job_done(again).await;
+    assert_eq!(
+        (done.state.as_str(), done.attempts),
+        ("succeeded", 2),
+        "{done:?}"
+    );
+    assert!(!w.engine.exists(&w.project(d)));
+    assert_eq!(w.app().await, None);
+}
+
+#[tokio::test]
+async fn a_deletion_interrupted_by_a_restart_runs_again_from_the_start() {
+    let w = World::start().await;
+    let (d, _) = w.deploy(web(at("10.89.0.2"))).await;
+    assert_eq!(w.ended(d).await.state, "healthy");
+
+    // A previous server claimed the deletion and removed the release, then stopped.
+    let app_id = w.app_id;
+    let job = w
+        .ledger()
+        .run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let job = apps::request_delete(&tx, app_id, APP, false)?;
+            tx.execute(
+                "UPDATE jobs SET state = 'running', attempts = 1, locked_by = 'stopped-server',
+                        locked_until = ?2
+                  WHERE id = ?1",
+                params![job, now_ms() + 60_000],
+            )?;
+            tx.commit()?;
+            Ok(job)
+        })
+        .await
+        .unwrap();
+    w.engine
+        .teardown(&w.project(d), Duration::ZERO)
+        .await
+        .unwrap();
+    let before = w.engine.calls().len();
+
+    // This server's queue starts again (as at a restart): the deletion is queued again at once
+    // and runs from the start over what is left.
+    assert!(w.queue.nudge(JobQueueMsg::InjectPanic));
+    let done = w.job_done(job).await;
+    assert_eq!(
+        (done.state.as_str(), done.attempts),
+        ("succeeded", 2),
+        "{done:?}"
+    );
+    assert_eq!(w.app().await, None);
+    let rerun = w.engine.calls()[before..].to_vec();
+    assert_eq!(
+        rerun.first(),
+        Some(&Call::Ping { reachable: true }),
+        "{rerun:?}"
+    );
+    assert!(
+        rerun.contains(&Call::AppProjects(APP.into())),
+        "the rerun looked for what was left: {rerun:?}"
+    );
+    assert_eq!(app_removals(&rerun).len(), 2, "{rerun:?}");
+
+    // Interrupted after its last step (the rows are gone, the job not yet recorded), it only
+    // has routing left to do.
+    w.ledger()
+        .run(move |c| {
+            c.execute(
+                "UPDATE jobs SET state = 'running', locked_by = 'stopped-server',
+                        locked_until = ?2, finished_at = NULL
+                  WHERE id = ?1",
+                params![job, now_ms() + 60_000],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let before = w.engine.calls().len();
+    assert!(w.queue.nudge(JobQueueMsg::InjectPanic));
+    let again = w.job_done(job).await;
+    assert_eq!(
+        (again.state.as_str(), again.attempts),
+        ("succeeded", 3),
+        "{again:?}"
+    );
+    assert_eq!(
+        w.engine.calls().len(),
+        before,
+        "nothing was asked of the engine"
+    );
 }

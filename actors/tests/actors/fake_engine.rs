@@ -26,6 +26,12 @@ pub enum Call {
     AppProjects(String),
     Teardown(String),
     RemoveImages(Vec<String>),
+    /// An app's own networks, by the app's name.
+    RemoveAppNetworks(String),
+    /// An app's volumes, by the app's name.
+    RemoveAppVolumes(String),
+    /// An app's images, by its scope (`<prefix>-<app>`).
+    RemoveAppImages(String),
 }
 
 /// What one `compose up` of a project does.
@@ -382,6 +388,34 @@ impl Engine for FakeEngine {
     fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.record(Call::RemoveImages(refs.to_vec()));
+        })
+    }
+
+    fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.record(Call::RemoveAppNetworks(app.to_string()));
+            Ok(())
+        })
+    }
+
+    fn remove_app_volumes<'a>(
+        &'a self,
+        app: &'a str,
+        _app_scope: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, EngineError>> {
+        Box::pin(async move {
+            self.record(Call::RemoveAppVolumes(app.to_string()));
+            Ok(Vec::new())
+        })
+    }
+
+    fn remove_app_images<'a>(
+        &'a self,
+        app_scope: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.record(Call::RemoveAppImages(app_scope.to_string()));
+            Ok(())
         })
     }
 }

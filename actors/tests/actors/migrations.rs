@@ -107,10 +107,14 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
              INSERT INTO apps (name, created_at, updated_at) VALUES ('kept', 1, 1);",
         )
         .unwrap();
-        // Version 7: before the retention indexes (8) and the credential counter (9).
+        // Version 7: before the retention indexes (8), the credential counter (9) and the
+        // mark of an app being deleted (10).
         c.pragma_update(None, "user_version", 7).unwrap();
         c.execute_batch(
-            "DROP TRIGGER api_tokens_auth_update; DROP TRIGGER api_tokens_auth_delete;
+            "DROP TRIGGER jobs_refused_while_app_deleting;
+             DROP TRIGGER apps_name_kept_while_deleting;
+             ALTER TABLE apps DROP COLUMN deleting_at;
+             DROP TRIGGER api_tokens_auth_update; DROP TRIGGER api_tokens_auth_delete;
              DROP TRIGGER users_auth_update; DROP TRIGGER users_auth_delete;
              DROP TABLE auth_epoch;
              DROP INDEX token_audit_events_at; DROP INDEX webhook_deliveries_deployment;

@@ -89,6 +89,10 @@ impl IntoResponse for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
+        // Whatever asked to deploy, back up or rename an app that is being deleted.
+        if let Some(why) = rustploy_actors::ledger::apps::deleting_refusal(&e) {
+            return ApiError::new(StatusCode::CONFLICT, "app_deleting", why);
+        }
         if let LedgerError::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) = &e {
             if f.code == rusqlite::ErrorCode::ConstraintViolation {
                 let msg = msg.clone().unwrap_or_default();

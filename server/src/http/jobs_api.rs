@@ -15,7 +15,6 @@ use super::auth::Need;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::paging::Page;
 use super::views;
-use crate::domain::rfc3339;
 
 pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
     use Method as M;
@@ -30,24 +29,6 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
             post(cancel_job),
         ),
     ]
-}
-
-/// A job row as the API shows it.
-fn job_view(j: jobs::JobRow) -> Job {
-    Job {
-        id: j.id,
-        kind: j.kind,
-        key: j.key,
-        state: j.state.to_string(),
-        attempts: j.attempts.into(),
-        max_attempts: j.max_attempts.into(),
-        next_run_at: Some(rfc3339(j.next_run_at)),
-        locked_until: j.locked_until.map(rfc3339),
-        last_error: j.last_error,
-        cancel_requested: j.cancel_requested,
-        created_at: rfc3339(j.created_at),
-        finished_at: j.finished_at.map(rfc3339),
-    }
 }
 
 async fn list_jobs(
@@ -70,7 +51,7 @@ async fn list_jobs(
         .run(move |c| {
             Ok(jobs::page(c, filter, after, limit)?
                 .into_iter()
-                .map(job_view)
+                .map(views::job)
                 .collect::<Vec<_>>())
         })
         .await?;
@@ -140,7 +121,7 @@ async fn get_job(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
     let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
-    job.map(|j| ApiJson(job_view(j)))
+    job.map(|j| ApiJson(views::job(j)))
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
@@ -161,5 +142,5 @@ async fn cancel_job(
         CancelOutcome::Cancelled => StatusCode::OK,
     };
     let job = state.ledger.run(move |c| jobs::get(c, id)).await?;
-    Ok((status, ApiJson(job.map(job_view))))
+    Ok((status, ApiJson(job.map(views::job))))
 }

@@ -6,6 +6,7 @@
 pub mod access_api;
 pub mod agent_api;
 pub mod api;
+pub mod app_delete_api;
 pub mod apps_api;
 pub mod audit;
 pub mod auth;

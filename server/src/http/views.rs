@@ -1,5 +1,5 @@
 //! The ledger's rows as the API's wire types (`rustploy_api::apps`): the one place that decides
-//! how an app, a deployment or a log line looks to a client. The dashboard renders from the same
+//! how an app, a deployment, a log line or a job looks to a client. The dashboard renders from the same
 //! values.
 
 use rustploy_actors::deploy::detect::Detection;
@@ -8,8 +8,10 @@ use rustploy_actors::ledger::apps::AppRow;
 use rustploy_actors::ledger::deployments::views::{
     DeploymentDetail, DeploymentRow, LogRow, RouteRow,
 };
+use rustploy_actors::ledger::jobs::JobRow;
 use rustploy_api::Page;
 use rustploy_api::apps::{self as wire, App, Container, Deployment, Imported, LogLine};
+use rustploy_api::services::Job;
 
 use crate::domain::rfc3339;
 
@@ -24,7 +26,26 @@ pub fn app(row: AppRow) -> App {
         trusted: row.trusted,
         trusted_by: row.trusted_by,
         trusted_at: row.trusted_at.map(rfc3339),
+        deleting_at: row.deleting_at.map(rfc3339),
         import: None,
+    }
+}
+
+/// A job of the queue.
+pub fn job(j: JobRow) -> Job {
+    Job {
+        id: j.id,
+        kind: j.kind,
+        key: j.key,
+        state: j.state.to_string(),
+        attempts: j.attempts.into(),
+        max_attempts: j.max_attempts.into(),
+        next_run_at: Some(rfc3339(j.next_run_at)),
+        locked_until: j.locked_until.map(rfc3339),
+        last_error: j.last_error,
+        cancel_requested: j.cancel_requested,
+        created_at: rfc3339(j.created_at),
+        finished_at: j.finished_at.map(rfc3339),
     }
 }
 

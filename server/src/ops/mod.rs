@@ -10,6 +10,7 @@
 //! Operations know nothing of HTTP: no status codes, no headers, no `json!`.
 
 pub mod access;
+pub mod app_delete;
 pub mod apps;
 pub mod deploys;
 pub mod domains;

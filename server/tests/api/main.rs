@@ -3,6 +3,7 @@
 
 mod access;
 mod agents;
+mod app_delete;
 mod apps;
 mod auth_flows;
 mod concurrent_writes;

@@ -3,6 +3,7 @@
 //! per `ops` module.
 
 mod access;
+mod app_delete;
 mod apps;
 mod deploys;
 mod domains;
