@@ -194,6 +194,25 @@ async fn next_line<R: AsyncRead + Unpin>(lines: &mut Lines<R>) -> Option<String>
     }
 }
 
+/// The line of a failed program's output that says best what went wrong: its last error
+/// line, else its last line.
+pub fn telling_line(tail: &[String]) -> Option<&str> {
+    let is_error = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("ERROR")
+            || t.starts_with("Error")
+            || t.starts_with("error")
+            || t.starts_with("fatal:")
+            || t.contains("error:")
+            || t.contains("Error response")
+    };
+    tail.iter()
+        .rev()
+        .find(|l| is_error(l))
+        .or_else(|| tail.iter().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| l.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +300,32 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ProcessError::Cancelled), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_reason_quotes_the_error_line_not_the_last_one() {
+        let tail: Vec<String> = [
+            "Creating x ...",
+            "ERROR: for web  Cannot create container for service web: invalid restart policy 'sometimes'",
+            "Encountered errors while bringing up the project.",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(
+            telling_line(&tail)
+                .unwrap()
+                .contains("invalid restart policy")
+        );
+        let tail = vec![
+            "Cloning...".to_string(),
+            "fatal: repository '/x' does not exist".into(),
+            "".into(),
+        ];
+        assert_eq!(
+            telling_line(&tail),
+            Some("fatal: repository '/x' does not exist")
+        );
+        assert_eq!(telling_line(&["all good".to_string()]), Some("all good"));
+        assert_eq!(telling_line(&[]), None);
     }
 }

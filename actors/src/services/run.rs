@@ -110,7 +110,7 @@ impl Scope<'_> {
             .map_err(|e| match e {
                 crate::deploy::process::ProcessError::Failed { tail, .. } => format!(
                     "starting the services failed: {}",
-                    crate::deployer::telling_line(&tail).unwrap_or("compose failed")
+                    crate::deploy::process::telling_line(&tail).unwrap_or("compose failed")
                 ),
                 other => format!("starting the services failed: {other}"),
             })

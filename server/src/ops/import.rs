@@ -240,9 +240,11 @@ async fn inspect(
         .await;
     let sha = cloned.map_err(|e| {
         let why = match &e {
-            ProcessError::Failed { tail, .. } => rustploy_actors::deployer::telling_line(tail)
-                .map(|l| redactor.line(l))
-                .unwrap_or_else(|| e.to_string()),
+            ProcessError::Failed { tail, .. } => {
+                rustploy_actors::deploy::process::telling_line(tail)
+                    .map(|l| redactor.line(l))
+                    .unwrap_or_else(|| e.to_string())
+            }
             other => other.to_string(),
         };
         ImportError::Unavailable {

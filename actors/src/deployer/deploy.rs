@@ -1,302 +1,15 @@
-//! DeployerSupervisor and the per-app Deployers.
-//!
-//! Deploy jobs reach the DeployerSupervisor through [`DeployHandler`]; it hands each to the
-//! Deployer of the job's app, spawning it on first use. A Deployer runs its app's deployments one
-//! at a time (the queue also never claims two jobs of one app at once).
-//!
-//! An app's deletion is one of its jobs too (`app_delete`), so it never runs beside a deployment
-//! of the app: the Deployer tears the app down on the engine, removes its checkout, deletes its
-//! rows and then stops, since it has no app any more.
-//!
-//! A deployment runs as its own compose project beside the live release (blue/green): fetch,
-//! prepare, build, start, health, switch. Only a healthy release is switched to; then the
-//! previous release is torn down. A failed or cancelled deployment tears down only its own
-//! project, so the live release never notices. The decisions live in [`crate::deploy::plan`]
-//! and [`crate::deploy::health`]; this module carries them out.
+//! A deployment, step by step: load what it needs from the ledger, fetch, check the
+//! policy, build, start beside the live release, wait for health, switch traffic, and stop
+//! the release it replaced.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use rustploy_api::states::{BackupState, DeployStep, DeploymentState};
-use tokio_util::sync::CancellationToken;
-
-use crate::crypto::{SecretBox, env_context};
-use crate::deploy::compose::{self, ComposeFile, RuntimeSpec};
-use crate::deploy::detect::{self, Detection};
-use crate::deploy::docker::{ComposeRun, ContainerObs, Engine, EngineError};
-use crate::deploy::git::{Credentials, Git};
-use crate::deploy::health::{self, Probe, Verdict};
-use crate::deploy::logs::{LogLine, LogSink};
-use crate::deploy::plan::{self, Failure, Start};
-use crate::deploy::policy;
-use crate::deploy::process::{ProcessError, Stream};
-use crate::deploy::redact::Redactor;
-use crate::deploy::{DeployConfig, checkout, contexts, finalize};
-use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
-use crate::ledger::batch::Batcher;
-use crate::ledger::deployments::{self, Release, RoutedContainer};
-use crate::ledger::jobs::{ClaimedJob, JobKind};
-use crate::ledger::services as service_rows;
-use crate::ledger::{Ledger, LedgerError, now_ms};
-use crate::router_sync::{RouterSyncMsg, SyncReport};
-use crate::services::{self, Service, run::Scope};
-use crate::supervision::{RestartBudget, RestartPolicy, Slot, Telemetry};
-
-/// The longest a deployment waits for Caddy to route to its new release.
-const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
-
-pub type DeployerSupervisorRef = ActorRef<DeployerSupervisorMsg>;
-pub type DeployerRef = ActorRef<DeployerMsg>;
-
-pub enum DeployerSupervisorMsg {
-    Run(
-        Box<ClaimedJob>,
-        JobContext,
-        RpcReplyPort<Result<(), JobError>>,
-    ),
-    #[cfg(any(test, feature = "fault-injection"))]
-    InjectPanic,
-}
-
-pub enum DeployerMsg {
-    Run(
-        Box<ClaimedJob>,
-        JobContext,
-        RpcReplyPort<Result<(), JobError>>,
-    ),
-}
-
-pub struct DeployerSupervisorArgs {
-    pub ledger: Ledger,
-    pub policy: RestartPolicy,
-    pub telemetry: Arc<Telemetry>,
-    pub deps: DeployDeps,
-}
-
-/// What every Deployer shares: cheap to clone.
-#[derive(Clone)]
-pub struct DeployDeps {
-    pub config: Arc<DeployConfig>,
-    pub secrets: SecretBox,
-    pub engine: Arc<dyn Engine>,
-    /// Nudged after a switch, so the new release is routed.
-    pub router: Slot<RouterSyncMsg>,
-    /// Where every deployment's log lines are queued (`deploy::logs::writer`).
-    pub logs: Batcher<LogLine>,
-}
-
-pub struct DeployerSupervisorState {
-    ledger: Ledger,
-    deps: DeployDeps,
-    deployers: HashMap<i64, DeployerRef>,
-    /// Failures of any Deployer: one app's crashing deploys are contained, but a supervisor
-    /// whose deployers keep crashing escalates.
-    budget: RestartBudget,
-    telemetry: Arc<Telemetry>,
-}
-
-#[derive(Default)]
-pub struct DeployerSupervisor;
-
-impl Actor for DeployerSupervisor {
-    type Msg = DeployerSupervisorMsg;
-    type State = DeployerSupervisorState;
-    type Arguments = DeployerSupervisorArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: DeployerSupervisorRef,
-        args: DeployerSupervisorArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(DeployerSupervisorState {
-            ledger: args.ledger,
-            deps: args.deps,
-            deployers: HashMap::new(),
-            budget: RestartBudget::new(args.policy),
-            telemetry: args.telemetry,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: DeployerSupervisorRef,
-        msg: DeployerSupervisorMsg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            DeployerSupervisorMsg::Run(job, ctx, reply) => {
-                let Some(app) = job.app_id else {
-                    let outcome = match job.kind {
-                        // The deletion's last step detaches its job from the app with the
-                        // app's rows: a run interrupted after it only has routing left to do.
-                        JobKind::AppDelete { .. } => {
-                            state.deps.router.nudge(RouterSyncMsg::Nudge);
-                            Ok(())
-                        }
-                        _ => Err(JobError::Fatal("a deploy job must name its app".into())),
-                    };
-                    let _ = reply.send(outcome);
-                    return Ok(());
-                };
-                let deployer = match state.deployers.get(&app) {
-                    Some(d) => d.clone(),
-                    None => {
-                        let (d, _) = Actor::spawn_linked(
-                            None,
-                            Deployer,
-                            DeployerArgs {
-                                app_id: app,
-                                ledger: state.ledger.clone(),
-                                deps: state.deps.clone(),
-                            },
-                            myself.get_cell(),
-                        )
-                        .await?;
-                        state.deployers.insert(app, d.clone());
-                        d
-                    }
-                };
-                if let Err(e) = deployer.send_message(DeployerMsg::Run(job, ctx, reply)) {
-                    tracing::error!(app, "deployer unreachable: {e}");
-                }
-                Ok(())
-            }
-            #[cfg(any(test, feature = "fault-injection"))]
-            DeployerSupervisorMsg::InjectPanic => panic!("injected fault in DeployerSupervisor"),
-        }
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: DeployerSupervisorRef,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let (cell, failed) = match &event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, ..) => (cell, None),
-            _ => return Ok(()),
-        };
-        let Some(app) = state
-            .deployers
-            .iter()
-            .find(|(_, d)| d.get_id() == cell.get_id())
-            .map(|(app, _)| *app)
-        else {
-            return Ok(());
-        };
-        // A Deployer is spawned again on its app's next job; its in-flight job's reply port
-        // was dropped, so that attempt fails and is retried by the job policy.
-        state.deployers.remove(&app);
-        if let Some(err) = failed {
-            tracing::error!(app, error = %err, "deployer failed");
-            state.telemetry.record_restart("deployer");
-            if state.budget.on_failure(Instant::now()).is_none() {
-                return Err("deployers failed too often, escalating".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-pub struct DeployerArgs {
-    pub app_id: i64,
-    pub ledger: Ledger,
-    pub deps: DeployDeps,
-}
-
-pub struct DeployerState {
-    app_id: i64,
-    ledger: Ledger,
-    deps: DeployDeps,
-    /// Replaced releases still draining, and until when: the next deployment's cleanup
-    /// leaves them to their own teardown instead of cutting their last requests. Lost with
-    /// the actor, which only means a cleanup after a crash removes them at once.
-    draining: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
-}
-
-#[derive(Default)]
-pub struct Deployer;
-
-impl Actor for Deployer {
-    type Msg = DeployerMsg;
-    type State = DeployerState;
-    type Arguments = DeployerArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: DeployerRef,
-        args: DeployerArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(DeployerState {
-            app_id: args.app_id,
-            ledger: args.ledger,
-            deps: args.deps,
-            draining: Default::default(),
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: DeployerRef,
-        msg: DeployerMsg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let DeployerMsg::Run(job, ctx, reply) = msg;
-        if let JobKind::AppDelete { purge_volumes, .. } = &job.kind {
-            let outcome = state.delete_app(&job, *purge_volumes, &ctx.cancel).await;
-            let deleted = outcome.is_ok();
-            let _ = reply.send(outcome);
-            if deleted {
-                // Its app is gone: nothing is left for this Deployer to do.
-                myself.stop(Some("its app was deleted".into()));
-            }
-            return Ok(());
-        }
-        let outcome = match &job.kind {
-            JobKind::Deploy {} => state.deploy(&job, &ctx.cancel).await,
-            JobKind::Services { purge_volumes } => {
-                state.apply_services(purge_volumes, &ctx.cancel).await
-            }
-            JobKind::Backup { backup_id } => state.backup(*backup_id).await,
-            JobKind::Restore { backup_id, service } => {
-                state.restore(*backup_id, service, &ctx.cancel).await
-            }
-            other => Err(JobError::Fatal(format!(
-                "a Deployer does not run '{}' jobs",
-                other.name()
-            ))),
-        };
-        let _ = reply.send(outcome);
-        Ok(())
-    }
-}
-
-/// Everything an attempt reads from the ledger before it starts.
-struct Loaded {
-    state: DeploymentState,
-    app: String,
-    requested_ref: Option<String>,
-    snapshot: Option<Vec<u8>>,
-    import: Option<ImportRow>,
-    app_env: BTreeMap<String, String>,
-    live: Option<i64>,
-    /// An owner lifted the compose policy for this app.
-    trusted: bool,
-}
-
-struct ImportRow {
-    repo_url: String,
-    branch: String,
-    compose_path: Option<String>,
-    credentials: Credentials,
-}
+use super::*;
 
 impl DeployerState {
-    async fn deploy(&self, job: &ClaimedJob, cancel: &CancellationToken) -> Result<(), JobError> {
+    pub(super) async fn deploy(
+        &self,
+        job: &ClaimedJob,
+        cancel: &CancellationToken,
+    ) -> Result<(), JobError> {
         let Some(deployment) = job.deployment_id else {
             return Err(JobError::Fatal(
                 "a deploy job must name its deployment".into(),
@@ -348,7 +61,7 @@ impl DeployerState {
         result
     }
 
-    async fn load(&self, deployment: i64) -> Result<Option<Loaded>, LedgerError> {
+    pub(super) async fn load(&self, deployment: i64) -> Result<Option<Loaded>, LedgerError> {
         let secrets = self.deps.secrets.clone();
         let app_id = self.app_id;
         self.ledger
@@ -404,240 +117,8 @@ impl DeployerState {
     }
 }
 
-/// The jobs about an app's managed services. They run in the app's Deployer, so they never
-/// overlap its deployments.
-impl DeployerState {
-    async fn app_name(&self) -> Result<String, JobError> {
-        let app_id = self.app_id;
-        self.ledger
-            .run(move |c| crate::ledger::apps::name(c, app_id))
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?
-            .ok_or_else(|| JobError::Fatal("the app no longer exists".into()))
-    }
-
-    fn scope<'a>(&'a self, app: &'a str) -> Scope<'a> {
-        Scope {
-            config: &self.deps.config,
-            engine: self.deps.engine.as_ref(),
-            app,
-        }
-    }
-
-    async fn managed(&self) -> Result<Vec<Service>, JobError> {
-        let (app_id, secrets) = (self.app_id, self.deps.secrets.clone());
-        self.ledger
-            .run(move |c| service_rows::load(c, &secrets, app_id))
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))
-    }
-
-    /// A `services` job: Docker is brought to the app's service rows (after a service was
-    /// added or deleted), and purged volumes are removed.
-    async fn apply_services(
-        &self,
-        purge: &[String],
-        cancel: &CancellationToken,
-    ) -> Result<(), JobError> {
-        let app = self.app_name().await?;
-        let managed = self.managed().await?;
-        let mut on_line = |_: Stream, line: String| tracing::debug!(%app, "services: {line}");
-        self.scope(&app)
-            .apply(&managed, purge, cancel, &mut on_line)
-            .await
-            .map_err(JobError::Retry)
-    }
-
-    /// A `backup` job: the dump, its row finished, and the backups beyond retention removed.
-    async fn backup(&self, id: i64) -> Result<(), JobError> {
-        let app = self.app_name().await?;
-        let app_id = self.app_id;
-        let row = self
-            .ledger
-            .run(move |c| service_rows::get_backup(c, app_id, id))
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?
-            .ok_or_else(|| JobError::Fatal(format!("backup {id} no longer exists")))?;
-        let managed = self.managed().await?;
-        let outcome = match managed.iter().find(|s| s.name == row.service) {
-            None => Err(format!("the service '{}' was deleted", row.service)),
-            Some(service) => {
-                let dest = self.deps.config.data_dir.join(&row.path);
-                self.scope(&app).backup(service, &dest).await
-            }
-        };
-        let keep = self.deps.config.services.backup_retention;
-        let (result, name) = (outcome.clone(), row.service.clone());
-        let pruned = self
-            .ledger
-            .run(move |c| {
-                crate::ledger::services::finish_backup_and_prune(c, app_id, id, &name, result, keep)
-            })
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        for b in pruned {
-            let path = self.deps.config.data_dir.join(&b.path);
-            if let Err(e) = tokio::fs::remove_file(&path).await
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "removing an old backup failed");
-            }
-        }
-        outcome.map(|_| ()).map_err(JobError::Fatal)
-    }
-
-    /// A `restore` job: a finished backup loaded into one of the app's services.
-    async fn restore(
-        &self,
-        backup_id: i64,
-        service: &str,
-        cancel: &CancellationToken,
-    ) -> Result<(), JobError> {
-        let app = self.app_name().await?;
-        let app_id = self.app_id;
-        let row = self
-            .ledger
-            .run(move |c| service_rows::get_backup(c, app_id, backup_id))
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?
-            .ok_or_else(|| JobError::Fatal(format!("backup {backup_id} no longer exists")))?;
-        let managed = self.managed().await?;
-        let target = managed
-            .iter()
-            .find(|s| s.name == service)
-            .ok_or_else(|| JobError::Fatal(format!("the service '{service}' no longer exists")))?;
-        if BackupState::Done != row.state.as_str() || row.engine != target.engine.as_str() {
-            return Err(JobError::Fatal(format!(
-                "backup {backup_id} ({}, {}) cannot be restored into '{service}' ({})",
-                row.engine,
-                row.state,
-                target.engine.as_str()
-            )));
-        }
-        let src = self.deps.config.data_dir.join(&row.path);
-        tracing::info!(%app, service, backup_id, "restoring a backup");
-        self.scope(&app)
-            .restore(target, &src, cancel)
-            .await
-            .map_err(JobError::Fatal)
-    }
-}
-
-/// An app's deletion (`app_delete`): it runs in the app's Deployer, so never beside one of its
-/// deployments, and it can run again from the start at any point (after a failed attempt or a
-/// restart): every step finds what is left by its labels and names, and removing what is gone
-/// already is fine.
-impl DeployerState {
-    async fn delete_app(
-        &self,
-        job: &ClaimedJob,
-        purge_volumes: bool,
-        cancel: &CancellationToken,
-    ) -> Result<(), JobError> {
-        let app_id = self.app_id;
-        let doomed = self
-            .ledger
-            .run(move |c| crate::ledger::apps::doomed(c, app_id))
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        let Some(doomed) = doomed else {
-            // Deleted already (by an earlier attempt whose end was not recorded).
-            self.deps.router.nudge(RouterSyncMsg::Nudge);
-            return Ok(());
-        };
-        let last_attempt = job.attempts >= job.max_attempts;
-        match self.teardown_app(&doomed.name, purge_volumes, cancel).await {
-            Ok(()) => {}
-            Err(e) => match on_engine_error(&e, doomed.ran, last_attempt) {
-                OnEngineError::Retry => {
-                    return Err(JobError::Retry(format!(
-                        "{e}: the app's containers could not be removed, so the app is kept, \
-                         marked as being deleted"
-                    )));
-                }
-                OnEngineError::GoOn => {
-                    tracing::warn!(app = %doomed.name, error = %e, "tearing down a deleted app failed; it is deleted anyway")
-                }
-            },
-        }
-        if cancel.is_cancelled() {
-            return Err(JobError::Retry(
-                "stopped before the app's rows were deleted".into(),
-            ));
-        }
-        let dir = self.deps.config.app_dir(&doomed.name);
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %dir.display(), error = %e, "removing a deleted app's files failed");
-        }
-        let id = job.id;
-        self.ledger
-            .run(move |c| crate::ledger::apps::delete(c, app_id, id))
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        // Its domains went with it.
-        self.deps.router.nudge(RouterSyncMsg::Nudge);
-        tracing::info!(app = %doomed.name, "app deleted");
-        Ok(())
-    }
-
-    /// Removes everything of the app from the engine: its releases, then its managed services
-    /// (after the releases that used them), its own networks (once no release uses them), its
-    /// volumes when purged, and its images. Replaced releases still draining go too.
-    async fn teardown_app(
-        &self,
-        app: &str,
-        purge_volumes: bool,
-        cancel: &CancellationToken,
-    ) -> Result<(), EngineError> {
-        let engine = self.deps.engine.as_ref();
-        let config = &self.deps.config;
-        engine.ping().await?;
-        let found = engine.app_projects(app).await?;
-        for project in plan::stale_projects(&config.project_prefix, app, &found, None) {
-            if cancel.is_cancelled() {
-                // The caller sees the cancel; the next run starts over.
-                return Ok(());
-            }
-            engine.teardown(&project, config.stop_grace).await?;
-        }
-        engine
-            .teardown(&config.service_names(app).project(), config.stop_grace)
-            .await?;
-        engine.remove_app_networks(app).await?;
-        let scope = config.app_scope(app);
-        if purge_volumes {
-            engine.remove_app_volumes(app, &scope).await?;
-        }
-        engine.remove_app_images(&scope).await
-    }
-}
-
-/// What a deletion does when the engine fails it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnEngineError {
-    /// Keep the app and try again later.
-    Retry,
-    /// Delete the app's rows anyway.
-    GoOn,
-}
-
-/// An unreachable engine keeps an app that ran something (its containers would be lost track
-/// of); one that never ran anything has nothing there. An engine that answers but refuses is
-/// asked again while attempts remain; the last attempt deletes the app anyway, as what is left
-/// is the engine's to explain (the failure is logged).
-fn on_engine_error(e: &EngineError, ran: bool, last_attempt: bool) -> OnEngineError {
-    match e {
-        EngineError::Unreachable { .. } if ran => OnEngineError::Retry,
-        EngineError::Unreachable { .. } => OnEngineError::GoOn,
-        EngineError::Api(_) if last_attempt => OnEngineError::GoOn,
-        EngineError::Api(_) => OnEngineError::Retry,
-    }
-}
-
 /// One attempt at one deployment.
-struct Attempt<'a> {
+pub(super) struct Attempt<'a> {
     st: &'a DeployerState,
     deployment: i64,
     project: String,
@@ -648,21 +129,21 @@ struct Attempt<'a> {
 }
 
 /// What the prepare step settled.
-struct Prepared {
+pub(super) struct Prepared {
     detection: Detection,
     runtime_file: PathBuf,
 }
 
 impl Attempt<'_> {
-    fn config(&self) -> &DeployConfig {
+    pub(super) fn config(&self) -> &DeployConfig {
         &self.st.deps.config
     }
 
-    fn engine(&self) -> &dyn Engine {
+    pub(super) fn engine(&self) -> &dyn Engine {
         self.st.deps.engine.as_ref()
     }
 
-    async fn run(&mut self) -> Result<(), Failure> {
+    pub(super) async fn run(&mut self) -> Result<(), Failure> {
         let Some(import) = self.loaded.import.as_ref() else {
             return Err(Failure::User(
                 "this app has no repository: import it with POST /api/v1/apps/import".into(),
@@ -701,14 +182,14 @@ impl Attempt<'_> {
     }
 
     /// Marks the deployment running (a retry keeps its first start time).
-    async fn begin(&mut self) -> Result<(), Failure> {
+    pub(super) async fn begin(&mut self) -> Result<(), Failure> {
         self.record(|c, id| deployments::begin(c, id, now_ms()).map(drop))
             .await
     }
 
     /// Tears down what earlier attempts or crashes left: every project of the app but the
     /// live release's.
-    async fn clean_stale(&mut self) -> Result<(), Failure> {
+    pub(super) async fn clean_stale(&mut self) -> Result<(), Failure> {
         let app = self.loaded.app.clone();
         let found = self
             .engine()
@@ -744,7 +225,7 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    async fn step(&mut self, step: DeployStep) -> Result<Instant, Failure> {
+    pub(super) async fn step(&mut self, step: DeployStep) -> Result<Instant, Failure> {
         if self.cancel.is_cancelled() {
             return Err(Failure::Cancelled);
         }
@@ -754,12 +235,12 @@ impl Attempt<'_> {
         Ok(Instant::now())
     }
 
-    fn done(&mut self, step: DeployStep, started: Instant) {
+    pub(super) fn done(&mut self, step: DeployStep, started: Instant) {
         self.timings
             .insert(step.to_string(), started.elapsed().as_millis() as u64);
     }
 
-    async fn record(
+    pub(super) async fn record(
         &self,
         f: impl FnOnce(&rusqlite::Connection, i64) -> Result<(), LedgerError> + Send + 'static,
     ) -> Result<(), Failure> {
@@ -771,7 +252,7 @@ impl Attempt<'_> {
             .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))
     }
 
-    async fn fetch(&mut self, url: &str, git_ref: &str) -> Result<String, Failure> {
+    pub(super) async fn fetch(&mut self, url: &str, git_ref: &str) -> Result<String, Failure> {
         let import = self.loaded.import.as_ref().expect("checked in run");
         let git = Git {
             timeout: self.config().git_timeout,
@@ -790,7 +271,7 @@ impl Attempt<'_> {
         Ok(sha)
     }
 
-    async fn prepare(&mut self) -> Result<Prepared, Failure> {
+    pub(super) async fn prepare(&mut self) -> Result<Prepared, Failure> {
         let src = self.config().src_dir(&self.loaded.app);
         let explicit = self
             .loaded
@@ -921,7 +402,7 @@ impl Attempt<'_> {
 
     /// The app's compose project (or its lone Dockerfile's), read from the checkout and
     /// interpolated with `vars`. Warnings detection did not already log are logged.
-    async fn load_file(
+    pub(super) async fn load_file(
         &mut self,
         detection: &Detection,
         src: &Path,
@@ -949,7 +430,7 @@ impl Attempt<'_> {
     /// Applies the compose policy to the file about to run, before anything of the release is
     /// created: an untrusted app asking for what it refuses fails as the app's own fault, each
     /// violation in the log. A trusted app's are logged as allowed, so the log says what ran.
-    async fn check_policy(
+    pub(super) async fn check_policy(
         &mut self,
         file: &ComposeFile,
         detection: &Detection,
@@ -999,7 +480,10 @@ impl Attempt<'_> {
 
     /// Makes the services the manifest depends on, starts the app's services and waits until
     /// they are healthy: a release starts only beside healthy services. Returns them.
-    async fn services(&mut self, detection: &Detection) -> Result<Vec<Service>, Failure> {
+    pub(super) async fn services(
+        &mut self,
+        detection: &Detection,
+    ) -> Result<Vec<Service>, Failure> {
         let engines: Vec<services::Engine> = detection
             .manifest
             .iter()
@@ -1095,7 +579,7 @@ impl Attempt<'_> {
     /// Builds and starts the project with one `up -d --build`, as a person would: a second
     /// compose invocation costs a whole CLI start-up. The step turns from build to start at
     /// the first container compose creates; returns when that was.
-    async fn up(&mut self, p: &Prepared) -> Result<Instant, Failure> {
+    pub(super) async fn up(&mut self, p: &Prepared) -> Result<Instant, Failure> {
         let run = ComposeRun {
             project: &self.project,
             file: p.runtime_file.clone(),
@@ -1133,7 +617,10 @@ impl Attempt<'_> {
     }
 
     /// Waits until the release is healthy, and returns its routed containers and their port.
-    async fn wait_healthy(&mut self, p: &Prepared) -> Result<(Vec<ContainerObs>, u16), Failure> {
+    pub(super) async fn wait_healthy(
+        &mut self,
+        p: &Prepared,
+    ) -> Result<(Vec<ContainerObs>, u16), Failure> {
         let deadline = Instant::now() + self.config().health_deadline;
         let routed = p.detection.routed_service.clone();
         let network = self.config().network.clone();
@@ -1232,7 +719,7 @@ impl Attempt<'_> {
 
     /// Points the app's runtime at the new release, records it healthy, routes it, and only
     /// then stops the release it replaces.
-    async fn switch(
+    pub(super) async fn switch(
         &mut self,
         p: &Prepared,
         (routed, port): (Vec<ContainerObs>, u16),
@@ -1290,7 +777,7 @@ impl Attempt<'_> {
 
     /// Waits until Caddy routes to the new release (RouterSync answers once it loaded the
     /// routes), so the previous release is drained only after it stopped receiving requests.
-    async fn route(&mut self) {
+    pub(super) async fn route(&mut self) {
         let started = Instant::now();
         let report = match self.st.deps.router.get() {
             Some(router) => ractor::call_t!(
@@ -1328,7 +815,7 @@ impl Attempt<'_> {
     /// Stops a replaced release and drops its images, in the background: the new release is
     /// already live, and the app's next deployment should not wait for the old one's stop
     /// grace. If this is interrupted (a crash), the next deployment's cleanup finishes it.
-    fn retire(&mut self, old: i64, services: &[String]) {
+    pub(super) fn retire(&mut self, old: i64, services: &[String]) {
         let project = self.config().project(&self.loaded.app, old);
         let grace = self.config().stop_grace;
         let scope = self.config().app_scope(&self.loaded.app);
@@ -1363,7 +850,7 @@ impl Attempt<'_> {
 
     /// Ends a failed attempt: removes this deployment's own containers (the live release is
     /// untouched), says why in the log, and turns the failure into the job's outcome.
-    async fn fail(&mut self, failure: Failure, last_attempt: bool) -> JobError {
+    pub(super) async fn fail(&mut self, failure: Failure, last_attempt: bool) -> JobError {
         let what = match &failure {
             Failure::Cancelled => "stopped".to_string(),
             Failure::User(r) => format!("failed: {r}"),
@@ -1398,7 +885,7 @@ impl Attempt<'_> {
     }
 }
 
-fn engine_failure(e: EngineError) -> Failure {
+pub(super) fn engine_failure(e: EngineError) -> Failure {
     match e {
         EngineError::Unreachable { .. } => Failure::Transient(e.to_string()),
         EngineError::Api(_) => Failure::User(e.to_string()),
@@ -1407,7 +894,7 @@ fn engine_failure(e: EngineError) -> Failure {
 
 /// A one-line reason for a failed external program: what was being done, and the last thing
 /// the program said.
-fn process_failure(what: &str, e: ProcessError) -> Failure {
+pub(super) fn process_failure(what: &str, e: ProcessError) -> Failure {
     match e {
         ProcessError::Cancelled => Failure::Cancelled,
         ProcessError::Spawn { .. } => Failure::Transient(format!("{what}: {e}")),
@@ -1418,111 +905,5 @@ fn process_failure(what: &str, e: ProcessError) -> Failure {
                 .unwrap_or_default();
             Failure::User(format!("{what}: {e}{said}"))
         }
-    }
-}
-
-/// The line of a failed program's output that says best what went wrong: its last error
-/// line, else its last line.
-pub fn telling_line(tail: &[String]) -> Option<&str> {
-    let is_error = |l: &str| {
-        let t = l.trim_start();
-        t.starts_with("ERROR")
-            || t.starts_with("Error")
-            || t.starts_with("error")
-            || t.starts_with("fatal:")
-            || t.contains("error:")
-            || t.contains("Error response")
-    };
-    tail.iter()
-        .rev()
-        .find(|l| is_error(l))
-        .or_else(|| tail.iter().rev().find(|l| !l.trim().is_empty()))
-        .map(|l| l.trim())
-}
-
-/// The executor of `deploy` jobs: forwards each to the DeployerSupervisor and waits for it.
-pub struct DeployHandler {
-    pub supervisor: Slot<DeployerSupervisorMsg>,
-    /// How long to wait for the deployer's answer; the job's own deadline still applies.
-    pub timeout: Duration,
-}
-
-impl JobHandler for DeployHandler {
-    fn run(&self, job: ClaimedJob, ctx: JobContext) -> JobFuture {
-        let supervisor = self.supervisor.get();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let Some(supervisor) = supervisor else {
-                return Err(JobError::Retry(
-                    "the deployer supervisor is restarting".into(),
-                ));
-            };
-            let (tx, rx) = ractor::concurrency::oneshot();
-            supervisor
-                .send_message(DeployerSupervisorMsg::Run(Box::new(job), ctx, tx.into()))
-                .map_err(|_| JobError::Retry("the deployer supervisor is restarting".into()))?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err(JobError::Retry(
-                    "the deployer stopped during the deploy".into(),
-                )),
-                Err(_) => Err(JobError::Retry(
-                    "the deployer did not answer in time".into(),
-                )),
-            }
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deletion_keeps_an_app_whose_containers_it_cannot_reach() {
-        let unreachable = EngineError::Unreachable {
-            at: "unix:///var/run/docker.sock".into(),
-            why: "connection refused".into(),
-        };
-        let refused = EngineError::Api("500: busy".into());
-        for last in [false, true] {
-            assert_eq!(
-                on_engine_error(&unreachable, true, last),
-                OnEngineError::Retry
-            );
-            assert_eq!(
-                on_engine_error(&unreachable, false, last),
-                OnEngineError::GoOn
-            );
-        }
-        assert_eq!(on_engine_error(&refused, true, false), OnEngineError::Retry);
-        assert_eq!(on_engine_error(&refused, true, true), OnEngineError::GoOn);
-    }
-
-    #[test]
-    fn the_reason_quotes_the_error_line_not_the_last_one() {
-        let tail: Vec<String> = [
-            "Creating x ...",
-            "ERROR: for web  Cannot create container for service web: invalid restart policy 'sometimes'",
-            "Encountered errors while bringing up the project.",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert!(
-            telling_line(&tail)
-                .unwrap()
-                .contains("invalid restart policy")
-        );
-        let tail = vec![
-            "Cloning...".to_string(),
-            "fatal: repository '/x' does not exist".into(),
-            "".into(),
-        ];
-        assert_eq!(
-            telling_line(&tail),
-            Some("fatal: repository '/x' does not exist")
-        );
-        assert_eq!(telling_line(&["all good".to_string()]), Some("all good"));
-        assert_eq!(telling_line(&[]), None);
     }
 }
