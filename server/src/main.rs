@@ -21,7 +21,15 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("rustploy-server: internal error: {info}");
     }));
-    let cli = match Cli::try_parse() {
+    // Without a subcommand the server runs `serve`: parse as if it had been given, so that the
+    // `RUSTPLOY_*` environment variables of serve's settings apply there too.
+    let parsed = match Cli::try_parse() {
+        Ok(cli) if cli.command.is_none() => {
+            Cli::try_parse_from(std::env::args_os().chain(std::iter::once("serve".into())))
+        }
+        other => other,
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

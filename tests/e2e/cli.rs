@@ -170,3 +170,22 @@ fn a_backup_never_overwrites_an_existing_file() {
     assert!(line.contains("already exists"), "{line}");
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "precious");
 }
+
+#[test]
+fn without_a_subcommand_the_server_reads_serves_environment_settings() {
+    // The README's first command runs the server with no subcommand; its settings must still
+    // come from RUSTPLOY_* as the settings table says.
+    let sandbox = Sandbox::new();
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut cmd = sandbox.command(&[]);
+    cmd.env("RUSTPLOY_LISTEN", format!("127.0.0.1:{port}"));
+    let server = rustploy_e2e::Server::spawn(cmd);
+    assert_eq!(
+        server.addr.port(),
+        port,
+        "the server listens where RUSTPLOY_LISTEN says"
+    );
+}
