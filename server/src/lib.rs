@@ -321,14 +321,14 @@ pub async fn launch(
         })
     };
     let (state, writers) = AppState::with_writers(ledger.clone(), secret_box, settings.clone());
-    let state = AppState {
+    let state = AppState::from(state::Shared {
         job_queue,
         router,
         webhook_intake,
         heartbeat,
         telemetry: telemetry.clone(),
         ..state
-    };
+    });
     let listener = Arc::new(listener);
     let drain = settings.shutdown_grace / 2;
     let http_spec = ActorSpec::<HttpActor>::new("http", Slot::default(), move || HttpArgs {
