@@ -121,21 +121,26 @@ pub async fn require(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let headers = req.headers().clone();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let client = super::client_addr(&req);
     if need == Need::Public {
         return next.run(req).await;
     }
-    let principal = match authenticate(&state, &headers).await {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let client = super::client_addr(&req);
+    // The request's own headers, borrowed: copying them for every request showed in profiles.
+    let principal = match authenticate(&state, req.headers()).await {
         Ok(Some(p)) => p,
         Ok(None) => return ApiError::unauthenticated().into_response(),
         Err(e) => return e.into_response(),
     };
     let response = if !principal.allows(need) {
         ApiError::forbidden(need.as_str()).into_response()
-    } else if let Err(e) = check_csrf(&principal, &method, &headers, &state.settings.public_url) {
+    } else if let Err(e) = check_csrf(
+        &principal,
+        &method,
+        req.headers(),
+        &state.settings.public_url,
+    ) {
         e.into_response()
     } else {
         req.extensions_mut().insert(principal.clone());
@@ -145,11 +150,12 @@ pub async fn require(
     if let Principal::Token { id, .. } = principal
         && !routine
     {
+        let status = response.status().as_u16();
         let event = super::audit::AuditEvent {
             token_id: id,
             method: method.to_string(),
-            path,
-            status: response.status().as_u16(),
+            path: path.clone(),
+            status,
             client_addr: client,
             at: now_ms(),
         };
@@ -158,18 +164,18 @@ pub async fn require(
         // must say what happened, so a failed audit write is logged and counted
         // (`rustploy_audit_write_failures_total`), not turned into a 500.
         let recorded = if matches!(method, Method::GET | Method::HEAD) {
-            state.audit.record_later(event.clone())
+            state.audit.record_later(event)
         } else {
-            state.audit.record(event.clone()).await
+            state.audit.record(event).await
         };
         if let Err(e) = recorded {
             state.metrics.audit_write_failed();
             tracing::error!(
                 error = %e,
-                token_id = event.token_id,
-                method = %event.method,
-                path = %event.path,
-                status = event.status,
+                token_id = id,
+                method = %method,
+                path = %path,
+                status,
                 "recording the token audit event failed; the request was answered"
             );
         }
