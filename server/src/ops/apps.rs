@@ -7,7 +7,7 @@ use rustploy_actors::ledger::changes::Table;
 use rustploy_actors::router_sync::RouterSyncMsg;
 use rustploy_api::apps::App;
 
-use crate::domain::AppName;
+use crate::domain::{AppName, DomainName};
 use crate::http::views;
 use crate::state::AppState;
 
@@ -17,9 +17,7 @@ use crate::state::AppState;
 pub struct NoApp(pub String);
 
 /// Resolves `{app}`: a numeric id, or the app's unique name.
-pub fn resolve(c: &Connection, key: &str) -> Result<Option<i64>, LedgerError> {
-    apps::resolve(c, key)
-}
+pub use rustploy_actors::ledger::apps::resolve;
 
 /// Like [`resolve`], with the app's name.
 pub fn resolve_named(c: &Connection, key: &str) -> Result<Option<(i64, String)>, LedgerError> {
@@ -91,16 +89,14 @@ pub enum NameError {
 /// Checks an app name: its syntax, and that its base-domain host is not the dashboard's.
 pub fn check_name(state: &AppState, name: &str) -> Result<AppName, NameError> {
     let parsed = AppName::parse(name).map_err(NameError::Invalid)?;
-    if let Some((base, _)) = &state.settings.base_domain {
-        let host = format!("{name}.{base}");
-        if let Some((dashboard, _)) = &state.settings.dashboard
-            && dashboard.as_str().eq_ignore_ascii_case(&host)
-        {
-            return Err(NameError::DashboardHost {
-                name: name.to_string(),
-                host,
-            });
-        }
+    if let Some((base, _)) = &state.settings.base_domain
+        && let Ok(host) = DomainName::parse(&format!("{name}.{base}"))
+        && super::domains::check_not_dashboard(&host, &state.settings).is_err()
+    {
+        return Err(NameError::DashboardHost {
+            name: name.to_string(),
+            host: host.to_string(),
+        });
     }
     Ok(parsed)
 }
