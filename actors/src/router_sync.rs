@@ -19,6 +19,7 @@ use rustploy_api::states::DomainStatus;
 use serde_json::json;
 
 use crate::ingress::admin::{AdminError, CaddyAdmin};
+use crate::ingress::dns::Routes;
 use crate::ingress::{IngressConfig, Site, Target, TlsMode, caddy, certs};
 use crate::ledger::domains::{self, DomainRow, StatusUpdate};
 use crate::ledger::{Ledger, LedgerError, now_ms};
@@ -34,7 +35,8 @@ pub enum RouterSyncMsg {
     Check,
     /// A (re)started Caddy is up with its base configuration.
     CaddyStarted,
-    /// Apply the current desired routes now and answer once Caddy serves them.
+    /// Apply the current desired routes now and answer once Caddy serves them: after a load
+    /// Caddy accepted, or once Caddy looked the changed releases up again.
     Sync(RpcReplyPort<SyncReport>),
     #[cfg(any(test, feature = "fault-injection"))]
     InjectPanic,
@@ -68,12 +70,16 @@ pub struct RouterSyncArgs {
     pub settings: Arc<RouterSettings>,
     /// Caddy's admin API (present when `settings.ingress` is).
     pub admin: Option<Arc<dyn CaddyAdmin>>,
+    /// Where Caddy looks up each app's live release (present when `settings.ingress` has a
+    /// lookup); RouterSync keeps its table.
+    pub routes: Option<Arc<Routes>>,
 }
 
 pub struct RouterSyncState {
     ledger: Ledger,
     settings: Arc<RouterSettings>,
     admin: Option<Arc<dyn CaddyAdmin>>,
+    routes: Option<Arc<Routes>>,
     /// An `Apply` is on its way.
     scheduled: bool,
     /// Hash of the configuration Caddy last accepted from us.
@@ -95,6 +101,10 @@ pub struct RouterSyncState {
 const RETRY_EXCLUDED: Duration = Duration::from_secs(60);
 /// How often certificate issuers and expiries are read again.
 const CERT_SCAN_EVERY: Duration = Duration::from_secs(10);
+/// How long every answer says `Connection: close` before a load replaces Caddy's servers, so
+/// that busy keep-alive clients reconnect after an answer rather than into a closing
+/// connection.
+const CLOSING_BEFORE_LOAD: Duration = Duration::from_millis(300);
 
 #[derive(Default)]
 pub struct RouterSync;
@@ -119,6 +129,7 @@ impl Actor for RouterSync {
             ledger: args.ledger,
             settings: args.settings,
             admin: args.admin,
+            routes: args.routes,
             scheduled: true,
             applied_hash: None,
             applied: HashMap::new(),
@@ -154,6 +165,12 @@ impl Actor for RouterSync {
             }
             RouterSyncMsg::Sync(reply) => {
                 let report = state.apply().await?;
+                if report == SyncReport::Applied
+                    && let Some(routes) = &state.routes
+                {
+                    // Caddy may still hold the previous answer for a moment.
+                    routes.confirm_all().await;
+                }
                 let _ = reply.send(report);
             }
             #[cfg(any(test, feature = "fault-injection"))]
@@ -183,7 +200,14 @@ pub fn desired_sites(
             path_prefix: d.path_prefix.clone(),
             target: match (&d.redirect_to, upstreams.get(&d.app)) {
                 (Some(origin), _) => Target::Redirect(origin.clone()),
-                (None, Some(dials)) if !dials.is_empty() => Target::Upstreams(dials.clone()),
+                (None, Some(dials)) if !dials.is_empty() => Target::Release {
+                    app: d.app.clone(),
+                    port: dials
+                        .iter()
+                        .find_map(|dial| dial.rsplit_once(':')?.1.parse().ok())
+                        .unwrap_or(80),
+                    dials: dials.clone(),
+                },
                 (None, _) => Target::NoRelease { app: d.app.clone() },
             },
         })
@@ -226,6 +250,20 @@ pub fn suspects(sites: &[Site], applied: &HashMap<String, Site>, message: &str) 
         .iter()
         .filter(|s| applied.get(&s.hostname) != Some(s))
         .map(|s| s.hostname.clone())
+        .collect()
+}
+
+/// Each app's live release addresses, for the lookup table.
+fn releases(upstreams: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<std::net::IpAddr>> {
+    upstreams
+        .iter()
+        .map(|(app, dials)| {
+            let addresses = dials
+                .iter()
+                .filter_map(|dial| dial.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+                .collect();
+            (app.clone(), addresses)
+        })
         .collect()
 }
 
@@ -276,6 +314,9 @@ impl RouterSyncState {
                 read_desired(c)
             })
             .await?;
+        if let Some(routes) = &self.routes {
+            routes.replace(&releases(&desired.upstreams));
+        }
         let (Some(ingress), Some(admin)) = (self.settings.ingress.clone(), self.admin.clone())
         else {
             let message = "no ingress is configured: start the server with --caddy managed or --caddy-admin URL";
@@ -426,13 +467,16 @@ impl RouterSyncState {
         admin: &dyn CaddyAdmin,
         desired: &Desired,
     ) -> Result<(), AdminError> {
-        // Once per Caddy start (nothing applied yet): a base config without storage must not
-        // cost a read on every load.
-        if self.caddy_storage.is_none()
-            && self.applied_hash.is_none()
+        // Nothing applied yet (RouterSync or Caddy just started): Caddy may run exactly this
+        // already (the server restarted), and a base configuration tells where its storage is.
+        let mut live_hash = None;
+        if self.applied_hash.is_none()
             && let Ok(live) = admin.config().await
         {
-            self.learn_storage(&live);
+            if self.caddy_storage.is_none() {
+                self.learn_storage(&live);
+            }
+            live_hash = Some(caddy::hash(&live));
         }
         let sites = self.sites(desired);
         let config = caddy::build(ingress, &sites, self.caddy_storage.as_ref());
@@ -440,7 +484,30 @@ impl RouterSyncState {
         if self.applied_hash.as_deref() == Some(hash.as_str()) {
             return Ok(());
         }
-        admin.load(&config).await?;
+        if live_hash.as_deref() == Some(hash.as_str()) {
+            tracing::info!(%hash, "Caddy already serves these routes");
+            self.applied_hash = Some(hash);
+            self.applied = sites.into_iter().map(|s| (s.hostname.clone(), s)).collect();
+            return Ok(());
+        }
+        // Caddy serves clients: let their keep-alive connections end with an answer before
+        // the load closes the idle ones.
+        let closing = match &ingress.closing_flag {
+            Some(flag) if live_hash.is_some() || self.applied_hash.is_some() => {
+                tokio::fs::write(flag, b"").await.ok().map(|()| flag)
+            }
+            _ => None,
+        };
+        if closing.is_some() {
+            tokio::time::sleep(CLOSING_BEFORE_LOAD).await;
+        }
+        let loaded = admin.load(&config).await;
+        if let Some(flag) = closing
+            && let Err(e) = tokio::fs::remove_file(flag).await
+        {
+            tracing::warn!("removing {}: {e}", flag.display());
+        }
+        loaded?;
         tracing::info!(sites = sites.len(), %hash, "Caddy configuration applied");
         self.applied_hash = Some(hash);
         self.applied = sites.into_iter().map(|s| (s.hostname.clone(), s)).collect();
@@ -629,7 +696,11 @@ mod tests {
         assert_eq!(sites.len(), 3);
         assert_eq!(
             sites[0].target,
-            Target::Upstreams(vec!["10.0.0.2:80".into()])
+            Target::Release {
+                app: "a".into(),
+                port: 80,
+                dials: vec!["10.0.0.2:80".into()]
+            }
         );
         assert_eq!(sites[1].target, Target::NoRelease { app: "b".into() });
         assert_eq!(sites[2].hostname, "dash.test");

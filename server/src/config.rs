@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rustploy_actors::ingress::{IngressConfig, TlsMode};
+use rustploy_actors::ingress::{IngressConfig, Lookup, TlsMode};
 use rustploy_actors::router_sync::RouterSettings;
 use serde::Deserialize;
 
@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// How often RouterSync compares Caddy's live configuration with its own, in ms. Default: 2000
     #[arg(long, env = "RUSTPLOY_ROUTER_CHECK_MS")]
     pub router_check_ms: Option<u64>,
+    /// How long Caddy keeps the address of an app's live release before looking it up again,
+    /// in ms: a redeploy's switch takes at most this long. Default: 100
+    #[arg(long, env = "RUSTPLOY_ROUTE_REFRESH_MS")]
+    pub route_refresh_ms: Option<u64>,
     /// How many apps may deploy at the same time. Default: 2
     #[arg(long, env = "RUSTPLOY_DEPLOY_CONCURRENCY")]
     pub deploy_concurrency: Option<usize>,
@@ -253,6 +257,7 @@ pub struct FileConfig {
     pub backup_retention: Option<u32>,
     pub router_debounce_ms: Option<u64>,
     pub router_check_ms: Option<u64>,
+    pub route_refresh_ms: Option<u64>,
     pub deploy_concurrency: Option<usize>,
     pub job_lease_secs: Option<u64>,
     pub job_sweep_secs: Option<u64>,
@@ -318,6 +323,7 @@ pub struct Settings {
     pub services: rustploy_actors::services::ServiceSettings,
     pub router_debounce: Duration,
     pub router_check: Duration,
+    pub route_refresh: Duration,
     pub deploy_concurrency: usize,
     pub job_lease: Duration,
     pub job_sweep: Duration,
@@ -647,6 +653,12 @@ impl Settings {
             2000,
             "router check interval",
         )?);
+        let route_refresh = Duration::from_millis(secs(
+            serve.route_refresh_ms,
+            file.route_refresh_ms,
+            100,
+            "route refresh interval",
+        )?);
         Ok(Self {
             caddy,
             caddy_bin: serve
@@ -687,6 +699,7 @@ impl Settings {
             },
             router_debounce,
             router_check,
+            route_refresh,
             webhook_rate_per_minute,
             trusted_proxies,
             ops_access,
@@ -764,9 +777,21 @@ impl Settings {
         self.data_dir.join("caddy")
     }
 
+    /// Where Caddy checks for the file that makes it close keep-alive connections before a
+    /// load (see `IngressConfig::closing_flag`).
+    pub fn closing_flag(&self) -> PathBuf {
+        self.caddy_dir().join("flags").join("closing")
+    }
+
+    /// Where the route lookup listened last time: a restarted server takes the same port back
+    /// when it can, so Caddy's configuration stays the same.
+    pub fn lookup_port_file(&self) -> PathBuf {
+        self.caddy_dir().join("lookup-port")
+    }
+
     /// What RouterSync routes and how. `server` is where this server listens (the dashboard's
-    /// upstream).
-    pub fn router_settings(&self, server: SocketAddr) -> RouterSettings {
+    /// upstream); `lookup` is where Caddy looks each app's live release up.
+    pub fn router_settings(&self, server: SocketAddr, lookup: Option<Lookup>) -> RouterSettings {
         let admin_listen = rustploy_actors::ingress::admin::listen_of(&self.caddy_admin)
             .expect("checked when the settings were resolved");
         let ingress = (self.caddy != CaddyMode::Off).then(|| IngressConfig {
@@ -776,6 +801,8 @@ impl Settings {
             storage_root: self.caddy_dir().join("storage"),
             grace: self.drain,
             try_duration: Duration::from_secs(5),
+            lookup,
+            closing_flag: Some(self.closing_flag()),
         });
         let dial = if server.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), server.port())

@@ -31,7 +31,9 @@ use rustploy_actors::deployer::{
 use rustploy_actors::files;
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
 use rustploy_actors::housekeeper::{Housekeeper, HousekeeperArgs};
+use rustploy_actors::ingress::Lookup;
 use rustploy_actors::ingress::admin::{CaddyAdmin, HttpAdmin};
+use rustploy_actors::ingress::dns::Routes;
 use rustploy_actors::ingress::managed::{ManagedCaddy, ManagedSpec};
 use rustploy_actors::job_queue::{
     Handlers, JobQueue, JobQueueArgs, KindConfig, NoopHandler, QueueConfig,
@@ -119,6 +121,43 @@ pub const CADDYFILE: &str = include_str!("../../Caddyfile");
 /// The longest one call to Caddy's admin API may take.
 const CADDY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Binds the route lookup (on loopback, on the port it had last time when that is free) and
+/// starts answering; the task stops when the returned guard is dropped.
+async fn start_route_lookup(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<Routes>, tokio_util::sync::DropGuard)> {
+    let flags = settings.closing_flag();
+    if let Some(dir) = flags.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A flag left by a server that stopped mid-load would close every connection.
+    let _ = std::fs::remove_file(&flags);
+    let port_file = settings.lookup_port_file();
+    let last_port = std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let bound = match last_port {
+        Some(port) => Routes::bind((loopback, port).into(), settings.route_refresh)
+            .await
+            .ok(),
+        None => None,
+    };
+    let (routes, socket) = match bound {
+        Some(b) => b,
+        None => Routes::bind((loopback, 0).into(), settings.route_refresh)
+            .await
+            .context("binding the route lookup on loopback")?,
+    };
+    if let Some(port) = routes.resolver().rsplit(':').next() {
+        std::fs::write(&port_file, port)
+            .with_context(|| format!("writing {}", port_file.display()))?;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(routes.clone().serve(socket, stop.clone()));
+    Ok((routes, stop.drop_guard()))
+}
+
 /// Writes the base Caddyfile under the data directory and starts Caddy beside the server.
 fn start_caddy(
     settings: &Settings,
@@ -202,6 +241,8 @@ pub async fn launch(
     let policy = RestartPolicy::default();
 
     let router = Slot::default();
+    let admin: Option<Arc<dyn CaddyAdmin>> = (settings.caddy != CaddyMode::Off)
+        .then(|| Arc::new(HttpAdmin::new(&settings.caddy_admin, CADDY_TIMEOUT)) as _);
     let (logs, logs_writer) = rustploy_actors::deploy::logs::writer(ledger.clone());
     let deploy_deps = DeployDeps {
         config: Arc::new(settings.deploy_config()),
@@ -209,6 +250,7 @@ pub async fn launch(
         engine: Arc::new(DockerEngine),
         router: router.clone(),
         logs,
+        caddy: admin.clone(),
     };
     let deployer_spec = {
         let (ledger, telemetry) = (ledger.clone(), telemetry.clone());
@@ -264,9 +306,20 @@ pub async fn launch(
     let local = listener
         .local_addr()
         .context("reading the listening address")?;
-    let router_settings = Arc::new(settings.router_settings(local));
-    let admin: Option<Arc<dyn CaddyAdmin>> = (settings.caddy != CaddyMode::Off)
-        .then(|| Arc::new(HttpAdmin::new(&settings.caddy_admin, CADDY_TIMEOUT)) as _);
+    // Caddy looks each app's live release up here, so a switch needs no load. The responder
+    // outlives restarts of RouterSync, which keeps its table.
+    let (routes, _routes_task) = match &admin {
+        Some(_) => {
+            let (routes, task) = start_route_lookup(&settings).await?;
+            (Some(routes), Some(task))
+        }
+        None => (None, None),
+    };
+    let lookup = routes.as_ref().map(|r| Lookup {
+        resolver: r.resolver(),
+        refresh: r.refresh(),
+    });
+    let router_settings = Arc::new(settings.router_settings(local, lookup));
     // Caddy outlives restarts of RouterSync: a routing hiccup must not take the apps down.
     let _managed_caddy = match (&admin, settings.caddy) {
         (Some(admin), CaddyMode::Managed) => {
@@ -281,6 +334,7 @@ pub async fn launch(
             ledger: ledger.clone(),
             settings: router_settings.clone(),
             admin: admin.clone(),
+            routes: routes.clone(),
         })
     };
     let webhook_intake = Slot::default();

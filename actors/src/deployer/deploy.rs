@@ -753,14 +753,19 @@ impl Attempt<'_> {
         let app_id = self.st.app_id;
         let previous = self.loaded.live;
         let deployment = self.deployment;
-        // A cancel that arrived during the health check wins: nothing is switched.
-        let switched = self
+        let app = self.loaded.app.clone();
+        // A cancel that arrived during the health check wins: nothing is switched. The
+        // replaced release's addresses are read in the same call, for its drain.
+        let (switched, replaced) = self
             .st
             .ledger
-            .run(move |c| deployments::switch(c, deployment, app_id, &release))
+            .run(move |c| {
+                let replaced = domains::upstreams(c)?.remove(&app).unwrap_or_default();
+                let switched = deployments::switch(c, deployment, app_id, &release)?;
+                Ok((switched.is_done(), replaced))
+            })
             .await
-            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))?
-            .is_done();
+            .map_err(|e| Failure::Transient(format!("the ledger failed: {e}")))?;
         if !switched {
             return Err(Failure::Cancelled);
         }
@@ -770,7 +775,7 @@ impl Attempt<'_> {
         ));
         self.route().await;
         if let Some(old) = previous.filter(|old| *old != self.deployment) {
-            self.retire(old, &p.detection.services);
+            self.retire(old, &p.detection.services, replaced);
         }
         Ok(())
     }
@@ -814,8 +819,10 @@ impl Attempt<'_> {
 
     /// Stops a replaced release and drops its images, in the background: the new release is
     /// already live, and the app's next deployment should not wait for the old one's stop
-    /// grace. If this is interrupted (a crash), the next deployment's cleanup finishes it.
-    pub(super) fn retire(&mut self, old: i64, services: &[String]) {
+    /// grace. The release first finishes the requests Caddy still proxies to it (`dials`),
+    /// for at most the drain time. If this is interrupted (a crash), the next deployment's
+    /// cleanup finishes it.
+    pub(super) fn retire(&mut self, old: i64, services: &[String], dials: Vec<String>) {
         let project = self.config().project(&self.loaded.app, old);
         let grace = self.config().stop_grace;
         let scope = self.config().app_scope(&self.loaded.app);
@@ -824,10 +831,11 @@ impl Attempt<'_> {
             .map(|s| compose::image_tag(&scope, s, old))
             .collect();
         self.log.system(format!(
-            "stopping the previous release ({project}) after a {} s drain",
+            "stopping the previous release ({project}) once its requests finish (at most {} s)",
             self.config().drain.as_secs()
         ));
         let engine = self.st.deps.engine.clone();
+        let caddy = self.st.deps.caddy.clone();
         let drain = self.config().drain;
         let draining = self.st.draining.clone();
         draining
@@ -836,7 +844,8 @@ impl Attempt<'_> {
             .insert(project.clone(), Instant::now() + drain + grace);
         tokio::spawn(async move {
             // Requests already inside the old release get to finish.
-            tokio::time::sleep(drain).await;
+            let drained = drain_requests(caddy.as_deref(), &dials, drain).await;
+            tracing::info!(%project, "{drained}");
             let outcome = engine.teardown(&project, grace).await;
             draining.lock().expect("not poisoned").remove(&project);
             match outcome {
@@ -907,3 +916,47 @@ pub(super) fn process_failure(what: &str, e: ProcessError) -> Failure {
         }
     }
 }
+
+/// Waits until Caddy proxies no request to any of `dials` (seen twice in a row, 100 ms apart)
+/// or `drain` has passed, and says which. Without an answer from Caddy it waits all of
+/// `drain`.
+pub(super) async fn drain_requests(
+    caddy: Option<&dyn CaddyAdmin>,
+    dials: &[String],
+    drain: Duration,
+) -> String {
+    let started = Instant::now();
+    let deadline = started + drain;
+    let mut idle_readings = 0;
+    let mut last = 0;
+    while let Some(caddy) = caddy.filter(|_| !dials.is_empty()) {
+        let Ok(counts) = caddy.in_flight().await else {
+            break;
+        };
+        last = counts
+            .iter()
+            .filter(|(address, _)| dials.contains(address))
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        idle_readings = if last == 0 { idle_readings + 1 } else { 0 };
+        if idle_readings >= 2 {
+            return format!(
+                "no request in flight to the previous release after {} ms",
+                started.elapsed().as_millis()
+            );
+        }
+        if Instant::now() + DRAIN_POLL >= deadline {
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    if last > 0 {
+        format!("{last} requests still in flight to the previous release after the drain")
+    } else {
+        format!("drained for {} ms", started.elapsed().as_millis())
+    }
+}
+
+/// How often a drain asks Caddy what is still in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(100);

@@ -39,9 +39,11 @@ use crate::deploy::policy;
 use crate::deploy::process::{ProcessError, Stream, telling_line};
 use crate::deploy::redact::Redactor;
 use crate::deploy::{DeployConfig, checkout, contexts, finalize};
+use crate::ingress::admin::CaddyAdmin;
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::batch::Batcher;
 use crate::ledger::deployments::{self, Release, RoutedContainer};
+use crate::ledger::domains;
 use crate::ledger::jobs::{ClaimedJob, JobKind};
 use crate::ledger::services as service_rows;
 use crate::ledger::{Ledger, LedgerError, now_ms};
@@ -90,6 +92,9 @@ pub struct DeployDeps {
     pub router: Slot<RouterSyncMsg>,
     /// Where every deployment's log lines are queued (`deploy::logs::writer`).
     pub logs: Batcher<LogLine>,
+    /// Caddy's admin API, asked how many requests a replaced release still serves; without
+    /// it a drain waits its whole time.
+    pub caddy: Option<Arc<dyn CaddyAdmin>>,
 }
 
 pub struct DeployerSupervisorState {

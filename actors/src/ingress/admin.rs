@@ -22,6 +22,17 @@ pub trait CaddyAdmin: Send + Sync + 'static {
     fn load<'a>(&'a self, config: &'a Value) -> BoxFuture<'a, Result<(), AdminError>>;
     /// The live configuration (`GET /config/`); `null` when Caddy has none.
     fn config(&self) -> BoxFuture<'_, Result<Value, AdminError>>;
+    /// How many requests Caddy is proxying to each upstream it knows (`GET
+    /// /reverse_proxy/upstreams`), by `IP:port`. An admin that cannot tell answers an error,
+    /// and a drain then waits its whole time.
+    fn in_flight(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, AdminError>> {
+        Box::pin(async {
+            Err(AdminError::Unreachable {
+                url: String::new(),
+                reason: "this admin does not count requests".into(),
+            })
+        })
+    }
 }
 
 /// The admin API over HTTP, e.g. `http://127.0.0.1:2019`.
@@ -83,20 +94,43 @@ impl CaddyAdmin for HttpAdmin {
     }
 
     fn config(&self) -> BoxFuture<'_, Result<Value, AdminError>> {
+        Box::pin(self.get_json("/config/"))
+    }
+
+    fn in_flight(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, AdminError>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .get(format!("{}/config/", self.url))
-                .send()
-                .await
-                .map_err(|e| self.unreachable(e))?;
-            let status = response.status();
-            let body = response.text().await.map_err(|e| self.unreachable(e))?;
-            if !status.is_success() {
-                return Err(self.unreachable(format!("{status}: {}", caddy_message(&body))));
-            }
-            serde_json::from_str(&body).map_err(|e| self.unreachable(format!("invalid JSON: {e}")))
+            let upstreams = self.get_json("/reverse_proxy/upstreams").await?;
+            Ok(upstreams
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .filter_map(|u| {
+                            Some((
+                                u["address"].as_str()?.to_string(),
+                                u["num_requests"].as_u64()?,
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
         })
+    }
+}
+
+impl HttpAdmin {
+    async fn get_json(&self, path: &str) -> Result<Value, AdminError> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            return Err(self.unreachable(format!("{status}: {}", caddy_message(&body))));
+        }
+        serde_json::from_str(&body).map_err(|e| self.unreachable(format!("invalid JSON: {e}")))
     }
 }
 

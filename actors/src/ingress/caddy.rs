@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{IngressConfig, Site, Target, TlsMode, listen_port};
+use super::{IngressConfig, Site, Target, TlsMode, dns, listen_port};
 
 /// The server names inside Caddy's `http` app.
 pub const HTTP_SERVER: &str = "rustploy_http";
@@ -62,6 +62,12 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
     // Without it Caddy answers 200 with an empty body for unknown hosts.
     let not_found = json!({ "handle": [not_found_handler()] });
     http_routes.push(not_found.clone());
+    if let Some(flag) = &cfg.closing_flag {
+        http_routes.insert(0, closing_route(flag));
+        if !https_routes.is_empty() {
+            https_routes.insert(0, closing_route(flag));
+        }
+    }
 
     let mut servers = Map::new();
     servers.insert(
@@ -150,6 +156,20 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
     })
 }
 
+/// While `flag` exists, every answer says `Connection: close` (a non-terminal route: the
+/// request then goes on to its own). Caddy checks the file on each request.
+fn closing_route(flag: &std::path::Path) -> Value {
+    let dir = flag.parent().unwrap_or(flag).to_string_lossy();
+    let file = flag
+        .file_name()
+        .map(|f| format!("/{}", f.to_string_lossy()))
+        .unwrap_or_default();
+    json!({
+        "match": [{ "file": { "root": dir, "try_files": [file] } }],
+        "handle": [{ "handler": "headers", "response": { "set": { "Connection": ["close"] } } }],
+    })
+}
+
 fn not_found_handler() -> Value {
     json!({ "handler": "static_response", "status_code": 404 })
 }
@@ -181,16 +201,23 @@ fn route(site: &Site, handle: Vec<Value>) -> Value {
 
 fn handlers(cfg: &IngressConfig, site: &Site) -> Vec<Value> {
     match &site.target {
-        Target::Upstreams(dials) => vec![json!({
-            "handler": "reverse_proxy",
-            "upstreams": dials.iter().map(|d| json!({ "dial": d })).collect::<Vec<_>>(),
-            // A refused connection (a container stopping) is retried on another upstream
-            // instead of failing the request.
-            "load_balancing": {
-                "try_duration": duration(cfg.try_duration),
-                "try_interval": "100ms",
-            },
-        })],
+        Target::Upstreams(dials) => vec![proxy(cfg, dials)],
+        Target::Release { app, port, dials } => {
+            let mut proxy = proxy(cfg, dials);
+            if let Some(lookup) = &cfg.lookup {
+                // The release is looked up on each refresh; the dials only serve while the
+                // lookup fails (the server is down), and are left out of the hash.
+                proxy["dynamic_upstreams"] = json!({
+                    "source": "a",
+                    "name": dns::name_of(app),
+                    "port": port.to_string(),
+                    "refresh": duration(lookup.refresh),
+                    "resolver": { "addresses": [lookup.resolver] },
+                    "dial_timeout": "1s",
+                });
+            }
+            vec![proxy]
+        }
         Target::NoRelease { app } => vec![json!({
             "handler": "static_response",
             "status_code": 503,
@@ -205,13 +232,27 @@ fn handlers(cfg: &IngressConfig, site: &Site) -> Vec<Value> {
     }
 }
 
+fn proxy(cfg: &IngressConfig, dials: &[String]) -> Value {
+    json!({
+        "handler": "reverse_proxy",
+        "upstreams": dials.iter().map(|d| json!({ "dial": d })).collect::<Vec<_>>(),
+        // A refused connection (a container stopping) is retried, looking the release up
+        // again, instead of failing the request.
+        "load_balancing": {
+            "try_duration": duration(cfg.try_duration),
+            "try_interval": "100ms",
+        },
+    })
+}
+
 /// Caddy's duration strings.
 fn duration(d: std::time::Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
 /// A hash of the configuration that ignores key order, so the configuration read back from
-/// Caddy (`GET /config/`) hashes the same as the one loaded.
+/// Caddy (`GET /config/`) hashes the same as the one loaded. The fallback upstreams of a
+/// looked-up release are left out: a deployment's switch changes them without a load.
 pub fn hash(config: &Value) -> String {
     let mut hasher = Sha256::new();
     feed(&mut hasher, config);
@@ -221,7 +262,11 @@ pub fn hash(config: &Value) -> String {
 fn feed(h: &mut Sha256, v: &Value) {
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
+            let looked_up = map.contains_key("dynamic_upstreams");
+            let mut keys: Vec<&String> = map
+                .keys()
+                .filter(|k| !(looked_up && *k == "upstreams"))
+                .collect();
             keys.sort();
             h.update(b"{");
             for k in keys {
@@ -259,6 +304,8 @@ mod tests {
             storage_root: PathBuf::from("/data/caddy"),
             grace: Duration::from_secs(10),
             try_duration: Duration::from_secs(5),
+            lookup: None,
+            closing_flag: None,
         }
     }
 
@@ -495,6 +542,64 @@ mod tests {
         assert_eq!(
             hash(&build(&cfg(), &sites, None)),
             hash(&build(&cfg(), &sites, None))
+        );
+    }
+
+    #[test]
+    fn a_release_is_looked_up_by_name_and_its_addresses_are_only_a_fallback() {
+        let mut looked_up = cfg();
+        looked_up.lookup = Some(super::super::Lookup {
+            resolver: "udp/127.0.0.1:5353".into(),
+            refresh: Duration::from_millis(100),
+        });
+        looked_up.closing_flag = Some("/data/caddy/flags/closing".into());
+        let release = |dial: &str, port: u16| {
+            [site(
+                "a.example.com",
+                TlsMode::Off,
+                Target::Release {
+                    app: "web".into(),
+                    port,
+                    dials: vec![format!("{dial}:{port}")],
+                },
+            )]
+        };
+        let c = build(&looked_up, &release("172.18.0.2", 80), None);
+        let routes = &c["apps"]["http"]["servers"][HTTP_SERVER]["routes"];
+        // First the closing route, which never ends the request.
+        assert_eq!(routes[0]["match"][0]["file"]["root"], "/data/caddy/flags");
+        assert_eq!(routes[0]["match"][0]["file"]["try_files"][0], "/closing");
+        assert_eq!(
+            routes[0]["handle"][0]["response"]["set"]["Connection"][0],
+            "close"
+        );
+        assert!(routes[0].get("terminal").is_none());
+        let proxy = &routes[1]["handle"][0];
+        assert_eq!(
+            proxy["dynamic_upstreams"]["name"],
+            "web.apps.rustploy.internal."
+        );
+        assert_eq!(proxy["dynamic_upstreams"]["port"], "80");
+        assert_eq!(
+            proxy["dynamic_upstreams"]["resolver"]["addresses"][0],
+            "udp/127.0.0.1:5353"
+        );
+        assert_eq!(proxy["upstreams"][0]["dial"], "172.18.0.2:80");
+
+        // Another release's addresses need no load; another port does.
+        let same = hash(&build(&looked_up, &release("172.18.0.9", 80), None));
+        assert_eq!(hash(&c), same);
+        assert_ne!(
+            hash(&c),
+            hash(&build(&looked_up, &release("172.18.0.2", 81), None))
+        );
+        // Without a lookup the addresses are the upstreams, and every change is a load.
+        let fixed = build(&cfg(), &release("172.18.0.2", 80), None);
+        let proxy = &fixed["apps"]["http"]["servers"][HTTP_SERVER]["routes"][0]["handle"][0];
+        assert!(proxy.get("dynamic_upstreams").is_none());
+        assert_ne!(
+            hash(&fixed),
+            hash(&build(&cfg(), &release("172.18.0.9", 80), None))
         );
     }
 }

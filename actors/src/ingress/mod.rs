@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod caddy;
 pub mod certs;
+pub mod dns;
 pub mod managed;
 
 use std::path::PathBuf;
@@ -16,8 +17,16 @@ pub use rustploy_api::states::TlsMode;
 /// Where a site's requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// The app's live release: `IP:port` of each routed container.
+    /// Fixed upstreams (the dashboard): `IP:port` each.
     Upstreams(Vec<String>),
+    /// An app's live release: Caddy looks its containers up by the app's name (see
+    /// [`dns`]), so a switch needs no load; `dials` (`IP:port` of each routed container) are
+    /// the fallback Caddy uses when the lookup fails, and all there is without a lookup.
+    Release {
+        app: String,
+        port: u16,
+        dials: Vec<String>,
+    },
     /// The app has no healthy release yet: Caddy answers 503 saying so.
     NoRelease { app: String },
     /// A permanent redirect to this origin (`https://host[:port]`), keeping the request's URI.
@@ -52,6 +61,21 @@ pub struct IngressConfig {
     pub grace: Duration,
     /// How long the proxy retries an upstream that refuses connections before failing a request.
     pub try_duration: Duration,
+    /// Where Caddy looks up an app's live release, when it does.
+    pub lookup: Option<Lookup>,
+    /// A file whose existence makes Caddy answer every request with `Connection: close`: it
+    /// is created for a moment before each load, so that clients drop their keep-alive
+    /// connections after an answer instead of finding them closed by the load.
+    pub closing_flag: Option<PathBuf>,
+}
+
+/// How Caddy finds an app's live release (`dynamic_upstreams` of source `a`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The responder, as `udp/IP:port`.
+    pub resolver: String,
+    /// How long Caddy keeps an answer: the longest a switch waits to be confirmed.
+    pub refresh: Duration,
 }
 
 /// The port of a `[host]:port` listen address.

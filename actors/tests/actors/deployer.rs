@@ -154,6 +154,7 @@ impl World {
                 writer.spawn_detached();
                 logs
             },
+            caddy: None,
         };
         let deployer_spec: Arc<dyn ChildSpec> = {
             let (ledger, telemetry) = (t.ledger.clone(), telemetry.clone());
@@ -217,6 +218,8 @@ impl World {
                     storage_root: PathBuf::from("/nonexistent/caddy"),
                     grace: Duration::from_secs(1),
                     try_duration: Duration::from_secs(1),
+                    lookup: None,
+                    closing_flag: None,
                 }),
                 base_domain: Some(("apps.test".into(), TlsMode::Off)),
                 dashboard: None,
@@ -227,6 +230,7 @@ impl World {
                 ledger: ledger.clone(),
                 settings: settings.clone(),
                 admin: Some(caddy.clone() as Arc<dyn CaddyAdmin>),
+                routes: None,
             })
         };
         let (root, _) = Root::start(RootArgs {

@@ -9,7 +9,8 @@ use ractor::Actor;
 use rusqlite::params;
 use rustploy_actors::deploy::docker::BoxFuture;
 use rustploy_actors::ingress::admin::{AdminError, CaddyAdmin};
-use rustploy_actors::ingress::{IngressConfig, TlsMode};
+use rustploy_actors::ingress::dns::{Routes, name_of};
+use rustploy_actors::ingress::{IngressConfig, Lookup, TlsMode};
 use rustploy_actors::ledger::{Ledger, now_ms};
 use rustploy_actors::router_sync::{
     RouterSettings, RouterSync, RouterSyncArgs, RouterSyncMsg, SyncReport,
@@ -63,6 +64,8 @@ fn settings(base_domain: Option<&str>) -> RouterSettings {
             storage_root: PathBuf::from("/nonexistent/caddy"),
             grace: Duration::from_secs(1),
             try_duration: Duration::from_secs(1),
+            lookup: None,
+            closing_flag: None,
         }),
         base_domain: base_domain.map(|b| (b.to_string(), TlsMode::Off)),
         dashboard: None,
@@ -121,6 +124,15 @@ async fn start(
     caddy: Arc<FakeCaddy>,
     settings: RouterSettings,
 ) -> ractor::ActorRef<RouterSyncMsg> {
+    start_with(ledger, caddy, settings, None).await
+}
+
+async fn start_with(
+    ledger: &Ledger,
+    caddy: Arc<FakeCaddy>,
+    settings: RouterSettings,
+    routes: Option<Arc<Routes>>,
+) -> ractor::ActorRef<RouterSyncMsg> {
     let (actor, _) = Actor::spawn(
         None,
         RouterSync,
@@ -128,6 +140,7 @@ async fn start(
             ledger: ledger.clone(),
             settings: Arc::new(settings),
             admin: Some(caddy),
+            routes,
         },
     )
     .await
@@ -156,6 +169,119 @@ async fn domains_are_routed_to_live_releases_and_pending_without_one() {
     ractor::call_t!(actor, RouterSyncMsg::Sync, 5000).unwrap();
     assert_eq!(caddy.loads(), loads);
     actor.stop(None);
+}
+
+/// Asks the route lookup for `name`'s IPv4 addresses over UDP, the way Caddy does.
+async fn look_up(routes: &Routes, name: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut query = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = routes.resolver().trim_start_matches("udp/").to_string();
+    socket.send_to(&query, to).await.unwrap();
+    let mut buf = [0u8; 512];
+    let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = &buf[..len];
+    assert_eq!(&answer[..2], &[0xab, 0xcd]);
+    let count = u16::from_be_bytes([answer[6], answer[7]]) as usize;
+    // Each answer: name pointer (2), type, class (4), TTL (4), length (2), address (4).
+    let mut at = query.len();
+    (0..count)
+        .map(|_| {
+            let ip = std::net::Ipv4Addr::new(
+                answer[at + 12],
+                answer[at + 13],
+                answer[at + 14],
+                answer[at + 15],
+            );
+            at += 16;
+            ip
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_switch_moves_the_looked_up_release_without_a_load_and_a_restart_loads_nothing() {
+    let t = ledger();
+    seed(&t.ledger).await;
+    let caddy = Arc::new(FakeCaddy::default());
+    let (routes, socket) = Routes::bind("127.0.0.1:0".parse().unwrap(), Duration::from_millis(50))
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(routes.clone().serve(socket, stop.clone()));
+    let mut settings = settings(None);
+    settings.ingress.as_mut().unwrap().lookup = Some(Lookup {
+        resolver: routes.resolver(),
+        refresh: routes.refresh(),
+    });
+    let actor = start_with(
+        &t.ledger,
+        caddy.clone(),
+        settings.clone(),
+        Some(routes.clone()),
+    )
+    .await;
+    assert_eq!(
+        ractor::call_t!(actor, RouterSyncMsg::Sync, 5000).unwrap(),
+        SyncReport::Applied
+    );
+    assert_eq!(caddy.loads(), 1);
+    assert!(caddy.live().contains(&name_of("shop")), "{}", caddy.live());
+    assert_eq!(
+        look_up(&routes, &name_of("shop")).await,
+        [std::net::Ipv4Addr::new(172, 30, 0, 9)]
+    );
+    assert!(
+        look_up(&routes, &name_of("blog")).await.is_empty(),
+        "no release"
+    );
+
+    // A deployment's switch: the runtime moves to another container.
+    t.ledger
+        .run(|c| {
+            c.execute(
+                "UPDATE app_runtimes SET container_id = 'c2', address = '172.30.0.10' WHERE app_id = 1",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        ractor::call_t!(actor, RouterSyncMsg::Sync, 5000).unwrap(),
+        SyncReport::Applied
+    );
+    // Nobody looked it up: the answer waited out Caddy's refresh interval.
+    assert!(asked.elapsed() >= Duration::from_millis(50));
+    assert!(routes.settled());
+    assert_eq!(caddy.loads(), 1, "a switch loads nothing");
+    assert_eq!(
+        look_up(&routes, &name_of("shop")).await,
+        [std::net::Ipv4Addr::new(172, 30, 0, 10)]
+    );
+    assert_eq!(
+        status(&t.ledger, "shop.example.com").await,
+        ("routed".into(), None)
+    );
+
+    // A restarted RouterSync finds Caddy serving its routes already and loads nothing.
+    actor.stop(None);
+    let actor = start_with(&t.ledger, caddy.clone(), settings, Some(routes.clone())).await;
+    assert_eq!(
+        ractor::call_t!(actor, RouterSyncMsg::Sync, 5000).unwrap(),
+        SyncReport::Applied
+    );
+    assert_eq!(caddy.loads(), 1);
+    actor.stop(None);
+    stop.cancel();
 }
 
 #[tokio::test]
@@ -260,6 +386,7 @@ async fn without_ingress_domains_say_how_to_configure_it() {
                 ..settings(None)
             }),
             admin: None,
+            routes: None,
         },
     )
     .await

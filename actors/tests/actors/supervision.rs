@@ -68,6 +68,7 @@ async fn tree(ledger: &Ledger) -> Tree {
                 check_every: Duration::from_secs(1),
             }),
             admin: None,
+            routes: None,
         });
     let children: Vec<Arc<dyn ChildSpec>> = vec![queue_spec, monitor_spec, router_spec];
     let (_root, handle) = Root::start(RootArgs {
