@@ -63,6 +63,10 @@ pub struct RouterSettings {
     pub dashboard: Option<(String, TlsMode, String)>,
     pub debounce: Duration,
     pub check_every: Duration,
+    /// Caddy keeps serving after the server stops (`--caddy external`): on a clean stop the
+    /// releases' addresses in its configuration, its fallback while nothing answers its
+    /// lookups, are brought up to date.
+    pub caddy_outlives_server: bool,
 }
 
 pub struct RouterSyncArgs {
@@ -84,6 +88,8 @@ pub struct RouterSyncState {
     scheduled: bool,
     /// Hash of the configuration Caddy last accepted from us.
     applied_hash: Option<String>,
+    /// The same configuration's text, fallback addresses included, hashed.
+    applied_fallbacks: Option<[u8; 32]>,
     /// The sites of that configuration, by hostname: a rejected load suspects what changed.
     applied: HashMap<String, Site>,
     /// Domains left out after Caddy rejected them: (domain's updated_at, Caddy's message,
@@ -132,6 +138,7 @@ impl Actor for RouterSync {
             routes: args.routes,
             scheduled: true,
             applied_hash: None,
+            applied_fallbacks: None,
             applied: HashMap::new(),
             excluded: HashMap::new(),
             last_cert_scan: None,
@@ -175,6 +182,17 @@ impl Actor for RouterSync {
             }
             #[cfg(any(test, feature = "fault-injection"))]
             RouterSyncMsg::InjectPanic => panic!("injected fault in RouterSync"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: RouterSyncRef,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.settings.caddy_outlives_server && state.routes.is_some() {
+            state.refresh_fallbacks().await;
         }
         Ok(())
     }
@@ -251,6 +269,13 @@ pub fn suspects(sites: &[Site], applied: &HashMap<String, Site>, message: &str) 
         .filter(|s| applied.get(&s.hostname) != Some(s))
         .map(|s| s.hostname.clone())
         .collect()
+}
+
+/// A hash of the whole configuration as built (deterministic: keys are sorted), fallback
+/// addresses included.
+fn fallbacks_hash(config: &serde_json::Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(config.to_string().as_bytes()).into()
 }
 
 /// Each app's live release addresses, for the lookup table.
@@ -340,7 +365,7 @@ impl RouterSyncState {
             current.get(host.as_str()) == Some(updated) && now.duration_since(*at) < RETRY_EXCLUDED
         });
 
-        let mut outcome = self.load(&ingress, admin.as_ref(), &desired).await;
+        let mut outcome = self.load(&ingress, admin.as_ref(), &desired, false).await;
         if let Err(AdminError::Rejected(message)) = &outcome {
             let sites = self.sites(&desired);
             let suspects = suspects(&sites, &self.applied, message);
@@ -350,7 +375,7 @@ impl RouterSyncState {
                     let updated = current.get(host.as_str()).copied().unwrap_or_default();
                     self.excluded.insert(host, (updated, message.clone(), now));
                 }
-                outcome = self.load(&ingress, admin.as_ref(), &desired).await;
+                outcome = self.load(&ingress, admin.as_ref(), &desired, false).await;
             }
         }
         let apply_ms = started.elapsed().as_millis() as u64;
@@ -466,6 +491,7 @@ impl RouterSyncState {
         ingress: &IngressConfig,
         admin: &dyn CaddyAdmin,
         desired: &Desired,
+        force: bool,
     ) -> Result<(), AdminError> {
         // Nothing applied yet (RouterSync or Caddy just started): Caddy may run exactly this
         // already (the server restarted), and a base configuration tells where its storage is.
@@ -476,16 +502,19 @@ impl RouterSyncState {
             if self.caddy_storage.is_none() {
                 self.learn_storage(&live);
             }
-            live_hash = Some(caddy::hash(&live));
+            live_hash = Some((caddy::hash(&live), fallbacks_hash(&live)));
         }
         let sites = self.sites(desired);
         let config = caddy::build(ingress, &sites, self.caddy_storage.as_ref());
         let hash = caddy::hash(&config);
-        if self.applied_hash.as_deref() == Some(hash.as_str()) {
+        if !force && self.applied_hash.as_deref() == Some(hash.as_str()) {
             return Ok(());
         }
-        if live_hash.as_deref() == Some(hash.as_str()) {
+        if let Some((_, live_fallbacks)) = live_hash.as_ref().filter(|(h, _)| *h == hash)
+            && !force
+        {
             tracing::info!(%hash, "Caddy already serves these routes");
+            self.applied_fallbacks = Some(*live_fallbacks);
             self.applied_hash = Some(hash);
             self.applied = sites.into_iter().map(|s| (s.hostname.clone(), s)).collect();
             return Ok(());
@@ -510,8 +539,31 @@ impl RouterSyncState {
         loaded?;
         tracing::info!(sites = sites.len(), %hash, "Caddy configuration applied");
         self.applied_hash = Some(hash);
+        self.applied_fallbacks = Some(fallbacks_hash(&config));
         self.applied = sites.into_iter().map(|s| (s.hostname.clone(), s)).collect();
         Ok(())
+    }
+
+    /// Loads the configuration again when the releases' addresses in it (Caddy's fallback
+    /// while its lookups fail) are not the live ones: the server is stopping, and Caddy goes
+    /// on without it.
+    async fn refresh_fallbacks(&mut self) {
+        let (Some(ingress), Some(admin)) = (self.settings.ingress.clone(), self.admin.clone())
+        else {
+            return;
+        };
+        let Ok(desired) = self.ledger.run(|c| read_desired(c)).await else {
+            return;
+        };
+        let config = caddy::build(&ingress, &self.sites(&desired), self.caddy_storage.as_ref());
+        if self.applied_fallbacks == Some(fallbacks_hash(&config)) {
+            return;
+        }
+        // Same routes, other addresses: a load all the same.
+        match self.load(&ingress, admin.as_ref(), &desired, true).await {
+            Ok(()) => tracing::info!("Caddy's fallback addresses are the live releases'"),
+            Err(e) => tracing::warn!("bringing Caddy's fallback addresses up to date failed: {e}"),
+        }
     }
 
     fn learn_storage(&mut self, live: &serde_json::Value) {

@@ -821,6 +821,7 @@ impl Settings {
                 .map(|(d, tls)| (d.to_string(), *tls, dial.to_string())),
             debounce: self.router_debounce,
             check_every: self.router_check,
+            caddy_outlives_server: self.caddy == CaddyMode::External,
         }
     }
 

@@ -225,6 +225,7 @@ impl World {
                 dashboard: None,
                 debounce: Duration::from_millis(10),
                 check_every: Duration::from_secs(3600),
+                caddy_outlives_server: false,
             });
             ActorSpec::<RouterSync>::new("router_sync", router.clone(), move || RouterSyncArgs {
                 ledger: ledger.clone(),

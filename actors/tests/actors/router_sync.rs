@@ -71,6 +71,7 @@ fn settings(base_domain: Option<&str>) -> RouterSettings {
         dashboard: None,
         debounce: Duration::from_millis(10),
         check_every: Duration::from_millis(50),
+        caddy_outlives_server: false,
     }
 }
 
@@ -273,14 +274,31 @@ async fn a_switch_moves_the_looked_up_release_without_a_load_and_a_restart_loads
     );
 
     // A restarted RouterSync finds Caddy serving its routes already and loads nothing.
-    actor.stop(None);
-    let actor = start_with(&t.ledger, caddy.clone(), settings, Some(routes.clone())).await;
+    actor.stop_and_wait(None, None).await.unwrap();
+    let mut outlived = settings.clone();
+    outlived.caddy_outlives_server = true;
+    let actor = start_with(&t.ledger, caddy.clone(), outlived, Some(routes.clone())).await;
     assert_eq!(
         ractor::call_t!(actor, RouterSyncMsg::Sync, 5000).unwrap(),
         SyncReport::Applied
     );
     assert_eq!(caddy.loads(), 1);
-    actor.stop(None);
+    assert!(caddy.live().contains("172.30.0.9:8080"), "a stale fallback");
+
+    // A Caddy that outlives the server gets the live addresses as its fallback on the way out.
+    actor.stop_and_wait(None, None).await.unwrap();
+    assert_eq!(caddy.loads(), 2);
+    assert!(
+        caddy.live().contains("172.30.0.10:8080"),
+        "{}",
+        caddy.live()
+    );
+    let mut outlived = settings;
+    outlived.caddy_outlives_server = true;
+    let actor = start_with(&t.ledger, caddy.clone(), outlived, Some(routes.clone())).await;
+    ractor::call_t!(actor, RouterSyncMsg::Sync, 5000).unwrap();
+    actor.stop_and_wait(None, None).await.unwrap();
+    assert_eq!(caddy.loads(), 2, "nothing changed: nothing to load");
     stop.cancel();
 }
 

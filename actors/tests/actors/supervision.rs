@@ -66,6 +66,7 @@ async fn tree(ledger: &Ledger) -> Tree {
                 dashboard: None,
                 debounce: Duration::from_millis(10),
                 check_every: Duration::from_secs(1),
+                caddy_outlives_server: false,
             }),
             admin: None,
             routes: None,
