@@ -20,3 +20,4 @@ mod queue;
 mod services;
 mod tui;
 mod webhooks;
+mod zero_downtime;
