@@ -62,11 +62,11 @@ pub fn build(cfg: &IngressConfig, sites: &[Site], storage: Option<&Value>) -> Va
     // Without it Caddy answers 200 with an empty body for unknown hosts.
     let not_found = json!({ "handle": [not_found_handler()] });
     http_routes.push(not_found.clone());
+    // Only over plain HTTP: there a new connection costs nothing, while over HTTPS every
+    // reconnection is a TLS handshake, and a handshake that meets the load itself can fail
+    // (HTTP/2 clients get a graceful GOAWAY from the load anyway).
     if let Some(flag) = &cfg.closing_flag {
         http_routes.insert(0, closing_route(flag));
-        if !https_routes.is_empty() {
-            https_routes.insert(0, closing_route(flag));
-        }
     }
 
     let mut servers = Map::new();
