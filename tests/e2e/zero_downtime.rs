@@ -79,14 +79,23 @@ fn twenty_redeploys_under_four_kinds_of_clients_fail_no_request() {
             sse.versions.last()
         ));
     }
-    // At least 20 answers per release and kind, or the load proved little.
+    // At least 50 answers per release and kind, and every release answered a few times, or the
+    // load proved little.
     for kind in load::REQUEST_KINDS {
-        let ok = report.kind(kind).ok;
-        if ok < 20 * versions.len() as u64 {
+        let k = report.kind(kind);
+        if k.ok < 50 * versions.len() as u64 {
             problems.push(format!(
-                "{}: only {ok} answers over {} releases: too light to mean anything",
+                "{}: only {} answers over {} releases: too light to mean anything",
                 kind.name(),
+                k.ok,
                 versions.len()
+            ));
+        }
+        let rare: Vec<&(String, u64)> = k.bodies.iter().filter(|(_, n)| *n < 10).collect();
+        if !rare.is_empty() {
+            problems.push(format!(
+                "{}: releases answered fewer than 10 times: {rare:?}",
+                kind.name()
             ));
         }
     }
