@@ -256,6 +256,10 @@ pub struct KindReport {
     pub failure_examples: Vec<String>,
     /// Failures counted per phase (phase names as in [`Report::phases`]).
     pub failures_by_phase: Vec<u64>,
+    /// Of the failures, those of a request that was the first on a connection just opened
+    /// and got no byte of an answer (reset at accept, or its TLS handshake failed): what a
+    /// Caddy load can do to a connection that arrives at that instant.
+    pub fresh_lost: u64,
     /// Distinct bodies (SSE: event data) in the order the kind first saw them, with counts.
     pub bodies: Vec<(String, u64)>,
     /// Answers older than one the same client had already been served.
@@ -400,6 +404,7 @@ impl Report {
                 "ok": k.ok,
                 "failures": k.failures,
                 "failure_examples": k.failure_examples,
+                "fresh_lost": k.fresh_lost,
                 "failures_by_phase": self.phases.iter().zip(&k.failures_by_phase)
                     .map(|(p, n)| (p.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
                 "bodies": k.bodies.iter().map(|(b, n)| json!([b, n])).collect::<Vec<_>>(),
@@ -484,6 +489,7 @@ struct KindStats {
     failures: u64,
     failure_examples: Vec<String>,
     failure_phases: Vec<u64>,
+    fresh_lost: u64,
     bodies: Vec<(String, u64)>,
     went_back: u64,
     went_back_examples: Vec<String>,
@@ -582,6 +588,13 @@ impl Shared {
         }
     }
 
+    /// A failure of the first request on a connection just opened, before any byte of an
+    /// answer (see [`KindReport::fresh_lost`]).
+    fn fail_fresh(&self, kind: Kind, phase: usize, why: String) {
+        self.stats(kind).fresh_lost += 1;
+        self.fail(kind, phase, format!("{why} [a new connection lost]"));
+    }
+
     fn fail_now(&self, kind: Kind, why: String) {
         self.fail(kind, self.phase(), why);
     }
@@ -601,6 +614,7 @@ impl Shared {
                     failures: s.failures,
                     failure_examples: s.failure_examples.clone(),
                     failures_by_phase,
+                    fresh_lost: s.fresh_lost,
                     bodies: s.bodies.clone(),
                     went_back: s.went_back,
                     went_back_examples: s.went_back_examples.clone(),
@@ -1005,6 +1019,7 @@ fn new_conn_client(shared: &Shared, target: &Target, settings: &Settings) {
                 phase,
                 format!("status {}: {}", r.status, snippet(&r.body)),
             ),
+            Err(e) if e.contains("before any byte") => shared.fail_fresh(Kind::NewConn, phase, e),
             Err(e) => shared.fail(Kind::NewConn, phase, e),
         }
         pause(shared, settings.pause);
@@ -1068,6 +1083,11 @@ fn keepalive_client(shared: &Shared, target: &Target, settings: &Settings) {
                     open = Some((stream, used + 1));
                 }
             }
+            Err(e) if used == 0 && e.contains("before any byte") => shared.fail_fresh(
+                Kind::KeepAlive,
+                phase,
+                format!("{e} (request 1 on its connection)"),
+            ),
             Err(e) => shared.fail(
                 Kind::KeepAlive,
                 phase,
@@ -1111,10 +1131,12 @@ fn h2_loop(
         let result = client
             .get(&url)
             .send()
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| (e.is_connect(), format!("{e:?}")))
             .and_then(|r| {
                 let (version, status) = (r.version(), r.status().as_u16());
-                let body = r.bytes().map_err(|e| format!("reading the body: {e:?}"))?;
+                let body = r
+                    .bytes()
+                    .map_err(|e| (false, format!("reading the body: {e:?}")))?;
                 Ok((version, status, body))
             });
         let took = started.elapsed();
@@ -1132,7 +1154,8 @@ fn h2_loop(
                 phase,
                 format!("status {status}: {}", snippet(&body)),
             ),
-            Err(e) => shared.fail(Kind::H2, phase, e),
+            Err((true, e)) => shared.fail_fresh(Kind::H2, phase, e),
+            Err((false, e)) => shared.fail(Kind::H2, phase, e),
         }
         pause(shared, settings.pause);
     }
