@@ -502,7 +502,8 @@ impl RouterSyncState {
             if self.caddy_storage.is_none() {
                 self.learn_storage(&live);
             }
-            live_hash = Some((caddy::hash(&live), fallbacks_hash(&live)));
+            let ours = !live["apps"]["http"]["servers"][caddy::HTTP_SERVER].is_null();
+            live_hash = Some((caddy::hash(&live), fallbacks_hash(&live), ours));
         }
         let sites = self.sites(desired);
         let config = caddy::build(ingress, &sites, self.caddy_storage.as_ref());
@@ -510,7 +511,7 @@ impl RouterSyncState {
         if !force && self.applied_hash.as_deref() == Some(hash.as_str()) {
             return Ok(());
         }
-        if let Some((_, live_fallbacks)) = live_hash.as_ref().filter(|(h, _)| *h == hash)
+        if let Some((_, live_fallbacks, _)) = live_hash.as_ref().filter(|(h, _, _)| *h == hash)
             && !force
         {
             tracing::info!(%hash, "Caddy already serves these routes");
@@ -519,12 +520,11 @@ impl RouterSyncState {
             self.applied = sites.into_iter().map(|s| (s.hostname.clone(), s)).collect();
             return Ok(());
         }
-        // Caddy serves clients: let their keep-alive connections end with an answer before
-        // the load closes the idle ones.
+        // Caddy serves apps' clients (it runs routes of ours): let their keep-alive
+        // connections end with an answer before the load closes the idle ones.
+        let serving = self.applied_hash.is_some() || live_hash.is_some_and(|(_, _, ours)| ours);
         let closing = match &ingress.closing_flag {
-            Some(flag) if live_hash.is_some() || self.applied_hash.is_some() => {
-                tokio::fs::write(flag, b"").await.ok().map(|()| flag)
-            }
+            Some(flag) if serving => tokio::fs::write(flag, b"").await.ok().map(|()| flag),
             _ => None,
         };
         if closing.is_some() {
