@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustploy_e2e::{Sandbox, Server, poll};
 use serde_json::{Value, json};
 
-use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo};
+use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo, docker_lines};
 
 // The `zdload` binary is built from the same module and uses the parts the tests do not.
 #[allow(dead_code)]
@@ -228,6 +228,106 @@ fn common_problems(report: &Report, versions: &[String], fresh_allowed: u64) -> 
     problems
 }
 
+#[test]
+fn a_long_request_finishes_on_its_release_which_stops_once_it_is_done() {
+    let scope = DockerScope::new();
+    let sandbox = Sandbox::new();
+    let ports = Ports::new();
+    // A drain far longer than the request: the release must stop when its last request is
+    // done, not when the drain runs out.
+    let server = start_server_draining(&sandbox, &scope, &ports, 60);
+    let token = sandbox.create_token("zero-downtime", "admin");
+    let client = Client::new(&server, &token);
+    let app = App::deployed(&client, &sandbox, &scope, &ports);
+    let first = client
+        .api
+        .get(&format!("/api/v1/apps/{}/deployments?limit=1", app.name))
+        .expect_status(200, "listing deployments")
+        .body["items"][0]["id"]
+        .as_i64()
+        .unwrap();
+
+    write_app(&app.repo, "v1");
+    app.repo.commit("v1");
+    let id = client.deploy(&app.name);
+    // Once the new release is being health-checked, a four-second request starts on v0:
+    // the switch comes while it runs.
+    poll(
+        "the new release's health check",
+        ROUTE_TIMEOUT,
+        Duration::from_millis(20),
+        || {
+            let d = client
+                .api
+                .get(&format!("/api/v1/deployments/{id}"))
+                .expect_status(200, "reading the deployment");
+            match d.body["step"].as_str() {
+                Some("health") => Ok(()),
+                _ if d.body["state"] != "running" && d.body["state"] != "queued" => {
+                    panic!("the deployment ended before its health check: {}", d.text)
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    let (host, port) = (app.plain.clone(), ports.http);
+    let slow = std::thread::spawn(move || {
+        let r = plain_client()
+            .get(format!("http://127.0.0.1:{port}/cgi-bin/slow"))
+            .header("Host", host)
+            .send()
+            .map_err(|e| format!("{e:?}"))?;
+        let status = r.status().as_u16();
+        let body = r.text().map_err(|e| format!("{e:?}"))?;
+        Ok::<_, String>((status, body, Instant::now()))
+    });
+    client.finished(id, "healthy");
+    wait_answer(&ports, &app.plain, 200, "v1");
+    let (status, body, done) = slow.join().unwrap().expect("the long request");
+    assert_eq!(
+        (status, body.trim()),
+        (200, "v0 slow"),
+        "the request finished on the release it started on"
+    );
+
+    // The replaced release stops soon after its last request, long before its 60 s drain.
+    let project = format!("{}-{}-d{first}", scope.prefix, app.name);
+    poll(
+        "the replaced release to stop",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let running = docker_lines(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.compose.project={project}"),
+            ]);
+            if running.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} containers still running", running.len()))
+            }
+        },
+    );
+    assert!(
+        done.elapsed() < Duration::from_secs(30),
+        "stopped {:?} after the request ended",
+        done.elapsed()
+    );
+    let log = client.log_text(id);
+    assert!(
+        log.contains("once its requests finish (at most 60 s)"),
+        "{log}"
+    );
+    assert!(
+        server
+            .logs()
+            .contains("no request in flight to the previous release"),
+        "the drain ended on Caddy's count, not on its time"
+    );
+}
+
 /// Waits until every kind of client has been served `version`.
 fn wait_followed(load: &Load, version: &str) {
     let started = Instant::now();
@@ -320,6 +420,15 @@ fn free_port() -> u16 {
 /// A server that runs its own Caddy, drains a replaced release for 2 s and gives it 2 s to
 /// stop (the scope's `--stop-grace-secs 2`).
 fn start_server(sandbox: &Sandbox, scope: &DockerScope, ports: &Ports) -> Server {
+    start_server_draining(sandbox, scope, ports, 2)
+}
+
+fn start_server_draining(
+    sandbox: &Sandbox,
+    scope: &DockerScope,
+    ports: &Ports,
+    drain_secs: u32,
+) -> Server {
     let out = Command::new("caddy").arg("version").output();
     assert!(
         out.as_ref().is_ok_and(|o| o.status.success()),
@@ -331,7 +440,8 @@ fn start_server(sandbox: &Sandbox, scope: &DockerScope, ports: &Ports) -> Server
         "the scope's flags give a replaced release 2 s to stop: {flags:?}"
     );
     flags.extend(ports.flags());
-    flags.extend(["--caddy", "managed", "--drain-secs", "2"].map(String::from));
+    flags.extend(["--caddy", "managed", "--drain-secs"].map(String::from));
+    flags.push(drain_secs.to_string());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     sandbox.start(&flags)
 }
@@ -437,7 +547,7 @@ fn write_app(repo: &Repo, version: &str) {
     repo.write(
         "web/Dockerfile",
         &format!(
-            "FROM {BASE_IMAGE}\nCOPY www /www\nRUN chmod 755 /www/cgi-bin/events\nCOPY start.sh /start.sh\nEXPOSE 8080\nCMD [\"sh\", \"/start.sh\"]\n"
+            "FROM {BASE_IMAGE}\nCOPY www /www\nRUN chmod 755 /www/cgi-bin/events /www/cgi-bin/slow\nCOPY start.sh /start.sh\nEXPOSE 8080\nCMD [\"sh\", \"/start.sh\"]\n"
         ),
     )
     .write("web/start.sh", "sleep 1\nexec httpd -f -p 8080 -h /www\n")
@@ -448,6 +558,13 @@ fn write_app(repo: &Repo, version: &str) {
         "web/www/cgi-bin/events",
         &format!(
             "#!/bin/sh\nprintf 'Content-Type: text/event-stream\\r\\nCache-Control: no-cache\\r\\n\\r\\nretry: 300\\n\\n'\nwhile printf 'data: {version}\\n\\n'; do\n  sleep 0.2\ndone\n"
+        ),
+    )
+    // A long request: four seconds, then the version.
+    .write(
+        "web/www/cgi-bin/slow",
+        &format!(
+            "#!/bin/sh\nsleep 4\nprintf 'Content-Type: text/plain\\r\\n\\r\\n{version} slow\\n'\n"
         ),
     )
     .write(
