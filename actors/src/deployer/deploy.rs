@@ -753,14 +753,16 @@ impl Attempt<'_> {
         let app_id = self.st.app_id;
         let previous = self.loaded.live;
         let deployment = self.deployment;
-        let app = self.loaded.app.clone();
         // A cancel that arrived during the health check wins: nothing is switched. The
         // replaced release's addresses are read in the same call, for its drain.
         let (switched, replaced) = self
             .st
             .ledger
             .run(move |c| {
-                let replaced = domains::upstreams(c)?.remove(&app).unwrap_or_default();
+                let replaced: Vec<String> = deployments::views::routes(c, app_id)?
+                    .into_iter()
+                    .map(|r| format!("{}:{}", r.address, r.port))
+                    .collect();
                 let switched = deployments::switch(c, deployment, app_id, &release)?;
                 Ok((switched.is_done(), replaced))
             })
@@ -927,32 +929,31 @@ pub(super) async fn drain_requests(
 ) -> String {
     let started = Instant::now();
     let deadline = started + drain;
-    let mut idle_readings = 0;
-    let mut last = 0;
-    while let Some(caddy) = caddy.filter(|_| !dials.is_empty()) {
-        let Ok(counts) = caddy.in_flight().await else {
-            break;
-        };
-        last = counts
-            .iter()
-            .filter(|(address, _)| dials.contains(address))
-            .map(|(_, n)| n)
-            .sum::<u64>();
-        idle_readings = if last == 0 { idle_readings + 1 } else { 0 };
-        if idle_readings >= 2 {
-            return format!(
-                "no request in flight to the previous release after {} ms",
-                started.elapsed().as_millis()
-            );
+    let mut in_flight = 0;
+    if let Some(caddy) = caddy.filter(|_| !dials.is_empty()) {
+        let mut idle_readings = 0;
+        while let Ok(counts) = caddy.in_flight().await {
+            in_flight = counts
+                .iter()
+                .filter(|(address, _)| dials.contains(address))
+                .map(|(_, n)| n)
+                .sum::<u64>();
+            idle_readings = if in_flight == 0 { idle_readings + 1 } else { 0 };
+            if idle_readings >= 2 {
+                return format!(
+                    "no request in flight to the previous release after {} ms",
+                    started.elapsed().as_millis()
+                );
+            }
+            if Instant::now() + DRAIN_POLL >= deadline {
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
         }
-        if Instant::now() + DRAIN_POLL >= deadline {
-            break;
-        }
-        tokio::time::sleep(DRAIN_POLL).await;
     }
     tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
-    if last > 0 {
-        format!("{last} requests still in flight to the previous release after the drain")
+    if in_flight > 0 {
+        format!("{in_flight} requests still in flight to the previous release after the drain")
     } else {
         format!("drained for {} ms", started.elapsed().as_millis())
     }

@@ -43,7 +43,6 @@ use crate::ingress::admin::CaddyAdmin;
 use crate::job_queue::{JobContext, JobError, JobFuture, JobHandler};
 use crate::ledger::batch::Batcher;
 use crate::ledger::deployments::{self, Release, RoutedContainer};
-use crate::ledger::domains;
 use crate::ledger::jobs::{ClaimedJob, JobKind};
 use crate::ledger::services as service_rows;
 use crate::ledger::{Ledger, LedgerError, now_ms};
