@@ -21,14 +21,14 @@ use crate::deploying::{Client, DockerScope, Repo, write_compose_app};
 /// How long Caddy may take to serve a change.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
 }
 
-fn require_caddy() {
+pub(crate) fn require_caddy() {
     let out = Command::new("caddy").arg("version").output();
     assert!(
         out.as_ref().is_ok_and(|o| o.status.success()),
@@ -37,15 +37,15 @@ fn require_caddy() {
 }
 
 /// The loopback ports and storage of one test's Caddy.
-struct Ports {
-    admin: u16,
-    http: u16,
-    https: u16,
+pub(crate) struct Ports {
+    pub(crate) admin: u16,
+    pub(crate) http: u16,
+    pub(crate) https: u16,
     storage: PathBuf,
 }
 
 impl Ports {
-    fn new(sandbox: &Sandbox) -> Self {
+    pub(crate) fn new(sandbox: &Sandbox) -> Self {
         Self {
             admin: free_port(),
             http: free_port(),
@@ -54,8 +54,16 @@ impl Ports {
         }
     }
 
-    fn admin_url(&self) -> String {
+    pub(crate) fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin)
+    }
+
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http))
+    }
+
+    pub(crate) fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.https))
     }
 
     /// The server flags that route through this Caddy.
@@ -132,7 +140,7 @@ impl Drop for ExternalCaddy {
     }
 }
 
-fn plain_client() -> reqwest::blocking::Client {
+pub(crate) fn plain_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -158,7 +166,13 @@ fn via_caddy(
 }
 
 /// Polls until Caddy answers `host` with `status` and a body containing `want`.
-fn wait_served(client: &reqwest::blocking::Client, port: u16, host: &str, status: u16, want: &str) {
+pub(crate) fn wait_served(
+    client: &reqwest::blocking::Client,
+    port: u16,
+    host: &str,
+    status: u16,
+    want: &str,
+) {
     poll(
         &format!("Caddy to answer {host} with {status} '{want}'"),
         ROUTE_TIMEOUT,
@@ -170,7 +184,12 @@ fn wait_served(client: &reqwest::blocking::Client, port: u16, host: &str, status
     );
 }
 
-fn start_server(sandbox: &Sandbox, scope: &DockerScope, ports: &Ports, extra: &[&str]) -> Server {
+pub(crate) fn start_server(
+    sandbox: &Sandbox,
+    scope: &DockerScope,
+    ports: &Ports,
+    extra: &[&str],
+) -> Server {
     let mut flags = scope.flags();
     flags.extend(ports.flags());
     flags.extend(extra.iter().map(|s| s.to_string()));

@@ -9,14 +9,13 @@
 //! event with its version every 200 ms at `/cgi-bin/events`. Each release sleeps a second
 //! before it listens, as a real app takes a moment to become ready.
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rustploy_e2e::{Sandbox, Server, poll};
 use serde_json::{Value, json};
 
 use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo, docker_lines};
+use crate::ingress::{self, Ports, plain_client, require_caddy};
 
 // The `zdload` binary is built from the same module and uses the parts the tests do not.
 #[allow(dead_code)]
@@ -38,7 +37,7 @@ const IDLE: Duration = Duration::from_secs(1);
 fn twenty_redeploys_under_four_kinds_of_clients_fail_no_request() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    let ports = Ports::new();
+    let ports = Ports::new(&sandbox);
     let server = start_server(&sandbox, &scope, &ports);
     let token = sandbox.create_token("zero-downtime", "admin");
     let client = Client::new(&server, &token);
@@ -112,7 +111,7 @@ fn twenty_redeploys_under_four_kinds_of_clients_fail_no_request() {
 fn domain_additions_and_a_tls_change_fail_no_request() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    let ports = Ports::new();
+    let ports = Ports::new(&sandbox);
     let server = start_server(&sandbox, &scope, &ports);
     let token = sandbox.create_token("zero-downtime", "admin");
     let client = Client::new(&server, &token);
@@ -232,7 +231,7 @@ fn common_problems(report: &Report, versions: &[String], fresh_allowed: u64) -> 
 fn a_long_request_finishes_on_its_release_which_stops_once_it_is_done() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    let ports = Ports::new();
+    let ports = Ports::new(&sandbox);
     // A drain far longer than the request: the release must stop when its last request is
     // done, not when the drain runs out.
     let server = start_server_draining(&sandbox, &scope, &ports, 60);
@@ -367,56 +366,6 @@ fn route_timing(client: &Client, id: i64) -> u64 {
 
 // --- the server, its Caddy and the app -----------------------------------------------------
 
-/// The loopback ports of one test's Caddy.
-struct Ports {
-    admin: u16,
-    http: u16,
-    https: u16,
-}
-
-impl Ports {
-    fn new() -> Self {
-        Self {
-            admin: free_port(),
-            http: free_port(),
-            https: free_port(),
-        }
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin)
-    }
-
-    fn http_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.http))
-    }
-
-    fn https_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.https))
-    }
-
-    /// The server flags that route through this Caddy.
-    fn flags(&self) -> Vec<String> {
-        vec![
-            "--caddy-admin".into(),
-            self.admin_url(),
-            "--http-listen".into(),
-            format!("127.0.0.1:{}", self.http),
-            "--https-listen".into(),
-            format!("127.0.0.1:{}", self.https),
-            "--router-check-ms".into(),
-            "500".into(),
-        ]
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// A server that runs its own Caddy, drains a replaced release for 2 s and gives it 2 s to
 /// stop (the scope's `--stop-grace-secs 2`).
 fn start_server(sandbox: &Sandbox, scope: &DockerScope, ports: &Ports) -> Server {
@@ -429,21 +378,22 @@ fn start_server_draining(
     ports: &Ports,
     drain_secs: u32,
 ) -> Server {
-    let out = Command::new("caddy").arg("version").output();
+    require_caddy();
     assert!(
-        out.as_ref().is_ok_and(|o| o.status.success()),
-        "these tests need the caddy binary (Debian package caddy): {out:?}"
+        scope
+            .flags()
+            .windows(2)
+            .any(|w| w == ["--stop-grace-secs", "2"]),
+        "the scope's flags give a replaced release 2 s to stop: {:?}",
+        scope.flags()
     );
-    let mut flags = scope.flags();
-    assert!(
-        flags.windows(2).any(|w| w == ["--stop-grace-secs", "2"]),
-        "the scope's flags give a replaced release 2 s to stop: {flags:?}"
-    );
-    flags.extend(ports.flags());
-    flags.extend(["--caddy", "managed", "--drain-secs"].map(String::from));
-    flags.push(drain_secs.to_string());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    sandbox.start(&flags)
+    let drain = drain_secs.to_string();
+    ingress::start_server(
+        sandbox,
+        scope,
+        ports,
+        &["--caddy", "managed", "--drain-secs", &drain],
+    )
 }
 
 /// The app under load, deployed once and routed on two domains: `plain` (`tls: off`) for the
@@ -577,15 +527,6 @@ fn write_app(repo: &Repo, version: &str) {
     );
 }
 
-fn plain_client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 /// An HTTPS client for `host` at Caddy's HTTPS port that trusts only `root_pem`.
 fn https_client(ports: &Ports, host: &str, root_pem: &[u8]) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -601,24 +542,7 @@ fn https_client(ports: &Ports, host: &str, root_pem: &[u8]) -> reqwest::blocking
 
 /// Polls until Caddy answers `host` on its HTTP port with `status` and a body holding `want`.
 fn wait_answer(ports: &Ports, host: &str, status: u16, want: &str) {
-    let web = plain_client();
-    poll(
-        &format!("Caddy to answer {host} with {status} {want:?}"),
-        ROUTE_TIMEOUT,
-        Duration::from_millis(100),
-        || {
-            let r = web
-                .get(format!("http://127.0.0.1:{}/index.html", ports.http))
-                .header("Host", host)
-                .send()
-                .map_err(|e| format!("{e:?}"))?;
-            let got = r.status().as_u16();
-            match r.text() {
-                Ok(body) if got == status && body.contains(want) => Ok(()),
-                other => Err(format!("{got}: {other:?}")),
-            }
-        },
-    );
+    ingress::wait_served(&plain_client(), ports.http, host, status, want);
 }
 
 /// Caddy's local root certificate, from the storage its live configuration names.
