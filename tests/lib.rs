@@ -567,3 +567,51 @@ pub fn poll<T>(
         }
     }
 }
+
+/// Runs `cmd` to completion, capturing its output, and fails the test if it takes longer than
+/// `timeout`: the command (and its process group) is killed first, so nothing is left running.
+pub fn run_within(mut cmd: Command, timeout: Duration) -> Outcome {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {shown}: {e}"));
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = reader(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for a command") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill only sends a signal to the process group the child leads.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+            panic!(
+                "{shown} did not finish within {timeout:?}; its output so far:\n{}\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Outcome {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}

@@ -156,6 +156,17 @@ fn admin(settings: &Settings, cmd: AdminCommand) -> anyhow::Result<()> {
             );
             println!("{}", issued.token);
         }
+        AdminCommand::SetupLink => {
+            let issued = ledger.blocking(|c| ops::access::setup::issue_setup_token(c))?;
+            let Some(token) = issued else {
+                bail!(
+                    "a user exists already, so there is nothing to set up: sign in, or print a \
+                     password reset link with `admin reset-password --email ...`"
+                );
+            };
+            eprintln!("one-time setup link for the owner (valid 24 hours):");
+            println!("{}/setup?token={token}", settings.public_url);
+        }
         AdminCommand::ResetPassword { email } => {
             let issued = ledger.blocking(|c| ops::access::setup::issue_reset_token(c, &email))?;
             let Some(token) = issued else {

@@ -226,6 +226,8 @@ pub enum AdminCommand {
         #[arg(long)]
         expires_in_days: Option<u32>,
     },
+    /// Print a new one-time setup link for creating the owner (only while no user exists).
+    SetupLink,
     /// Print a one-time password reset link for a user.
     ResetPassword {
         #[arg(long)]
@@ -427,11 +429,22 @@ impl Settings {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default"));
+        let dashboard = host_with_tls(
+            serve.dashboard_domain.clone().or(file.dashboard_domain),
+            serve.dashboard_tls.clone().or(file.dashboard_tls),
+            "the dashboard domain",
+        )?;
+        // People reach the dashboard at its own domain when it has one, so links the server
+        // prints (the setup link above all) name that, not the loopback listener.
         let public_url = serve
             .public_url
             .clone()
             .or(file.public_url)
-            .unwrap_or_else(|| format!("http://{listen}"));
+            .unwrap_or_else(|| match &dashboard {
+                Some((host, TlsMode::Off)) => format!("http://{host}"),
+                Some((host, _)) => format!("https://{host}"),
+                None => format!("http://{listen}"),
+            });
         let public_url = public_url.trim_end_matches('/').to_string();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(format!(
@@ -635,11 +648,6 @@ impl Settings {
             serve.base_domain.clone().or(file.base_domain),
             serve.base_domain_tls.clone().or(file.base_domain_tls),
             "the base domain",
-        )?;
-        let dashboard = host_with_tls(
-            serve.dashboard_domain.clone().or(file.dashboard_domain),
-            serve.dashboard_tls.clone().or(file.dashboard_tls),
-            "the dashboard domain",
         )?;
         let router_debounce = Duration::from_millis(
             serve
@@ -853,6 +861,38 @@ mod tests {
         assert_eq!(s.deploy_concurrency, 5);
         assert_eq!(s.job_lease, Duration::from_secs(60));
         assert_eq!(s.public_url, "http://127.0.0.1:9999");
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_dashboard_domain_when_there_is_one() {
+        let resolve = |args: &[&str], file: &str| {
+            let cli = parse(args);
+            let Some(Command::Serve(serve)) = cli.command else {
+                panic!("serve")
+            };
+            Settings::resolve(&cli.global, &serve, toml::from_str(file).unwrap())
+                .unwrap()
+                .public_url
+        };
+        assert_eq!(resolve(&["serve"], ""), "http://127.0.0.1:8080");
+        assert_eq!(
+            resolve(&["serve"], "dashboard_domain = 'paas.example.com'"),
+            "https://paas.example.com"
+        );
+        assert_eq!(
+            resolve(
+                &["serve", "--dashboard-tls", "off"],
+                "dashboard_domain = 'paas.example.com'"
+            ),
+            "http://paas.example.com"
+        );
+        assert_eq!(
+            resolve(
+                &["serve", "--public-url", "https://ops.example.com/"],
+                "dashboard_domain = 'paas.example.com'"
+            ),
+            "https://ops.example.com"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod probes;
 pub mod secrets;
@@ -415,10 +416,12 @@ pub async fn launch(
     .await
     .map_err(|e| anyhow::anyhow!("starting the actor tree failed: {e}"))?;
     tracing::info!("rustploy-server ready on http://{local}");
+    notify::notify("READY=1");
 
     tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
+            notify::notify("STOPPING=1");
             stop_tree(&root, settings.shutdown_grace).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut tree).await;
             Ok(())

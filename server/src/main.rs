@@ -50,7 +50,10 @@ fn main() {
             EnvFilter::try_from_env("RUSTPLOY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     if let Err(e) = cli::run(cli) {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -13,6 +13,7 @@ mod deploying;
 mod doctor;
 mod files;
 mod ingress;
+mod install;
 mod lifecycle;
 mod ops;
 mod policy;
