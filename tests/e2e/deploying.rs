@@ -237,14 +237,19 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(server: &Server, token: &str) -> Self {
+        Self::at(&server.base_url(), token)
+    }
+
+    /// A client of the server at `base` (such as `http://127.0.0.1:8080`), wherever it runs.
+    pub(crate) fn at(base: &str, token: &str) -> Self {
         Self {
-            api: server.api(Some(token)),
+            api: Api::new(base, Some(token)),
             raw: reqwest::blocking::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
-            base: server.base_url(),
+            base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }
     }

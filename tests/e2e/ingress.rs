@@ -150,7 +150,7 @@ pub(crate) fn plain_client() -> reqwest::blocking::Client {
 }
 
 /// GET `path` through Caddy's HTTP port with `host` as the Host header: (status, body).
-fn via_caddy(
+pub(crate) fn via_caddy(
     client: &reqwest::blocking::Client,
     port: u16,
     host: &str,

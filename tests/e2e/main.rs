@@ -12,6 +12,7 @@ mod deploy;
 mod deploying;
 mod doctor;
 mod files;
+mod image;
 mod ingress;
 mod install;
 mod lifecycle;
