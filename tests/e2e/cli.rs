@@ -189,3 +189,62 @@ fn without_a_subcommand_the_server_reads_serves_environment_settings() {
         "the server listens where RUSTPLOY_LISTEN says"
     );
 }
+
+#[test]
+fn setup_link_prints_a_working_link_until_an_owner_exists() {
+    let sandbox = Sandbox::new();
+    sandbox.migrate();
+    // With a dashboard domain in the settings, the link names it (that is where people go).
+    let settings = sandbox.tmp.path().join("dashboard.toml");
+    std::fs::write(&settings, "dashboard_domain = \"paas.example.test\"\n").unwrap();
+    let out = sandbox.run(&[
+        "--config",
+        settings.to_str().unwrap(),
+        "admin",
+        "setup-link",
+    ]);
+    out.assert_success("admin setup-link with a dashboard domain");
+    assert!(
+        out.stdout
+            .trim()
+            .starts_with("https://paas.example.test/setup?token="),
+        "{}",
+        out.stdout
+    );
+
+    let out = sandbox.run(&["admin", "setup-link"]);
+    out.assert_success("admin setup-link");
+    let link = out.stdout.trim();
+    let token = link
+        .strip_prefix("http://127.0.0.1:8080/setup?token=")
+        .unwrap_or_else(|| panic!("a link to the default listener: {link}"));
+    assert_eq!(token.len(), 64, "{link}");
+
+    let server = sandbox.start(&[]);
+    let page =
+        reqwest::blocking::get(format!("{}/setup?token={token}", server.base_url())).unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(
+        html.contains("form") && html.contains(token),
+        "the printed link opens the setup form"
+    );
+    drop(server);
+
+    let created = sandbox.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "owner@example.test",
+            "--role",
+            "owner",
+            "--password-stdin",
+        ],
+        "a-long-enough-password-1\n",
+    );
+    created.assert_success("admin create-user");
+    let out = sandbox.run(&["admin", "setup-link"]);
+    let line = out.assert_one_line_error("setup-link once an owner exists", FAILURE);
+    assert!(line.contains("a user exists already"), "{line}");
+}
