@@ -67,12 +67,14 @@ async fn supervise(
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = Instant::now();
-        match run_once(&spec, admin.as_ref(), &on_ready, &cancel).await {
-            Ok(status) => tracing::warn!(%status, "Caddy exited; restarting it"),
-            Err(e) => tracing::error!("Caddy could not be started: {e}"),
-        }
+        let outcome = run_once(&spec, admin.as_ref(), &on_ready, &cancel).await;
+        // Stopped because the server stops: nothing went wrong, and nothing restarts.
         if cancel.is_cancelled() {
             return;
+        }
+        match outcome {
+            Ok(status) => tracing::warn!(%status, "Caddy exited; restarting it"),
+            Err(e) => tracing::error!("Caddy could not be started: {e}"),
         }
         // A Caddy that ran for a while starts over with a short wait.
         if started.elapsed() > Duration::from_secs(60) {
