@@ -4,8 +4,9 @@
 //! The binary is not built by these tests: `scripts/test` runs `cargo build --workspace --bins`
 //! first, and [`server_bin`] finds the result (or `RUSTPLOY_SERVER_BIN`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -568,50 +569,72 @@ pub fn poll<T>(
     }
 }
 
-/// Runs `cmd` to completion, capturing its output, and fails the test if it takes longer than
-/// `timeout`: the command (and its process group) is killed first, so nothing is left running.
-pub fn run_within(mut cmd: Command, timeout: Duration) -> Outcome {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
+/// Runs `cmd` to its end in a process group of its own, capturing its output. After `timeout`
+/// the group gets SIGTERM, then SIGKILL, and the answer is an error with the output so far.
+/// It never panics, so guards can use it while a failing test unwinds.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Outcome, String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {shown}: {e}"));
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = reader(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for a command") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: kill only sends a signal to the process group the child leads.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
+    let mut child = cmd.spawn().map_err(|e| format!("starting {shown}: {e}"))?;
+    // Read on threads into shared buffers, so a timeout can report what arrived without
+    // waiting for pipes that a stray grandchild may still hold.
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]);
             }
-            let _ = child.wait();
-            panic!(
-                "{shown} did not finish within {timeout:?}; its output so far:\n{}\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        });
+        (buf, reader)
     };
-    Outcome {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+    let (out, out_reader) = collect(Box::new(child.stdout.take().expect("piped stdout")));
+    let (err, err_reader) = collect(Box::new(child.stderr.take().expect("piped stderr")));
+    let text = |buf: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    };
+    let group = child.id() as i32;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let _ = out_reader.join();
+                let _ = err_reader.join();
+                return Ok(Outcome {
+                    status,
+                    stdout: text(&out),
+                    stderr: text(&err),
+                });
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => break,
+            Err(e) => return Err(format!("waiting for {shown}: {e}")),
+        }
     }
+    // SAFETY: kill(2) on the process group our own child leads.
+    unsafe { libc::kill(-group, libc::SIGTERM) };
+    let grace = Instant::now() + Duration::from_secs(10);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < grace {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let _ = child.wait();
+    Err(format!(
+        "{shown} did not finish within {timeout:?} and was killed\nstdout: {}\nstderr: {}",
+        text(&out),
+        text(&err)
+    ))
+}
+
+/// [`run_bounded`] for a test's own steps: a command that runs out of time, or cannot start,
+/// fails the test with its output so far.
+pub fn run_within(cmd: Command, timeout: Duration) -> Outcome {
+    run_bounded(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
 }

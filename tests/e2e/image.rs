@@ -10,14 +10,11 @@
 //! sandbox, mounted at the same path. Its compose project and image tag carry the test's
 //! prefix, and a guard removes them, with everything the server made, however the test ends.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use rustploy_e2e::{Outcome, Sandbox, is_token, poll, server_bin};
+use rustploy_e2e::{Outcome, Sandbox, is_token, poll, run_bounded, server_bin};
 use serde_json::{Value, json};
 
 use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo, docker_lines};
@@ -39,70 +36,6 @@ fn workspace() -> PathBuf {
         .parent()
         .expect("the tests crate lives inside the workspace")
         .to_path_buf()
-}
-
-/// Runs `cmd` to its end in a process group of its own, capturing its output. After `timeout`
-/// the group gets SIGTERM, then SIGKILL, and the answer is an error with the output so far.
-/// It never panics, so guards can use it while a failing test unwinds.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Outcome, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let shown = format!("{cmd:?}");
-    let mut child = cmd.spawn().map_err(|e| format!("starting {shown}: {e}"))?;
-    // Read on threads into shared buffers, so a timeout can report what arrived without
-    // waiting for pipes that a stray grandchild may still hold.
-    let collect = |mut pipe: Box<dyn Read + Send>| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let reader = std::thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&chunk[..n]);
-            }
-        });
-        (buf, reader)
-    };
-    let (out, out_reader) = collect(Box::new(child.stdout.take().expect("piped stdout")));
-    let (err, err_reader) = collect(Box::new(child.stderr.take().expect("piped stderr")));
-    let text = |buf: &Arc<Mutex<Vec<u8>>>| {
-        String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    };
-    let group = child.id() as i32;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let _ = out_reader.join();
-                let _ = err_reader.join();
-                return Ok(Outcome {
-                    status,
-                    stdout: text(&out),
-                    stderr: text(&err),
-                });
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => break,
-            Err(e) => return Err(format!("waiting for {shown}: {e}")),
-        }
-    }
-    // SAFETY: kill(2) on the process group our own child leads.
-    unsafe { libc::kill(-group, libc::SIGTERM) };
-    let grace = Instant::now() + Duration::from_secs(10);
-    while matches!(child.try_wait(), Ok(None)) && Instant::now() < grace {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: as above.
-    unsafe { libc::kill(-group, libc::SIGKILL) };
-    let _ = child.wait();
-    Err(format!(
-        "{shown} did not finish within {timeout:?} and was killed\nstdout: {}\nstderr: {}",
-        text(&out),
-        text(&err)
-    ))
 }
 
 /// Runs `cmd` within `timeout` and asserts it succeeded; returns its output.
