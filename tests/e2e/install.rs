@@ -4,8 +4,8 @@
 //! way an operator would: the files, the user, the modes, the conffiles, the units
 //! (`systemd-analyze verify`), the running service (started by `Type=notify`, as the rustploy
 //! user, with its sandbox in force), its managed Caddy on :80, `doctor` on the host's engine,
-//! and the setup link. Then an upgrade keeps the owner and the settings, and a purge keeps the
-//! data.
+//! the setup link, and the agent's unit reporting the host online once configured. Then an
+//! upgrade keeps the owner and the settings, and a purge keeps the data.
 //!
 //! The container shares nothing with the host but the Docker engine's socket (so the service
 //! reaches a real engine) and read-only mounts of the package and the scripts; its ports are
@@ -390,6 +390,44 @@ fn the_package_installs_as_a_hardened_service_upgrades_and_purges_keeping_the_da
         redirect.starts_with("HTTP/1.0 308")
             && redirect.contains(&format!("Location: https://{DASHBOARD}/")),
         "{redirect}"
+    );
+
+    // The agent, once its settings name the server and a token, registers this host and
+    // reports it online, running under its own unit's sandbox.
+    let server = |args: &str| {
+        host.ok(&format!(
+            "runuser -u rustploy -- rustploy-server --config {CONFIG} {args} 2>/dev/null"
+        ))
+        .trim()
+        .to_string()
+    };
+    let agent_token = server("admin create-token --name this-host --scopes agent");
+    let reader = server("admin create-token --name reader --scopes read");
+    host.ok(&format!(
+        "printf 'server = \"http://127.0.0.1:8080\"\ntoken = \"{agent_token}\"\n\
+         interval_secs = 1\n' >/etc/rustploy/agent.toml && \
+         systemctl enable --now rustploy-agent.service"
+    ));
+    poll(
+        "the agent to report this host online",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let answer = host.ok(&format!(
+                "exec 3<>/dev/tcp/127.0.0.1/8080; printf 'GET /api/v1/agents HTTP/1.0\r\n\
+                 Authorization: Bearer {reader}\r\n\r\n' >&3; timeout 10 cat <&3"
+            ));
+            if answer.contains("\"online\"") && answer.contains("rustploy-host") {
+                Ok(())
+            } else {
+                Err(answer)
+            }
+        },
+    );
+    assert_eq!(
+        host.ok("systemctl show --value -p NRestarts rustploy-agent.service")
+            .trim(),
+        "0"
     );
 
     // --- upgrading --------------------------------------------------------------------------
