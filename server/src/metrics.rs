@@ -4,7 +4,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use axum::extract::MatchedPath;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,10 +15,62 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The labels of a request's counter. Every request is counted, so they are built without
+/// copying a string: the method is a name of ours, the route the router's own pattern.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: Route,
+    status: u16,
+}
+
+/// The labels of a request's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+}
+
+/// The `route` label: the pattern the router matched (reference-counted inside axum, so a
+/// clone is a count), or a fixed name for requests no route matched.
+#[derive(Clone, Debug)]
+pub enum Route {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl Route {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(path) => path.as_str(),
+            Route::Fixed(name) => name,
+        }
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
-    http_requests: Family<Labels, Counter>,
-    http_latency: Family<Labels, Histogram>,
+    http_requests: Family<RequestLabels, Counter>,
+    http_latency: Family<RouteLabels, Histogram>,
     jobs: Family<Labels, Gauge>,
     deployments: Family<Labels, Gauge>,
     restarts: Family<Labels, Gauge>,
@@ -32,8 +86,8 @@ fn latency_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("rustploy");
-        let http_requests = Family::<Labels, Counter>::default();
-        let http_latency = Family::<Labels, Histogram>::new_with_constructor(
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        let http_latency = Family::<RouteLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
         let jobs = Family::<Labels, Gauge>::default();
@@ -98,17 +152,20 @@ pub fn method_label(method: &http::Method) -> &'static str {
 }
 
 impl Metrics {
-    pub fn observe_http(&self, method: &http::Method, route: &str, status: u16, took: Duration) {
-        self.http_requests
-            .get_or_create(&vec![
-                ("method", method_label(method).to_string()),
-                ("route", route.to_string()),
-                ("status", status.to_string()),
-            ])
-            .inc();
+    /// Counts and times one answered request.
+    pub fn observe_http(&self, method: &http::Method, route: Route, status: u16, took: Duration) {
         self.http_latency
-            .get_or_create(&vec![("route", route.to_string())])
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
             .observe(took.as_secs_f64());
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                method: method_label(method),
+                route,
+                status,
+            })
+            .inc();
     }
 
     /// Counts an audit event that could not be written.
@@ -165,6 +222,32 @@ mod tests {
         for (method, want) in cases {
             let m = http::Method::from_bytes(method.as_bytes()).unwrap();
             assert_eq!(method_label(&m), want, "{method}");
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_and_timed_per_method_route_and_status() {
+        let metrics = Metrics::default();
+        let get = http::Method::GET;
+        let apps = Route::Fixed("/api/v1/apps");
+        for _ in 0..3 {
+            metrics.observe_http(&get, apps.clone(), 200, Duration::from_millis(2));
+        }
+        metrics.observe_http(&get, apps, 404, Duration::ZERO);
+        metrics.observe_http(
+            &http::Method::POST,
+            Route::Fixed("unmatched"),
+            404,
+            Duration::ZERO,
+        );
+        let text = metrics.render(&[], &[], &Default::default());
+        for line in [
+            "rustploy_http_requests_total{method=\"GET\",route=\"/api/v1/apps\",status=\"200\"} 3",
+            "rustploy_http_requests_total{method=\"GET\",route=\"/api/v1/apps\",status=\"404\"} 1",
+            "rustploy_http_requests_total{method=\"POST\",route=\"unmatched\",status=\"404\"} 1",
+            "rustploy_http_request_duration_seconds_count{route=\"/api/v1/apps\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
     }
 }

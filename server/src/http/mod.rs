@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use error::ApiError;
 
+use crate::metrics::Route;
 pub use crate::state::AppState;
 
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -99,17 +100,16 @@ async fn observe(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(path) => Route::Matched(path.clone()),
+        None => Route::Fixed("unmatched"),
+    };
     let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
     state.metrics.observe_http(
         &method,
-        &route,
+        route,
         response.status().as_u16(),
         started.elapsed(),
     );
