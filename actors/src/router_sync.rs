@@ -10,6 +10,7 @@
 //! written to the ledger, and the router's own state to the `settings` row `router.state`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,7 +205,7 @@ impl Actor for RouterSync {
 /// an app.
 pub fn desired_sites(
     domains: &[DomainRow],
-    upstreams: &BTreeMap<String, Vec<String>>,
+    upstreams: &BTreeMap<String, Vec<SocketAddr>>,
     excluded: &dyn Fn(&DomainRow) -> bool,
     dashboard: Option<&(String, TlsMode, String)>,
 ) -> Vec<Site> {
@@ -218,13 +219,10 @@ pub fn desired_sites(
             path_prefix: d.path_prefix.clone(),
             target: match (&d.redirect_to, upstreams.get(&d.app)) {
                 (Some(origin), _) => Target::Redirect(origin.clone()),
-                (None, Some(dials)) if !dials.is_empty() => Target::Release {
+                (None, Some(release)) if !release.is_empty() => Target::Release {
                     app: d.app.clone(),
-                    port: dials
-                        .iter()
-                        .find_map(|dial| dial.rsplit_once(':')?.1.parse().ok())
-                        .unwrap_or(80),
-                    dials: dials.clone(),
+                    port: release[0].port(),
+                    dials: release.iter().map(ToString::to_string).collect(),
                 },
                 (None, _) => Target::NoRelease { app: d.app.clone() },
             },
@@ -279,22 +277,16 @@ fn fallbacks_hash(config: &serde_json::Value) -> [u8; 32] {
 }
 
 /// Each app's live release addresses, for the lookup table.
-fn releases(upstreams: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<std::net::IpAddr>> {
+fn releases(upstreams: &BTreeMap<String, Vec<SocketAddr>>) -> BTreeMap<String, Vec<IpAddr>> {
     upstreams
         .iter()
-        .map(|(app, dials)| {
-            let addresses = dials
-                .iter()
-                .filter_map(|dial| dial.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-                .collect();
-            (app.clone(), addresses)
-        })
+        .map(|(app, release)| (app.clone(), release.iter().map(SocketAddr::ip).collect()))
         .collect()
 }
 
 struct Desired {
     domains: Vec<DomainRow>,
-    upstreams: BTreeMap<String, Vec<String>>,
+    upstreams: BTreeMap<String, Vec<SocketAddr>>,
 }
 
 /// Keeps the `<app>.<base domain>` rows in step with the apps and the setting. An app named
@@ -730,7 +722,7 @@ mod tests {
 
     #[test]
     fn domains_route_to_their_apps_live_release_or_say_there_is_none() {
-        let upstreams = BTreeMap::from([("a".to_string(), vec!["10.0.0.2:80".to_string()])]);
+        let upstreams = BTreeMap::from([("a".to_string(), vec!["10.0.0.2:80".parse().unwrap()])]);
         let sites = desired_sites(
             &[
                 row(1, "a", "a.test"),
@@ -761,7 +753,7 @@ mod tests {
 
     #[test]
     fn the_dashboard_host_routes_to_the_dashboard_whatever_an_app_claims() {
-        let upstreams = BTreeMap::from([("a".to_string(), vec!["10.0.0.2:80".to_string()])]);
+        let upstreams = BTreeMap::from([("a".to_string(), vec!["10.0.0.2:80".parse().unwrap()])]);
         let dashboard = (
             "dash.test".to_string(),
             TlsMode::Off,

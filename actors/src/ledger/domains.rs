@@ -3,6 +3,7 @@
 //! certificate as RouterSync last saw them, and the live upstreams they route to.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use rustploy_api::states::{DomainSource, DomainStatus, TlsMode};
@@ -243,27 +244,30 @@ pub fn set_certificate(
     Ok(())
 }
 
-/// Where each app's live release answers (`address:port` of each routed container), by app
-/// name.
-pub fn upstreams(c: &Connection) -> Result<BTreeMap<String, Vec<String>>, LedgerError> {
+/// Where each app's live release answers (the address and port of each routed container), by
+/// app name. A stored address that is not an IP address (none is written so) is left out.
+pub fn upstreams(c: &Connection) -> Result<BTreeMap<String, Vec<SocketAddr>>, LedgerError> {
     let mut stmt = c.prepare_cached(
         "SELECT a.name, r.address, r.port FROM app_runtimes r JOIN apps a ON a.id = r.app_id
           ORDER BY r.container_id",
     )?;
-    let mut upstreams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut upstreams: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<_, u16>(2)?,
         ))
     })?;
     for row in rows {
         let (app, address, port) = row?;
-        upstreams
-            .entry(app)
-            .or_default()
-            .push(format!("{address}:{port}"));
+        match address.parse::<IpAddr>() {
+            Ok(ip) => upstreams
+                .entry(app)
+                .or_default()
+                .push(SocketAddr::new(ip, port)),
+            Err(_) => tracing::warn!(%app, %address, "a routed container's address is not an IP"),
+        }
     }
     Ok(upstreams)
 }
