@@ -150,10 +150,8 @@ async fn start_route_lookup(
             .await
             .context("binding the route lookup on loopback")?,
     };
-    if let Some(port) = routes.resolver().rsplit(':').next() {
-        std::fs::write(&port_file, port)
-            .with_context(|| format!("writing {}", port_file.display()))?;
-    }
+    std::fs::write(&port_file, routes.address().port().to_string())
+        .with_context(|| format!("writing {}", port_file.display()))?;
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(routes.clone().serve(socket, stop.clone()));
     Ok((routes, stop.drop_guard()))

@@ -69,6 +69,11 @@ impl Routes {
         Ok((routes, socket))
     }
 
+    /// Where the responder listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// The responder's address, as Caddy's resolver address (`udp/IP:port`).
     pub fn resolver(&self) -> String {
         format!("udp/{}", self.address)
