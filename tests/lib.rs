@@ -21,6 +21,14 @@ use tempfile::TempDir;
 /// busy two-core machine running other tests in parallel can be slow to start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The workspace's root folder (where `scripts/` and `packaging/` are).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace")
+        .to_path_buf()
+}
+
 /// The `rustploy-server` binary under test: `RUSTPLOY_SERVER_BIN` when set, else the debug
 /// build in the workspace's target directory (honouring `CARGO_TARGET_DIR`).
 pub fn server_bin() -> PathBuf {
@@ -33,10 +41,7 @@ pub fn server_bin() -> PathBuf {
         );
         return bin;
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the workspace")
-        .to_path_buf();
+    let workspace = workspace();
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         // A relative CARGO_TARGET_DIR is relative to where cargo ran, which for scripts/test
         // is the workspace root.

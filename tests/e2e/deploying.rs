@@ -140,7 +140,7 @@ pub(crate) fn docker_lines(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rustploy_e2e::{Outcome, Sandbox, is_token, poll, run_bounded, server_bin};
+use rustploy_e2e::{Outcome, Sandbox, is_token, poll, run_bounded, server_bin, workspace};
 use serde_json::{Value, json};
 
 use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo, docker_lines};
@@ -30,13 +30,6 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the server in the container may take to answer once its container started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the workspace")
-        .to_path_buf()
-}
 
 /// Runs `cmd` within `timeout` and asserts it succeeded; returns its output.
 fn run_ok(cmd: Command, timeout: Duration, what: &str) -> Outcome {

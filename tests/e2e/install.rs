@@ -16,19 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rustploy_e2e::{Outcome, poll, run_within};
+use rustploy_e2e::{Outcome, poll, run_within, workspace};
+
+use crate::deploying::rand_u32;
 
 /// A Debian 12 root with systemd, as a fresh server has it; its init is systemd.
 const SYSTEMD_IMAGE: &str = "rustploy-test/systemd:1";
 const DASHBOARD: &str = "rustploy.example.test";
 const CONFIG: &str = "/etc/rustploy/rustploy.toml";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the workspace")
-        .to_path_buf()
-}
 
 fn docker(args: &[&str], timeout: Duration) -> Outcome {
     let mut cmd = Command::new("docker");
@@ -82,7 +77,7 @@ struct Host {
 
 impl Host {
     fn boot(package_dir: &Path) -> Self {
-        let name = format!("rp-install-{}-{}", std::process::id(), unique());
+        let name = format!("rp-install-{}-{}", std::process::id(), rand_u32());
         let host = Host { name };
         let socket = Path::new("/var/run/docker.sock");
         let scripts = workspace().join("scripts");
@@ -169,14 +164,6 @@ impl Drop for Host {
     fn drop(&mut self) {
         let _ = docker(&["rm", "--force", &self.name], Duration::from_secs(60));
     }
-}
-
-fn unique() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        % 1_000_000_007
 }
 
 /// `scripts/package` on the debug binaries the suite has built: the same package as a release

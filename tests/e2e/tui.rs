@@ -1,7 +1,7 @@
 //! The real `rustploy-tui` binary in a real terminal (tmux) against the real server and Docker:
 //! log in, open an app, deploy it, watch its log stream to healthy, and set an env var.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -15,10 +15,7 @@ fn tui_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("RUSTPLOY_TUI_BIN") {
         return PathBuf::from(bin);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the workspace")
-        .to_path_buf();
+    let workspace = rustploy_e2e::workspace();
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace.join(dir),
         None => workspace.join("target"),
