@@ -84,6 +84,12 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The branch of `ls-remote --symref`'s line `ref: refs/heads/<branch>\tHEAD`.
+fn symbolic_head(line: &str) -> Option<String> {
+    let target = line.strip_prefix("ref: ")?.strip_suffix("\tHEAD")?;
+    Some(target.strip_prefix("refs/heads/")?.to_string())
+}
+
 /// How git calls are made.
 #[derive(Debug, Clone)]
 pub struct Git {
@@ -187,6 +193,33 @@ impl Git {
             let _ = std::fs::remove_file(path);
         }
         result
+    }
+
+    /// The branch the repository's HEAD names (its default branch), or `None` when the
+    /// remote does not say (an empty repository, or a server without symbolic refs).
+    pub async fn default_branch(
+        &self,
+        url: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>, ProcessError> {
+        validate_repo_url(url, self.allow_local).map_err(|m| ProcessError::Failed {
+            program: "git ls-remote".into(),
+            status: "refused".into(),
+            tail: vec![m],
+        })?;
+        let mut head = None;
+        self.run(
+            None,
+            &["ls-remote", "--symref", "--", url, "HEAD"],
+            cancel,
+            &mut |stream, line| {
+                if stream == Stream::Stdout && head.is_none() {
+                    head = symbolic_head(&line);
+                }
+            },
+        )
+        .await?;
+        Ok(head)
     }
 
     /// A shallow clone of `branch` into `dest` (which must not exist).
@@ -362,6 +395,53 @@ mod tests {
         ] {
             assert!(validate_repo_url(bad, true).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_default_branch_is_what_the_remote_head_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{script}");
+        };
+        sh(
+            "git init -q -b trunk named && cd named && echo 1 > f && git add f && git commit -qm one",
+        );
+        sh("git init -q -b trunk empty");
+        let git = Git {
+            timeout: Duration::from_secs(30),
+            allow_local: true,
+            credentials: Credentials::default(),
+            scratch: dir.path().join("scratch"),
+        };
+        let cancel = CancellationToken::new();
+        let url = |name: &str| dir.path().join(name).to_string_lossy().to_string();
+        assert_eq!(
+            git.default_branch(&url("named"), &cancel).await.unwrap(),
+            Some("trunk".to_string())
+        );
+        // An empty repository's HEAD points at a branch with no commit: nothing to name.
+        assert_eq!(
+            git.default_branch(&url("empty"), &cancel).await.unwrap(),
+            None
+        );
+        assert!(git.default_branch(&url("absent"), &cancel).await.is_err());
+        assert_eq!(
+            symbolic_head("ref: refs/heads/main\tHEAD"),
+            Some("main".into())
+        );
+        assert_eq!(symbolic_head("3f2a9c1b\tHEAD"), None);
+        assert_eq!(symbolic_head("ref: refs/tags/v1\tHEAD"), None);
     }
 
     #[tokio::test]

@@ -142,8 +142,12 @@ pub async fn import(
     }
     git::validate_repo_url(&body.repo_url, settings.allow_local_repos)
         .map_err(ImportError::BadRepoUrl)?;
-    let branch =
-        GitRef::parse(body.branch.as_deref().unwrap_or("main")).map_err(ImportError::BadBranch)?;
+    let branch = body
+        .branch
+        .as_deref()
+        .map(GitRef::parse)
+        .transpose()
+        .map_err(ImportError::BadBranch)?;
     if let Some(p) = &body.compose_path {
         detect::check_repo_path(p).map_err(ImportError::BadComposePath)?;
     }
@@ -171,8 +175,8 @@ pub async fn import(
         .data_dir
         .join("apps")
         .join(format!(".import-{}", crate::secrets::random_public_id()));
-    let checked = inspect(state, who, &body, &name, &branch, &staging).await;
-    let (app, sha, detection) = match checked {
+    let checked = inspect(state, who, &body, &name, branch, &staging).await;
+    let (app, branch, sha, detection) = match checked {
         Ok(found) => found,
         Err(e) => {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging)).await;
@@ -201,17 +205,18 @@ pub async fn import(
     Ok(app)
 }
 
-/// The import's steps that leave a checkout in `staging`: clone, detect, judge by the policy,
-/// and create the app. Answers the app, the commit and what was detected; the caller removes
-/// `staging` when this fails.
+/// The import's steps that leave a checkout in `staging`: clone (`branch`, or the
+/// repository's default branch), detect, judge by the policy, and create the app. Answers the
+/// app, the branch, the commit and what was detected; the caller removes `staging` when this
+/// fails.
 async fn inspect(
     state: &AppState,
     who: &Principal,
     body: &ImportRequest,
     name: &crate::domain::AppName,
-    branch: &GitRef,
+    branch: Option<GitRef>,
     staging: &Path,
-) -> Result<(App, String, Detection), ImportError> {
+) -> Result<(App, GitRef, String, Detection), ImportError> {
     let config = state.settings.deploy_config();
     let credentials = Credentials {
         deploy_key: body.deploy_key.clone(),
@@ -227,6 +232,19 @@ async fn inspect(
         allow_local: config.allow_local_repos,
         credentials,
         scratch: staging.join("ssh"),
+    };
+    // Without a branch, the one the repository's HEAD names, as `git clone` would take; a
+    // remote that does not say gets `main`, and the clone below reports what is wrong.
+    let branch = match branch {
+        Some(branch) => branch,
+        None => {
+            let head = git
+                .default_branch(&body.repo_url, &CancellationToken::new())
+                .await
+                .ok()
+                .flatten();
+            GitRef::parse(head.as_deref().unwrap_or("main")).map_err(ImportError::BadBranch)?
+        }
     };
     let src = staging.join("src");
     let cloned = git
@@ -321,7 +339,7 @@ async fn inspect(
         })
         .await?;
     let app = created.ok_or_else(|| ImportError::Taken(name.to_string()))?;
-    Ok((app, sha, detection))
+    Ok((app, branch, sha, detection))
 }
 
 /// The policy's verdict on the checkout at `src` (blocking: it reads the compose file and

@@ -342,3 +342,55 @@ async fn renaming_is_refused_once_deployed_and_a_taken_name_conflicts() {
     .await
     .error(409, "creating a taken name");
 }
+
+#[tokio::test]
+async fn an_import_without_a_branch_takes_the_repositorys_default_branch() {
+    let h = Harness::with_settings(|s| s.allow_local_repos = true).await;
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("shop");
+    crate::trust::repository(
+        &repo,
+        &[(
+            "compose.yaml",
+            "services:\n  web:\n    image: rustploy-test/busybox:1\n    ports: ['8080:80']\n",
+        )],
+    );
+    // Like many repositories made before `main` was git's default.
+    let renamed = std::process::Command::new("git")
+        .args(["branch", "-m", "main", "master"])
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    assert!(renamed.success());
+    let url = repo.to_string_lossy().into_owned();
+    let token = h.token("deploy").await;
+
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/apps/import",
+            Some(&token),
+            Some(&json!({ "name": "shop", "repo_url": url })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["import"]["branch"], "master", "{}", r.text);
+
+    // A branch that is asked for is cloned as asked, and its absence said.
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/apps/import",
+            Some(&token),
+            Some(&json!({ "name": "other", "repo_url": url, "branch": "main" })),
+        )
+        .await;
+    assert_eq!(r.error(422, "a missing branch"), "repository_unavailable");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("branch 'main'")),
+        "{}",
+        r.text
+    );
+}

@@ -200,11 +200,6 @@ const IMPORT_FIELDS: &[&str] = &[
 ];
 
 fn import_page(v: &Viewer, form: &ImportForm, problem: &Problem) -> Markup {
-    let branch = if form.branch.is_empty() {
-        "main"
-    } else {
-        form.branch.as_str()
-    };
     layout(
         Some((v, Section::Import)),
         "Import an app",
@@ -215,7 +210,7 @@ fn import_page(v: &Viewer, form: &ImportForm, problem: &Problem) -> Markup {
                 (form_error(problem, IMPORT_FIELDS))
                 (field("App name (lowercase letters, digits, dashes)", "name", "text", &form.name, problem))
                 (field("Repository URL", "repo_url", "text", &form.repo_url, problem))
-                (field("Branch", "branch", "text", branch, problem))
+                (field("Branch (empty: the repository's default)", "branch", "text", &form.branch, problem))
                 (field("Compose file path (empty: detect)", "compose_path", "text", &form.compose_path, problem))
                 details {
                     summary { "Private repository" }
