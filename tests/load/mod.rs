@@ -257,7 +257,8 @@ pub struct KindReport {
     /// Failures counted per phase (phase names as in [`Report::phases`]).
     pub failures_by_phase: Vec<u64>,
     /// Of the failures, those of a request that was the first on a connection just opened
-    /// and got no byte of an answer (reset at accept, or its TLS handshake failed): what a
+    /// and got no byte of an answer (reset at accept, seen at the write of the request or
+    /// before the answer, or its TLS handshake failed): what a
     /// Caddy load can do to a connection that arrives at that instant.
     pub fresh_lost: u64,
     /// Distinct bodies (SSE: event data) in the order the kind first saw them, with counts.
@@ -1019,11 +1020,20 @@ fn new_conn_client(shared: &Shared, target: &Target, settings: &Settings) {
                 phase,
                 format!("status {}: {}", r.status, snippet(&r.body)),
             ),
-            Err(e) if e.contains("before any byte") => shared.fail_fresh(Kind::NewConn, phase, e),
+            Err(e) if reset_at_accept(&e) => shared.fail_fresh(Kind::NewConn, phase, e),
             Err(e) => shared.fail(Kind::NewConn, phase, e),
         }
         pause(shared, settings.pause);
     }
+}
+
+/// Whether a failure of a connection's first request is the server resetting the connection
+/// it had just accepted: seen while connecting, while writing the request, or before any byte
+/// of the answer, depending on when the reset arrives.
+fn reset_at_accept(why: &str) -> bool {
+    why.contains("before any byte")
+        || (why.starts_with("connecting: ") || why.starts_with("writing the request: "))
+            && why.contains("connection reset")
 }
 
 fn keepalive_client(shared: &Shared, target: &Target, settings: &Settings) {
@@ -1043,11 +1053,12 @@ fn keepalive_client(shared: &Shared, target: &Target, settings: &Settings) {
                     (s, 0)
                 }
                 Err(e) => {
-                    shared.fail(
-                        Kind::KeepAlive,
-                        phase,
-                        format!("connecting: {}", io_text(&e)),
-                    );
+                    let why = format!("connecting: {}", io_text(&e));
+                    if reset_at_accept(&why) {
+                        shared.fail_fresh(Kind::KeepAlive, phase, why);
+                    } else {
+                        shared.fail(Kind::KeepAlive, phase, why);
+                    }
                     pause(shared, settings.pause);
                     continue;
                 }
@@ -1083,7 +1094,7 @@ fn keepalive_client(shared: &Shared, target: &Target, settings: &Settings) {
                     open = Some((stream, used + 1));
                 }
             }
-            Err(e) if used == 0 && e.contains("before any byte") => shared.fail_fresh(
+            Err(e) if used == 0 && reset_at_accept(&e) => shared.fail_fresh(
                 Kind::KeepAlive,
                 phase,
                 format!("{e} (request 1 on its connection)"),
