@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_retention.sql"),
     include_str!("../../../migrations/0009_auth_epoch.sql"),
     include_str!("../../../migrations/0010_app_deleting.sql"),
+    include_str!("../../../migrations/0011_lookup_indexes.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -11,6 +11,7 @@ mod helpers;
 mod hook_states;
 mod jobs;
 mod migrations;
+mod query_plans;
 mod retention;
 mod router_sync;
 mod sql_boundary;

@@ -107,8 +107,8 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
              INSERT INTO apps (name, created_at, updated_at) VALUES ('kept', 1, 1);",
         )
         .unwrap();
-        // Version 7: before the retention indexes (8), the credential counter (9) and the
-        // mark of an app being deleted (10).
+        // Version 7: before the retention indexes (8), the credential counter (9), the
+        // mark of an app being deleted (10) and the lookup indexes (11).
         c.pragma_update(None, "user_version", 7).unwrap();
         c.execute_batch(
             "DROP TRIGGER jobs_refused_while_app_deleting;
@@ -119,7 +119,9 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
              DROP TABLE auth_epoch;
              DROP INDEX token_audit_events_at; DROP INDEX webhook_deliveries_deployment;
              DROP INDEX webhook_deliveries_duplicate; DROP INDEX deployments_rollback_of;
-             DROP INDEX jobs_app_kind;",
+             DROP INDEX jobs_app_kind;
+             DROP INDEX webhook_deliveries_delivery; DROP INDEX agent_transitions_agent;
+             DROP INDEX service_backups_service;",
         )
         .unwrap();
         let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
