@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rustploy_actors::crypto::{SecretBox, env_context};
+use rustploy_actors::ingress::LoadHandover;
 use rustploy_actors::ledger::{SCHEMA_VERSION, inspect, now_ms};
 
 use crate::config::{CaddyMode, Settings};
@@ -27,6 +28,8 @@ pub enum Outcome {
         problem: String,
         fix: String,
     },
+    /// Works, with a limit a person may want to lift: what it is, and how.
+    Warn(String),
     /// Not relevant to these settings.
     Skip(String),
 }
@@ -55,6 +58,13 @@ impl Check {
         }
     }
 
+    fn warn(name: &'static str, what: impl Into<String>) -> Self {
+        Self {
+            name,
+            outcome: Outcome::Warn(what.into()),
+        }
+    }
+
     fn skip(name: &'static str, why: impl Into<String>) -> Self {
         Self {
             name,
@@ -62,11 +72,13 @@ impl Check {
         }
     }
 
-    /// `ok    docker      ...`, `FAIL  data dir    ...: fix`, `skip  dns         ...`.
+    /// `ok    docker      ...`, `FAIL  data dir    ...: fix`, `warn  reloads     ...`,
+    /// `skip  dns         ...`.
     pub fn line(&self) -> String {
         match &self.outcome {
             Outcome::Pass(what) => format!("ok    {:<11} {what}", self.name),
             Outcome::Fail { problem, fix } => format!("FAIL  {:<11} {problem}: {fix}", self.name),
+            Outcome::Warn(what) => format!("warn  {:<11} {what}", self.name),
             Outcome::Skip(why) => format!("skip  {:<11} {why}", self.name),
         }
     }
@@ -161,7 +173,7 @@ async fn caddy(settings: &Settings) -> Vec<Check> {
             }
         }
     };
-    let mut checks = vec![caddy];
+    let mut checks = vec![caddy, reloads()];
     for (name, listen) in [
         ("http port", &settings.http_listen),
         ("https port", &settings.https_listen),
@@ -169,6 +181,20 @@ async fn caddy(settings: &Settings) -> Vec<Check> {
         checks.push(port(name, listen, answers));
     }
     checks
+}
+
+/// Whether a configuration load (a domain or TLS change) can reset a connection arriving at
+/// that instant: see `LoadHandover`.
+fn reloads() -> Check {
+    let handover = LoadHandover::read();
+    match handover.advice() {
+        None => Check::pass(
+            "reloads",
+            "net.ipv4.tcp_migrate_req is 1: connections queued while Caddy loads a domain \
+             change move to its new socket",
+        ),
+        Some(advice) => Check::warn("reloads", advice),
+    }
 }
 
 /// Whether Caddy can listen on `listen`: free, or already held while a Caddy answers (taken

@@ -32,6 +32,7 @@ use rustploy_actors::deployer::{
 use rustploy_actors::files;
 use rustploy_actors::heartbeat_monitor::{HeartbeatConfig, HeartbeatMonitor, HeartbeatMonitorArgs};
 use rustploy_actors::housekeeper::{Housekeeper, HousekeeperArgs};
+use rustploy_actors::ingress::LoadHandover;
 use rustploy_actors::ingress::Lookup;
 use rustploy_actors::ingress::admin::{CaddyAdmin, HttpAdmin};
 use rustploy_actors::ingress::dns::Routes;
@@ -319,6 +320,11 @@ pub async fn launch(
         refresh: r.refresh(),
     });
     let router_settings = Arc::new(settings.router_settings(local, lookup));
+    if settings.caddy != CaddyMode::Off
+        && let Some(advice) = LoadHandover::read().advice()
+    {
+        tracing::warn!("{advice}");
+    }
     // Caddy outlives restarts of RouterSync: a routing hiccup must not take the apps down.
     let _managed_caddy = match (&admin, settings.caddy) {
         (Some(admin), CaddyMode::Managed) => {

@@ -82,3 +82,52 @@ pub struct Lookup {
 pub fn listen_port(listen: &str) -> Option<u16> {
     listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
+
+/// Whether the kernel hands connections queued on a closing listener to another listener of
+/// the same port (`net.ipv4.tcp_migrate_req`). Caddy binds its ports with `SO_REUSEPORT` and
+/// opens new sockets on every configuration load (a domain or TLS change), then closes the
+/// old ones: without migration, connections the kernel had queued on an old socket are reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadHandover {
+    /// Queued connections move to the new socket: a load loses none.
+    Migrates,
+    /// The setting is 0: a connection arriving at the instant of a load can be reset.
+    Off,
+    /// The kernel has no such setting (before Linux 5.14), or it could not be read.
+    Unknown,
+}
+
+/// Where the kernel keeps the setting, for this network namespace.
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+impl LoadHandover {
+    /// Reads the setting of the calling process's network namespace.
+    pub fn read() -> Self {
+        match std::fs::read_to_string(MIGRATE_REQ)
+            .as_deref()
+            .map(str::trim)
+        {
+            Ok("0") => Self::Off,
+            Ok(_) => Self::Migrates,
+            Err(_) => Self::Unknown,
+        }
+    }
+
+    /// What a person should do about it, when anything.
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            Self::Migrates => None,
+            Self::Off => Some(
+                "net.ipv4.tcp_migrate_req is 0: a connection that reaches Caddy at the instant \
+                 it loads a domain or TLS change can be reset; set it to 1 (sysctl -w \
+                 net.ipv4.tcp_migrate_req=1, kept across boots by the Debian package's \
+                 /usr/lib/sysctl.d/60-rustploy.conf)",
+            ),
+            Self::Unknown => Some(
+                "this kernel has no net.ipv4.tcp_migrate_req (Linux 5.14 or later has it): a \
+                 connection that reaches Caddy at the instant it loads a domain or TLS change \
+                 can be reset",
+            ),
+        }
+    }
+}
