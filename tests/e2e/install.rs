@@ -110,6 +110,13 @@ impl Host {
         }
         args.push(SYSTEMD_IMAGE);
         docker(&args, Duration::from_secs(60)).assert_success("starting the systemd container");
+        // Docker mounts /proc/sys read-only; a host's is writable by root. The kernel settings
+        // of the container's own network namespace are its own, so the host's are untouched.
+        docker(
+            &["exec", &host.name, "mount", "-o", "remount,rw", "/proc/sys"],
+            Duration::from_secs(30),
+        )
+        .assert_success("making the container's /proc/sys writable");
         poll(
             "systemd to finish booting",
             Duration::from_secs(60),
@@ -200,6 +207,7 @@ fn the_package_installs_as_a_hardened_service_upgrades_and_purges_keeping_the_da
         "./lib/systemd/system/rustploy-server.service",
         "./lib/systemd/system/rustploy-agent.service",
         "./etc/rustploy/rustploy.toml",
+        "./usr/lib/sysctl.d/60-rustploy.conf",
     ] {
         assert!(
             contents.stdout.contains(path),
@@ -238,6 +246,19 @@ fn the_package_installs_as_a_hardened_service_upgrades_and_purges_keeping_the_da
     assert!(
         said.contains("stopping and disabling caddy.service"),
         "Debian's own Caddy gives :80 and :443 to the managed one:\n{said}"
+    );
+    // The kernel setting that keeps Caddy's loads from resetting connections, applied in the
+    // host's network namespace (here the container's own, whose /proc/sys `boot` made
+    // writable, as on a real host).
+    assert_eq!(
+        host.ok("cat /proc/sys/net/ipv4/tcp_migrate_req").trim(),
+        "1",
+        "postinst applies /usr/lib/sysctl.d/60-rustploy.conf:\n{said}"
+    );
+    assert!(
+        !said.contains("could not set net.ipv4.tcp_migrate_req")
+            && said.lines().any(|l| l.starts_with("ok    reloads")),
+        "doctor sees the setting the package applied:\n{said}"
     );
     for check in [
         "docker",
@@ -423,7 +444,12 @@ fn the_package_installs_as_a_hardened_service_upgrades_and_purges_keeping_the_da
          {CONFIG} admin create-user --email owner@example.test --role owner --password-stdin"
     ));
     let upgrade = host.sh_within(
-        &format!("DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y /pkg/{deb}"),
+        // A host whose kernel settings cannot be written (as in most containers): the
+        // upgrade goes on and says what it could not do.
+        &format!(
+            "mount -o remount,ro /proc/sys && \
+             DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y /pkg/{deb}"
+        ),
         Duration::from_secs(600),
     );
     upgrade.assert_success("reinstalling the package");
@@ -431,6 +457,10 @@ fn the_package_installs_as_a_hardened_service_upgrades_and_purges_keeping_the_da
     assert!(
         !said.contains("setup?token="),
         "no setup link once an owner exists:\n{said}"
+    );
+    assert!(
+        said.contains("rustploy: could not set net.ipv4.tcp_migrate_req=1 here"),
+        "a kernel setting that cannot be written is said:\n{said}"
     );
     assert_eq!(host.unit("ActiveState"), "active");
     assert_ne!(
