@@ -207,7 +207,7 @@ pub fn user(c: &Connection, id: i64) -> Result<Option<UserRow>, LedgerError> {
 /// Up to `limit` users with an id below `before`, newest first.
 pub fn users(c: &Connection, before: i64, limit: i64) -> Result<Vec<UserRow>, LedgerError> {
     Ok(c.prepare_cached(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+        "SELECT {USER_COLUMNS} FROM users WHERE id < ?1 ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)"
     ))?
     .query_map(params![before, limit], user_from_row)?
     .collect::<Result<_, _>>()?)
@@ -404,7 +404,7 @@ pub fn token(c: &Connection, id: i64) -> Result<Option<TokenRow>, LedgerError> {
 /// Up to `limit` tokens with an id below `before`, newest first, live or not.
 pub fn tokens(c: &Connection, before: i64, limit: i64) -> Result<Vec<TokenRow>, LedgerError> {
     Ok(c.prepare_cached(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id < ?1 ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)"
     ))?
     .query_map(params![before, limit], token_from_row)?
     .collect::<Result<_, _>>()?)
@@ -687,7 +687,7 @@ pub fn audit_events(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow
               WHERE id < ?1 AND (?2 IS NULL OR token_id = ?2) AND (?3 IS NULL OR user_id = ?3)
                 AND (?4 IS NULL OR method = ?4) AND (?5 IS NULL OR status = ?5)
                 AND (?6 IS NULL OR path LIKE ?6 ESCAPE '\\')
-              ORDER BY id DESC LIMIT ?7",
+              ORDER BY id DESC LIMIT CAST(?7 AS INTEGER)",
     )?
     .query_map(
         params![

@@ -170,7 +170,7 @@ pub fn list(
 ) -> Result<Vec<AgentRow>, LedgerError> {
     Ok(c.prepare_cached(&format!(
         "{AGENT_SELECT} WHERE a.id < ?1 AND (?2 IS NULL OR a.state = ?2)
-             ORDER BY a.id DESC LIMIT ?3"
+             ORDER BY a.id DESC LIMIT CAST(?3 AS INTEGER)"
     ))?
     .query_map(params![before, state, limit], agent_from_row)?
     .collect::<Result<_, _>>()?)
@@ -199,7 +199,7 @@ pub fn recent_samples(c: &Connection, id: i64, limit: i64) -> Result<Vec<SampleR
     let rows: Vec<(Millis, String)> = c
         .prepare_cached(
             "SELECT received_at, sample_json FROM agent_heartbeats WHERE agent_id = ?1
-              ORDER BY received_at DESC, id DESC LIMIT ?2",
+              ORDER BY received_at DESC, id DESC LIMIT CAST(?2 AS INTEGER)",
         )?
         .query_map(params![id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
@@ -218,7 +218,7 @@ pub fn recent_samples(c: &Connection, id: i64, limit: i64) -> Result<Vec<SampleR
 pub fn transitions(c: &Connection, id: i64, limit: i64) -> Result<Vec<TransitionRow>, LedgerError> {
     Ok(c.prepare_cached(
         "SELECT from_state, to_state, at FROM agent_transitions WHERE agent_id = ?1
-              ORDER BY id DESC LIMIT ?2",
+              ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)",
     )?
     .query_map(params![id, limit], |r| {
         Ok(TransitionRow {
@@ -320,7 +320,7 @@ pub fn prune_samples(
         .prepare_cached(
             "DELETE FROM agent_heartbeats WHERE agent_id = ?1 AND id IN (
                 SELECT id FROM agent_heartbeats WHERE agent_id = ?1
-                 ORDER BY received_at DESC, id DESC LIMIT -1 OFFSET ?2)",
+                 ORDER BY received_at DESC, id DESC LIMIT -1 OFFSET CAST(?2 AS INTEGER))",
         )?
         .execute(params![id, keep])?;
     Ok(old + beyond)

@@ -124,7 +124,7 @@ pub fn get(c: &Connection, id: i64) -> Result<Option<AppRow>, LedgerError> {
 pub fn page(c: &Connection, before: i64, limit: i64) -> Result<Vec<AppRow>, LedgerError> {
     let rows = c
         .prepare_cached(&format!(
-            "{SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT ?2"
+            "{SELECT} WHERE a.id < ?1 ORDER BY a.id DESC LIMIT CAST(?2 AS INTEGER)"
         ))?
         .query_map(params![before, limit], app_row)?
         .collect::<Result<Vec<_>, _>>()?;

@@ -110,7 +110,7 @@ pub fn with_status(
     limit: i64,
 ) -> Result<Vec<DomainRow>, LedgerError> {
     Ok(c.prepare_cached(&format!(
-        "{SELECT} WHERE d.status = ?1 ORDER BY d.hostname LIMIT ?2"
+        "{SELECT} WHERE d.status = ?1 ORDER BY d.hostname LIMIT CAST(?2 AS INTEGER)"
     ))?
     .query_map(params![status, limit], from_row)?
     .collect::<Result<Vec<_>, _>>()?)

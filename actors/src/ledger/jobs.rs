@@ -739,7 +739,7 @@ pub fn page(
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id < ?1 AND (?2 IS NULL OR state = ?2)
-              ORDER BY id DESC LIMIT ?3"
+              ORDER BY id DESC LIMIT CAST(?3 AS INTEGER)"
         ))?
         .query_map(params![before, state, limit], job_from_row)?
         .collect::<Result<_, _>>()?)

@@ -3,6 +3,12 @@
 //! Everything that must survive a crash is committed here before it is acknowledged. All access
 //! goes through [`Ledger::run`], which moves the work onto tokio's blocking pool so that no SQLite
 //! call ever runs on an async runtime thread.
+//!
+//! Statements are prepared once per connection (`prepare_cached`) and must stay prepared: SQLite
+//! prepares a statement again on every run when the planner looked at one of its bound values.
+//! So a bound `LIMIT` or `OFFSET` is written `CAST(?n AS INTEGER)` (a bare parameter there is
+//! read by the planner), and a value compared with a partial index's own is a literal. The
+//! test `actors/tests/actors/query_plans.rs` runs every statement and holds both rules.
 
 pub mod access;
 pub mod agents;

@@ -218,7 +218,7 @@ pub fn deployment_logs_batch(
             deleted += tx
                 .prepare_cached(
                     "DELETE FROM deployment_logs WHERE deployment_id = ?1 AND seq IN (
-                        SELECT seq FROM deployment_logs WHERE deployment_id = ?1 ORDER BY seq LIMIT ?2)",
+                        SELECT seq FROM deployment_logs WHERE deployment_id = ?1 ORDER BY seq LIMIT CAST(?2 AS INTEGER))",
                 )?
                 .execute(params![id, (limit - deleted) as i64])?;
             if deleted >= limit {
@@ -258,7 +258,7 @@ pub fn audit_batch(
         let n = tx
             .prepare_cached(
                 "DELETE FROM token_audit_events WHERE id IN (
-                    SELECT id FROM token_audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                    SELECT id FROM token_audit_events WHERE at < ?1 ORDER BY at LIMIT CAST(?2 AS INTEGER))",
             )?
             .execute(params![before, limit as i64])?;
         Ok(n)
@@ -279,7 +279,7 @@ pub fn deliveries_batch(
                   WHERE w.outcome IN ('deployed', 'ignored') AND w.received_at < ?1
                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
                                      WHERE d.duplicate_of = w.id AND d.received_at >= ?1)
-                  ORDER BY w.id LIMIT ?2",
+                  ORDER BY w.id LIMIT CAST(?2 AS INTEGER)",
             )?
             .query_map(params![before, limit as i64], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
@@ -313,7 +313,7 @@ pub fn jobs_batch(
                        AND COALESCE(j.finished_at, j.updated_at) < ?1
                        AND EXISTS (SELECT 1 FROM jobs n WHERE n.app_id IS j.app_id
                                       AND n.kind = j.kind AND n.id > j.id)
-                     ORDER BY j.id LIMIT ?2)",
+                     ORDER BY j.id LIMIT CAST(?2 AS INTEGER))",
             )?
             .execute(params![before, limit as i64])?;
         Ok(n)
@@ -333,7 +333,7 @@ pub fn sessions_batch(
                 "DELETE FROM sessions WHERE id IN (
                     SELECT id FROM sessions
                      WHERE expires_at <= ?1 OR idle_expires_at <= ?1 OR revoked_at IS NOT NULL
-                     ORDER BY id LIMIT ?2)",
+                     ORDER BY id LIMIT CAST(?2 AS INTEGER))",
             )?
             .execute(params![now, limit as i64])?;
         Ok(n)
@@ -350,13 +350,13 @@ pub fn tokens_batch(
         let mut n = tx
             .prepare_cached(
                 "DELETE FROM password_reset_tokens WHERE id IN (
-                    SELECT id FROM password_reset_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT ?2)",
+                    SELECT id FROM password_reset_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT CAST(?2 AS INTEGER))",
             )?
             .execute(params![now, limit as i64])?;
         n += tx
             .prepare_cached(
                 "DELETE FROM setup_tokens WHERE id IN (
-                    SELECT id FROM setup_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT ?2)",
+                    SELECT id FROM setup_tokens WHERE expires_at <= ?1 ORDER BY id LIMIT CAST(?2 AS INTEGER))",
             )?
             .execute(params![now, limit.saturating_sub(n) as i64])?;
         Ok(n)
@@ -381,7 +381,7 @@ pub fn agents_batch(
                        AND EXISTS (SELECT 1 FROM agents n
                                     WHERE n.id > a.id AND n.hostname = a.hostname
                                       AND (a.token_id IS NULL OR n.token_id IS a.token_id))
-                     ORDER BY a.id LIMIT ?2)",
+                     ORDER BY a.id LIMIT CAST(?2 AS INTEGER))",
             )?
             .execute(params![before, limit as i64])?;
         Ok(n)

@@ -252,9 +252,11 @@ pub fn signers(c: &Connection, owner: &str, repo: &str) -> Result<Vec<Signer>, L
 
 // --- Deliveries -----------------------------------------------------------------------------
 //
-// The outcomes `pending` and `rejected` are written into the statements that select by them as
-// literals, not bound: SQLite uses the partial indexes on them (`webhook_deliveries_pending`,
-// `webhook_deliveries_rejected`) only for a literal it can match against the index's own.
+// The outcomes the statements select by are written into them as literals, not bound: SQLite
+// uses the partial indexes on them (`webhook_deliveries_pending`, `webhook_deliveries_rejected`,
+// `webhook_deliveries_deployed`, `webhook_deliveries_once`) only for a literal it can match
+// against the index's own, and a bound value it compares with one makes it prepare the
+// statement again on every run.
 
 /// Records a delivery. Returns its row id.
 pub fn insert(c: &Connection, d: &NewDelivery<'_>) -> Result<i64, LedgerError> {
@@ -286,10 +288,10 @@ pub fn first_handled(c: &Connection, delivery_id: &str) -> Result<Vec<Handled>, 
     Ok(c.prepare_cached(
         "SELECT w.id, w.app_id, a.name, w.outcome, w.reason, w.commit_sha, w.deployment_id
                FROM webhook_deliveries w LEFT JOIN apps a ON a.id = w.app_id
-              WHERE w.delivery_id = ?1 AND w.outcome != ?2 AND w.duplicate_of IS NULL
+              WHERE w.delivery_id = ?1 AND w.outcome != 'rejected' AND w.duplicate_of IS NULL
               ORDER BY w.id",
     )?
-    .query_map(params![delivery_id, WebhookOutcome::Rejected], |r| {
+    .query_map(params![delivery_id], |r| {
         Ok(Handled {
             id: r.get(0)?,
             app_id: r.get(1)?,
@@ -321,7 +323,7 @@ pub fn list(c: &Connection, filter: &DeliveryFilter) -> Result<Vec<Delivery>, Le
                FROM webhook_deliveries w LEFT JOIN apps a ON a.id = w.app_id
               WHERE w.id < ?1 AND (?2 IS NULL OR w.app_id = ?2)
                 AND (?3 IS NULL OR w.outcome = ?3)
-              ORDER BY w.id DESC LIMIT ?4",
+              ORDER BY w.id DESC LIMIT CAST(?4 AS INTEGER)",
     )?
     .query_map(
         params![filter.before, filter.app_id, filter.outcome, filter.limit],
@@ -351,7 +353,7 @@ pub fn list(c: &Connection, filter: &DeliveryFilter) -> Result<Vec<Delivery>, Le
 /// The ids of up to `limit` pending deliveries, oldest first.
 pub fn pending_ids(c: &Connection, limit: i64) -> Result<Vec<i64>, LedgerError> {
     Ok(c.prepare_cached(
-        "SELECT id FROM webhook_deliveries WHERE outcome = 'pending' ORDER BY id LIMIT ?1",
+        "SELECT id FROM webhook_deliveries WHERE outcome = 'pending' ORDER BY id LIMIT CAST(?1 AS INTEGER)",
     )?
     .query_map([limit], |r| r.get(0))?
     .collect::<Result<_, _>>()?)
@@ -418,7 +420,7 @@ pub fn supersede(
     Ok(c.prepare_cached(
         "UPDATE webhook_deliveries
                 SET outcome = ?5, reason = ?3
-              WHERE deployment_id = ?1 AND outcome = ?6 AND id != ?2
+              WHERE deployment_id = ?1 AND outcome = 'deployed' AND id != ?2
                 AND commit_sha IS NOT ?4",
     )?
     .execute(params![
@@ -426,8 +428,7 @@ pub fn supersede(
         id,
         reason,
         sha,
-        WebhookOutcome::Ignored,
-        WebhookOutcome::Deployed
+        WebhookOutcome::Ignored
     ])?)
 }
 
@@ -437,7 +438,7 @@ pub fn prune_rejected(c: &Connection, keep: i64) -> Result<usize, LedgerError> {
         "DELETE FROM webhook_deliveries
           WHERE outcome = 'rejected'
             AND id < (SELECT id FROM webhook_deliveries WHERE outcome = 'rejected'
-                       ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                       ORDER BY id DESC LIMIT 1 OFFSET CAST(?1 AS INTEGER))",
         [keep - 1],
     )?)
 }
