@@ -124,6 +124,9 @@ impl Ledger {
             ))
         });
         let pool = r2d2::Pool::builder()
+            // A connection to a local file does not go stale the way a network one does; the
+            // check would run a statement on every checkout, that is on every ledger call.
+            .test_on_check_out(false)
             .max_size(config.max_connections)
             .min_idle(Some(1))
             .connection_timeout(config.busy_timeout)
