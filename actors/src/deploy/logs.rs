@@ -33,6 +33,7 @@ pub fn writer(ledger: Ledger) -> (Batcher<LogLine>, Writer<LogLine, ()>) {
         ledger,
         name: "deployment logs",
         max_batch: MAX_BATCH,
+        linger: None,
         write: write_lines(),
         inbox,
     };

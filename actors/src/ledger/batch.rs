@@ -61,6 +61,16 @@ enum Entry<T, R> {
     Barrier(oneshot::Sender<Result<(), BatchError>>),
 }
 
+impl<T, R> Entry<T, R> {
+    /// Whether someone waits for this entry to be written.
+    fn awaited(&self) -> bool {
+        match self {
+            Entry::Item { done, .. } => done.is_some(),
+            Entry::Barrier(_) => true,
+        }
+    }
+}
+
 /// A handle to one group-commit writer. Cheap to clone.
 pub struct Batcher<T, R = ()> {
     name: &'static str,
@@ -78,7 +88,14 @@ impl<T, R> Clone for Batcher<T, R> {
 
 /// The receiving end of a [`Batcher`]'s queue, which its [`Writer`] drains. A writer that is
 /// restarted takes the same inbox back, so holders of the handle never see it change.
-pub struct Inbox<T, R>(Arc<Mutex<mpsc::Receiver<Entry<T, R>>>>);
+pub struct Inbox<T, R>(Arc<Mutex<Queue<T, R>>>);
+
+/// What a writer drains: the channel, and the entries taken from it but not yet written (a
+/// lingering batch), which a writer stopped meanwhile leaves for `drain`.
+struct Queue<T, R> {
+    rx: mpsc::Receiver<Entry<T, R>>,
+    held: Vec<Entry<T, R>>,
+}
 
 impl<T, R> Clone for Inbox<T, R> {
     fn clone(&self) -> Self {
@@ -90,7 +107,11 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// A handle and its inbox, holding at most `queue` waiting items.
     pub fn channel(name: &'static str, queue: usize) -> (Self, Inbox<T, R>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        (Self { name, tx }, Inbox(Arc::new(Mutex::new(rx))))
+        let queue = Queue {
+            rx,
+            held: Vec::new(),
+        };
+        (Self { name, tx }, Inbox(Arc::new(Mutex::new(queue))))
     }
 
     pub fn name(&self) -> &'static str {
@@ -157,6 +178,10 @@ pub struct Writer<T, R> {
     pub ledger: Ledger,
     pub name: &'static str,
     pub max_batch: usize,
+    /// How long a batch of items nobody waits for (`later`) waits for more before it is
+    /// written: fewer, larger transactions under load. An item someone waits for, or a
+    /// `flush`, ends the wait at once, so it costs them nothing.
+    pub linger: Option<Duration>,
     pub write: WriteFn<T, R>,
     pub inbox: Inbox<T, R>,
 }
@@ -167,6 +192,7 @@ impl<T, R> Clone for Writer<T, R> {
             ledger: self.ledger.clone(),
             name: self.name,
             max_batch: self.max_batch,
+            linger: self.linger,
             write: self.write.clone(),
             inbox: self.inbox.clone(),
         }
@@ -177,10 +203,29 @@ impl<T: Send + 'static, R: Send + 'static> Writer<T, R> {
     /// Writes batches until every handle is dropped. Only one loop drains an inbox at a time;
     /// another waits for it to end.
     pub async fn run(&self) {
-        let mut rx = self.inbox.0.lock().await;
-        let mut entries = Vec::with_capacity(self.max_batch.max(1));
-        while rx.recv_many(&mut entries, self.max_batch.max(1)).await > 0 {
-            self.write_batch(std::mem::take(&mut entries)).await;
+        let mut queue = self.inbox.0.lock().await;
+        let Queue { rx, held } = &mut *queue;
+        let max = self.max_batch.max(1);
+        // What an earlier loop held when it was stopped goes first.
+        while !held.is_empty() || rx.recv_many(held, max).await > 0 {
+            if let Some(linger) = self.linger
+                && !held.iter().any(Entry::awaited)
+            {
+                let until = tokio::time::Instant::now() + linger;
+                while held.len() < max {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(entry)) => {
+                            let awaited = entry.awaited();
+                            held.push(entry);
+                            if awaited {
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            self.write_batch(std::mem::take(held)).await;
         }
     }
 
@@ -188,9 +233,9 @@ impl<T: Send + 'static, R: Send + 'static> Writer<T, R> {
     /// writer that is stopping while its handles live on.
     pub async fn drain(&self, within: Duration) {
         let drained = tokio::time::timeout(within, async {
-            let mut rx = self.inbox.0.lock().await;
-            let mut entries = Vec::new();
-            while let Ok(entry) = rx.try_recv() {
+            let mut queue = self.inbox.0.lock().await;
+            let mut entries = std::mem::take(&mut queue.held);
+            while let Ok(entry) = queue.rx.try_recv() {
                 entries.push(entry);
             }
             if !entries.is_empty() {

@@ -39,6 +39,7 @@ fn writer(t: &TestLedger, queue: usize) -> (Batcher<String, i64>, Writer<String,
         ledger: t.ledger.clone(),
         name: "test apps",
         max_batch: 64,
+        linger: None,
         write: create_apps(),
         inbox,
     };
@@ -101,6 +102,45 @@ async fn records_queued_for_later_are_seen_after_a_flush() {
 }
 
 #[tokio::test]
+async fn records_for_later_linger_together_and_an_awaited_item_ends_the_wait() {
+    let t = ledger();
+    let (handle, inbox) = Batcher::channel("test apps", 1024);
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let write: WriteFn<String, i64> = {
+        let (sizes, inner) = (sizes.clone(), create_apps());
+        Arc::new(move |c: &mut Connection, names: Vec<String>| {
+            sizes.lock().unwrap().push(names.len());
+            inner(c, names)
+        })
+    };
+    // Far longer than the test may take: only the awaited item can end the wait.
+    let writer = Writer {
+        ledger: t.ledger.clone(),
+        name: "test apps",
+        max_batch: 64,
+        linger: Some(Duration::from_secs(600)),
+        write,
+        inbox,
+    };
+    writer.spawn_detached();
+    handle.later("first".to_string()).expect("queued");
+    handle.later("second".to_string()).expect("queued");
+    let id = tokio::time::timeout(Duration::from_secs(30), handle.commit("awaited".into()))
+        .await
+        .expect("an awaited item ends the linger")
+        .expect("written");
+    assert!(id > 0);
+    for name in ["first", "second", "awaited"] {
+        assert!(app_exists(&t, name).await, "{name} was written");
+    }
+    assert_eq!(
+        *sizes.lock().unwrap(),
+        vec![3],
+        "the records for later waited and went with the awaited one"
+    );
+}
+
+#[tokio::test]
 async fn a_full_queue_refuses_instead_of_growing() {
     let t = ledger();
     // No writer runs: nothing leaves the queue.
@@ -147,6 +187,39 @@ async fn a_stopping_writer_writes_what_is_still_queued() {
     // The handle outlives the actor: a new writer on the same inbox takes over.
     held.spawn_detached();
     assert!(handle.commit("after".into()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_stopping_writer_writes_the_batch_it_was_lingering_on() {
+    let t = ledger();
+    let (handle, inbox) = Batcher::channel("test apps", 1024);
+    let writer = Writer {
+        ledger: t.ledger.clone(),
+        name: "test apps",
+        max_batch: 64,
+        linger: Some(Duration::from_secs(600)),
+        write: create_apps(),
+        inbox,
+    };
+    let (actor, task) = Actor::spawn(None, BatchWriter::<String, i64>::default(), writer)
+        .await
+        .expect("the writer starts");
+    for i in 0..5 {
+        handle.later(format!("lingering-{i}")).expect("queued");
+    }
+    // Time for the loop to take them and start waiting for more; then the actor stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    actor.stop(None);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the writer stops")
+        .expect("cleanly");
+    for i in 0..5 {
+        assert!(
+            app_exists(&t, &format!("lingering-{i}")).await,
+            "lingering-{i} was written before the writer stopped"
+        );
+    }
 }
 
 /// Two deployments logging at once share the writer: each one's lines are stored in the order

@@ -17,6 +17,10 @@ pub struct AuditLog {
 
 /// At most this many events share one transaction.
 const MAX_BATCH: usize = 512;
+/// How long the events of reads (answered already) wait for more before they are written: a
+/// busy API then commits a few large transactions a second instead of hundreds of small ones.
+/// The event of a request that changes something ends the wait.
+const READ_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Events waiting to be written; reads' events beyond it are dropped (and counted).
 const QUEUE: usize = 16 * 1024;
 
@@ -29,6 +33,7 @@ impl AuditLog {
             ledger,
             name: "audit",
             max_batch: MAX_BATCH,
+            linger: Some(READ_LINGER),
             write: batch::in_transaction(audit::record),
             inbox,
         };

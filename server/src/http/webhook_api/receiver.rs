@@ -78,6 +78,7 @@ pub(crate) fn receiver(
         ledger,
         name: "webhook deliveries",
         max_batch: BATCH,
+        linger: None,
         write: Arc::new(move |c: &mut Connection, deliveries: Vec<Delivery>| {
             take_batch(c, &secrets, deliveries)
         }),
