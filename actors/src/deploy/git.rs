@@ -397,33 +397,41 @@ mod tests {
         }
     }
 
+    /// Runs `script` with sh in `dir`, as a committer named `t`.
+    fn sh_in(dir: &Path, script: &str) {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    }
+
+    /// Git allowed local repositories, with its scratch space in `dir`.
+    fn local_git(dir: &Path) -> Git {
+        Git {
+            timeout: Duration::from_secs(30),
+            allow_local: true,
+            credentials: Credentials::default(),
+            scratch: dir.join("scratch"),
+        }
+    }
+
     #[tokio::test]
     async fn the_default_branch_is_what_the_remote_head_names() {
         let dir = tempfile::tempdir().unwrap();
-        let sh = |script: &str| {
-            let ok = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "{script}");
-        };
+        let sh = |script: &str| sh_in(dir.path(), script);
         sh(
             "git init -q -b trunk named && cd named && echo 1 > f && git add f && git commit -qm one",
         );
         sh("git init -q -b trunk empty");
-        let git = Git {
-            timeout: Duration::from_secs(30),
-            allow_local: true,
-            credentials: Credentials::default(),
-            scratch: dir.path().join("scratch"),
-        };
+        let git = local_git(dir.path());
         let cancel = CancellationToken::new();
         let url = |name: &str| dir.path().join(name).to_string_lossy().to_string();
         assert_eq!(
@@ -448,29 +456,11 @@ mod tests {
     async fn a_local_repository_is_cloned_and_checked_out_by_ref() {
         let dir = tempfile::tempdir().unwrap();
         let origin = dir.path().join("origin");
-        let sh = |script: &str| {
-            let ok = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "{script}");
-        };
+        let sh = |script: &str| sh_in(dir.path(), script);
         sh(
             "git init -q -b main origin && cd origin && echo 1 > f && git add f && git commit -qm one",
         );
-        let git = Git {
-            timeout: Duration::from_secs(30),
-            allow_local: true,
-            credentials: Credentials::default(),
-            scratch: dir.path().join("scratch"),
-        };
+        let git = local_git(dir.path());
         let url = origin.to_string_lossy().to_string();
         let cancel = CancellationToken::new();
         let clone = dir.path().join("clone");
