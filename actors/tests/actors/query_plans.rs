@@ -91,12 +91,11 @@ fn literal(text: &str) -> String {
 /// The product statements of the ledger's sources (not their unit tests), each with where it
 /// starts. Format strings (with `{}`) cannot be planned as they stand and are left out.
 fn statements() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
+    let mut files = Vec::new();
+    crate::sql_boundary::sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger"),
+        &mut files,
+    );
     files.sort();
     let mut out = Vec::new();
     for file in files {

@@ -20,7 +20,8 @@ const MARKERS: &[&str] = &[
     ".pragma_query_value(",
 ];
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+/// The `.rs` files under `dir`, at any depth.
+pub(crate) fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         if path.is_dir() {

@@ -137,7 +137,7 @@ pub fn page(
     let rows = c
         .prepare_cached(&format!(
             "SELECT {COLUMNS}, a.name FROM deployments d JOIN apps a ON a.id = d.app_id
-              WHERE d.app_id = ?1 AND d.id < ?2 ORDER BY d.id DESC LIMIT ?3"
+              WHERE d.app_id = ?1 AND d.id < ?2 ORDER BY d.id DESC LIMIT CAST(?3 AS INTEGER)"
         ))?
         .query_map(params![app_id, before, limit], |r| {
             read_at(r, 0, r.get(13)?)
@@ -178,7 +178,7 @@ pub fn logs_after(
     let lines = c
         .prepare_cached(
             "SELECT seq, at, stream, line FROM deployment_logs
-              WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+              WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
         )?
         .query_map(params![id, after, limit], log_row)?
         .collect::<Result<Vec<_>, _>>()?;
@@ -190,7 +190,7 @@ pub fn newest_logs(c: &Connection, id: i64, limit: i64) -> Result<Vec<LogRow>, L
     let mut lines = c
         .prepare_cached(
             "SELECT seq, at, stream, line FROM deployment_logs WHERE deployment_id = ?1
-              ORDER BY seq DESC LIMIT ?2",
+              ORDER BY seq DESC LIMIT CAST(?2 AS INTEGER)",
         )?
         .query_map(params![id, limit], log_row)?
         .collect::<Result<Vec<_>, _>>()?;
