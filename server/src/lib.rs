@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod mail;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod ops;
@@ -421,6 +422,18 @@ pub async fn launch(
     .map_err(|e| anyhow::anyhow!("starting the actor tree failed: {e}"))?;
     tracing::info!("rustploy-server ready on http://{local}");
     notify::notify("READY=1");
+    tokio::spawn(async {
+        tokio::time::sleep(memory::STARTUP_SETTLE).await;
+        match tokio::task::spawn_blocking(memory::release_startup_pages).await {
+            Ok(Ok(released)) => tracing::debug!(
+                mappings = released.mappings,
+                kib = released.kib,
+                "released the pages used only to start"
+            ),
+            Ok(Err(e)) => tracing::debug!("could not release the startup pages: {e}"),
+            Err(e) => tracing::debug!("releasing the startup pages failed: {e}"),
+        }
+    });
 
     tokio::select! {
         _ = shutdown => {
