@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -123,6 +124,35 @@ impl<M: Message> Slot<M> {
     /// every actor also sweeps it), so a missing actor is not an error.
     pub fn nudge(&self, msg: M) -> bool {
         self.get().is_some_and(|a| a.send_message(msg).is_ok())
+    }
+}
+
+/// Nudges that coalesce. However often it is rung while one nudge waits in the actor's
+/// mailbox, the actor gets that one: a burst of 200 webhook deliveries nudges WebhookIntake
+/// once or twice, not 200 times, and the intake does not run 200 passes that find nothing.
+/// The actor calls [`Doorbell::answer`] as it starts the work a nudge asks for, so a ring after
+/// that point is delivered again and no change goes unseen. A nudge lost with a stopped actor
+/// leaves the bell rung until the next incarnation answers it at its start (and sweeps).
+#[derive(Clone, Default)]
+pub struct Doorbell(Arc<AtomicBool>);
+
+impl Doorbell {
+    /// Nudges the actor in `slot` unless a nudge is already waiting. Returns whether one was
+    /// sent.
+    pub fn ring<M: Message>(&self, slot: &Slot<M>, msg: impl FnOnce() -> M) -> bool {
+        if self.0.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let sent = slot.nudge(msg());
+        if !sent {
+            self.answer();
+        }
+        sent
+    }
+
+    /// The actor took the waiting nudge: the next ring is delivered.
+    pub fn answer(&self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -21,7 +21,7 @@ use crate::job_queue::JobQueueMsg;
 use crate::ledger::deployments::{self, DeployRequest};
 use crate::ledger::webhooks::{self, Pending};
 use crate::ledger::{Ledger, LedgerError, now_ms};
-use crate::supervision::Slot;
+use crate::supervision::{Doorbell, Slot};
 
 pub type WebhookIntakeRef = ActorRef<WebhookIntakeMsg>;
 
@@ -53,11 +53,14 @@ pub struct WebhookIntakeArgs {
     /// Nudged when a deployment was queued or changed.
     pub job_queue: Slot<JobQueueMsg>,
     pub sweep: Duration,
+    /// The bell the webhook endpoint rings after recording deliveries to handle.
+    pub bell: Doorbell,
 }
 
 pub struct WebhookIntakeState {
     ledger: Ledger,
     job_queue: Slot<JobQueueMsg>,
+    bell: Doorbell,
 }
 
 #[derive(Default)]
@@ -200,11 +203,14 @@ impl Actor for WebhookIntake {
         args: WebhookIntakeArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Deliveries acknowledged before a restart are handled first.
+        // A nudge lost with the last incarnation: the first sweep below does its work.
+        args.bell.answer();
         myself.send_message(WebhookIntakeMsg::Sweep)?;
         myself.send_interval(args.sweep, || WebhookIntakeMsg::Sweep);
         Ok(WebhookIntakeState {
             ledger: args.ledger,
             job_queue: args.job_queue,
+            bell: args.bell,
         })
     }
 
@@ -231,6 +237,8 @@ impl WebhookIntake {
     /// Failures are logged, never returned: what failed stays pending for the next pass, and a
     /// delivery that cannot be handled must not take the actor (or the server) down.
     async fn handle_pending(&self, myself: &WebhookIntakeRef, state: &WebhookIntakeState) {
+        // Deliveries recorded from here on ring again; this pass may or may not see them.
+        state.bell.answer();
         let pass = state
             .ledger
             .run(|c| handle_pending(c, BATCH))

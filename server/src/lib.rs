@@ -44,7 +44,9 @@ use rustploy_actors::job_queue::{
 use rustploy_actors::ledger::jobs::RetryPolicy;
 use rustploy_actors::ledger::{Ledger, LedgerConfig};
 use rustploy_actors::router_sync::{RouterSync, RouterSyncArgs, RouterSyncMsg};
-use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
+use rustploy_actors::supervision::{
+    ActorSpec, ChildSpec, Doorbell, RestartPolicy, Slot, Telemetry,
+};
 use rustploy_actors::tree::{Root, RootArgs, RootMsg};
 use rustploy_actors::webhook_intake::{WebhookIntake, WebhookIntakeArgs};
 
@@ -343,14 +345,16 @@ pub async fn launch(
             routes: routes.clone(),
         })
     };
-    let webhook_intake = Slot::default();
+    let (webhook_intake, webhook_bell) = (Slot::default(), Doorbell::default());
     let webhook_spec = {
         let (ledger, job_queue, sweep) = (ledger.clone(), job_queue.clone(), settings.job_sweep);
+        let bell = webhook_bell.clone();
         ActorSpec::<WebhookIntake>::new("webhook_intake", webhook_intake.clone(), move || {
             WebhookIntakeArgs {
                 ledger: ledger.clone(),
                 job_queue: job_queue.clone(),
                 sweep,
+                bell: bell.clone(),
             }
         })
     };
@@ -385,6 +389,7 @@ pub async fn launch(
         job_queue,
         router,
         webhook_intake,
+        webhook_bell,
         heartbeat,
         telemetry: telemetry.clone(),
         ..state
@@ -422,18 +427,7 @@ pub async fn launch(
     .map_err(|e| anyhow::anyhow!("starting the actor tree failed: {e}"))?;
     tracing::info!("rustploy-server ready on http://{local}");
     notify::notify("READY=1");
-    tokio::spawn(async {
-        tokio::time::sleep(memory::STARTUP_SETTLE).await;
-        match tokio::task::spawn_blocking(memory::release_startup_pages).await {
-            Ok(Ok(released)) => tracing::debug!(
-                mappings = released.mappings,
-                kib = released.kib,
-                "released the pages used only to start"
-            ),
-            Ok(Err(e)) => tracing::debug!("could not release the startup pages: {e}"),
-            Err(e) => tracing::debug!("releasing the startup pages failed: {e}"),
-        }
-    });
+    tokio::spawn(memory::keep_released());
 
     tokio::select! {
         _ = shutdown => {

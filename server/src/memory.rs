@@ -6,20 +6,43 @@
 //! migrations, the actor tree, the first route sync). That code is never run again, yet its
 //! pages stay mapped, and counted, for the life of the process.
 //!
-//! [`release_startup_pages`] gives those mappings back once the server has settled: it drops
-//! this process's page-table entries for every read-only private file mapping that holds no
-//! private page. Nothing is lost by it: such a mapping is by definition an unmodified copy of
-//! its file, so the pages the server still runs are mapped again from the page cache on their
-//! next use (a minor fault, no disk read while the file stays cached), and the rest become
-//! ordinary page cache the kernel may reclaim first. Writable mappings, shared mappings and any
-//! mapping with a private (copied-on-write) page, such as relocated read-only data, are never
-//! touched: dropping those would lose their contents.
+//! [`release_startup_pages`] gives those mappings back once the server has settled, and again every
+//! ten minutes ([`keep_released`]): it drops this process's page-table entries for every read-only
+//! private file mapping that holds no private page. Nothing is lost by it: such a mapping is by
+//! definition an unmodified copy of its file, so the pages the server still runs are mapped again
+//! from the page cache on their next use (a minor fault, no disk read while the file stays cached),
+//! and the rest become ordinary page cache the kernel may reclaim first. Writable mappings, shared
+//! mappings and any mapping with a private (copied-on-write) page, such as relocated read-only
+//! data, are never touched: dropping those would lose their contents.
 
 use std::time::Duration;
 
 /// How long after "ready" the startup pages are released: the actors' first work (recovering
 /// jobs, the first route sync, the first retention sweep) runs just after the tree started.
 pub const STARTUP_SETTLE: Duration = Duration::from_secs(3);
+
+/// How often they are released again afterwards, so that the code of a rare burst of work (an
+/// import, a backup, a flood of requests) does not stay mapped for the life of the process.
+/// Mapping back what still runs costs a few thousand minor faults, well under a millisecond.
+pub const RELEASE_EVERY: Duration = Duration::from_secs(600);
+
+/// Releases the startup pages once the server settled, then every [`RELEASE_EVERY`]; runs for
+/// the life of the server.
+pub async fn keep_released() {
+    tokio::time::sleep(STARTUP_SETTLE).await;
+    loop {
+        match tokio::task::spawn_blocking(release_startup_pages).await {
+            Ok(Ok(released)) => tracing::debug!(
+                mappings = released.mappings,
+                kib = released.kib,
+                "released mapped code and read-only data"
+            ),
+            Ok(Err(e)) => tracing::debug!("could not read this process's mappings: {e}"),
+            Err(e) => tracing::debug!("releasing mapped code failed: {e}"),
+        }
+        tokio::time::sleep(RELEASE_EVERY).await;
+    }
+}
 
 /// One mapping of `/proc/self/smaps` that may be released.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use rustploy_actors::job_queue::JobQueueMsg;
 use rustploy_actors::ledger::Ledger;
 use rustploy_actors::ledger::batch::Writer;
 use rustploy_actors::router_sync::RouterSyncMsg;
-use rustploy_actors::supervision::{ActorSpec, ChildSpec, Slot, Telemetry};
+use rustploy_actors::supervision::{ActorSpec, ChildSpec, Doorbell, Slot, Telemetry};
 use rustploy_actors::webhook_intake::WebhookIntakeMsg;
 
 use crate::config::Settings;
@@ -47,6 +47,8 @@ pub struct Shared {
     pub job_queue: Slot<JobQueueMsg>,
     pub router: Slot<RouterSyncMsg>,
     pub webhook_intake: Slot<WebhookIntakeMsg>,
+    /// Rung after deliveries to handle were recorded: WebhookIntake gets one nudge per pass.
+    pub webhook_bell: Doorbell,
     pub heartbeat: Slot<HeartbeatMonitorMsg>,
     pub telemetry: Arc<Telemetry>,
     pub metrics: Arc<Metrics>,
@@ -124,6 +126,7 @@ impl AppState {
             job_queue: Slot::default(),
             router: Slot::default(),
             webhook_intake: Slot::default(),
+            webhook_bell: Doorbell::default(),
             heartbeat: Slot::default(),
             telemetry: Arc::default(),
             metrics: Arc::default(),

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use ractor::ActorStatus;
@@ -11,7 +12,9 @@ use rustploy_actors::job_queue::{
 use rustploy_actors::ledger::Ledger;
 use rustploy_actors::ledger::jobs::{self, JobKind, NewJob};
 use rustploy_actors::router_sync::{RouterSettings, RouterSync, RouterSyncArgs, RouterSyncMsg};
-use rustploy_actors::supervision::{ActorSpec, ChildSpec, RestartPolicy, Slot, Telemetry};
+use rustploy_actors::supervision::{
+    ActorSpec, ChildSpec, Doorbell, RestartPolicy, Slot, Telemetry,
+};
 use rustploy_actors::tree::{Root, RootArgs};
 
 use super::helpers::{eventually, ledger};
@@ -197,4 +200,68 @@ async fn a_child_failing_past_its_budget_escalates_and_stops_the_tree() {
         .expect("the root stopped after the escalation")
         .unwrap();
     assert_eq!(tree.telemetry.restarts().get("router_sync"), Some(&2));
+}
+
+/// Counts the nudges it gets; answers the bell as the intake does when it starts a pass.
+struct Counter;
+
+impl ractor::Actor for Counter {
+    type Msg = ();
+    type State = (Doorbell, Arc<AtomicUsize>);
+    type Arguments = (Doorbell, Arc<AtomicUsize>);
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<()>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<()>,
+        _: (),
+        (bell, seen): &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        bell.answer();
+        seen.fetch_add(1, AtomicOrdering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_doorbell_sends_one_nudge_however_often_it_is_rung_before_the_answer() {
+    let (bell, slot) = (Doorbell::default(), Slot::<()>::default());
+    assert!(
+        !bell.ring(&slot, || ()),
+        "no actor: nothing is sent, and the bell is not left rung"
+    );
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (actor, handle) = ractor::Actor::spawn(None, Counter, (bell.clone(), seen.clone()))
+        .await
+        .unwrap();
+    slot.set(actor.clone());
+    // The test's runtime has one thread: the actor runs only once the loop is done, so all
+    // 200 rings come while the first nudge waits.
+    let sent = (0..200).filter(|_| bell.ring(&slot, || ())).count();
+    assert_eq!(sent, 1, "only the first ring is sent while its nudge waits");
+    // Once answered, the next ring is delivered: no change goes unseen.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.load(AtomicOrdering::SeqCst) < sent {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the nudges arrive");
+    assert!(bell.ring(&slot, || ()), "answered, so this ring is sent");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.load(AtomicOrdering::SeqCst) < sent + 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the last nudge arrives");
+    actor.stop(None);
+    handle.await.unwrap();
 }

@@ -9,7 +9,7 @@ use ractor::Actor;
 use rusqlite::{Connection, params};
 use rustploy_actors::ledger::deployments::{self, DeployRequest};
 use rustploy_actors::ledger::{LedgerError, now_ms};
-use rustploy_actors::supervision::Slot;
+use rustploy_actors::supervision::{Doorbell, Slot};
 use rustploy_actors::webhook_intake::{
     WebhookIntake, WebhookIntakeArgs, WebhookIntakeMsg, handle_pending, prune_rejected,
 };
@@ -220,6 +220,7 @@ async fn the_actor_handles_what_was_pending_when_it_starts_and_what_it_is_nudged
             ledger: t.ledger.clone(),
             job_queue: Slot::default(),
             sweep: Duration::from_secs(60),
+            bell: Doorbell::default(),
         },
     )
     .await

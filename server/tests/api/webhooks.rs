@@ -67,6 +67,7 @@ impl Hooked {
                 ledger: self.h.state.ledger.clone(),
                 job_queue: self.h.state.job_queue.clone(),
                 sweep: Duration::from_secs(60),
+                bell: self.h.state.webhook_bell.clone(),
             },
         )
         .await

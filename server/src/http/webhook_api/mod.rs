@@ -269,7 +269,9 @@ async fn accept(
         Verdict::Recorded { rows, extra } => {
             let pending = rows.iter().any(|r| r.outcome == WebhookOutcome::Pending);
             if pending {
-                state.webhook_intake.nudge(WebhookIntakeMsg::Nudge);
+                state
+                    .webhook_bell
+                    .ring(&state.webhook_intake, || WebhookIntakeMsg::Nudge);
             }
             tracing::info!(
                 delivery = %id,
