@@ -234,6 +234,21 @@ pub fn telling_line(tail: &[String]) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// Runs `cmd` to a successful end and returns its output lines.
+    async fn lines_of(cmd: Command, program: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        run(
+            cmd,
+            program,
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+            |_, l| seen.push(l),
+        )
+        .await
+        .unwrap();
+        seen
+    }
+
     #[tokio::test]
     async fn output_streams_line_by_line_and_failures_keep_the_tail() {
         let mut cmd = Command::new("sh");
@@ -265,16 +280,7 @@ mod tests {
         // The 19th field of /proc/self/stat is the process's nice value.
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "cut -d' ' -f19 /proc/self/stat"]);
-        let mut seen = Vec::new();
-        run(
-            cmd,
-            "sh",
-            Duration::from_secs(10),
-            &CancellationToken::new(),
-            |_, l| seen.push(l),
-        )
-        .await
-        .unwrap();
+        let seen = lines_of(cmd, "sh").await;
         // SAFETY: getpriority(2) only reads this process's priority.
         let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         let want = (ours + DEPLOY_NICENESS).min(19);
@@ -286,16 +292,7 @@ mod tests {
         let mut cmd = command(Path::new("/usr/bin/env"));
         // What a caller adds on top is all the child gets besides the fixed variables.
         cmd.env("ADDED", "1");
-        let mut seen = Vec::new();
-        run(
-            cmd,
-            "env",
-            Duration::from_secs(10),
-            &CancellationToken::new(),
-            |_, l| seen.push(l),
-        )
-        .await
-        .unwrap();
+        let seen = lines_of(cmd, "env").await;
         let keys: Vec<&str> = seen.iter().filter_map(|l| l.split('=').next()).collect();
         assert!(
             seen.contains(&format!("PATH={}", super::super::tools::CHILD_PATH)),
