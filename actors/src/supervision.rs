@@ -132,7 +132,7 @@ impl<M: Message> Slot<M> {
 /// once or twice, not 200 times, and the intake does not run 200 passes that find nothing.
 /// The actor calls [`Doorbell::answer`] as it starts the work a nudge asks for, so a ring after
 /// that point is delivered again and no change goes unseen. A nudge lost with a stopped actor
-/// leaves the bell rung until the next incarnation answers it at its start (and sweeps).
+/// leaves the bell rung until the next incarnation's first pass answers it.
 #[derive(Clone, Default)]
 pub struct Doorbell(Arc<AtomicBool>);
 

@@ -203,8 +203,6 @@ impl Actor for WebhookIntake {
         args: WebhookIntakeArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Deliveries acknowledged before a restart are handled first.
-        // A nudge lost with the last incarnation: the first sweep below does its work.
-        args.bell.answer();
         myself.send_message(WebhookIntakeMsg::Sweep)?;
         myself.send_interval(args.sweep, || WebhookIntakeMsg::Sweep);
         Ok(WebhookIntakeState {

@@ -6,14 +6,15 @@
 //! migrations, the actor tree, the first route sync). That code is never run again, yet its
 //! pages stay mapped, and counted, for the life of the process.
 //!
-//! [`release_startup_pages`] gives those mappings back once the server has settled, and again every
-//! ten minutes ([`keep_released`]): it drops this process's page-table entries for every read-only
-//! private file mapping that holds no private page. Nothing is lost by it: such a mapping is by
-//! definition an unmodified copy of its file, so the pages the server still runs are mapped again
-//! from the page cache on their next use (a minor fault, no disk read while the file stays cached),
-//! and the rest become ordinary page cache the kernel may reclaim first. Writable mappings, shared
-//! mappings and any mapping with a private (copied-on-write) page, such as relocated read-only
-//! data, are never touched: dropping those would lose their contents.
+//! [`release_clean_mappings`] gives those mappings back once the server has settled, and again
+//! every ten minutes ([`keep_released`]): it drops this process's page-table entries for every
+//! read-only private file mapping that holds no private page. Nothing is lost by it: such a
+//! mapping is by definition an unmodified copy of its file, so the pages the server still runs
+//! are mapped again from the page cache on their next use (a minor fault, no disk read while
+//! the file stays cached), and the rest become ordinary page cache the kernel may reclaim
+//! first. Writable mappings, shared mappings and any mapping with a private (copied-on-write)
+//! page, such as relocated read-only data, are never touched: dropping those would lose their
+//! contents.
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub const RELEASE_EVERY: Duration = Duration::from_secs(600);
 pub async fn keep_released() {
     tokio::time::sleep(STARTUP_SETTLE).await;
     loop {
-        match tokio::task::spawn_blocking(release_startup_pages).await {
+        match tokio::task::spawn_blocking(release_clean_mappings).await {
             Ok(Ok(released)) => tracing::debug!(
                 mappings = released.mappings,
                 kib = released.kib,
@@ -130,7 +131,7 @@ pub fn releasable(smaps: &str) -> Vec<Releasable> {
 
 /// Drops this process's page-table entries for the mappings [`releasable`] picks, and gives
 /// the allocator's free pages back. Linux only; elsewhere it releases nothing.
-pub fn release_startup_pages() -> std::io::Result<Released> {
+pub fn release_clean_mappings() -> std::io::Result<Released> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = Released::default();
     for m in releasable(&smaps) {
@@ -242,7 +243,7 @@ Rss:                   4 kB
         }
         let before = code_rss_kib();
         assert!(before > 0, "a running test maps some of its own code");
-        let released = release_startup_pages().unwrap();
+        let released = release_clean_mappings().unwrap();
         assert!(released.mappings > 0 && released.kib > 0, "{released:?}");
         // The code that runs from here on is mapped again on demand, and still runs.
         let words: Vec<String> = (0..1000).map(|i| format!("{i:x}")).collect();
