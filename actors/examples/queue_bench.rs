@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p rustploy-actors --example queue_bench -- [--jobs N] [--tasks 1,2,4]
-//!     [--enqueue-batch B] [--budget-secs S] [--skip-queue] [--skip-baseline] [--probe]
+//!     [--enqueue-batch B] [--budget-secs S] [--skip-queue] [--skip-actor] [--skip-baseline]
+//!     [--probe]
 //! ```
 //!
 //! `queue`: opens a real [`Ledger`] on a temporary file, enqueues N `noop` jobs with
@@ -12,6 +13,10 @@
 //! ended otherwise, and claims that failed (and were tried again), are counted and reported.
 //! Each task count gets a fresh ledger; once the queue runs have taken S seconds (default 90),
 //! the remaining task counts are skipped.
+//!
+//! `actor`: the same enqueue, then a real [`JobQueue`] actor (the server's queue, noop kind at 64
+//! slots) drains the ledger; the run ends when the ledger holds N succeeded jobs. This is the
+//! path the server's jobs take.
 //!
 //! `baseline`: plain rusqlite on a fresh WAL file (synchronous=NORMAL) doing the same three
 //! commits per job: insert a row, update it to running, update it to succeeded.
@@ -24,12 +29,17 @@
 //! progress story goes to stderr. Timing is only reported, never asserted.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ractor::Actor;
 use rusqlite::{Connection, params};
-use rustploy_actors::job_queue::{self, Handlers, JobResult, KindConfig, NoopHandler, QueueConfig};
+use rustploy_actors::job_queue::{
+    self, Handlers, JobQueue, JobQueueArgs, JobResult, KindConfig, NoopHandler, QueueConfig,
+};
 use rustploy_actors::ledger::jobs::{self, JobKind, NewJob};
 use rustploy_actors::ledger::{Ledger, LedgerConfig, LedgerError};
+use rustploy_actors::supervision::{RestartPolicy, Telemetry};
 use rustploy_api::states::JobState;
 
 /// The kind every benchmark job has: it does nothing.
@@ -41,6 +51,7 @@ struct Options {
     enqueue_batch: usize,
     budget: Duration,
     queue: bool,
+    actor: bool,
     baseline: bool,
     probe: bool,
 }
@@ -52,6 +63,7 @@ fn parse_args() -> Options {
         enqueue_batch: 100,
         budget: Duration::from_secs(90),
         queue: true,
+        actor: true,
         baseline: true,
         probe: false,
     };
@@ -80,6 +92,7 @@ fn parse_args() -> Options {
                     Duration::from_secs(value("--budget-secs").parse().expect("--budget-secs S"))
             }
             "--skip-queue" => o.queue = false,
+            "--skip-actor" => o.actor = false,
             "--skip-baseline" => o.baseline = false,
             "--probe" => o.probe = true,
             other => panic!("unknown argument {other}"),
@@ -149,6 +162,26 @@ fn main() {
         }
     }
 
+    if o.actor {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = runtime
+            .block_on(actor_run(&dir.path().join("ledger.db"), &o))
+            .expect("actor run");
+        eprintln!(
+            "queue actor: enqueue {:.2} s, drain {:.2} s ({:.0}/s), total {:.0} jobs/s",
+            r.enqueue.as_secs_f64(),
+            r.drain.as_secs_f64(),
+            o.jobs as f64 / r.drain.as_secs_f64(),
+            r.per_sec
+        );
+        println!("actor_per_sec={:.0}", r.per_sec);
+        println!(
+            "actor_drain_per_sec={:.0}",
+            o.jobs as f64 / r.drain.as_secs_f64()
+        );
+        println!("actor_succeeded={}", r.succeeded);
+    }
+
     if o.baseline {
         let dir = tempfile::tempdir().expect("temp dir");
         let per_sec = baseline(&dir.path().join("bare.db"), o.jobs).expect("baseline run");
@@ -194,18 +227,19 @@ fn noop_runner(ledger: Ledger) -> job_queue::Runner {
     }
 }
 
-async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, LedgerError> {
-    let ledger = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Ledger::open(&path, &LedgerConfig::default()))
-            .await
-            .map_err(|e| LedgerError::Join(e.to_string()))??
-    };
+async fn open_ledger(path: &Path) -> Result<Ledger, LedgerError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || Ledger::open(&path, &LedgerConfig::default()))
+        .await
+        .map_err(|e| LedgerError::Join(e.to_string()))?
+}
 
+/// Enqueues `n` noop jobs, one transaction (one commit) each, `batch` per ledger call.
+async fn enqueue_all(ledger: &Ledger, n: usize, batch: usize) -> Result<Duration, LedgerError> {
     let started = Instant::now();
-    let mut left = o.jobs;
+    let mut left = n;
     while left > 0 {
-        let n = left.min(o.enqueue_batch);
+        let n = left.min(batch);
         left -= n;
         ledger
             .run(move |c| {
@@ -220,7 +254,72 @@ async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, L
             })
             .await?;
     }
-    let enqueue = started.elapsed();
+    Ok(started.elapsed())
+}
+
+async fn succeeded_in_ledger(ledger: &Ledger) -> Result<usize, LedgerError> {
+    ledger
+        .run(|c| {
+            Ok(jobs::count_by_state(c)?
+                .into_iter()
+                .find(|(s, _)| s == "succeeded")
+                .map_or(0, |(_, n)| n as usize))
+        })
+        .await
+}
+
+/// The server's path: a JobQueue actor claims and runs the jobs; done when all succeeded.
+async fn actor_run(path: &Path, o: &Options) -> Result<QueueRun, LedgerError> {
+    let ledger = open_ledger(path).await?;
+    let enqueue = enqueue_all(&ledger, o.jobs, o.enqueue_batch).await?;
+    let runner = noop_runner(ledger.clone());
+    let drain_started = Instant::now();
+    let (queue, handle) = Actor::spawn(
+        None,
+        JobQueue,
+        JobQueueArgs {
+            ledger: ledger.clone(),
+            worker: runner.worker,
+            handlers: runner.handlers,
+            config: runner.config,
+            children: vec![],
+            restart_policy: RestartPolicy::default(),
+            telemetry: Arc::new(Telemetry::default()),
+        },
+    )
+    .await
+    .map_err(|e| LedgerError::Join(e.to_string()))?;
+    // Every job's outcome is committed once the ledger counts it succeeded.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut succeeded = 0;
+    while succeeded < o.jobs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        succeeded = succeeded_in_ledger(&ledger).await?;
+    }
+    let drain = drain_started.elapsed();
+    queue.stop(None);
+    let _ = handle.await;
+    if succeeded < o.jobs {
+        eprintln!(
+            "queue actor: only {succeeded} of {} jobs succeeded in 300 s",
+            o.jobs
+        );
+    }
+    Ok(QueueRun {
+        enqueue,
+        drain,
+        succeeded,
+        failed: o.jobs - succeeded,
+        failed_states: String::new(),
+        claim_errors: 0,
+        claim_error: String::new(),
+        per_sec: succeeded as f64 / (enqueue + drain).as_secs_f64(),
+    })
+}
+
+async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, LedgerError> {
+    let ledger = open_ledger(path).await?;
+    let enqueue = enqueue_all(&ledger, o.jobs, o.enqueue_batch).await?;
 
     let runner = noop_runner(ledger.clone());
     let drain_started = Instant::now();
@@ -273,14 +372,7 @@ async fn queue_run(path: &Path, o: &Options, tasks: usize) -> Result<QueueRun, L
             Ok(states)
         })
         .await?;
-    let succeeded_in_ledger = ledger
-        .run(|c| {
-            Ok(jobs::count_by_state(c)?
-                .into_iter()
-                .find(|(s, _)| s == "succeeded")
-                .map_or(0, |(_, n)| n as usize))
-        })
-        .await?;
+    let succeeded_in_ledger = succeeded_in_ledger(&ledger).await?;
     if !tally.other.is_empty() || succeeded_in_ledger != tally.succeeded {
         let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
         for (_, r) in &tally.other {
@@ -348,12 +440,7 @@ fn baseline(path: &Path, n: usize) -> rusqlite::Result<f64> {
 
 /// Times the pieces of one queue step, each many times, on a ledger holding `backlog` jobs.
 async fn probe(path: &Path) -> Result<(), LedgerError> {
-    let ledger = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Ledger::open(&path, &LedgerConfig::default()))
-            .await
-            .map_err(|e| LedgerError::Join(e.to_string()))??
-    };
+    let ledger = open_ledger(path).await?;
     const ROUNDS: u32 = 5_000;
 
     let t = Instant::now();

@@ -32,6 +32,8 @@ pub enum JobQueueMsg {
     Renew,
     /// A job this queue ran has been recorded as finished.
     Finished(JobId),
+    /// Slots were freed: claim work for them.
+    Refill,
     /// Cancellation of this job was recorded in the ledger; stop it if it runs here.
     Cancel(JobId),
     RestartChild(usize),
@@ -178,6 +180,9 @@ pub struct JobQueueArgs {
 pub struct JobQueueState {
     runner: Runner,
     running: HashMap<JobId, (&'static str, CancellationToken)>,
+    /// A `Refill` waits in the mailbox: jobs that finish meanwhile only free their slots, and
+    /// that one refill claims for all of them in one transaction.
+    refill_waiting: bool,
     wake: Option<tokio::task::AbortHandle>,
     children: Children,
     /// Cancels every running job's token when this incarnation's state is dropped, whatever
@@ -233,6 +238,7 @@ impl Actor for JobQueue {
         Ok(JobQueueState {
             runner,
             running: HashMap::new(),
+            refill_waiting: false,
             wake: None,
             children,
             _jobs_guard: jobs_token.clone().drop_guard(),
@@ -255,6 +261,15 @@ impl Actor for JobQueue {
             }
             JobQueueMsg::Finished(id) => {
                 state.running.remove(&id);
+                // Finished messages queued behind this one are handled before the refill, so a
+                // burst of finished jobs costs one claim, not one each.
+                if !state.refill_waiting {
+                    state.refill_waiting = myself.send_message(JobQueueMsg::Refill).is_ok();
+                }
+                Ok(())
+            }
+            JobQueueMsg::Refill => {
+                state.refill_waiting = false;
                 state.fill(&myself).await
             }
             JobQueueMsg::Cancel(id) => {
@@ -331,32 +346,32 @@ impl Actor for JobQueue {
 }
 
 impl JobQueueState {
-    /// Claims and starts due jobs while kinds have free slots, then schedules a wake-up for the
-    /// next delayed job.
+    /// Claims due jobs for every free slot in one transaction and starts them; when that left
+    /// slots free, schedules a wake-up for the next delayed job.
     async fn fill(&mut self, myself: &JobQueueRef) -> Result<(), ActorProcessingErr> {
-        let mut looked;
-        loop {
-            let free: Vec<String> = self
-                .runner
-                .handlers
-                .kinds
-                .iter()
-                .filter(|(kind, (_, cfg))| {
-                    self.running
-                        .values()
-                        .filter(|(k, _)| *k == kind.as_str())
-                        .count()
-                        < cfg.concurrency
-                })
-                .map(|(kind, _)| kind.clone())
-                .collect();
-            if free.is_empty() {
-                return Ok(());
-            }
-            looked = now_ms();
-            let Some(job) = self.runner.claim(free).await? else {
-                break;
-            };
+        let free: Vec<(String, usize)> = self
+            .runner
+            .handlers
+            .kinds
+            .iter()
+            .map(|(kind, (_, cfg))| {
+                let busy = self
+                    .running
+                    .values()
+                    .filter(|(k, _)| *k == kind.as_str())
+                    .count();
+                (kind.clone(), cfg.concurrency.saturating_sub(busy))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let wanted: usize = free.iter().map(|(_, n)| n).sum();
+        if wanted == 0 {
+            return Ok(());
+        }
+        let looked = now_ms();
+        let claimed = self.runner.claim_many(free).await?;
+        let short = claimed.len() < wanted;
+        for job in claimed {
             let token = self.jobs_token.child_token();
             self.running
                 .insert(job.id, (job.kind.name(), token.clone()));
@@ -368,7 +383,9 @@ impl JobQueueState {
                 let _ = me.send_message(JobQueueMsg::Finished(id));
             });
         }
-        self.schedule_wake(myself, looked).await;
+        if short {
+            self.schedule_wake(myself, looked).await;
+        }
         Ok(())
     }
 
@@ -429,6 +446,17 @@ impl JobQueueState {
 }
 
 impl Runner {
+    async fn claim_many(&self, free: Vec<(String, usize)>) -> Result<Vec<ClaimedJob>, LedgerError> {
+        let worker = self.worker.clone();
+        let lease = self.config.lease;
+        self.ledger
+            .run(move |c| {
+                let free: Vec<(&str, usize)> = free.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+                jobs::claim_many(c, &worker, lease, &free)
+            })
+            .await
+    }
+
     async fn claim(&self, kinds: Vec<String>) -> Result<Option<ClaimedJob>, LedgerError> {
         let worker = self.worker.clone();
         let lease = self.config.lease;

@@ -299,38 +299,72 @@ pub fn claim(
     lease: Duration,
     kinds: &[&str],
 ) -> Result<Option<ClaimedJob>, LedgerError> {
+    let free: Vec<(&str, usize)> = kinds.iter().map(|&k| (k, 1)).collect();
+    Ok(claim_up_to(conn, worker, lease, &free, 1)?.pop())
+}
+
+/// Claims due jobs for `worker` in one transaction, at most `free` of each kind: what a queue
+/// with that many free slots can start at once. The jobs come most overdue first, under the
+/// same rules as [`claim`]; one commit covers them all.
+pub fn claim_many(
+    conn: &mut Connection,
+    worker: &str,
+    lease: Duration,
+    free: &[(&str, usize)],
+) -> Result<Vec<ClaimedJob>, LedgerError> {
+    let total = free.iter().map(|(_, n)| n).sum();
+    claim_up_to(conn, worker, lease, free, total)
+}
+
+fn claim_up_to(
+    conn: &mut Connection,
+    worker: &str,
+    lease: Duration,
+    free: &[(&str, usize)],
+    total: usize,
+) -> Result<Vec<ClaimedJob>, LedgerError> {
     let now = now_ms();
-    let kinds_json = serde_json::to_string(kinds).expect("kinds serialise");
+    let until = now + lease.as_millis() as i64;
+    let mut free: Vec<(&str, usize)> = free.iter().copied().filter(|(_, n)| *n > 0).collect();
+    let mut claimed = Vec::new();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     bury_lapsed(&tx, now)?;
-    let claimed = loop {
-        let Some(raw) = claim_one(
-            &tx,
-            worker,
-            now + lease.as_millis() as i64,
-            now,
-            &kinds_json,
-        )?
-        else {
-            break None;
+    let mut kinds_json = kinds_json(&free);
+    while claimed.len() < total && !free.is_empty() {
+        let Some(raw) = claim_one(&tx, worker, until, now, &kinds_json)? else {
+            break;
         };
-        match JobKind::decode(&raw.kind, &raw.payload) {
-            Ok(kind) => {
-                break Some(ClaimedJob {
-                    id: raw.id,
-                    kind,
-                    key: raw.key,
-                    app_id: raw.app_id,
-                    deployment_id: raw.deployment_id,
-                    attempts: raw.attempts,
-                    max_attempts: raw.max_attempts,
-                });
+        let kind = match JobKind::decode(&raw.kind, &raw.payload) {
+            Ok(kind) => kind,
+            Err(why) => {
+                bury(&tx, raw.id, raw.deployment_id, &why, now)?;
+                continue;
             }
-            Err(why) => bury(&tx, raw.id, raw.deployment_id, &why, now)?,
+        };
+        if let Some(slot) = free.iter_mut().find(|(k, _)| *k == kind.name()) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                free.retain(|(_, n)| *n > 0);
+                kinds_json = self::kinds_json(&free);
+            }
         }
-    };
+        claimed.push(ClaimedJob {
+            id: raw.id,
+            kind,
+            key: raw.key,
+            app_id: raw.app_id,
+            deployment_id: raw.deployment_id,
+            attempts: raw.attempts,
+            max_attempts: raw.max_attempts,
+        });
+    }
     tx.commit()?;
     Ok(claimed)
+}
+
+fn kinds_json(free: &[(&str, usize)]) -> String {
+    serde_json::to_string(&free.iter().map(|(k, _)| k).collect::<Vec<_>>())
+        .expect("kinds serialise")
 }
 
 /// A claimed row before its kind is read.

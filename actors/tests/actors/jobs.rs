@@ -441,6 +441,64 @@ async fn the_queue_runs_work_when_nudged_and_when_delayed_work_falls_due_without
     handle.await.unwrap();
 }
 
+/// Counts how many of its jobs run at once, and the most that ever did.
+#[derive(Clone, Default)]
+struct Overlap {
+    now: Arc<AtomicU32>,
+    most: Arc<AtomicU32>,
+    done: Arc<AtomicU32>,
+}
+
+impl JobHandler for Overlap {
+    fn run(&self, _job: ClaimedJob, _ctx: JobContext) -> JobFuture {
+        let o = self.clone();
+        Box::pin(async move {
+            let running = o.now.fetch_add(1, Ordering::SeqCst) + 1;
+            o.most.fetch_max(running, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            o.now.fetch_sub(1, Ordering::SeqCst);
+            o.done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_queue_fills_every_free_slot_of_a_kind_and_never_more() {
+    let t = ledger();
+    let ids: Vec<i64> = t
+        .ledger
+        .run(|c| {
+            (0..20)
+                .map(|_| Ok(jobs::enqueue(c, &NewJob::new(noop()))?.id()))
+                .collect()
+        })
+        .await
+        .unwrap();
+    let overlap = Overlap::default();
+    let mut args = queue_args(&t.ledger, Duration::from_secs(3600));
+    args.handlers = Handlers::default().register(
+        "noop",
+        overlap.clone(),
+        KindConfig {
+            concurrency: 3,
+            deadline: Duration::from_secs(60),
+        },
+    );
+    let (queue, handle) = Actor::spawn(None, JobQueue, args).await.unwrap();
+    for &id in &ids {
+        wait_for(&t.ledger, id, "succeeded").await;
+    }
+    assert_eq!(overlap.done.load(Ordering::SeqCst), 20, "each job ran once");
+    assert_eq!(
+        overlap.most.load(Ordering::SeqCst),
+        3,
+        "all three slots were used, and never a fourth"
+    );
+    queue.stop(None);
+    handle.await.unwrap();
+}
+
 #[tokio::test]
 async fn cancelling_a_running_job_stops_it() {
     let t = ledger();
@@ -566,6 +624,60 @@ async fn rows_the_untyped_queue_wrote_are_claimed_as_their_kinds() {
             JobKind::Noop { sleep_ms: Some(5) },
         ]
     );
+}
+
+#[tokio::test]
+async fn one_claim_fills_each_kinds_free_slots_but_never_takes_two_jobs_of_one_app() {
+    let t = ledger();
+    let lease = Duration::from_secs(60);
+    let (ids, first, second) = t
+        .ledger
+        .run(move |c| {
+            c.execute(
+                "INSERT INTO apps (name, created_at, updated_at) VALUES ('a', 1, 1), ('b', 1, 1)",
+                [],
+            )?;
+            let mut ids = Vec::new();
+            for at in 1..=3 {
+                ids.push(jobs::enqueue(c, &NewJob::new(noop()).run_at(at))?.id());
+            }
+            for (kind, payload, app, at) in [
+                ("backup", r#"{"backup_id":1}"#, 1, 4),
+                ("backup", r#"{"backup_id":2}"#, 1, 5),
+                ("backup", r#"{"backup_id":3}"#, 2, 6),
+                ("restore", r#"{"backup_id":3,"service":"db"}"#, 2, 7),
+            ] {
+                c.execute(
+                    "INSERT INTO jobs (kind, payload, app_id, next_run_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, 1)",
+                    rusqlite::params![kind, payload, app, at],
+                )?;
+                ids.push(c.last_insert_rowid());
+            }
+            let first: Vec<i64> =
+                jobs::claim_many(c, "w", lease, &[("noop", 2), ("backup", 5), ("restore", 1)])?
+                    .into_iter()
+                    .map(|j| j.id)
+                    .collect();
+            let second: Vec<i64> =
+                jobs::claim_many(c, "w", lease, &[("noop", 5), ("backup", 5), ("restore", 5)])?
+                    .into_iter()
+                    .map(|j| j.id)
+                    .collect();
+            Ok((ids, first, second))
+        })
+        .await
+        .unwrap();
+    // Oldest first: two noops (their slots), then one job of each app.
+    assert_eq!(first, vec![ids[0], ids[1], ids[3], ids[5]]);
+    // The other jobs of both apps wait for the running ones; only the third noop is free.
+    assert_eq!(second, vec![ids[2]]);
+    for &id in &first {
+        assert_eq!(get(&t.ledger, id).await.state.as_str(), "running");
+    }
+    for id in [ids[4], ids[6]] {
+        assert_eq!(get(&t.ledger, id).await.state.as_str(), "queued");
+    }
 }
 
 #[tokio::test]
