@@ -9,6 +9,10 @@
 //!    ledger; for each, the time from the answer to the deployment's `created_at` (queued by
 //!    WebhookIntake) and to its `started_at` (begun by a Deployer), both server timestamps.
 //!
+//! With `--reference URL` (a `bare_http` server), the same rounds of 200 are then sent to it,
+//! with the same client, bodies and signatures: what answering that many requests costs on
+//! these cores with nothing behind the handler, the floor the server's numbers stand on.
+//!
 //! 0. Receiver memory (first, so that the server's peak RSS is this load's): `--concurrency`
 //!    senders post 25 MiB bodies, `--flood-rounds` each, while one signed push is sent every
 //!    100 ms to a connected app; the server's RSS (`--pid`, read from `/proc/<pid>/status`) is
@@ -21,6 +25,7 @@
 //!
 //! Usage: webhook_bench --url URL --token TOKEN --ledger PATH --scratch DIR [--pid PID]
 //!                      [--concurrency 200] [--rounds 5] [--starts 20] [--flood-rounds 3]
+//!                      [--reference URL]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +45,7 @@ struct Args {
     starts: usize,
     pid: Option<u32>,
     flood_rounds: usize,
+    reference: Option<String>,
 }
 
 fn args() -> Args {
@@ -54,6 +60,7 @@ fn args() -> Args {
         starts: 20,
         pid: None,
         flood_rounds: 3,
+        reference: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -67,6 +74,7 @@ fn args() -> Args {
             "--starts" => a.starts = value.parse().expect("a number"),
             "--pid" => a.pid = Some(value.parse().expect("a process id")),
             "--flood-rounds" => a.flood_rounds = value.parse().expect("a number"),
+            "--reference" => a.reference = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -147,6 +155,22 @@ async fn run(a: Args) {
         "ack_ignored",
     )
     .await;
+    if let Some(url) = &a.reference {
+        // The same rounds, client, bodies and signatures, to a handler with nothing behind it.
+        let reference = Server {
+            url: url.clone(),
+            ..server.clone()
+        };
+        ack_rounds(
+            &reference,
+            &ack_hook,
+            "main",
+            a.concurrency,
+            a.rounds,
+            "reference",
+        )
+        .await;
+    }
 
     // 2. Acknowledgement to deployment start.
     let start_hook = server.connect("wh-start", "start").await;
