@@ -72,6 +72,40 @@ pub async fn get(state: &AppState, id: i64) -> Result<Deployment, GetError> {
         .ok_or(GetError::NoDeployment(NoDeployment(id)))
 }
 
+/// Deployment `id` of the app `key`, with its step timings and images. A deployment of another
+/// app is not found here, as one that never was.
+pub async fn get_of_app(
+    state: &AppState,
+    key: String,
+    id: i64,
+) -> Result<Deployment, GetOfAppError> {
+    let k = key.clone();
+    let found = state
+        .ledger
+        .run(move |c| match apps::resolve(c, &k)? {
+            Some(app) => Ok(Some(
+                deployment_views::detail(c, id)?.filter(|d| d.deployment.app_id == app),
+            )),
+            None => Ok(None),
+        })
+        .await?;
+    match found {
+        None => Err(NoApp(key).into()),
+        Some(None) => Err(GetOfAppError::NotOfApp { app: key, id }),
+        Some(Some(d)) => Ok(views::deployment_detail(d)),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetOfAppError {
+    #[error(transparent)]
+    NoApp(#[from] NoApp),
+    #[error("app '{app}' has no deployment {id}")]
+    NotOfApp { app: String, id: i64 },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
 /// Whether deployment `id` exists, as an error when it does not.
 pub async fn check_exists(state: &AppState, id: i64) -> Result<(), GetError> {
     let exists = state

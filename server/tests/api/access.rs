@@ -23,6 +23,7 @@ const KNOWN: &[(&str, &str, Option<&str>)] = &[
         "/api/v1/apps/{app}/deployments",
         Some(r#"{"ref":"main"}"#),
     ),
+    ("GET", "/api/v1/apps/{app}/deployments/{id}", None),
     ("GET", "/api/v1/deployments/{id}", None),
     ("POST", "/api/v1/deployments/{id}/cancel", None),
     ("GET", "/api/v1/deployments/{id}/logs", None),

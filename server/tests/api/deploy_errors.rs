@@ -180,6 +180,49 @@ async fn deployment_failures_keep_their_status_code_and_field() {
 }
 
 #[tokio::test]
+async fn a_deployment_reads_under_its_app_and_not_under_another() {
+    let (h, token) = with_app().await;
+    let other = h
+        .call(
+            Method::POST,
+            "/api/v1/apps",
+            Some(&token),
+            Some(&json!({ "name": "other" })),
+        )
+        .await;
+    assert_eq!(other.status.as_u16(), 201, "{}", other.text);
+    let call = |path: &'static str| h.call(Method::GET, path, Some(&token), None);
+
+    let nested = call("/api/v1/apps/web/deployments/1").await;
+    assert_eq!(nested.status.as_u16(), 200, "{}", nested.text);
+    let flat = call("/api/v1/deployments/1").await;
+    assert_eq!(
+        nested.body, flat.body,
+        "both addresses answer the same deployment"
+    );
+    assert_eq!(nested.body["app"], "web");
+    assert_eq!(nested.body["commit_sha"], "abc123");
+    // By the app's id too, as every app path takes.
+    assert_eq!(call("/api/v1/apps/1/deployments/1").await.body, flat.body);
+
+    let elsewhere = call("/api/v1/apps/other/deployments/1").await;
+    assert_eq!(
+        elsewhere.error(404, "another app's deployment"),
+        "not_found"
+    );
+    assert_eq!(
+        elsewhere.body["error"]["message"],
+        "app 'other' has no deployment 1"
+    );
+    let none = call("/api/v1/apps/web/deployments/9").await;
+    assert_eq!(none.error(404, "no such deployment"), "not_found");
+    let no_app = call("/api/v1/apps/nope/deployments/1").await;
+    assert_eq!(no_app.error(404, "no such app"), "not_found");
+    let bad = call("/api/v1/apps/web/deployments/one").await;
+    assert_eq!(bad.status.as_u16(), 400, "{}", bad.text);
+}
+
+#[tokio::test]
 async fn the_log_stream_wants_events_and_a_deployment() {
     let (h, token) = with_app().await;
     let stream = |path: &str, accept: &str| {

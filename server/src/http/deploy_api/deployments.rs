@@ -54,6 +54,14 @@ pub(super) async fn get_deployment(
     Ok(ApiJson(deploys::get(&state, id).await?))
 }
 
+/// One deployment, addressed under its app.
+pub(super) async fn get_app_deployment(
+    State(state): State<AppState>,
+    ApiPath((key, id)): ApiPath<(String, i64)>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(ApiJson(deploys::get_of_app(&state, key, id).await?))
+}
+
 /// Cancels a deployment: 202 when its running job was asked to stop, 200 when it was cancelled
 /// before it started.
 pub(super) async fn cancel_deployment(

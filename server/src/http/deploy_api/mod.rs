@@ -70,6 +70,12 @@ pub fn table() -> Vec<(Method, &'static str, Need, MethodRouter<AppState>)> {
         ),
         (
             M::GET,
+            "/api/v1/apps/{app}/deployments/{id}",
+            Need::Read,
+            get(deployments::get_app_deployment),
+        ),
+        (
+            M::GET,
             "/api/v1/deployments/{id}",
             Need::Read,
             get(deployments::get_deployment),

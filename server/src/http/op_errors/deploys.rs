@@ -25,6 +25,16 @@ impl From<deploys::GetError> for ApiError {
     }
 }
 
+impl From<deploys::GetOfAppError> for ApiError {
+    fn from(e: deploys::GetOfAppError) -> Self {
+        match e {
+            deploys::GetOfAppError::NoApp(e) => e.into(),
+            e @ deploys::GetOfAppError::NotOfApp { .. } => ApiError::not_found(e.to_string()),
+            deploys::GetOfAppError::Ledger(e) => e.into(),
+        }
+    }
+}
+
 impl From<deploys::RequestError> for ApiError {
     fn from(e: deploys::RequestError) -> Self {
         match e {
