@@ -211,20 +211,25 @@ struct QueueRun {
     per_sec: f64,
 }
 
+/// The noop kind at 64 slots: as many at once as the drain can use.
+fn noop_handlers() -> Handlers {
+    Handlers::default().register(
+        NOOP.name(),
+        NoopHandler,
+        KindConfig {
+            concurrency: 64,
+            deadline: Duration::from_secs(60),
+        },
+    )
+}
+
 fn noop_runner(ledger: Ledger) -> job_queue::Runner {
-    job_queue::Runner {
+    job_queue::Runner::new(
         ledger,
-        worker: "bench-worker".into(),
-        handlers: Handlers::default().register(
-            NOOP.name(),
-            NoopHandler,
-            KindConfig {
-                concurrency: 64,
-                deadline: Duration::from_secs(60),
-            },
-        ),
-        config: QueueConfig::default(),
-    }
+        "bench-worker".into(),
+        noop_handlers(),
+        QueueConfig::default(),
+    )
 }
 
 async fn open_ledger(path: &Path) -> Result<Ledger, LedgerError> {
@@ -272,16 +277,15 @@ async fn succeeded_in_ledger(ledger: &Ledger) -> Result<usize, LedgerError> {
 async fn actor_run(path: &Path, o: &Options) -> Result<QueueRun, LedgerError> {
     let ledger = open_ledger(path).await?;
     let enqueue = enqueue_all(&ledger, o.jobs, o.enqueue_batch).await?;
-    let runner = noop_runner(ledger.clone());
     let drain_started = Instant::now();
     let (queue, handle) = Actor::spawn(
         None,
         JobQueue,
         JobQueueArgs {
             ledger: ledger.clone(),
-            worker: runner.worker,
-            handlers: runner.handlers,
-            config: runner.config,
+            worker: "bench-worker".into(),
+            handlers: noop_handlers(),
+            config: QueueConfig::default(),
             children: vec![],
             restart_policy: RestartPolicy::default(),
             telemetry: Arc::new(Telemetry::default()),

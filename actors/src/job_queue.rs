@@ -4,7 +4,9 @@
 //! enqueued), when a job finishes, at the moment the next delayed job falls due, and on a slow
 //! sweep that also renews the leases of the jobs it runs. A job's outcome is recorded by the task
 //! that ran it, so a restart of this actor loses nothing: leases of jobs it was running are
-//! released by the tasks (or lapse), and the new incarnation claims them again.
+//! released by the tasks (or lapse), and the new incarnation claims them again. The tasks record
+//! through their runner's group-commit writer, so jobs that end together share one commit; each
+//! task still waits for its own outcome's commit.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +19,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use rustploy_api::states::JobState;
 
-use crate::ledger::jobs::{self, ClaimedJob, FailOutcome, JobId, JobKind, RetryPolicy};
+use crate::ledger::batch::{Batcher, Writer};
+use crate::ledger::jobs::{self, ClaimedJob, FailOutcome, JobId, JobKind, Recorded, RetryPolicy};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::supervision::{ChildSpec, Children, Decision, RestartPolicy, Telemetry};
 
@@ -198,6 +201,47 @@ pub struct Runner {
     pub worker: String,
     pub handlers: Handlers,
     pub config: QueueConfig,
+    /// Where runs record their outcomes: jobs that end together share one commit.
+    outcomes: Batcher<jobs::Outcome, jobs::Recorded>,
+}
+
+/// Outcomes waiting to be written, beyond which a run waits to record its own.
+const OUTCOME_QUEUE: usize = 1024;
+
+/// Outcomes written in one transaction at most.
+const OUTCOME_BATCH: usize = 256;
+
+impl Runner {
+    /// A runner with its own outcome writer. The writer is a task that lives exactly as long as
+    /// the runner's clones: a run of a stopped queue's incarnation still records its outcome
+    /// through it, and it ends once the last such run has.
+    pub fn new(ledger: Ledger, worker: String, handlers: Handlers, config: QueueConfig) -> Self {
+        let (outcomes, inbox) = Batcher::channel("job outcomes", OUTCOME_QUEUE);
+        Writer {
+            ledger: ledger.clone(),
+            name: "job outcomes",
+            max_batch: OUTCOME_BATCH,
+            linger: None,
+            write: Arc::new(|c: &mut rusqlite::Connection, items: Vec<jobs::Outcome>| {
+                match jobs::record_outcomes(c, &items) {
+                    Ok(recorded) => recorded
+                        .into_iter()
+                        .map(|r| r.map_err(|e| e.to_string()))
+                        .collect(),
+                    Err(e) => items.iter().map(|_| Err(e.to_string())).collect(),
+                }
+            }),
+            inbox,
+        }
+        .spawn_detached();
+        Self {
+            ledger,
+            worker,
+            handlers,
+            config,
+            outcomes,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -213,12 +257,7 @@ impl Actor for JobQueue {
         myself: JobQueueRef,
         args: JobQueueArgs,
     ) -> Result<JobQueueState, ActorProcessingErr> {
-        let runner = Runner {
-            ledger: args.ledger,
-            worker: args.worker,
-            handlers: args.handlers,
-            config: args.config,
-        };
+        let runner = Runner::new(args.ledger, args.worker, args.handlers, args.config);
         if runner.config.exclusive {
             let worker = runner.worker.clone();
             let n = runner
@@ -537,32 +576,28 @@ impl Runner {
         if let Some(message) = &message {
             tracing::warn!(job = id, kind = job.kind.name(), attempt = job.attempts, error = %message, "job attempt failed");
         }
-        // The outcome write is fenced on the lease, so repeating it is safe. A ledger error
-        // (a busy database) is retried for a while: giving up would leave the job running
-        // until its lease lapsed, and then run it a second time.
+        // The outcome write is fenced on the lease, so repeating it is safe. A failed write (a
+        // busy database) is retried for a while: giving up would leave the job running until
+        // its lease lapsed, and then run it a second time.
+        let outcome = jobs::Outcome {
+            id,
+            worker,
+            error: message,
+            retry,
+            delay,
+        };
         let mut wait = Duration::from_millis(50);
         for attempt in 1..=8 {
-            let (worker, message) = (worker.clone(), message.clone());
-            let written = self
-                .ledger
-                .run(move |c| match message {
-                    None => Ok(if jobs::complete(c, id, &worker)? {
-                        JobResult::Succeeded
-                    } else {
-                        JobResult::LostLease
-                    }),
-                    Some(message) => {
-                        Ok(match jobs::fail(c, id, &worker, &message, retry, delay)? {
-                            FailOutcome::Retrying(at) => JobResult::Retrying(at),
-                            FailOutcome::Dead => JobResult::Dead,
-                            FailOutcome::Cancelled => JobResult::Cancelled,
-                            FailOutcome::LostLease => JobResult::LostLease,
-                        })
-                    }
-                })
-                .await;
-            match written {
-                Ok(result) => return result,
+            match self.outcomes.commit(outcome.clone()).await {
+                Ok(Recorded::Succeeded) => return JobResult::Succeeded,
+                Ok(Recorded::Failed(failed)) => {
+                    return match failed {
+                        FailOutcome::Retrying(at) => JobResult::Retrying(at),
+                        FailOutcome::Dead => JobResult::Dead,
+                        FailOutcome::Cancelled => JobResult::Cancelled,
+                        FailOutcome::LostLease => JobResult::LostLease,
+                    };
+                }
                 Err(e) if attempt < 8 => {
                     tracing::warn!(job = id, error = %e, "recording a job outcome failed; trying again");
                     tokio::time::sleep(wait).await;

@@ -521,9 +521,23 @@ pub fn fail(
     retry: bool,
     delay: Duration,
 ) -> Result<FailOutcome, LedgerError> {
+    let tx = conn.transaction()?;
+    let outcome = fail_in(&tx, id, worker, error, retry, delay)?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// [`fail`] inside the caller's transaction.
+fn fail_in(
+    tx: &Connection,
+    id: JobId,
+    worker: &str,
+    error: &str,
+    retry: bool,
+    delay: Duration,
+) -> Result<FailOutcome, LedgerError> {
     let now = now_ms();
     let next = now + delay.as_millis() as i64;
-    let tx = conn.transaction()?;
     let row: Option<(JobState, Option<i64>)> = tx
         .prepare_cached(
             "UPDATE jobs
@@ -565,16 +579,67 @@ pub fn fail(
             };
             if let Some(deployment) = deployment {
                 match outcome {
-                    FailOutcome::Dead => deployments::fail(&tx, deployment, error, now)?,
-                    FailOutcome::Cancelled => deployments::cancel(&tx, deployment, now)?,
+                    FailOutcome::Dead => deployments::fail(tx, deployment, error, now)?,
+                    FailOutcome::Cancelled => deployments::cancel(tx, deployment, now)?,
                     _ => deployments::Transition::Done,
                 };
             }
             outcome
         }
     };
-    tx.commit()?;
     Ok(outcome)
+}
+
+/// One run's end, as the worker that ran the job reports it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: JobId,
+    pub worker: String,
+    /// Why the run failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// Whether the failure may be tried again (while attempts remain).
+    pub retry: bool,
+    /// How long a retried job waits.
+    pub delay: Duration,
+}
+
+/// What recording an [`Outcome`] did to its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Succeeded,
+    Failed(FailOutcome),
+}
+
+/// Records the outcomes of many runs in one transaction (one commit), each under its own
+/// savepoint: one that cannot be written is answered with its error, and the others are kept.
+/// A worker that lost a job's lease gets `Failed(LostLease)` and changes nothing.
+pub fn record_outcomes(
+    conn: &mut Connection,
+    outcomes: &[Outcome],
+) -> Result<Vec<Result<Recorded, LedgerError>>, LedgerError> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut recorded = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        let sp = tx.savepoint()?;
+        let written = match &o.error {
+            None => complete(&sp, o.id, &o.worker).map(|done| {
+                if done {
+                    Recorded::Succeeded
+                } else {
+                    Recorded::Failed(FailOutcome::LostLease)
+                }
+            }),
+            Some(error) => {
+                fail_in(&sp, o.id, &o.worker, error, o.retry, o.delay).map(Recorded::Failed)
+            }
+        };
+        if written.is_ok() {
+            sp.commit()?;
+        }
+        recorded.push(written);
+    }
+    tx.commit()?;
+    Ok(recorded)
 }
 
 /// Gives a claimed job back unfinished (the server is shutting down): it is queued again at

@@ -39,18 +39,18 @@ fn noop() -> JobKind {
 }
 
 fn runner(ledger: &Ledger, handlers: Handlers, retry_base: Duration) -> Runner {
-    Runner {
-        ledger: ledger.clone(),
-        worker: "test-worker".into(),
+    Runner::new(
+        ledger.clone(),
+        "test-worker".into(),
         handlers,
-        config: QueueConfig {
+        QueueConfig {
             retry: RetryPolicy {
                 base: retry_base,
                 cap: Duration::from_secs(60),
             },
             ..QueueConfig::default()
         },
-    }
+    )
 }
 
 async fn enqueue(ledger: &Ledger, job: NewJob) -> Enqueued {
@@ -678,6 +678,81 @@ async fn one_claim_fills_each_kinds_free_slots_but_never_takes_two_jobs_of_one_a
     for id in [ids[4], ids[6]] {
         assert_eq!(get(&t.ledger, id).await.state.as_str(), "queued");
     }
+}
+
+#[tokio::test]
+async fn outcomes_written_together_keep_each_other_when_one_cannot_be_written() {
+    let t = ledger();
+    let lease = Duration::from_secs(60);
+    let outcome = |id: i64, worker: &str, error: Option<&str>| jobs::Outcome {
+        id,
+        worker: worker.into(),
+        error: error.map(String::from),
+        retry: false,
+        delay: Duration::ZERO,
+    };
+    let (ids, recorded) = t
+        .ledger
+        .run(move |c| {
+            let ids: Vec<i64> = (0..4)
+                .map(|_| Ok(jobs::enqueue(c, &NewJob::new(noop()))?.id()))
+                .collect::<Result<_, rustploy_actors::ledger::LedgerError>>()?;
+            let claimed = jobs::claim_many(c, "w", lease, &[("noop", 4)])?;
+            assert_eq!(claimed.len(), 4);
+            // The ledger refuses any change to the second job.
+            c.execute_batch(&format!(
+                "CREATE TRIGGER refuse_one BEFORE UPDATE ON jobs WHEN OLD.id = {}
+                 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
+                ids[1]
+            ))?;
+            let recorded = jobs::record_outcomes(
+                c,
+                &[
+                    outcome(ids[0], "w", None),
+                    outcome(ids[1], "w", None),
+                    outcome(ids[2], "w", Some("broken for good")),
+                    outcome(ids[3], "someone-else", None),
+                ],
+            )?;
+            Ok((ids, recorded))
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(recorded[0], Ok(jobs::Recorded::Succeeded)),
+        "{recorded:?}"
+    );
+    assert!(
+        recorded[1]
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("refused for the test")),
+        "{recorded:?}"
+    );
+    assert!(
+        matches!(
+            recorded[2],
+            Ok(jobs::Recorded::Failed(jobs::FailOutcome::Dead))
+        ),
+        "{recorded:?}"
+    );
+    assert!(
+        matches!(
+            recorded[3],
+            Ok(jobs::Recorded::Failed(jobs::FailOutcome::LostLease))
+        ),
+        "another worker's report changes nothing: {recorded:?}"
+    );
+    let states = [
+        get(&t.ledger, ids[0]).await.state.to_string(),
+        get(&t.ledger, ids[1]).await.state.to_string(),
+        get(&t.ledger, ids[2]).await.state.to_string(),
+        get(&t.ledger, ids[3]).await.state.to_string(),
+    ];
+    assert_eq!(states, ["succeeded", "running", "dead", "running"]);
+    assert_eq!(
+        get(&t.ledger, ids[2]).await.last_error.as_deref(),
+        Some("broken for good")
+    );
 }
 
 #[tokio::test]
