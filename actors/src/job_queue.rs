@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use rustploy_api::states::JobState;
 
-use crate::ledger::batch::{Batcher, Writer};
+use crate::ledger::batch::{self, Batcher, Writer};
 use crate::ledger::jobs::{self, ClaimedJob, FailOutcome, JobId, JobKind, Recorded, RetryPolicy};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::supervision::{ChildSpec, Children, Decision, RestartPolicy, Telemetry};
@@ -222,15 +222,7 @@ impl Runner {
             name: "job outcomes",
             max_batch: OUTCOME_BATCH,
             linger: None,
-            write: Arc::new(|c: &mut rusqlite::Connection, items: Vec<jobs::Outcome>| {
-                match jobs::record_outcomes(c, &items) {
-                    Ok(recorded) => recorded
-                        .into_iter()
-                        .map(|r| r.map_err(|e| e.to_string()))
-                        .collect(),
-                    Err(e) => items.iter().map(|_| Err(e.to_string())).collect(),
-                }
-            }),
+            write: batch::in_savepoints(jobs::record_outcome),
             inbox,
         }
         .spawn_detached();

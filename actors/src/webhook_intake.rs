@@ -15,9 +15,10 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use crate::job_queue::JobQueueMsg;
+use crate::ledger::batch;
 use crate::ledger::deployments::{self, DeployRequest};
 use crate::ledger::webhooks::{self, Pending};
 use crate::ledger::{Ledger, LedgerError, now_ms};
@@ -89,12 +90,10 @@ pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerE
     let full = ids.len() as i64 == limit;
     let mut pass = Pass::default();
     for chunk in ids.chunks(PER_TRANSACTION) {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for &id in chunk {
-            let sp = tx.savepoint()?;
-            match handle_one(&sp, id) {
+        let handled = batch::each_in_savepoint(conn, chunk, |sp, &id| handle_one(sp, id))?;
+        for (id, handled) in chunk.iter().zip(handled) {
+            match handled {
                 Ok(Some(outcome)) => {
-                    sp.commit()?;
                     pass.handled += 1;
                     pass.deployed += usize::from(outcome != Handled::Ignored);
                     pass.queued += usize::from(outcome == Handled::Queued);
@@ -106,7 +105,6 @@ pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerE
                 }
             }
         }
-        tx.commit()?;
     }
     // A batch that only failed is retried by the sweep, not at once.
     pass.more = full && pass.handled > 0;

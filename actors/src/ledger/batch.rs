@@ -52,6 +52,47 @@ pub fn in_transaction<T: 'static>(
     })
 }
 
+/// A write function for items that are written together but fail alone: each item's write
+/// runs under its own savepoint in one transaction (see [`each_in_savepoint`]).
+pub fn in_savepoints<T: 'static, R: 'static>(
+    write: impl Fn(&Connection, &T) -> Result<R, LedgerError> + Send + Sync + 'static,
+) -> WriteFn<T, R> {
+    Arc::new(move |c: &mut Connection, items: Vec<T>| {
+        match each_in_savepoint(c, &items, |sp, item| write(sp, item)) {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => {
+                let why = e.to_string();
+                items.iter().map(|_| Err(why.clone())).collect()
+            }
+        }
+    })
+}
+
+/// Runs `write` for each item in one immediate transaction (one commit), each under its own
+/// savepoint: an item whose write fails is rolled back alone and answered with its error, and
+/// the others are kept. Fails as a whole only when the transaction itself does.
+pub fn each_in_savepoint<I: IntoIterator, R>(
+    conn: &mut Connection,
+    items: I,
+    mut write: impl FnMut(&Connection, I::Item) -> Result<R, LedgerError>,
+) -> Result<Vec<Result<R, LedgerError>>, LedgerError> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::new();
+    for item in items {
+        let sp = tx.savepoint()?;
+        let written = write(&sp, item);
+        if written.is_ok() {
+            sp.commit()?;
+        }
+        results.push(written);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
 enum Entry<T, R> {
     Item {
         item: T,

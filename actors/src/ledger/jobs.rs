@@ -610,36 +610,20 @@ pub enum Recorded {
     Failed(FailOutcome),
 }
 
-/// Records the outcomes of many runs in one transaction (one commit), each under its own
-/// savepoint: one that cannot be written is answered with its error, and the others are kept.
-/// A worker that lost a job's lease gets `Failed(LostLease)` and changes nothing.
-pub fn record_outcomes(
-    conn: &mut Connection,
-    outcomes: &[Outcome],
-) -> Result<Vec<Result<Recorded, LedgerError>>, LedgerError> {
-    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut recorded = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        let sp = tx.savepoint()?;
-        let written = match &o.error {
-            None => complete(&sp, o.id, &o.worker).map(|done| {
-                if done {
-                    Recorded::Succeeded
-                } else {
-                    Recorded::Failed(FailOutcome::LostLease)
-                }
-            }),
-            Some(error) => {
-                fail_in(&sp, o.id, &o.worker, error, o.retry, o.delay).map(Recorded::Failed)
-            }
-        };
-        if written.is_ok() {
-            sp.commit()?;
+/// Records one run's outcome; the job queue writes many together through
+/// [`super::batch::in_savepoints`]. A worker that lost the job's lease gets `Failed(LostLease)`
+/// and changes nothing.
+pub fn record_outcome(conn: &Connection, o: &Outcome) -> Result<Recorded, LedgerError> {
+    match &o.error {
+        None => Ok(if complete(conn, o.id, &o.worker)? {
+            Recorded::Succeeded
+        } else {
+            Recorded::Failed(FailOutcome::LostLease)
+        }),
+        Some(error) => {
+            fail_in(conn, o.id, &o.worker, error, o.retry, o.delay).map(Recorded::Failed)
         }
-        recorded.push(written);
     }
-    tx.commit()?;
-    Ok(recorded)
 }
 
 /// Gives a claimed job back unfinished (the server is shutting down): it is queued again at

@@ -10,7 +10,7 @@ use rustploy_actors::job_queue::{
 use rustploy_actors::ledger::jobs::{
     self, CancelOutcome, ClaimedJob, Enqueued, JobKind, NewJob, RetryPolicy, backoff,
 };
-use rustploy_actors::ledger::{Ledger, now_ms};
+use rustploy_actors::ledger::{Ledger, batch, now_ms};
 use rustploy_actors::supervision::{RestartPolicy, Telemetry};
 
 use super::helpers::{eventually, ledger};
@@ -705,15 +705,16 @@ async fn outcomes_written_together_keep_each_other_when_one_cannot_be_written() 
                  BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
                 ids[1]
             ))?;
-            let recorded = jobs::record_outcomes(
+            // As the job queue's outcome writer writes a batch.
+            let recorded = batch::in_savepoints(jobs::record_outcome)(
                 c,
-                &[
+                vec![
                     outcome(ids[0], "w", None),
                     outcome(ids[1], "w", None),
                     outcome(ids[2], "w", Some("broken for good")),
                     outcome(ids[3], "someone-else", None),
                 ],
-            )?;
+            );
             Ok((ids, recorded))
         })
         .await
