@@ -1019,6 +1019,11 @@ async fn rotating_shows_the_new_secret_once_and_the_old_one_stops_verifying() {
         let tab = get(&h, &format!("/apps/{app}/github"), Some(&owner)).await;
         assert_eq!(tab.status, StatusCode::OK);
         assert!(
+            tab.text.contains(r#"<small class="reason">"#),
+            "the refused delivery's reason reads as a problem: {}",
+            tab.text
+        );
+        assert!(
             !tab.text.contains(&new) && !tab.text.contains(&old),
             "{app}"
         );
@@ -1052,6 +1057,12 @@ async fn disconnecting_github_removes_the_integration() {
 
     let tab = get(&h, "/apps/web/github", Some(&owner)).await;
     assert!(tab.text.contains("not connected"), "{}", tab.text);
+    assert!(
+        tab.text
+            .contains(r#"<small class="why">ping from GitHub webhook 4242"#),
+        "an ignored delivery's reason reads as an explanation, not an error: {}",
+        tab.text
+    );
     assert!(tab.text.contains(r#"id="f-owner""#), "the form is back");
     assert!(
         tab.text.contains("ping from GitHub webhook 4242"),

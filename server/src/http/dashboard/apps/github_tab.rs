@@ -119,7 +119,8 @@ pub(super) async fn github_page(
                         td { (when_str(&d.received_at)) }
                         td { (d.event) }
                         td.mono { (d.git_ref.as_deref().unwrap_or("")) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
-                        td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small.reason { (r) } } }
+                        // A refusal's reason is a problem to fix; the others explain what was done.
+                        td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small class=(if d.outcome == "rejected" { "reason" } else { "why" }) { (r) } } }
                         td { @if let Some(id) = d.deployment_id { a href={ "/deployments/" (id) } { "#" (id) } } }
                     } } }
                 } }
