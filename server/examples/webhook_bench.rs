@@ -46,6 +46,7 @@ struct Args {
     pid: Option<u32>,
     flood_rounds: usize,
     reference: Option<String>,
+    reference_pid: Option<u32>,
 }
 
 fn args() -> Args {
@@ -61,6 +62,7 @@ fn args() -> Args {
         pid: None,
         flood_rounds: 3,
         reference: None,
+        reference_pid: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -75,6 +77,7 @@ fn args() -> Args {
             "--pid" => a.pid = Some(value.parse().expect("a process id")),
             "--flood-rounds" => a.flood_rounds = value.parse().expect("a number"),
             "--reference" => a.reference = Some(value),
+            "--reference-pid" => a.reference_pid = Some(value.parse().expect("a process id")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -138,7 +141,16 @@ async fn run(a: Args) {
     // 1. Acknowledgement latency: pushes to the app's branch (each to deploy, coalescing), then
     // pushes to another branch (ignored: the acknowledgement path alone).
     let ack_hook = server.connect("wh-ack", "ack").await;
-    ack_rounds(&server, &ack_hook, "main", a.concurrency, a.rounds, "ack").await;
+    ack_rounds(
+        &server,
+        &ack_hook,
+        "main",
+        a.concurrency,
+        a.rounds,
+        "ack",
+        a.pid,
+    )
+    .await;
     let deployments = server
         .get("/api/v1/apps/wh-ack/deployments?limit=200")
         .await;
@@ -153,6 +165,7 @@ async fn run(a: Args) {
         a.concurrency,
         a.rounds,
         "ack_ignored",
+        a.pid,
     )
     .await;
     if let Some(url) = &a.reference {
@@ -168,6 +181,7 @@ async fn run(a: Args) {
             a.concurrency,
             a.rounds,
             "reference",
+            a.reference_pid,
         )
         .await;
     }
@@ -451,6 +465,20 @@ async fn flood(
     );
 }
 
+/// The CPU time process `pid` has spent, in nanoseconds: the sum of its threads' run times
+/// (`/proc/<pid>/task/*/schedstat`), which unlike `/proc/<pid>/stat` is not counted in 10 ms
+/// ticks. A thread that ended meanwhile is not counted.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 /// A `VmRSS`/`VmHWM` line of `/proc/<pid>/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -483,7 +511,8 @@ where
 }
 
 /// Rounds of `concurrency` signed pushes to `branch`, sent at once; prints the latencies of
-/// the accepted ones under `key`. Round 0 only opens the connections.
+/// the accepted ones under `key`, and, given the server's `pid`, the CPU time it spent per
+/// delivery over the measured rounds. Round 0 only opens the connections.
 async fn ack_rounds(
     server: &Server,
     hook: &Hook,
@@ -491,11 +520,16 @@ async fn ack_rounds(
     concurrency: usize,
     rounds: usize,
     key: &str,
+    pid: Option<u32>,
 ) {
+    let mut cpu_from = None;
     let mut latencies = Vec::new();
     let mut errors = 0usize;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for round in 0..=rounds {
+        if round == 1 {
+            cpu_from = pid.and_then(cpu_ns);
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..concurrency {
             let server = server.clone();
@@ -525,6 +559,12 @@ async fn ack_rounds(
                 Err(_) => errors += 1,
             }
         }
+    }
+    if let (Some(from), Some(to)) = (cpu_from, pid.and_then(cpu_ns)) {
+        println!(
+            "{key}_cpu_us={:.0}",
+            to.saturating_sub(from) as f64 / 1000.0 / (concurrency * rounds) as f64
+        );
     }
     latencies.sort();
     println!("{key}_samples={}", latencies.len());
