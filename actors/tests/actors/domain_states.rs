@@ -34,7 +34,8 @@ fn added(c: &Connection, app: i64, domain: &NewDomain) -> domains::DomainRow {
     }
 }
 
-/// The quoted values of `CHECK (<column> IN (...))` in the table's schema.
+/// The quoted values of the table's `CHECK (<column> IN (...))`, or of its
+/// `CHECK (<column> = '...' OR <column> = '...')`.
 fn allowed(c: &Connection, table: &str, column: &str) -> Vec<String> {
     let sql: String = c
         .query_row(
@@ -43,14 +44,23 @@ fn allowed(c: &Connection, table: &str, column: &str) -> Vec<String> {
             |r| r.get(0),
         )
         .unwrap();
-    let needle = format!("CHECK ({column} IN (");
+    let needle = format!("CHECK ({column} ");
     let start = sql
         .find(&needle)
         .unwrap_or_else(|| panic!("no {needle} in {sql}"))
         + needle.len();
-    let list = &sql[start..start + sql[start..].find(')').unwrap()];
-    list.split(',')
-        .map(|v| v.trim().trim_matches('\'').to_string())
+    let check = &sql[start..];
+    let end = if check.starts_with("IN (") {
+        check.find("))")
+    } else {
+        check.find(')')
+    };
+    let check = &check[..end.unwrap()];
+    check
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
         .collect()
 }
 
