@@ -23,6 +23,7 @@ use crate::ledger::deployments::{self, DeployRequest};
 use crate::ledger::webhooks::{self, Pending};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::supervision::{Doorbell, Slot};
+use rustploy_api::states::WebhookOutcome;
 
 pub type WebhookIntakeRef = ActorRef<WebhookIntakeMsg>;
 
@@ -82,26 +83,28 @@ pub struct Pass {
     pub more: bool,
 }
 
-/// Handles up to `limit` pending deliveries, oldest first. A few share a transaction (a burst
-/// takes the write lock a few times, not once per delivery), each under its own savepoint: a
-/// delivery that fails stays pending (and is logged), and the others go on.
+/// Handles up to `limit` pending deliveries, oldest first. The deliveries of one app are
+/// settled together: one deployment request for the newest push, and each older push written
+/// once with what the pushes after it did to it (see [`settle_app`]). A few apps share a
+/// transaction (a burst takes the write lock a few times, not once per delivery), each under its
+/// own savepoint: an app whose deliveries fail keeps them pending (and is logged), and the
+/// others go on.
 pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerError> {
-    let ids = webhooks::pending_ids(conn, limit)?;
-    let full = ids.len() as i64 == limit;
+    let rows = webhooks::pending_rows(conn, limit)?;
+    let full = rows.len() as i64 == limit;
     let mut pass = Pass::default();
-    for chunk in ids.chunks(PER_TRANSACTION) {
-        let handled = batch::each_in_savepoint(conn, chunk, |sp, &id| handle_one(sp, id))?;
-        for (id, handled) in chunk.iter().zip(handled) {
-            match handled {
-                Ok(Some(outcome)) => {
-                    pass.handled += 1;
-                    pass.deployed += usize::from(outcome != Handled::Ignored);
-                    pass.queued += usize::from(outcome == Handled::Queued);
+    for chunk in chunks(by_app(&rows)) {
+        let settled = batch::each_in_savepoint(conn, &chunk, |sp, ids| settle_app(sp, ids))?;
+        for (ids, settled) in chunk.iter().zip(settled) {
+            match settled {
+                Ok(s) => {
+                    pass.handled += s.handled;
+                    pass.deployed += s.deployed;
+                    pass.queued += usize::from(s.queued);
                 }
-                Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(row = id, error = %e, "handling a webhook delivery failed; it stays pending");
-                    pass.failed += 1;
+                    tracing::warn!(rows = ?ids, error = %e, "handling webhook deliveries failed; they stay pending");
+                    pass.failed += ids.len();
                 }
             }
         }
@@ -111,79 +114,155 @@ pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerE
     Ok(pass)
 }
 
+/// The pending rows' ids, one list per app (and one for rows without an app), oldest first
+/// within each, the lists in the order of their oldest row.
+fn by_app(rows: &[Pending]) -> Vec<Vec<i64>> {
+    let mut lists: Vec<(Option<i64>, Vec<i64>)> = Vec::new();
+    for row in rows {
+        match lists.iter_mut().find(|(app, _)| *app == row.app_id) {
+            Some((_, ids)) => ids.push(row.id),
+            None => lists.push((row.app_id, vec![row.id])),
+        }
+    }
+    lists.into_iter().map(|(_, ids)| ids).collect()
+}
+
+/// The apps' lists grouped into transactions of about [`PER_TRANSACTION`] deliveries (one app's
+/// list is never split).
+fn chunks(lists: Vec<Vec<i64>>) -> Vec<Vec<Vec<i64>>> {
+    let mut out: Vec<Vec<Vec<i64>>> = Vec::new();
+    let mut size = 0;
+    for ids in lists {
+        if out.is_empty() || size + ids.len() > PER_TRANSACTION {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += ids.len();
+        out.last_mut().expect("a chunk").push(ids);
+    }
+    out
+}
+
 /// Deletes rejected rows beyond the newest `keep`. Returns how many went.
 pub fn prune_rejected(conn: &Connection, keep: i64) -> Result<usize, LedgerError> {
     webhooks::prune_rejected(conn, keep)
 }
 
-/// What became of one pending delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handled {
-    Ignored,
-    /// It queued a new deployment.
-    Queued,
-    /// It joined the app's deployment waiting in the queue.
-    Joined,
+/// What settling one app's pending deliveries did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Settled {
+    handled: usize,
+    /// Deliveries that queued or changed a deployment.
+    deployed: usize,
+    /// A new deployment was queued (else the app's waiting one was joined).
+    queued: bool,
 }
 
-/// Gives one pending delivery its outcome (`None` when it was no longer pending). Runs inside
-/// the caller's transaction.
-fn handle_one(tx: &Connection, id: i64) -> Result<Option<Handled>, LedgerError> {
-    let Some(Pending {
-        delivery_id,
-        app_id,
-        commit_sha,
-        ..
-    }) = webhooks::pending(tx, id)?
-    else {
-        return Ok(None);
-    };
-    let delivery = delivery_id.unwrap_or_default();
+/// Gives one app's pending deliveries (`ids`, oldest first) their outcomes, inside the caller's
+/// transaction. The result is the one of handling them one by one, each push requesting a
+/// deployment of its commit, in fewer writes:
+///
+/// - One request, for the newest push: it queues the app's deployment or joins the one waiting
+///   (whose commit it replaces), as every push before it would have in turn.
+/// - A push is superseded (ignored, still naming the deployment) by the first later push of
+///   another commit, whose delivery and commit its reason names. This holds for the pushes that
+///   joined the deployment in earlier passes too. A push that no later push of another commit
+///   followed is deployed; it "joined" the deployment unless it is the one that queued it.
+/// - Rows no longer pending are skipped; a push for an app deleted or disconnected meanwhile,
+///   or one that named no commit, is ignored with why.
+fn settle_app(tx: &Connection, ids: &[i64]) -> Result<Settled, LedgerError> {
     let now = now_ms();
-    let ignore = |why: &str| -> Result<Option<Handled>, LedgerError> {
+    let mut settled = Settled::default();
+    let mut pushes: Vec<(i64, String, String)> = Vec::new();
+    let mut connected: Option<(i64, bool)> = None;
+    for &id in ids {
+        let Some(Pending {
+            delivery_id,
+            app_id,
+            commit_sha,
+            ..
+        }) = webhooks::pending(tx, id)?
+        else {
+            continue;
+        };
+        settled.handled += 1;
+        let why = match (app_id, commit_sha) {
+            (None, _) => "the app was deleted before the delivery was handled",
+            (Some(app), sha) => {
+                let is_connected = match connected {
+                    Some((_, known)) => known,
+                    None => connected.insert((app, webhooks::is_connected(tx, app)?)).1,
+                };
+                match sha {
+                    _ if !is_connected => {
+                        "the app's GitHub integration was removed before the delivery was handled"
+                    }
+                    None => "the delivery named no commit",
+                    Some(sha) => {
+                        pushes.push((id, delivery_id.unwrap_or_default(), sha));
+                        continue;
+                    }
+                }
+            }
+        };
         webhooks::ignore(tx, id, why, now)?;
-        Ok(Some(Handled::Ignored))
-    };
-    let Some(app) = app_id else {
-        return ignore("the app was deleted before the delivery was handled");
-    };
-    if !webhooks::is_connected(tx, app)? {
-        return ignore("the app's GitHub integration was removed before the delivery was handled");
     }
-    let Some(sha) = commit_sha else {
-        return ignore("the delivery named no commit");
+    let (Some((_, newest_delivery, newest_sha)), Some((app, _))) = (pushes.last(), connected)
+    else {
+        return Ok(settled);
     };
     let requested = deployments::request(
         tx,
         &DeployRequest {
             app_id: app,
-            git_ref: Some(sha.clone()),
-            commit_sha: Some(sha.clone()),
+            git_ref: Some(newest_sha.clone()),
+            commit_sha: Some(newest_sha.clone()),
             trigger: "webhook".into(),
-            triggered_by: Some(format!("github delivery {delivery}")),
+            triggered_by: Some(format!("github delivery {newest_delivery}")),
         },
     )?;
     let deployment = requested.deployment_id;
-    let reason = if requested.coalesced {
-        // Earlier pushes that queued this deployment no longer decide its commit.
-        let why = format!(
+    settled.deployed = pushes.len();
+    settled.queued = !requested.coalesced;
+    let superseded_by = |delivery: &str, sha: &str| {
+        format!(
             "superseded by a newer push (delivery {delivery}, commit {}) before deployment \
              {deployment} started",
-            short(&sha)
-        );
-        webhooks::supersede(tx, deployment, id, &sha, &why)?;
-        Some(format!(
-            "joined deployment {deployment}, which was still queued"
-        ))
-    } else {
-        None
+            short(sha)
+        )
     };
-    webhooks::deployed(tx, id, deployment, reason.as_deref(), now)?;
-    Ok(Some(if requested.coalesced {
-        Handled::Joined
-    } else {
-        Handled::Queued
-    }))
+    if requested.coalesced {
+        // The pushes that joined it in earlier passes: those of another commit than the first
+        // push here are superseded by it; the rest (of its commit) by the first push of another.
+        let (_, delivery, sha) = &pushes[0];
+        webhooks::supersede(tx, deployment, sha, &superseded_by(delivery, sha))?;
+        if let Some((_, delivery, other)) = pushes.iter().find(|(_, _, s)| s != sha) {
+            webhooks::supersede(tx, deployment, other, &superseded_by(delivery, other))?;
+        }
+    }
+    // Walking from the newest: the first later push of another commit, for each push.
+    let mut next_other: Option<usize> = None;
+    for i in (0..pushes.len()).rev() {
+        let (id, _, sha) = &pushes[i];
+        if pushes.get(i + 1).is_some_and(|(_, _, later)| later != sha) {
+            next_other = Some(i + 1);
+        }
+        let (outcome, reason) = match next_other {
+            Some(j) => (
+                WebhookOutcome::Ignored,
+                Some(superseded_by(&pushes[j].1, &pushes[j].2)),
+            ),
+            None if i == 0 && !requested.coalesced => (WebhookOutcome::Deployed, None),
+            None => (
+                WebhookOutcome::Deployed,
+                Some(format!(
+                    "joined deployment {deployment}, which was still queued"
+                )),
+            ),
+        };
+        webhooks::settle(tx, *id, outcome, deployment, reason.as_deref(), now)?;
+    }
+    Ok(settled)
 }
 
 fn short(sha: &str) -> &str {

@@ -254,9 +254,8 @@ pub fn signers(c: &Connection, owner: &str, repo: &str) -> Result<Vec<Signer>, L
 //
 // The outcomes the statements select by are written into them as literals, not bound: SQLite
 // uses the partial indexes on them (`webhook_deliveries_pending`, `webhook_deliveries_rejected`,
-// `webhook_deliveries_deployed`, `webhook_deliveries_once`) only for a literal it can match
-// against the index's own, and a bound value it compares with one makes it prepare the
-// statement again on every run.
+// `webhook_deliveries_once`) only for a literal it can match against the index's own, and a
+// bound value it compares with one makes it prepare the statement again on every run.
 
 /// Records a delivery. Returns its row id.
 pub fn insert(c: &Connection, d: &NewDelivery<'_>) -> Result<i64, LedgerError> {
@@ -350,12 +349,20 @@ pub fn list(c: &Connection, filter: &DeliveryFilter) -> Result<Vec<Delivery>, Le
     .collect::<Result<_, _>>()?)
 }
 
-/// The ids of up to `limit` pending deliveries, oldest first.
-pub fn pending_ids(c: &Connection, limit: i64) -> Result<Vec<i64>, LedgerError> {
+/// Up to `limit` pending deliveries, oldest first.
+pub fn pending_rows(c: &Connection, limit: i64) -> Result<Vec<Pending>, LedgerError> {
     Ok(c.prepare_cached(
-        "SELECT id FROM webhook_deliveries WHERE outcome = 'pending' ORDER BY id LIMIT CAST(?1 AS INTEGER)",
+        "SELECT id, delivery_id, app_id, commit_sha FROM webhook_deliveries
+          WHERE outcome = 'pending' ORDER BY id LIMIT CAST(?1 AS INTEGER)",
     )?
-    .query_map([limit], |r| r.get(0))?
+    .query_map([limit], |r| {
+        Ok(Pending {
+            id: r.get(0)?,
+            delivery_id: r.get(1)?,
+            app_id: r.get(2)?,
+            commit_sha: r.get(3)?,
+        })
+    })?
     .collect::<Result<_, _>>()?)
 }
 
@@ -385,10 +392,12 @@ pub fn ignore(c: &Connection, id: i64, reason: &str, now: Millis) -> Result<(), 
     Ok(())
 }
 
-/// Marks delivery `id` deployed by `deployment`.
-pub fn deployed(
+/// Gives delivery `id` its outcome for `deployment` (deployed by it, or ignored: superseded
+/// before it started), with why.
+pub fn settle(
     c: &Connection,
     id: i64,
+    outcome: WebhookOutcome,
     deployment: i64,
     reason: Option<&str>,
     now: Millis,
@@ -398,38 +407,24 @@ pub fn deployed(
             SET outcome = ?2, deployment_id = ?3, reason = ?4, handled_at = ?5
           WHERE id = ?1",
     )?
-    .execute(params![
-        id,
-        WebhookOutcome::Deployed,
-        deployment,
-        reason,
-        now
-    ])?;
+    .execute(params![id, outcome, deployment, reason, now])?;
     Ok(())
 }
 
-/// Turns the deliveries that queued `deployment` with another commit than `sha` (but for `id`)
-/// into ignored ones, with why: they no longer decide its commit. Returns how many.
+/// Turns the deliveries that queued `deployment` with another commit than `sha` into ignored
+/// ones, with why: they no longer decide its commit. Returns how many.
 pub fn supersede(
     c: &Connection,
     deployment: i64,
-    id: i64,
     sha: &str,
     reason: &str,
 ) -> Result<usize, LedgerError> {
     Ok(c.prepare_cached(
         "UPDATE webhook_deliveries
-                SET outcome = ?5, reason = ?3
-              WHERE deployment_id = ?1 AND outcome = 'deployed' AND id != ?2
-                AND commit_sha IS NOT ?4",
+                SET outcome = ?4, reason = ?2
+              WHERE deployment_id = ?1 AND outcome = 'deployed' AND commit_sha IS NOT ?3",
     )?
-    .execute(params![
-        deployment,
-        id,
-        reason,
-        sha,
-        WebhookOutcome::Ignored
-    ])?)
+    .execute(params![deployment, reason, sha, WebhookOutcome::Ignored])?)
 }
 
 /// Deletes rejected rows beyond the newest `keep`. Returns how many went.

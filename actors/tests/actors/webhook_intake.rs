@@ -264,3 +264,123 @@ async fn the_actor_handles_what_was_pending_when_it_starts_and_what_it_is_nudged
     actor.stop(None);
     handle.await.unwrap();
 }
+
+/// A pending push of `commit` (or of none) for app `app`.
+fn pending_for(c: &Connection, app: i64, delivery: &str, commit: Option<&str>) -> i64 {
+    c.execute(
+        "INSERT INTO webhook_deliveries (delivery_id, event, app_id, git_ref, commit_sha, outcome, received_at)
+         VALUES (?1, 'push', ?2, 'refs/heads/main', ?3, 'pending', ?4)",
+        params![delivery, app, commit, now_ms()],
+    )
+    .unwrap();
+    c.last_insert_rowid()
+}
+
+/// Everything the intake writes, but for times: deliveries, deployments and their jobs.
+fn written(c: &Connection) -> Vec<String> {
+    let rows = |sql: &str| -> Vec<String> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| Ok(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.join(" | "))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    [
+        "SELECT id, app_id, commit_sha, outcome, reason, deployment_id, handled_at IS NOT NULL
+           FROM webhook_deliveries ORDER BY id",
+        "SELECT id, app_id, state, requested_ref, commit_sha, trigger, triggered_by
+           FROM deployments ORDER BY id",
+        "SELECT id, kind, deployment_id, state FROM jobs ORDER BY id",
+    ]
+    .iter()
+    .flat_map(|sql| rows(sql))
+    .collect()
+}
+
+/// Pushes for three apps over three passes: pushes of the same commit and of others, a push
+/// without a commit, an app disconnected before its push was handled, pushes that join a
+/// waiting deployment from an earlier pass, and pushes after the deployment was claimed. Run
+/// through `handle`, answers what the ledger holds after.
+fn through(handle: impl Fn(&mut Connection)) -> Vec<String> {
+    let t = ledger();
+    t.ledger
+        .blocking(move |c| {
+            for (id, name, repo) in [(1, "web", "shop"), (2, "api", "shop"), (3, "old", "old")] {
+                c.execute(
+                    "INSERT INTO apps (id, name, created_at, updated_at) VALUES (?1, ?2, 1, 1)",
+                    params![id, name],
+                )?;
+                c.execute(
+                    "INSERT INTO github_integrations (app_id, owner, repo, branch, secret_enc, created_at)
+                     VALUES (?1, 'octo', ?2, 'main', x'00', 1)",
+                    params![id, repo],
+                )?;
+            }
+            let s = |n: u32| Some(sha(n));
+            // Pass 1: interleaved apps, a commit pushed again, a push naming no commit.
+            for (app, delivery, commit) in [
+                (1, "a1", s(1)),
+                (2, "b1", s(5)),
+                (1, "a2", s(2)),
+                (1, "a3", None),
+                (3, "c1", s(7)),
+                (1, "a4", s(2)),
+                (1, "a5", s(1)),
+            ] {
+                pending_for(c, app, delivery, commit.as_deref());
+            }
+            c.execute("DELETE FROM github_integrations WHERE app_id = 3", [])?;
+            handle(c);
+            // Pass 2: the deployments still wait, so these join them.
+            for (app, delivery, commit) in [
+                (1, "a6", s(1)),
+                (2, "b2", s(5)),
+                (1, "a7", s(3)),
+                (2, "b3", s(5)),
+                (1, "a8", s(3)),
+            ] {
+                pending_for(c, app, delivery, commit.as_deref());
+            }
+            handle(c);
+            // Pass 3: app 1's deployment was claimed, so its pushes queue the next one.
+            c.execute(
+                "UPDATE jobs SET state = 'running', locked_by = 'w', locked_until = ?1
+                  WHERE app_id = 1",
+                [now_ms() + 60_000],
+            )?;
+            for (delivery, commit) in [("a9", s(4)), ("a10", s(4)), ("a11", s(6)), ("a12", s(6))] {
+                pending_for(c, 1, delivery, commit.as_deref());
+            }
+            handle(c);
+            Ok(written(c))
+        })
+        .unwrap()
+}
+
+#[test]
+fn settling_an_apps_pushes_together_writes_what_handling_them_one_by_one_writes() {
+    let one_by_one = through(|c| while handle_pending(c, 1).unwrap().handled > 0 {});
+    let together = through(|c| {
+        let pass = handle_pending(c, 100).unwrap();
+        assert_eq!(pass.failed, 0);
+        assert!(!pass.more);
+    });
+    assert_eq!(together, one_by_one);
+    // The scenario is the one meant: pushes were superseded, joined and deployed.
+    let all = together.join("\n");
+    for what in [
+        "superseded by a newer push (delivery a2",
+        "superseded by a newer push (delivery a7",
+        "joined deployment",
+        "the delivery named no commit",
+        "integration was removed",
+    ] {
+        assert!(all.contains(what), "{what} is missing from:\n{all}");
+    }
+}
