@@ -28,6 +28,7 @@ pub enum Table {
     Apps,
     Deployments,
     Domains,
+    GithubIntegrations,
     Other,
 }
 
@@ -40,6 +41,7 @@ impl Table {
             "apps" => Table::Apps,
             "deployments" => Table::Deployments,
             "domains" => Table::Domains,
+            "github_integrations" => Table::GithubIntegrations,
             _ => Table::Other,
         }
     }

@@ -1467,3 +1467,73 @@ async fn the_dashboard_rotates_only_a_connected_apps_secret() {
     assert_eq!(web.body["repo"], REPO);
     assert_eq!(web.body["branch"], "main");
 }
+
+/// The receiver keeps each repository's signers between deliveries; a rotated secret, a changed
+/// branch or a removed integration counts from the next delivery on, however soon it comes.
+#[tokio::test]
+async fn a_changed_integration_counts_from_the_very_next_delivery() {
+    let t = &Hooked::new().await;
+    let h = &t.h;
+    let put = |body: Value| async move {
+        h.call(
+            Method::PUT,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            Some(&body),
+        )
+        .await
+    };
+    let push_with = |secret: String, id: &'static str, git_ref: &'static str, n: u32| {
+        let body = push_event(git_ref, &sha(n), "x").to_string();
+        async move {
+            let signature = sign(&secret, body.as_bytes());
+            t.send(
+                "push",
+                id,
+                body.as_bytes(),
+                &[("X-Hub-Signature-256", &signature)],
+            )
+            .await
+        }
+    };
+    let old = t.secret.clone();
+    let r = push_with(old.clone(), "c-1", "refs/heads/main", 1).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+
+    // A new secret: the old one is refused at once, the new one accepted.
+    let rotated =
+        put(json!({ "owner": OWNER, "repo": REPO, "branch": "main", "rotate_secret": true })).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    let new = rotated.body["secret"]
+        .as_str()
+        .expect("a new secret")
+        .to_string();
+    let r = push_with(old.clone(), "c-2", "refs/heads/main", 2).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = push_with(new.clone(), "c-3", "refs/heads/main", 3).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+
+    // Another branch: pushes to it deploy, pushes to the old one are ignored.
+    let moved = put(json!({ "owner": OWNER, "repo": REPO, "branch": "release" })).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.text);
+    let r = push_with(new.clone(), "c-4", "refs/heads/main", 4).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["apps"][0]["outcome"], "ignored", "{}", r.text);
+    let r = push_with(new.clone(), "c-5", "refs/heads/release", 5).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.body["apps"][0]["outcome"], "pending", "{}", r.text);
+
+    // Disconnected: nothing signs for the repository any more.
+    let del = h
+        .call(
+            Method::DELETE,
+            "/api/v1/apps/web/github",
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
+    let r = push_with(new, "c-6", "refs/heads/release", 6).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(r.error(401, "after disconnecting"), "no_integration");
+}

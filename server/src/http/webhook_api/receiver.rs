@@ -2,13 +2,16 @@
 //! batch one transaction, so that a burst takes SQLite's write lock a few times instead of once
 //! per delivery and the endpoint answers within milliseconds.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use rusqlite::{Connection, TransactionBehavior};
 use rustploy_actors::crypto::SecretBox;
 use rustploy_actors::ledger::batch::{BatchError, Batcher, Writer};
+use rustploy_actors::ledger::changes::{Changes, MAX_AGE, Stamp, Table};
 use rustploy_actors::ledger::push_heads::{self, PushHead};
 use rustploy_actors::ledger::webhooks::{self as ledger, NewDelivery, with_short_busy_waits};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
@@ -17,7 +20,7 @@ use rustploy_api::states::WebhookOutcome;
 use rustploy_api::webhooks::ReceiptApp;
 
 use super::github::{self, Candidate, Extra, Row, Unreadable};
-use super::verify::{Refusal, repository_of, signed_with};
+use super::verify::{Key, Refusal, key_of, repository_of, signed_by};
 use crate::http::budget::Reservation;
 
 /// A delivery whose headers passed, with its body, waiting to be checked and recorded.
@@ -74,13 +77,18 @@ pub(crate) fn receiver(
     secrets: SecretBox,
 ) -> (Receiver, Writer<Delivery, Verdict>) {
     let (handle, inbox) = Batcher::channel("webhook deliveries", QUEUE);
+    let keys = Signers {
+        ledger: ledger.clone(),
+        secrets,
+        known: Mutex::default(),
+    };
     let writer = Writer {
         ledger,
         name: "webhook deliveries",
         max_batch: BATCH,
         linger: None,
         write: Arc::new(move |c: &mut Connection, deliveries: Vec<Delivery>| {
-            take_batch(c, &secrets, deliveries)
+            take_batch(c, &keys, deliveries)
         }),
         inbox,
     };
@@ -105,12 +113,12 @@ impl Receiver {
 /// batch needs in one transaction, each delivery under its own savepoint.
 fn take_batch(
     c: &mut Connection,
-    secrets: &SecretBox,
+    keys: &Signers,
     deliveries: Vec<Delivery>,
 ) -> Vec<Result<Verdict, String>> {
     let checked: Vec<Result<Checked, String>> = deliveries
         .iter()
-        .map(|d| check(c, secrets, d).map_err(|e| e.to_string()))
+        .map(|d| check(c, keys, d).map_err(|e| e.to_string()))
         .collect();
     let writes = checked
         .iter()
@@ -169,8 +177,97 @@ enum Checked {
     },
 }
 
+/// The apps connected to a repository, each with its secret's HMAC key, as `check` tries them.
+struct Signer {
+    app_id: i64,
+    app: String,
+    branch: String,
+    deploy_tags: bool,
+    /// `None` when the sealed secret cannot be opened (logged when it was read).
+    key: Option<Key>,
+}
+
+/// Read once, kept while the repository's integrations and apps stay as they were.
+struct Known {
+    signers: Arc<[Signer]>,
+    stamp: Stamp,
+    read_at: Instant,
+}
+
+/// At most this many repositories are kept; more than that (requests naming ever new ones) and
+/// the cache starts over.
+const KNOWN_REPOSITORIES: usize = 256;
+
+/// The signers of the repositories deliveries named lately. Without it every delivery read its
+/// repository's integrations and opened each secret again, a tenth of a delivery's work. An
+/// entry is trusted only while neither `github_integrations` nor `apps` changed since before it
+/// was read (the ledger's change stamps), and for at most [`MAX_AGE`], for changes other
+/// processes make.
+struct Signers {
+    ledger: Ledger,
+    secrets: SecretBox,
+    known: Mutex<HashMap<String, Known>>,
+}
+
+impl Signers {
+    fn of(&self, c: &Connection, repository: &str) -> Result<Arc<[Signer]>, LedgerError> {
+        let stamp = self.stamp();
+        {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(k) = known.get(repository)
+                && k.stamp == stamp
+                && k.read_at.elapsed() <= MAX_AGE
+            {
+                return Ok(k.signers.clone());
+            }
+        }
+        let read_at = Instant::now();
+        let (owner, repo) = repository.split_once('/').unwrap_or((repository, ""));
+        let signers: Arc<[Signer]> = ledger::signers(c, owner, repo)?
+            .into_iter()
+            .map(|s| {
+                let key = match self.secrets.open(&secret_context(s.app_id), &s.secret_enc) {
+                    Ok(secret) => Some(key_of(&secret)),
+                    Err(e) => {
+                        tracing::error!(app = %s.app, error = %e, "an app's webhook secret cannot be opened");
+                        None
+                    }
+                };
+                Signer {
+                    app_id: s.app_id,
+                    app: s.app,
+                    branch: s.branch,
+                    deploy_tags: s.deploy_tags,
+                    key,
+                }
+            })
+            .collect();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_REPOSITORIES && !known.contains_key(repository) {
+            known.clear();
+        }
+        known.insert(
+            repository.to_string(),
+            Known {
+                signers: signers.clone(),
+                stamp,
+                read_at,
+            },
+        );
+        Ok(signers)
+    }
+
+    fn stamp(&self) -> Stamp {
+        stamp_of(self.ledger.changes())
+    }
+}
+
+fn stamp_of(changes: &Changes) -> Stamp {
+    changes.stamp(&[Table::GithubIntegrations, Table::Apps])
+}
+
 /// Finds the apps a delivery was signed for and what it means for each.
-fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, LedgerError> {
+fn check(c: &Connection, keys: &Signers, d: &Delivery) -> Result<Checked, LedgerError> {
     // Only the secrets of the apps of the named repository are tried: a body that names none
     // is hashed with none, so a forged request costs at most one HMAC per app of a repository.
     let named = match repository_of(&d.body) {
@@ -183,11 +280,8 @@ fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, L
             }));
         }
     };
-    let repository = Some(named.clone());
-    let signers = {
-        let (owner, repo) = named.split_once('/').unwrap_or((named.as_str(), ""));
-        ledger::signers(c, owner, repo)?
-    };
+    let signers = keys.of(c, &named)?;
+    let repository = Some(named);
     if signers.is_empty() {
         return Ok(Checked::Final(Verdict::Refused {
             refusal: Refusal::NoIntegration,
@@ -196,24 +290,20 @@ fn check(c: &Connection, secrets: &SecretBox, d: &Delivery) -> Result<Checked, L
         }));
     }
     let tried: Vec<i64> = signers.iter().map(|s| s.app_id).collect();
-    let mut matched = Vec::new();
-    for s in signers {
-        let secret = match secrets.open(&secret_context(s.app_id), &s.secret_enc) {
-            Ok(secret) => secret,
-            Err(e) => {
-                tracing::error!(app = %s.app, error = %e, "an app's webhook secret cannot be opened");
-                continue;
-            }
-        };
-        if signed_with(&secret, &d.body, &d.signature) {
-            matched.push(Candidate {
-                app_id: s.app_id,
-                app: s.app,
-                branch: s.branch,
-                deploy_tags: s.deploy_tags,
-            });
-        }
-    }
+    let matched: Vec<Candidate> = signers
+        .iter()
+        .filter(|s| {
+            s.key
+                .as_ref()
+                .is_some_and(|key| signed_by(key, &d.body, &d.signature))
+        })
+        .map(|s| Candidate {
+            app_id: s.app_id,
+            app: s.app.clone(),
+            branch: s.branch.clone(),
+            deploy_tags: s.deploy_tags,
+        })
+        .collect();
     if matched.is_empty() {
         return Ok(Checked::Final(Verdict::Refused {
             refusal: Refusal::Mismatch,

@@ -101,7 +101,19 @@ pub(super) fn signature(headers: &HeaderMap) -> Result<[u8; 32], Refusal> {
 
 /// Whether `expected` is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
 pub(super) fn signed_with(secret: &[u8], body: &[u8], expected: &[u8]) -> bool {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    signed_by(&key_of(secret), body, expected)
+}
+
+/// A secret made ready for HMAC-SHA256: its padded key already hashed in.
+pub(super) type Key = Hmac<Sha256>;
+
+pub(super) fn key_of(secret: &[u8]) -> Key {
+    Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
+}
+
+/// [`signed_with`] under a key made once by [`key_of`].
+pub(super) fn signed_by(key: &Key, body: &[u8], expected: &[u8]) -> bool {
+    let mut mac = key.clone();
     mac.update(body);
     mac.verify_slice(expected).is_ok()
 }
