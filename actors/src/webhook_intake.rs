@@ -326,12 +326,15 @@ impl WebhookIntake {
         if pass.queued > 0 {
             state.job_queue.nudge(JobQueueMsg::Nudge);
         }
-        if pass.handled > 0 {
-            tracing::debug!(
+        if pass.deployed > 0 {
+            tracing::info!(
                 handled = pass.handled,
                 deployed = pass.deployed,
-                "webhook deliveries handled"
+                queued = pass.queued,
+                "webhook pushes requested deployments"
             );
+        } else if pass.handled > 0 {
+            tracing::debug!(handled = pass.handled, "webhook deliveries handled");
         }
         if pass.more {
             let _ = myself.send_message(WebhookIntakeMsg::Nudge);
