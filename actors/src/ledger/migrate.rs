@@ -200,8 +200,8 @@ fn incremental_vacuum(conn: &mut Connection) -> Result<(), LedgerError> {
 /// and rebuilding each table would fire its children's ON DELETE actions, so the stored
 /// `CREATE TABLE` text is edited as SQLite documents for changes that leave the file's format
 /// alone: with `writable_schema`, then a `schema_version` bump that makes every connection read
-/// the schema again, then a check of the whole file. A table whose text does not have the
-/// expected shape is left as it is: it is only slower.
+/// the schema again, then each table read back. A table whose text does not have the expected
+/// shape is left as it is: it is only slower.
 fn checks_as_comparisons(tx: &rusqlite::Transaction) -> rusqlite_migration::HookResult {
     let tables: Vec<(String, String)> = tx
         .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL")?
@@ -227,15 +227,16 @@ fn checks_as_comparisons(tx: &rusqlite::Transaction) -> rusqlite_migration::Hook
     }
     tx.pragma_update(None, "schema_version", version + 1)?;
     tx.pragma_update(None, "writable_schema", false)?;
-    let problems: Vec<String> = tx
-        .prepare("PRAGMA quick_check")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if problems != ["ok"] {
-        return Err(rusqlite_migration::HookError::Hook(format!(
-            "the ledger failed its check after its constraints were rewritten: {}",
-            problems.join("; ")
-        )));
+    // The new texts are read back as SQLite reads a schema (a text it cannot parse fails here
+    // and the migration rolls back). The rows need no check: the two forms accept the same
+    // values, and reading every row would make the upgrade's time grow with the ledger.
+    for (name, _) in &changed {
+        tx.prepare(&format!("SELECT * FROM \"{name}\" LIMIT 0"))
+            .map_err(|e| {
+                rusqlite_migration::HookError::Hook(format!(
+                    "table {name} cannot be read after its constraints were rewritten: {e}"
+                ))
+            })?;
     }
     tracing::info!(
         tables = changed.len(),

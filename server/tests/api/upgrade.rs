@@ -81,6 +81,16 @@ async fn every_earlier_ledger_opens_migrates_and_keeps_its_data() {
             me.text
         );
 
+        // The migrated file is whole: its pages, indexes and every row's constraints.
+        let check: Vec<String> = h
+            .sql(|c| {
+                c.prepare("PRAGMA integrity_check")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .await;
+        assert_eq!(check, ["ok"], "{}", what("integrity_check"));
+
         let apps = get("/api/v1/apps").await;
         assert_eq!(apps.status, 200, "{}", what(&apps.text));
         let names: Vec<&str> = apps.body["items"]
