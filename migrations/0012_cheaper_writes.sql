@@ -10,8 +10,6 @@ CREATE INDEX webhook_deliveries_deployment ON webhook_deliveries (deployment_id)
 DROP INDEX webhook_deliveries_duplicate;
 CREATE INDEX webhook_deliveries_duplicate ON webhook_deliveries (duplicate_of)
     WHERE duplicate_of IS NOT NULL;
--- The deliveries that queued a deployment are found through the index above.
-DROP INDEX webhook_deliveries_deployed;
 
 -- The CHECK constraints that list three or more values (`state IN ('queued', 'running', ...)`)
 -- are rewritten as comparisons (`state = 'queued' OR state = 'running' OR ...`) by this

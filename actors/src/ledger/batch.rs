@@ -74,12 +74,28 @@ pub fn in_savepoints<T: 'static, R: 'static>(
 /// Runs `write` for each item in one immediate transaction (one commit), each under its own
 /// savepoint: an item whose write fails is rolled back alone and answered with its error, and
 /// the others are kept. Fails as a whole only when the transaction itself does.
+///
+/// A lone item needs no savepoint (the transaction is rolled back when it fails): a savepoint
+/// copies every page the item changes into its journal first, which was half of what settling
+/// a burst of one app's pushes cost.
 pub fn each_in_savepoint<I: IntoIterator, R>(
     conn: &mut Connection,
     items: I,
     mut write: impl FnMut(&Connection, I::Item) -> Result<R, LedgerError>,
-) -> Result<Vec<Result<R, LedgerError>>, LedgerError> {
+) -> Result<Vec<Result<R, LedgerError>>, LedgerError>
+where
+    I::IntoIter: ExactSizeIterator,
+{
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut items = items.into_iter();
+    if items.len() == 1 {
+        let item = items.next().expect("one item");
+        let written = write(&tx, item);
+        if written.is_ok() {
+            tx.commit()?;
+        }
+        return Ok(vec![written]);
+    }
     let mut results = Vec::new();
     for item in items {
         let sp = tx.savepoint()?;

@@ -254,8 +254,9 @@ pub fn signers(c: &Connection, owner: &str, repo: &str) -> Result<Vec<Signer>, L
 //
 // The outcomes the statements select by are written into them as literals, not bound: SQLite
 // uses the partial indexes on them (`webhook_deliveries_pending`, `webhook_deliveries_rejected`,
-// `webhook_deliveries_once`) only for a literal it can match against the index's own, and a
-// bound value it compares with one makes it prepare the statement again on every run.
+// `webhook_deliveries_deployed`, `webhook_deliveries_once`) only for a literal it can match
+// against the index's own, and a bound value it compares with one makes it prepare the
+// statement again on every run.
 
 /// Records a delivery. Returns its row id.
 pub fn insert(c: &Connection, d: &NewDelivery<'_>) -> Result<i64, LedgerError> {
@@ -420,7 +421,9 @@ pub fn supersede(
     reason: &str,
 ) -> Result<usize, LedgerError> {
     Ok(c.prepare_cached(
-        "UPDATE webhook_deliveries
+        // Named: without statistics SQLite takes the index of all the deployment's rows, and a
+        // burst leaves hundreds of superseded ones there for each deployed one.
+        "UPDATE webhook_deliveries INDEXED BY webhook_deliveries_deployed
                 SET outcome = ?4, reason = ?2
               WHERE deployment_id = ?1 AND outcome = 'deployed' AND commit_sha IS NOT ?3",
     )?

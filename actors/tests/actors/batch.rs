@@ -289,3 +289,53 @@ async fn deployment_logs_keep_each_deployments_order_and_mask_late_secrets() {
     assert_eq!(b_lines[101].line, "b 101 ***");
     assert_eq!(b_lines[299].line, "b 299 ***");
 }
+
+/// Inserts an app named `name` and another named `name-2`, then fails when `name` says so: a
+/// write that fails after changing something.
+fn two_apps_then(c: &Connection, name: &str) -> Result<(), rustploy_actors::ledger::LedgerError> {
+    apps::create(c, name)?;
+    apps::create(c, &format!("{name}-2"))?;
+    if name.starts_with("fail") {
+        return Err(rustploy_actors::ledger::LedgerError::Invalid(format!(
+            "{name} refused"
+        )));
+    }
+    Ok(())
+}
+
+#[test]
+fn each_item_in_a_savepoint_keeps_what_succeeded_and_nothing_of_what_failed() {
+    use rustploy_actors::ledger::batch::each_in_savepoint;
+    let t = ledger();
+    let names = |c: &Connection| -> Vec<String> {
+        c.prepare("SELECT name FROM apps ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    t.ledger
+        .blocking(|c| {
+            // Several items: the failed one's writes are undone, the others kept.
+            let done = each_in_savepoint(c, ["a", "fail-b", "c"], two_apps_then)?;
+            assert_eq!(
+                done.iter().map(Result::is_ok).collect::<Vec<_>>(),
+                [true, false, true]
+            );
+            assert_eq!(names(c), ["a", "a-2", "c", "c-2"]);
+            // A lone item, written without a savepoint: the same, either way.
+            let done = each_in_savepoint(c, ["fail-d"], two_apps_then)?;
+            assert!(
+                done[0]
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("fail-d refused"))
+            );
+            assert_eq!(names(c), ["a", "a-2", "c", "c-2"]);
+            let done = each_in_savepoint(c, ["e"], two_apps_then)?;
+            assert!(done[0].is_ok());
+            assert_eq!(names(c), ["a", "a-2", "c", "c-2", "e", "e-2"]);
+            Ok(())
+        })
+        .unwrap();
+}

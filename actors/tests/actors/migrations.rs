@@ -108,8 +108,7 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
         )
         .unwrap();
         // Version 7: before the retention indexes (8), the credential counter (9), the
-        // mark of an app being deleted (10), the lookup indexes (11) and the cheaper writes
-        // (12, which dropped an index).
+        // mark of an app being deleted (10) and the lookup indexes (11).
         c.pragma_update(None, "user_version", 7).unwrap();
         c.execute_batch(
             "DROP TRIGGER jobs_refused_while_app_deleting;
@@ -122,9 +121,7 @@ fn an_older_ledger_switches_to_incremental_vacuum_once_and_keeps_its_data() {
              DROP INDEX webhook_deliveries_duplicate; DROP INDEX deployments_rollback_of;
              DROP INDEX jobs_app_kind;
              DROP INDEX webhook_deliveries_delivery; DROP INDEX agent_transitions_agent;
-             DROP INDEX service_backups_service;
-             CREATE INDEX webhook_deliveries_deployed ON webhook_deliveries (deployment_id)
-                 WHERE outcome = 'deployed';",
+             DROP INDEX service_backups_service;",
         )
         .unwrap();
         let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
