@@ -226,7 +226,9 @@ fn checks_as_comparisons(tx: &rusqlite::Transaction) -> rusqlite_migration::Hook
         )?;
     }
     tx.pragma_update(None, "schema_version", version + 1)?;
-    tx.pragma_update(None, "writable_schema", false)?;
+    // RESET also drops this connection's copy of the schema: with OFF it kept the old one,
+    // and its next statement found the version moved and was prepared a second time.
+    tx.execute_batch("PRAGMA writable_schema = RESET")?;
     // The new texts are read back as SQLite reads a schema (a text it cannot parse fails here
     // and the migration rolls back). The rows need no check: the two forms accept the same
     // values, and reading every row would make the upgrade's time grow with the ledger.
@@ -302,7 +304,29 @@ fn in_list(s: &str) -> Option<(&str, Vec<&str>, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::in_lists_as_comparisons;
+    use super::{apply, in_lists_as_comparisons};
+
+    #[test]
+    fn the_migrating_connection_reads_the_rewritten_schema_without_preparing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        apply(&mut conn, &path.display().to_string()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+            .unwrap();
+        let n: i64 = stmt.query_row([], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+        let jobs: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'jobs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(jobs.contains("state = 'queued' OR"), "{jobs}");
+    }
 
     #[test]
     fn lists_of_three_or_more_values_become_comparisons() {
