@@ -12,9 +12,10 @@
 //! age of what they keep (see [`MAX_AGE`]).
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The longest a cache may trust what it read, for the writes no hook sees.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
@@ -103,5 +104,60 @@ impl Changes {
         if mask != 0 {
             self.bump(mask);
         }
+    }
+}
+
+/// What a cache in front of the ledger keeps: values by key, each with the [`Stamp`] taken
+/// before it was read and when it was kept. A value is given back only while its stamp holds
+/// and for at most [`MAX_AGE`]. At most `capacity` keys are kept; past that it starts over.
+pub struct StampedCache<V> {
+    capacity: usize,
+    entries: Mutex<HashMap<String, Stamped<V>>>,
+}
+
+struct Stamped<V> {
+    stamp: Stamp,
+    kept_at: Instant,
+    value: V,
+}
+
+impl<V> StampedCache<V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// `look` at the value kept under `key`, if it is still to be trusted under `stamp`.
+    pub fn with<R>(&self, key: &str, stamp: Stamp, look: impl FnOnce(&V) -> R) -> Option<R> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|e| e.stamp == stamp && e.kept_at.elapsed() <= MAX_AGE)
+            .map(|e| look(&e.value))
+    }
+
+    /// Keeps `value`, read under `stamp` (taken before the read).
+    pub fn keep(&self, key: &str, stamp: Stamp, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(key) {
+            entries.clear();
+        }
+        entries.insert(
+            key.to_string(),
+            Stamped {
+                stamp,
+                kept_at: Instant::now(),
+                value,
+            },
+        );
+    }
+}
+
+impl<V: Clone> StampedCache<V> {
+    /// The value kept under `key`, if it is still to be trusted under `stamp`.
+    pub fn get(&self, key: &str, stamp: Stamp) -> Option<V> {
+        self.with(key, stamp, V::clone)
     }
 }

@@ -1,6 +1,6 @@
 //! The ledger's change feed: what caches trust is stamped, and a write moves the stamp.
 
-use rustploy_actors::ledger::changes::Table;
+use rustploy_actors::ledger::changes::{StampedCache, Table};
 
 use crate::helpers::ledger;
 
@@ -85,4 +85,39 @@ async fn credential_changes_move_the_auth_epoch_and_recording_use_does_not() {
         .await
         .unwrap();
     assert_eq!(n, 6);
+}
+
+#[tokio::test]
+async fn a_kept_value_is_given_back_only_while_its_stamp_holds() {
+    let t = ledger();
+    let changes = t.ledger.changes();
+    let cache = StampedCache::new(2);
+    let before = changes.stamp(&[Table::GithubIntegrations]);
+    cache.keep("octo/shop", before, 1);
+    assert_eq!(cache.get("octo/shop", before), Some(1));
+    assert_eq!(cache.with("octo/shop", before, |v| v + 1), Some(2));
+    t.ledger
+        .run(|c| {
+            c.execute(
+                "INSERT INTO apps (id, name, created_at, updated_at) VALUES (1, 'web', 1, 1)",
+                [],
+            )?;
+            c.execute(
+                "INSERT INTO github_integrations (app_id, owner, repo, branch, secret_enc, created_at)
+                 VALUES (1, 'octo', 'shop', 'main', x'00', 1)",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let after = changes.stamp(&[Table::GithubIntegrations]);
+    assert_ne!(after, before, "a new integration moves the stamp");
+    assert_eq!(cache.get("octo/shop", after), None);
+    // Full: a new key starts it over.
+    cache.keep("octo/shop", after, 2);
+    cache.keep("octo/other", after, 3);
+    cache.keep("octo/third", after, 4);
+    assert_eq!(cache.get("octo/shop", after), None);
+    assert_eq!(cache.get("octo/third", after), Some(4));
 }

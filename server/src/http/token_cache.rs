@@ -5,32 +5,29 @@
 //! ledger's `auth_epoch` counter moves (by trigger) when any token is revoked, deleted or
 //! changed or any user's role changes, and every entry is stamped with the counter's generation
 //! from before its read (`ledger::changes`). Entries also expire with the token itself, and
-//! after [`MAX_AGE`] for changes made by other processes, which run no hooks of ours.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+//! after `changes::MAX_AGE` for changes made by other processes, which run no hooks of ours.
 
 use rustploy_actors::ledger::Millis;
-use rustploy_actors::ledger::changes::{Changes, MAX_AGE, Stamp, Table};
+use rustploy_actors::ledger::changes::{Changes, Stamp, StampedCache, Table};
 
 use crate::secrets;
 
 /// What a token check needs from the ledger's row.
 pub use rustploy_actors::ledger::access::TokenAuthRow as CheckedToken;
 
-struct Entry {
-    token: CheckedToken,
-    stamp: Stamp,
-    read_at: Instant,
-}
-
 /// At most this many tokens are kept; more than that and the cache starts over.
 const CAPACITY: usize = 1024;
 
-#[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: StampedCache<CheckedToken>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            entries: StampedCache::new(CAPACITY),
+        }
+    }
 }
 
 /// What the cache knows about a presented token.
@@ -57,34 +54,21 @@ impl TokenCache {
         now: Millis,
     ) -> Known {
         let stamp = Self::stamp(changes);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = entries.get(public_id) else {
-            return Known::Unknown;
-        };
-        if entry.stamp != stamp || entry.read_at.elapsed() > MAX_AGE {
-            return Known::Unknown;
-        }
-        if entry.token.expires_at.is_some_and(|at| at <= now)
-            || !secrets::hashes_equal(&entry.token.secret_hash, presented)
-        {
-            return Known::Refused;
-        }
-        Known::Valid(entry.token.clone())
+        self.entries
+            .with(public_id, stamp, |token| {
+                if token.expires_at.is_some_and(|at| at <= now)
+                    || !secrets::hashes_equal(&token.secret_hash, presented)
+                {
+                    Known::Refused
+                } else {
+                    Known::Valid(token.clone())
+                }
+            })
+            .unwrap_or(Known::Unknown)
     }
 
     /// Keeps a live token read under `stamp`.
     pub fn keep(&self, public_id: &str, token: CheckedToken, stamp: Stamp) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CAPACITY && !entries.contains_key(public_id) {
-            entries.clear();
-        }
-        entries.insert(
-            public_id.to_string(),
-            Entry {
-                token,
-                stamp,
-                read_at: Instant::now(),
-            },
-        );
+        self.entries.keep(public_id, stamp, token);
     }
 }

@@ -2,16 +2,14 @@
 //! batch one transaction, so that a burst takes SQLite's write lock a few times instead of once
 //! per delivery and the endpoint answers within milliseconds.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use rusqlite::{Connection, TransactionBehavior};
 use rustploy_actors::crypto::SecretBox;
 use rustploy_actors::ledger::batch::{BatchError, Batcher, Writer};
-use rustploy_actors::ledger::changes::{Changes, MAX_AGE, Stamp, Table};
+use rustploy_actors::ledger::changes::{StampedCache, Table};
 use rustploy_actors::ledger::push_heads::{self, PushHead};
 use rustploy_actors::ledger::webhooks::{self as ledger, NewDelivery, with_short_busy_waits};
 use rustploy_actors::ledger::{Ledger, LedgerError, now_ms};
@@ -80,7 +78,7 @@ pub(crate) fn receiver(
     let keys = Signers {
         ledger: ledger.clone(),
         secrets,
-        known: Mutex::default(),
+        known: StampedCache::new(KNOWN_REPOSITORIES),
     };
     let writer = Writer {
         ledger,
@@ -187,13 +185,6 @@ struct Signer {
     key: Option<Key>,
 }
 
-/// Read once, kept while the repository's integrations and apps stay as they were.
-struct Known {
-    signers: Arc<[Signer]>,
-    stamp: Stamp,
-    read_at: Instant,
-}
-
 /// At most this many repositories are kept; more than that (requests naming ever new ones) and
 /// the cache starts over.
 const KNOWN_REPOSITORIES: usize = 256;
@@ -201,27 +192,23 @@ const KNOWN_REPOSITORIES: usize = 256;
 /// The signers of the repositories deliveries named lately. Without it every delivery read its
 /// repository's integrations and opened each secret again, a tenth of a delivery's work. An
 /// entry is trusted only while neither `github_integrations` nor `apps` changed since before it
-/// was read (the ledger's change stamps), and for at most [`MAX_AGE`], for changes other
+/// was read (the ledger's change stamps), and for a second at most, for changes other
 /// processes make.
 struct Signers {
     ledger: Ledger,
     secrets: SecretBox,
-    known: Mutex<HashMap<String, Known>>,
+    known: StampedCache<Arc<[Signer]>>,
 }
 
 impl Signers {
     fn of(&self, c: &Connection, repository: &str) -> Result<Arc<[Signer]>, LedgerError> {
-        let stamp = self.stamp();
-        {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(k) = known.get(repository)
-                && k.stamp == stamp
-                && k.read_at.elapsed() <= MAX_AGE
-            {
-                return Ok(k.signers.clone());
-            }
+        let stamp = self
+            .ledger
+            .changes()
+            .stamp(&[Table::GithubIntegrations, Table::Apps]);
+        if let Some(signers) = self.known.get(repository, stamp) {
+            return Ok(signers);
         }
-        let read_at = Instant::now();
         let (owner, repo) = repository.split_once('/').unwrap_or((repository, ""));
         let signers: Arc<[Signer]> = ledger::signers(c, owner, repo)?
             .into_iter()
@@ -242,28 +229,9 @@ impl Signers {
                 }
             })
             .collect();
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= KNOWN_REPOSITORIES && !known.contains_key(repository) {
-            known.clear();
-        }
-        known.insert(
-            repository.to_string(),
-            Known {
-                signers: signers.clone(),
-                stamp,
-                read_at,
-            },
-        );
+        self.known.keep(repository, stamp, signers.clone());
         Ok(signers)
     }
-
-    fn stamp(&self) -> Stamp {
-        stamp_of(self.ledger.changes())
-    }
-}
-
-fn stamp_of(changes: &Changes) -> Stamp {
-    changes.stamp(&[Table::GithubIntegrations, Table::Apps])
 }
 
 /// Finds the apps a delivery was signed for and what it means for each.
