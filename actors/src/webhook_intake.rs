@@ -90,12 +90,13 @@ pub struct Pass {
 /// own savepoint: an app whose deliveries fail keeps them pending (and is logged), and the
 /// others go on.
 pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerError> {
-    let rows = webhooks::pending_rows(conn, limit)?;
+    let rows = webhooks::pending_ids(conn, limit)?;
     let full = rows.len() as i64 == limit;
     let mut pass = Pass::default();
     for chunk in chunks(by_app(&rows)) {
-        let settled = batch::each_in_savepoint(conn, &chunk, |sp, ids| settle_app(sp, ids))?;
-        for (ids, settled) in chunk.iter().zip(settled) {
+        let settled =
+            batch::each_in_savepoint(conn, &chunk, |sp, (app, ids)| settle_app(sp, *app, ids))?;
+        for ((_, ids), settled) in chunk.iter().zip(settled) {
             match settled {
                 Ok(s) => {
                     pass.handled += s.handled;
@@ -114,31 +115,34 @@ pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerE
     Ok(pass)
 }
 
-/// The pending rows' ids, one list per app (and one for rows without an app), oldest first
-/// within each, the lists in the order of their oldest row.
-fn by_app(rows: &[Pending]) -> Vec<Vec<i64>> {
-    let mut lists: Vec<(Option<i64>, Vec<i64>)> = Vec::new();
-    for row in rows {
-        match lists.iter_mut().find(|(app, _)| *app == row.app_id) {
-            Some((_, ids)) => ids.push(row.id),
-            None => lists.push((row.app_id, vec![row.id])),
+/// One app's pending deliveries (the app `None` for rows whose app is gone).
+type AppRows = (Option<i64>, Vec<i64>);
+
+/// The pending rows' ids, one list per app, oldest first within each, the lists in the order
+/// of their oldest row.
+fn by_app(rows: &[(i64, Option<i64>)]) -> Vec<AppRows> {
+    let mut lists: Vec<AppRows> = Vec::new();
+    for &(id, app_id) in rows {
+        match lists.iter_mut().find(|(app, _)| *app == app_id) {
+            Some((_, ids)) => ids.push(id),
+            None => lists.push((app_id, vec![id])),
         }
     }
-    lists.into_iter().map(|(_, ids)| ids).collect()
+    lists
 }
 
 /// The apps' lists grouped into transactions of about [`PER_TRANSACTION`] deliveries (one app's
 /// list is never split).
-fn chunks(lists: Vec<Vec<i64>>) -> Vec<Vec<Vec<i64>>> {
-    let mut out: Vec<Vec<Vec<i64>>> = Vec::new();
+fn chunks(lists: Vec<AppRows>) -> Vec<Vec<AppRows>> {
+    let mut out: Vec<Vec<AppRows>> = Vec::new();
     let mut size = 0;
-    for ids in lists {
+    for (app, ids) in lists {
         if out.is_empty() || size + ids.len() > PER_TRANSACTION {
             out.push(Vec::new());
             size = 0;
         }
         size += ids.len();
-        out.last_mut().expect("a chunk").push(ids);
+        out.last_mut().expect("a chunk").push((app, ids));
     }
     out
 }
@@ -170,11 +174,14 @@ struct Settled {
 ///   followed is deployed; it "joined" the deployment unless it is the one that queued it.
 /// - Rows no longer pending are skipped; a push for an app deleted or disconnected meanwhile,
 ///   or one that named no commit, is ignored with why.
-fn settle_app(tx: &Connection, ids: &[i64]) -> Result<Settled, LedgerError> {
+fn settle_app(tx: &Connection, app: Option<i64>, ids: &[i64]) -> Result<Settled, LedgerError> {
     let now = now_ms();
     let mut settled = Settled::default();
+    let connected = match app {
+        Some(app) => webhooks::is_connected(tx, app)?,
+        None => false,
+    };
     let mut pushes: Vec<(i64, String, String)> = Vec::new();
-    let mut connected: Option<(i64, bool)> = None;
     for &id in ids {
         let Some(Pending {
             delivery_id,
@@ -186,29 +193,21 @@ fn settle_app(tx: &Connection, ids: &[i64]) -> Result<Settled, LedgerError> {
             continue;
         };
         settled.handled += 1;
-        let why = match (app_id, commit_sha) {
-            (None, _) => "the app was deleted before the delivery was handled",
-            (Some(app), sha) => {
-                let is_connected = match connected {
-                    Some((_, known)) => known,
-                    None => connected.insert((app, webhooks::is_connected(tx, app)?)).1,
-                };
-                match sha {
-                    _ if !is_connected => {
-                        "the app's GitHub integration was removed before the delivery was handled"
-                    }
-                    None => "the delivery named no commit",
-                    Some(sha) => {
-                        pushes.push((id, delivery_id.unwrap_or_default(), sha));
-                        continue;
-                    }
-                }
+        // The app may have been deleted since the rows were listed (its rows lose their app).
+        let why = match commit_sha {
+            _ if app_id.is_none() => "the app was deleted before the delivery was handled",
+            _ if !connected => {
+                "the app's GitHub integration was removed before the delivery was handled"
+            }
+            None => "the delivery named no commit",
+            Some(sha) => {
+                pushes.push((id, delivery_id.unwrap_or_default(), sha));
+                continue;
             }
         };
         webhooks::ignore(tx, id, why, now)?;
     }
-    let (Some((_, newest_delivery, newest_sha)), Some((app, _))) = (pushes.last(), connected)
-    else {
+    let (Some(app), Some((_, newest_delivery, newest_sha))) = (app, pushes.last()) else {
         return Ok(settled);
     };
     let requested = deployments::request(

@@ -350,20 +350,13 @@ pub fn list(c: &Connection, filter: &DeliveryFilter) -> Result<Vec<Delivery>, Le
     .collect::<Result<_, _>>()?)
 }
 
-/// Up to `limit` pending deliveries, oldest first.
-pub fn pending_rows(c: &Connection, limit: i64) -> Result<Vec<Pending>, LedgerError> {
+/// The ids of up to `limit` pending deliveries, oldest first, each with its app.
+pub fn pending_ids(c: &Connection, limit: i64) -> Result<Vec<(i64, Option<i64>)>, LedgerError> {
     Ok(c.prepare_cached(
-        "SELECT id, delivery_id, app_id, commit_sha FROM webhook_deliveries
+        "SELECT id, app_id FROM webhook_deliveries
           WHERE outcome = 'pending' ORDER BY id LIMIT CAST(?1 AS INTEGER)",
     )?
-    .query_map([limit], |r| {
-        Ok(Pending {
-            id: r.get(0)?,
-            delivery_id: r.get(1)?,
-            app_id: r.get(2)?,
-            commit_sha: r.get(3)?,
-        })
-    })?
+    .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
     .collect::<Result<_, _>>()?)
 }
 
