@@ -86,9 +86,9 @@ pub struct Pass {
 /// Handles up to `limit` pending deliveries, oldest first. The deliveries of one app are
 /// settled together: one deployment request for the newest push, and each older push written
 /// once with what the pushes after it did to it (see [`settle_app`]). A few apps share a
-/// transaction (a burst takes the write lock a few times, not once per delivery), each under its
-/// own savepoint: an app whose deliveries fail keeps them pending (and is logged), and the
-/// others go on.
+/// transaction (a burst takes the write lock a few times, not once per delivery), and an app
+/// whose deliveries fail is rolled back alone ([`batch::each_in_savepoint`]): it keeps them
+/// pending (and is logged), and the others go on.
 pub fn handle_pending(conn: &mut Connection, limit: i64) -> Result<Pass, LedgerError> {
     let rows = webhooks::pending_ids(conn, limit)?;
     let full = rows.len() as i64 == limit;

@@ -71,32 +71,41 @@ pub fn in_savepoints<T: 'static, R: 'static>(
     })
 }
 
-/// Runs `write` for each item in one immediate transaction (one commit), each under its own
-/// savepoint: an item whose write fails is rolled back alone and answered with its error, and
-/// the others are kept. Fails as a whole only when the transaction itself does.
+/// Runs `write` for each item in one immediate transaction (one commit): an item whose write
+/// fails is rolled back alone and answered with its error, and the others are kept. Fails as a
+/// whole only when the transaction itself does.
 ///
-/// A lone item needs no savepoint (the transaction is rolled back when it fails): a savepoint
-/// copies every page the item changes into its journal first, which was half of what settling
-/// a burst of one app's pushes cost.
-pub fn each_in_savepoint<I: IntoIterator, R>(
+/// The items are first written together without savepoints, and nearly always that is all: a
+/// savepoint copies every page an item changes into its journal before the change, which was
+/// half of what recording a burst of deliveries or settling one of pushes cost. Only when an
+/// item fails is that transaction rolled back and the batch written again, each item under its
+/// own savepoint, so `write` must do the same thing when it is run again on the same ledger
+/// (it writes only to the ledger, and decides only from the ledger and the item).
+pub fn each_in_savepoint<T, R>(
     conn: &mut Connection,
-    items: I,
-    mut write: impl FnMut(&Connection, I::Item) -> Result<R, LedgerError>,
-) -> Result<Vec<Result<R, LedgerError>>, LedgerError>
-where
-    I::IntoIter: ExactSizeIterator,
-{
-    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut items = items.into_iter();
-    if items.len() == 1 {
-        let item = items.next().expect("one item");
-        let written = write(&tx, item);
-        if written.is_ok() {
-            tx.commit()?;
+    items: &[T],
+    mut write: impl FnMut(&Connection, &T) -> Result<R, LedgerError>,
+) -> Result<Vec<Result<R, LedgerError>>, LedgerError> {
+    {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            match write(&tx, item) {
+                Ok(r) => results.push(Ok(r)),
+                // A lone item's failure is its whole answer: dropping the transaction rolls
+                // it back.
+                Err(e) if items.len() == 1 => return Ok(vec![Err(e)]),
+                // Dropped, so rolled back: the batch is written again below.
+                Err(_) => break,
+            }
         }
-        return Ok(vec![written]);
+        if results.len() == items.len() {
+            tx.commit()?;
+            return Ok(results);
+        }
     }
-    let mut results = Vec::new();
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(items.len());
     for item in items {
         let sp = tx.savepoint()?;
         let written = write(&sp, item);

@@ -155,6 +155,7 @@ pub(super) struct Candidate {
 }
 
 /// What a delivery means for one app: the row about to be written for it.
+#[derive(Clone)]
 pub(crate) struct Row {
     pub(super) app_id: Option<i64>,
     pub(super) app: Option<String>,
@@ -181,7 +182,7 @@ impl Row {
 
 /// What the answer to a delivery says beside its rows: a ping's message and zen, a push's ref
 /// and commit.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Extra {
     pub(super) message: Option<String>,
     pub(super) git_ref: Option<String>,

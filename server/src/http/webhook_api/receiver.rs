@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use rustploy_actors::crypto::SecretBox;
-use rustploy_actors::ledger::batch::{BatchError, Batcher, Writer};
+use rustploy_actors::ledger::batch::{self, BatchError, Batcher, Writer};
 use rustploy_actors::ledger::changes::{StampedCache, Table};
 use rustploy_actors::ledger::push_heads::{self, PushHead};
 use rustploy_actors::ledger::webhooks::{self as ledger, NewDelivery, with_short_busy_waits};
@@ -108,60 +108,58 @@ impl Receiver {
 }
 
 /// Checks each delivery (outside any transaction: the HMACs are CPU work), then writes what the
-/// batch needs in one transaction, each delivery under its own savepoint.
+/// batch needs in one transaction, a delivery whose write fails rolled back alone
+/// ([`batch::each_in_savepoint`]).
 fn take_batch(
     c: &mut Connection,
     keys: &Signers,
     deliveries: Vec<Delivery>,
 ) -> Vec<Result<Verdict, String>> {
-    let checked: Vec<Result<Checked, String>> = deliveries
-        .iter()
-        .map(|d| check(c, keys, d).map_err(|e| e.to_string()))
-        .collect();
-    let writes = checked
-        .iter()
-        .any(|c| matches!(c, Ok(Checked::Rows { .. } | Checked::Unreadable { .. })));
-    if !writes {
-        // Only refusals (a flood of forged requests, say): no write lock is taken. `record`
-        // writes nothing for them.
-        return deliveries
-            .iter()
-            .zip(checked)
-            .map(|(d, checked)| checked.and_then(|ch| record(c, d, ch).map_err(|e| e.to_string())))
-            .collect();
-    }
-    let written = with_short_busy_waits(c, |c| {
-        let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(deliveries.len());
-        for (d, checked) in deliveries.iter().zip(checked) {
-            let verdict = match checked {
-                Err(e) => Err(e),
-                Ok(Checked::Final(v)) => Ok(v),
-                Ok(pending) => {
-                    let sp = tx.savepoint()?;
-                    match record(&sp, d, pending) {
-                        Ok(v) => {
-                            sp.commit()?;
-                            Ok(v)
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            };
-            out.push(verdict);
+    let mut answers: Vec<Option<Result<Verdict, String>>> = Vec::with_capacity(deliveries.len());
+    let mut writes: Vec<(usize, &Delivery, ToWrite)> = Vec::new();
+    for (i, d) in deliveries.iter().enumerate() {
+        match check(c, keys, d) {
+            Err(e) => answers.push(Some(Err(e.to_string()))),
+            Ok(Checked::Final(v)) => answers.push(Some(Ok(v))),
+            Ok(Checked::Write(w)) => {
+                answers.push(None);
+                writes.push((i, d, w));
+            }
         }
-        tx.commit()?;
-        Ok(out)
-    });
-    written.unwrap_or_else(|e: LedgerError| {
-        let why = e.to_string();
-        deliveries.iter().map(|_| Err(why.clone())).collect()
-    })
+    }
+    // Only refusals (a flood of forged requests, say): no write lock is taken.
+    if !writes.is_empty() {
+        let written = with_short_busy_waits(c, |c| {
+            batch::each_in_savepoint(c, &writes, |tx, (_, d, w)| record(tx, d, w))
+        });
+        match written {
+            Ok(results) => {
+                for ((i, ..), result) in writes.iter().zip(results) {
+                    answers[*i] = Some(result.map_err(|e| e.to_string()));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for (i, ..) in &writes {
+                    answers[*i] = Some(Err(why.clone()));
+                }
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err("the delivery was not written".into())))
+        .collect()
 }
 
 /// What checking a delivery found: an answer already, or rows to write.
 enum Checked {
     Final(Verdict),
+    Write(ToWrite),
+}
+
+/// What a delivery that passed its checks writes.
+enum ToWrite {
     /// Signed, but unreadable: kept as rejected for the apps it was signed for.
     Unreadable {
         apps: Vec<i64>,
@@ -279,18 +277,20 @@ fn check(c: &Connection, keys: &Signers, d: &Delivery) -> Result<Checked, Ledger
             repository,
         }));
     }
-    Ok(match github::interpret(&d.event, &d.body, &matched) {
-        Ok((rows, extra)) => Checked::Rows {
-            rows,
-            extra,
-            repository,
+    Ok(Checked::Write(
+        match github::interpret(&d.event, &d.body, &matched) {
+            Ok((rows, extra)) => ToWrite::Rows {
+                rows,
+                extra,
+                repository,
+            },
+            Err(answer) => ToWrite::Unreadable {
+                apps: matched.iter().map(|m| m.app_id).collect(),
+                repository,
+                answer,
+            },
         },
-        Err(answer) => Checked::Unreadable {
-            apps: matched.iter().map(|m| m.app_id).collect(),
-            repository,
-            answer,
-        },
-    })
+    ))
 }
 
 /// A request refused before it was recorded, about to be kept as `rejected` for one app (or for
@@ -328,19 +328,19 @@ pub(super) fn insert_rejected(c: &Connection, r: &RejectedRow<'_>) -> Result<(),
 }
 
 /// Writes a checked delivery inside the caller's transaction: its rows, or, when its id was
-/// taken before (a redelivery), a bounded number of rows that say so.
-fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, LedgerError> {
+/// taken before (a redelivery), a bounded number of rows that say so. Run again on the same
+/// ledger, it writes the same (see [`batch::each_in_savepoint`]).
+fn record(tx: &Connection, d: &Delivery, checked: &ToWrite) -> Result<Verdict, LedgerError> {
     let now = now_ms();
-    let (mut rows, extra, repository) = match checked {
-        Checked::Final(v) => return Ok(v),
-        Checked::Unreadable {
+    let (rows, extra, repository) = match checked {
+        ToWrite::Unreadable {
             apps,
             repository,
             answer: (status, code, message),
         } => {
             // Signed by a holder of the secret, so worth keeping whole: a sender to fix.
             let reason = format!("{code}: {message}");
-            for app in apps {
+            for &app in apps {
                 insert_rejected(
                     tx,
                     &RejectedRow {
@@ -355,12 +355,12 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
                 )?;
             }
             return Ok(Verdict::Unreadable {
-                status,
-                code,
-                message,
+                status: *status,
+                code: *code,
+                message: message.clone(),
             });
         }
-        Checked::Rows {
+        ToWrite::Rows {
             rows,
             extra,
             repository,
@@ -408,6 +408,7 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
                 .collect(),
         });
     }
+    let mut rows = rows.clone();
     for row in rows
         .iter_mut()
         .filter(|r| r.outcome == WebhookOutcome::Pending)
@@ -433,7 +434,10 @@ fn record(tx: &Connection, d: &Delivery, checked: Checked) -> Result<Verdict, Le
             },
         )?;
     }
-    Ok(Verdict::Recorded { rows, extra })
+    Ok(Verdict::Recorded {
+        rows,
+        extra: extra.clone(),
+    })
 }
 
 /// Keeps a push to deploy only when it is newer than the newest push accepted for its app and
