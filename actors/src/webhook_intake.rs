@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use crate::job_queue::JobQueueMsg;
 use crate::ledger::batch;
 use crate::ledger::deployments::{self, DeployRequest};
-use crate::ledger::webhooks::{self, Pending};
+use crate::ledger::webhooks::{self, Pending, Settle};
 use crate::ledger::{Ledger, LedgerError, now_ms};
 use crate::supervision::{Doorbell, Slot};
 use rustploy_api::states::WebhookOutcome;
@@ -240,6 +240,7 @@ fn settle_app(tx: &Connection, app: Option<i64>, ids: &[i64]) -> Result<Settled,
         }
     }
     // Walking from the newest: the first later push of another commit, for each push.
+    let mut outcomes = Vec::with_capacity(pushes.len());
     let mut next_other: Option<usize> = None;
     for i in (0..pushes.len()).rev() {
         let (id, _, sha) = &pushes[i];
@@ -259,8 +260,13 @@ fn settle_app(tx: &Connection, app: Option<i64>, ids: &[i64]) -> Result<Settled,
                 )),
             ),
         };
-        webhooks::settle(tx, *id, outcome, deployment, reason.as_deref(), now)?;
+        outcomes.push(Settle {
+            id: *id,
+            outcome,
+            reason,
+        });
     }
+    webhooks::settle(tx, deployment, &outcomes, now)?;
     Ok(settled)
 }
 

@@ -386,22 +386,40 @@ pub fn ignore(c: &Connection, id: i64, reason: &str, now: Millis) -> Result<(), 
     Ok(())
 }
 
-/// Gives delivery `id` its outcome for `deployment` (deployed by it, or ignored: superseded
-/// before it started), with why.
+/// What one delivery came to for a deployment: deployed by it, or ignored (superseded before
+/// it started), with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    pub id: i64,
+    pub outcome: WebhookOutcome,
+    pub reason: Option<String>,
+}
+
+/// Gives each delivery of `settled` its outcome for `deployment`, in one statement: an update
+/// per row would copy every page it touches into the statement's journal again (the
+/// deployment's foreign key and the outcome's check make each update one that may abort).
 pub fn settle(
     c: &Connection,
-    id: i64,
-    outcome: WebhookOutcome,
     deployment: i64,
-    reason: Option<&str>,
+    settled: &[Settle],
     now: Millis,
 ) -> Result<(), LedgerError> {
+    if settled.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(i64, &str, Option<&str>)> = settled
+        .iter()
+        .map(|s| (s.id, s.outcome.as_str(), s.reason.as_deref()))
+        .collect();
+    let rows = serde_json::to_string(&rows).map_err(|e| LedgerError::Invalid(e.to_string()))?;
     c.prepare_cached(
         "UPDATE webhook_deliveries
-            SET outcome = ?2, deployment_id = ?3, reason = ?4, handled_at = ?5
-          WHERE id = ?1",
+            SET outcome = s.value ->> 1, deployment_id = ?2, reason = s.value ->> 2,
+                handled_at = ?3
+           FROM json_each(?1) AS s
+          WHERE webhook_deliveries.id = s.value ->> 0",
     )?
-    .execute(params![id, outcome, deployment, reason, now])?;
+    .execute(params![rows, deployment, now])?;
     Ok(())
 }
 

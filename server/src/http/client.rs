@@ -11,10 +11,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 
 use super::AppState;
@@ -124,9 +122,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
-/// The layer that works out the client's address once per request, so that every limiter,
-/// audit record and access check uses the same one.
-pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Works out the client's address once per request (in the router's outer layer), so that
+/// every limiter, audit record and access check uses the same one.
+pub fn resolve(state: &AppState, req: &mut Request) {
     if let Some(peer) = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -139,7 +137,6 @@ pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next
         );
         req.extensions_mut().insert(ClientAddr(ip));
     }
-    next.run(req).await
 }
 
 fn forwarded_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
