@@ -356,7 +356,7 @@ fn record(tx: &Connection, d: &Delivery, checked: &ToWrite) -> Result<Verdict, L
             }
             return Ok(Verdict::Unreadable {
                 status: *status,
-                code: *code,
+                code,
                 message: message.clone(),
             });
         }
