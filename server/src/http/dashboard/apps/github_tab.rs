@@ -118,7 +118,7 @@ pub(super) async fn github_page(
                     tbody { @for d in &deliveries { tr {
                         td { (when_str(&d.received_at)) }
                         td { (d.event) }
-                        td.mono { (d.git_ref.as_deref().unwrap_or("")) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
+                        td.mono title=[d.git_ref.as_deref()] { (ref_label(d.git_ref.as_deref().unwrap_or(""))) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
                         // A refusal's reason is a problem to fix; the others explain what was done.
                         td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small class=(if d.outcome == "rejected" { "reason" } else { "why" }) { (r) } } }
                         td { @if let Some(id) = d.deployment_id { a href={ "/deployments/" (id) } { "#" (id) } } }
@@ -128,6 +128,18 @@ pub(super) async fn github_page(
         }
     };
     respond(status, app_frame(v, &head, Tab::Github, content))
+}
+
+/// A pushed ref as the table shows it: the branch's name, or "tag" and the tag's, the whole ref
+/// in its title. The whole `refs/heads/…` broke across lines in the narrow column.
+fn ref_label(git_ref: &str) -> String {
+    if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+        branch.to_string()
+    } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+        format!("tag {tag}")
+    } else {
+        git_ref.to_string()
+    }
 }
 
 pub(super) fn connect_form(
@@ -308,5 +320,19 @@ pub(super) async fn github_disconnect(
     match github::disconnect(&state, &key).await {
         Ok(()) => see_other(&format!("/apps/{}/github", percent(&key))),
         Err(e) => error_page(Some(&v), e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ref_label;
+
+    #[test]
+    fn a_ref_is_shown_by_its_branch_or_tag_name() {
+        assert_eq!(ref_label("refs/heads/main"), "main");
+        assert_eq!(ref_label("refs/heads/feature/login"), "feature/login");
+        assert_eq!(ref_label("refs/tags/v1.2.0"), "tag v1.2.0");
+        assert_eq!(ref_label("refs/pull/7/head"), "refs/pull/7/head");
+        assert_eq!(ref_label(""), "");
     }
 }
