@@ -118,7 +118,7 @@ pub(super) async fn github_page(
                     tbody { @for d in &deliveries { tr {
                         td { (when_str(&d.received_at)) }
                         td { (d.event) }
-                        td.mono title=[d.git_ref.as_deref()] { (ref_label(d.git_ref.as_deref().unwrap_or(""))) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
+                        td.mono.nowrap title=[d.git_ref.as_deref()] { (ref_label(d.git_ref.as_deref().unwrap_or(""))) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
                         // A refusal's reason is a problem to fix; the others explain what was done.
                         td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small class=(if d.outcome == "rejected" { "reason" } else { "why" }) { (r) } } }
                         td { @if let Some(id) = d.deployment_id { a href={ "/deployments/" (id) } { "#" (id) } } }
@@ -131,7 +131,7 @@ pub(super) async fn github_page(
 }
 
 /// A pushed ref as the table shows it: the branch's name, or "tag" and the tag's, the whole ref
-/// in its title. The whole `refs/heads/…` broke across lines in the narrow column.
+/// in its title, on one line: the whole `refs/heads/…` broke across lines in the narrow column.
 fn ref_label(git_ref: &str) -> String {
     if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
         branch.to_string()
