@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::apps::{paged, segment};
-use crate::states::WebhookOutcome;
+use crate::states::{DeploymentState, WebhookOutcome};
 use crate::{Client, Error, Page};
 
 /// What became of a delivery, as the server names it. A redelivery of a delivery id already
@@ -136,6 +136,10 @@ pub struct WebhookDelivery {
     pub reason: Option<String>,
     #[serde(default)]
     pub deployment_id: Option<i64>,
+    /// Where that deployment is now: a push that requested a deployment is `deployed` whatever
+    /// became of the deployment, and this says whether it went healthy or failed.
+    #[serde(default)]
+    pub deployment_state: Option<DeploymentState>,
     /// The address the request came from.
     #[serde(default)]
     pub source_addr: Option<String>,

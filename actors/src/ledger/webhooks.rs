@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use rustploy_api::states::WebhookOutcome;
+use rustploy_api::states::{DeploymentState, WebhookOutcome};
 
 use super::{LedgerError, Millis};
 
@@ -83,6 +83,8 @@ pub struct Delivery {
     pub outcome: WebhookOutcome,
     pub reason: Option<String>,
     pub deployment_id: Option<i64>,
+    /// The state of `deployment_id` now.
+    pub deployment_state: Option<DeploymentState>,
     pub source_addr: Option<String>,
     pub received_at: Millis,
     pub handled_at: Option<Millis>,
@@ -319,8 +321,9 @@ pub fn list(c: &Connection, filter: &DeliveryFilter) -> Result<Vec<Delivery>, Le
     Ok(c.prepare_cached(
         "SELECT w.id, w.delivery_id, w.event, w.app_id, a.name, w.repository, w.git_ref,
                     w.commit_sha, w.outcome, w.reason, w.deployment_id, w.source_addr,
-                    w.received_at, w.handled_at, w.duplicate_of
+                    w.received_at, w.handled_at, w.duplicate_of, d.state
                FROM webhook_deliveries w LEFT JOIN apps a ON a.id = w.app_id
+                    LEFT JOIN deployments d ON d.id = w.deployment_id
               WHERE w.id < ?1 AND (?2 IS NULL OR w.app_id = ?2)
                 AND (?3 IS NULL OR w.outcome = ?3)
               ORDER BY w.id DESC LIMIT CAST(?4 AS INTEGER)",
@@ -344,6 +347,7 @@ pub fn list(c: &Connection, filter: &DeliveryFilter) -> Result<Vec<Delivery>, Le
                 received_at: r.get(12)?,
                 handled_at: r.get(13)?,
                 duplicate_of: r.get(14)?,
+                deployment_state: r.get(15)?,
             })
         },
     )?

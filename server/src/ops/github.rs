@@ -314,6 +314,7 @@ fn delivery_view(d: ledger::Delivery) -> WebhookDelivery {
         outcome: d.outcome.to_string(),
         reason: d.reason,
         deployment_id: d.deployment_id,
+        deployment_state: d.deployment_state,
         source_addr: d.source_addr,
         received_at: rfc3339(d.received_at),
         handled_at: d.handled_at.map(rfc3339),

@@ -466,8 +466,17 @@ async fn a_signed_push_to_the_branch_deploys_exactly_its_commit() {
     assert_eq!(item["commit_sha"], after.as_str());
     assert_eq!(item["outcome"], "deployed");
     assert_eq!(item["deployment_id"], *id);
+    assert_eq!(item["deployment_state"], "queued");
     assert_eq!(item["repository"], "octo-org/shop");
     assert!(item["received_at"].is_string() && item["handled_at"].is_string());
+
+    // The outcome stays "deployed" (a deployment was requested); the deployment's state tells
+    // what became of it, in the list and in the app's GitHub tab.
+    t.h.sql(|c| c.execute("UPDATE deployments SET state = 'failed' WHERE id = 1", []))
+        .await;
+    let list = t.deliveries("?app=web").await;
+    assert_eq!(list["items"][0]["outcome"], "deployed");
+    assert_eq!(list["items"][0]["deployment_state"], "failed");
 }
 
 #[tokio::test]

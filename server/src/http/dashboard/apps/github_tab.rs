@@ -121,7 +121,12 @@ pub(super) async fn github_page(
                         td.mono.nowrap title=[d.git_ref.as_deref()] { (ref_label(d.git_ref.as_deref().unwrap_or(""))) @if let Some(c) = &d.commit_sha { br; small { (short(c)) } } }
                         // A refusal's reason is a problem to fix; the others explain what was done.
                         td { (badge(&d.outcome)) @if let Some(r) = &d.reason { br; small class=(if d.outcome == "rejected" { "reason" } else { "why" }) { (r) } } }
-                        td { @if let Some(id) = d.deployment_id { a href={ "/deployments/" (id) } { "#" (id) } } }
+                        // A push is "deployed" once it requested a deployment: what became of
+                        // that deployment is told here.
+                        td.nowrap { @if let Some(id) = d.deployment_id {
+                            a href={ "/deployments/" (id) } { "#" (id) }
+                            @if let Some(state) = d.deployment_state { " " (badge(state.as_str())) }
+                        } }
                     } } }
                 } }
             }
