@@ -310,15 +310,26 @@ struct Version {
     api_version: String,
 }
 
+/// A field the engine may leave out or send as `null`: either way its empty value. The engine
+/// sends `"Labels": null` for a container made through its API without labels, and one such
+/// container on the host made the whole listing unreadable.
+fn or_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 struct Listed {
     #[serde(rename = "Id")]
     id: String,
-    #[serde(rename = "Names", default)]
+    #[serde(rename = "Names", default, deserialize_with = "or_empty")]
     names: Vec<String>,
-    #[serde(rename = "State", default)]
+    #[serde(rename = "State", default, deserialize_with = "or_empty")]
     state: String,
-    #[serde(rename = "Labels", default)]
+    #[serde(rename = "Labels", default, deserialize_with = "or_empty")]
     labels: HashMap<String, String>,
 }
 
@@ -348,7 +359,7 @@ struct CpuUsage {
 struct MemoryStats {
     usage: Option<u64>,
     limit: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_empty")]
     stats: HashMap<String, u64>,
 }
 
@@ -386,6 +397,25 @@ mod tests {
             Ok(Endpoint::Unix("/run/docker.sock".into()))
         );
         assert!(Endpoint::parse("ssh://host").is_err());
+    }
+
+    #[test]
+    fn a_container_listed_with_null_fields_is_read_with_them_empty() {
+        let listed: Vec<Listed> = serde_json::from_str(
+            r#"[{"Id":"aaaa","Names":["/rp-shop-d1-web-1"],"State":"running",
+                 "Labels":{"dev.rustploy.app":"shop"}},
+                {"Id":"bbbb","Names":null,"State":null,"Labels":null},
+                {"Id":"cccc"}]"#,
+        )
+        .unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0].labels["dev.rustploy.app"], "shop");
+        assert!(listed[1].labels.is_empty() && listed[1].names.is_empty());
+        assert_eq!(listed[1].state, "");
+        assert!(listed[2].labels.is_empty());
+        let stats: Stats =
+            serde_json::from_str(r#"{"memory_stats":{"usage":10,"stats":null}}"#).unwrap();
+        assert!(stats.memory_stats.stats.is_empty());
     }
 
     #[test]
