@@ -2,7 +2,7 @@
 
 use rustploy_actors::ledger::changes::{StampedCache, Table};
 
-use crate::helpers::ledger;
+use crate::helpers::{connected_app, ledger};
 
 #[tokio::test]
 async fn a_write_moves_the_stamp_of_its_table_only() {
@@ -96,21 +96,7 @@ async fn a_kept_value_is_given_back_only_while_its_stamp_holds() {
     cache.keep("octo/shop", before, 1);
     assert_eq!(cache.get("octo/shop", before), Some(1));
     assert_eq!(cache.with("octo/shop", before, |v| v + 1), Some(2));
-    t.ledger
-        .run(|c| {
-            c.execute(
-                "INSERT INTO apps (id, name, created_at, updated_at) VALUES (1, 'web', 1, 1)",
-                [],
-            )?;
-            c.execute(
-                "INSERT INTO github_integrations (app_id, owner, repo, branch, secret_enc, created_at)
-                 VALUES (1, 'octo', 'shop', 'main', x'00', 1)",
-                [],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    t.ledger.run(|c| connected_app(c)).await.unwrap();
     let after = changes.stamp(&[Table::GithubIntegrations]);
     assert_ne!(after, before, "a new integration moves the stamp");
     assert_eq!(cache.get("octo/shop", after), None);

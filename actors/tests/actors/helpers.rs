@@ -1,7 +1,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rustploy_actors::ledger::{Ledger, LedgerConfig};
+use rusqlite::Connection;
+use rustploy_actors::ledger::{Ledger, LedgerConfig, LedgerError};
 use tempfile::TempDir;
 
 /// A ledger in its own temporary directory, removed when dropped.
@@ -34,4 +35,18 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An app `web` (id 1) connected to GitHub's `octo/shop` at `main`.
+pub fn connected_app(c: &Connection) -> Result<(), LedgerError> {
+    c.execute(
+        "INSERT INTO apps (id, name, created_at, updated_at) VALUES (1, 'web', 1, 1)",
+        [],
+    )?;
+    c.execute(
+        "INSERT INTO github_integrations (app_id, owner, repo, branch, secret_enc, created_at)
+         VALUES (1, 'octo', 'shop', 'main', x'00', 1)",
+        [],
+    )?;
+    Ok(())
 }

@@ -14,24 +14,10 @@ use rustploy_actors::webhook_intake::{
     WebhookIntake, WebhookIntakeArgs, WebhookIntakeMsg, handle_pending, prune_rejected,
 };
 
-use super::helpers::{eventually, ledger};
+use super::helpers::{connected_app as app, eventually, ledger};
 
 fn sha(n: u32) -> String {
     format!("{n:040x}")
-}
-
-/// An app `web` (id 1) connected to GitHub.
-fn app(c: &Connection) -> Result<(), LedgerError> {
-    c.execute(
-        "INSERT INTO apps (id, name, created_at, updated_at) VALUES (1, 'web', 1, 1)",
-        [],
-    )?;
-    c.execute(
-        "INSERT INTO github_integrations (app_id, owner, repo, branch, secret_enc, created_at)
-         VALUES (1, 'octo', 'shop', 'main', x'00', 1)",
-        [],
-    )?;
-    Ok(())
 }
 
 fn pending(c: &Connection, delivery: &str, commit: &str) -> Result<i64, LedgerError> {
