@@ -16,6 +16,7 @@ pub mod apps;
 pub mod audit;
 pub mod batch;
 pub mod changes;
+mod checkpoint;
 pub mod deployments;
 pub mod domains;
 pub mod env;
@@ -92,6 +93,7 @@ impl Default for LedgerConfig {
 pub struct Ledger {
     pool: r2d2::Pool<SqliteConnectionManager>,
     changes: Arc<changes::Changes>,
+    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -125,7 +127,9 @@ impl Ledger {
                  PRAGMA busy_timeout = {busy_ms};
                  PRAGMA cache_size = -2000;
                  PRAGMA temp_store = MEMORY;"
-            ))
+            ))?;
+            checkpoint::install(c);
+            Ok(())
         });
         let pool = r2d2::Pool::builder()
             // A connection to a local file does not go stale the way a network one does; the
@@ -139,7 +143,16 @@ impl Ledger {
         migrate::back_up_before_upgrade(&conn, path)?;
         migrate::apply(&mut conn, &path.display().to_string())?;
         drop(conn);
-        Ok(Self { pool, changes })
+        let checkpointer = checkpoint::Checkpointer::start(path).map_err(|e| {
+            LedgerError::Invalid(format!("cannot start the ledger's checkpointer: {e}"))
+        })?;
+        // The migration's own commits may have grown the WAL.
+        checkpointer.after_call();
+        Ok(Self {
+            pool,
+            changes,
+            checkpointer: Arc::new(checkpointer),
+        })
     }
 
     /// The per-table generations caches check what they keep against.
@@ -153,11 +166,11 @@ impl Ledger {
         F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
         T: Send + 'static,
     {
-        let (pool, changes) = (self.pool.clone(), self.changes.clone());
+        let ledger = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
+            let mut conn = ledger.pool.get()?;
             let result = f(&mut conn);
-            changes.settle();
+            ledger.after_call();
             result
         })
         .await
@@ -171,8 +184,15 @@ impl Ledger {
     ) -> Result<T, LedgerError> {
         let mut conn = self.pool.get()?;
         let result = f(&mut conn);
-        self.changes.settle();
+        self.after_call();
         result
+    }
+
+    /// After a call's work has returned (committed or rolled back), on its thread: advances
+    /// what it changed for the caches, and wakes the checkpointer when its commits grew the WAL.
+    fn after_call(&self) {
+        self.changes.settle();
+        self.checkpointer.after_call();
     }
 
     /// Proves the ledger answers: a connection from the pool reads the schema version. It only
