@@ -806,6 +806,66 @@ fn a_deployment_cancelled_during_its_build_stops_and_leaves_nothing_running() {
 }
 
 #[test]
+fn a_failed_build_removes_the_container_its_step_left_and_no_container_its_output_names() {
+    let scope = DockerScope::new();
+    let sandbox = Sandbox::new();
+    sandbox.migrate();
+    let token = sandbox.create_token("e2e", "deploy");
+    let flags = scope.flags();
+    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Client::new(&server, &token);
+    // A stopped container on the host with no labels, as a person's own one-off would be: the
+    // shape of a build's leftover, but not this build's.
+    let victim = docker_lines(&[
+        "create",
+        "--name",
+        &format!("{}-bystander", scope.prefix),
+        BASE_IMAGE,
+        "true",
+    ]);
+    let victim = victim
+        .first()
+        .expect("docker create printed the id")
+        .clone();
+    // The failing step first prints what the builder prints when it starts a step's container,
+    // naming the bystander: the build's output is the app's to write.
+    let marker = format!("leftover-{:08x}", rand_u32());
+    let repo = Repo::new(&sandbox, "broken");
+    repo.write(
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN echo ' ---> Running in {}' && echo {marker} && false\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+            &victim[..12]
+        ),
+    );
+    repo.commit("a build that fails");
+    client.import("broken", &repo.url());
+    let d = client.deploy("broken");
+    let failed = client.finished(d, "failed");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("build"), "{failed}");
+    let log = client.log_text(d);
+    assert!(
+        log.contains("removed 1 container(s) the failed build step left behind"),
+        "{log}"
+    );
+    let left: Vec<String> =
+        docker_lines(&["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}"])
+            .into_iter()
+            .filter(|l| l.contains(&marker))
+            .collect();
+    assert!(
+        left.is_empty(),
+        "the failed step's container is still there: {left:?}"
+    );
+    assert_eq!(
+        docker_lines(&["inspect", "--format", "{{.Id}}", &victim]),
+        vec![victim.clone()],
+        "the container the build's output named was removed"
+    );
+}
+
+#[test]
 fn a_server_killed_mid_deploy_resumes_after_restart_and_the_app_stays_served() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();

@@ -16,6 +16,8 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +99,10 @@ pub trait Engine: Send + Sync + 'static {
         grace: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
     fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()>;
+    /// Removes the containers a failed build left behind, by the ids its output named (see
+    /// [`BuildLeftovers`]), each only if it has the shape of one: stopped, unlabelled, and
+    /// created since `since` (Unix seconds). Returns how many were removed.
+    fn remove_build_leftovers<'a>(&'a self, ids: &'a [String], since: i64) -> BoxFuture<'a, usize>;
     /// Removes the app's own networks, shared by its releases; call it once they are gone.
     fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Removes the app's named volumes (labelled as the app's, named within `app_scope`) and
@@ -337,6 +343,10 @@ impl Engine for DockerEngine {
                     .await;
             }
         })
+    }
+
+    fn remove_build_leftovers<'a>(&'a self, ids: &'a [String], since: i64) -> BoxFuture<'a, usize> {
+        Box::pin(remove_build_leftovers(ids, since))
     }
 
     fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
@@ -692,6 +702,117 @@ pub async fn remove_volume(name: &str) -> Result<(), EngineError> {
     }
 }
 
+/// The containers a build started for its `RUN` steps, as Docker's classic builder names them
+/// in its output (`---> Running in 554aff258ee9`, then `Removing intermediate container …`
+/// once the step succeeded). A step that fails leaves its container behind, stopped, and
+/// compose's `up --build` has no `--force-rm` to remove it; every failed build of an app would
+/// otherwise leave one on the host. (BuildKit leaves none and prints no such lines.)
+///
+/// The output also carries what the app's own `RUN` steps print, so an id read here is only a
+/// candidate: a container is removed only if it is shaped like a builder's leftover and was
+/// created during the build ([`is_build_leftover`]); a step could name one only by knowing its
+/// id, which nothing inside a build can learn.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BuildLeftovers(Vec<String>);
+
+impl BuildLeftovers {
+    /// Reads one line of build output.
+    pub fn read(&mut self, line: &str) {
+        let line = line.trim();
+        if let Some(id) = line.strip_prefix("---> Running in ").and_then(container_id) {
+            if self.0.len() < 256 && !self.0.iter().any(|i| i == id) {
+                self.0.push(id.to_string());
+            }
+        } else if let Some(id) = line
+            .strip_prefix("Removing intermediate container ")
+            .and_then(container_id)
+        {
+            self.0.retain(|i| i != id);
+        }
+    }
+
+    /// The containers started and not removed.
+    pub fn ids(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A container id as the builder prints it: 12 to 64 lowercase hex digits, nothing else.
+fn container_id(s: &str) -> Option<&str> {
+    let ok = (12..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ok.then_some(s)
+}
+
+/// Removes what [`BuildLeftovers`] named, each only when [`is_build_leftover`] says it has the
+/// shape of one.
+async fn remove_build_leftovers(ids: &[String], since_ms: i64) -> usize {
+    let Ok(docker) = client().await else {
+        return 0;
+    };
+    let mut removed = 0;
+    for id in ids {
+        let Ok(c) = docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        else {
+            continue;
+        };
+        let shape = Shape {
+            running: c.state.as_ref().and_then(|s| s.running).unwrap_or(true),
+            labelled: c
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .is_some_and(|l| !l.is_empty()),
+            image: c.config.as_ref().and_then(|c| c.image.clone()),
+            created: c.created.clone(),
+        };
+        if !is_build_leftover(&shape, since_ms) {
+            tracing::warn!(container = %id, "a failed build's output named a container that is not its leftover; kept");
+            continue;
+        }
+        let options = RemoveContainerOptionsBuilder::new().v(true).build();
+        match docker.remove_container(id, Some(options)).await {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "removing a failed build's container failed")
+            }
+        }
+    }
+    removed
+}
+
+/// What [`is_build_leftover`] looks at of a container.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub running: bool,
+    pub labelled: bool,
+    /// `Config.Image`: what it was created from.
+    pub image: Option<String>,
+    /// RFC 3339, as the engine tells it (to the nanosecond).
+    pub created: Option<String>,
+}
+
+/// A container the classic builder made for a step: stopped, without labels (compose's
+/// containers and ours carry them), created from a bare image id (a step runs on the image
+/// the step before it made, never on a name), and created since the build began.
+pub fn is_build_leftover(c: &Shape, since_ms: i64) -> bool {
+    let created_ms = c
+        .created
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    !c.running
+        && !c.labelled
+        && c.image.as_deref().is_some_and(|i| {
+            i.strip_prefix("sha256:")
+                .is_some_and(|h| container_id(h).is_some())
+        })
+        && created_ms.is_some_and(|t| t >= since_ms)
+}
+
 /// A container's log output, as chunks of text.
 pub type LogStream = Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, EngineError>> + Send>>;
 
@@ -752,4 +873,73 @@ async fn remove_app_images(app_scope: &str) -> Result<(), EngineError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_names_the_containers_of_its_steps_until_it_removes_them() {
+        let mut left = BuildLeftovers::default();
+        for line in [
+            "Step 2/3 : RUN echo hi",
+            " ---> Running in 833adfd5a6be",
+            "hi",
+            "Removing intermediate container 833adfd5a6be",
+            " ---> 20e4b2831724",
+            "Step 3/3 : RUN false",
+            " ---> Running in 554aff258ee9",
+            // What a step may print is read too, but only ids of the builder's shape.
+            " ---> Running in 554aff258ee9",
+            " ---> Running in ../../etc",
+            " ---> Running in 554AFF258EE9",
+            " ---> Running in 554aff258ee9 --force",
+            " ---> Running in abc",
+        ] {
+            left.read(line);
+        }
+        assert_eq!(left.ids(), ["554aff258ee9"]);
+    }
+
+    #[test]
+    fn only_a_stopped_unlabelled_container_of_a_bare_image_made_since_the_build_is_a_leftover() {
+        let since = 1_796_000_000_000; // 2026-11-30T00:53:20Z
+        let leftover = Shape {
+            running: false,
+            labelled: false,
+            image: Some(format!("sha256:{}", "1d06".repeat(16))),
+            created: Some("2026-11-30T00:53:20.5Z".into()),
+        };
+        assert!(is_build_leftover(&leftover, since));
+        let not = [
+            Shape {
+                running: true,
+                ..leftover.clone()
+            },
+            Shape {
+                labelled: true,
+                ..leftover.clone()
+            },
+            Shape {
+                image: Some("busybox:latest".into()),
+                ..leftover.clone()
+            },
+            Shape {
+                image: None,
+                ..leftover.clone()
+            },
+            Shape {
+                created: Some("2026-11-30T00:53:19.999999999Z".into()),
+                ..leftover.clone()
+            },
+            Shape {
+                created: Some("yesterday".into()),
+                ..leftover.clone()
+            },
+        ];
+        for shape in not {
+            assert!(!is_build_leftover(&shape, since), "{shape:?}");
+        }
+    }
 }

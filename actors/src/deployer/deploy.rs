@@ -594,8 +594,13 @@ impl Attempt<'_> {
             self.project.clone(),
         );
         let mut start: Option<Instant> = None;
+        let mut leftovers = BuildLeftovers::default();
+        let began = now_ms();
         let outcome = engine
             .compose(run, &self.cancel, &mut |stream, line| {
+                if start.is_none() {
+                    leftovers.read(&line);
+                }
                 if start.is_none() && plan::is_start_line(&project, &line) {
                     start = Some(Instant::now());
                     log.system(format!("== {}", DeployStep::Start));
@@ -612,6 +617,14 @@ impl Attempt<'_> {
             })
             .await;
         let what = if start.is_some() { "start" } else { "build" };
+        if outcome.is_err() && !leftovers.ids().is_empty() {
+            let removed = engine.remove_build_leftovers(leftovers.ids(), began).await;
+            if removed > 0 {
+                self.log.system(format!(
+                    "removed {removed} container(s) the failed build step left behind"
+                ));
+            }
+        }
         outcome.map_err(|e| process_failure(what, e))?;
         Ok(start.unwrap_or_else(Instant::now))
     }

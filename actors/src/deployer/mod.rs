@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::crypto::{SecretBox, env_context};
 use crate::deploy::compose::{self, ComposeFile, RuntimeSpec};
 use crate::deploy::detect::{self, Detection};
-use crate::deploy::docker::{ComposeRun, ContainerObs, Engine, EngineError};
+use crate::deploy::docker::{BuildLeftovers, ComposeRun, ContainerObs, Engine, EngineError};
 use crate::deploy::git::{Credentials, Git};
 use crate::deploy::health::{self, Probe, Verdict};
 use crate::deploy::logs::{LogLine, LogSink};

@@ -26,6 +26,8 @@ pub enum Call {
     AppProjects(String),
     Teardown(String),
     RemoveImages(Vec<String>),
+    /// A failed build's leftover containers, by the ids its output named.
+    RemoveBuildLeftovers(Vec<String>),
     /// An app's own networks, by the app's name.
     RemoveAppNetworks(String),
     /// An app's volumes, by the app's name.
@@ -388,6 +390,17 @@ impl Engine for FakeEngine {
     fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.record(Call::RemoveImages(refs.to_vec()));
+        })
+    }
+
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        ids: &'a [String],
+        _since: i64,
+    ) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            self.record(Call::RemoveBuildLeftovers(ids.to_vec()));
+            ids.len()
         })
     }
 
