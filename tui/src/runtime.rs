@@ -533,19 +533,28 @@ async fn load_deliveries(
     let (pages, github) = tokio::join!(pages, github);
     let (items, more) = pages?;
     let github = github?;
-    // What became of a deployed delivery is its deployment's state; the newest deployments of
-    // the apps concerned tell it for all but old deliveries.
-    let wanted: BTreeSet<i64> = items.iter().filter_map(|d| d.deployment_id).collect();
+    // What became of a deployed delivery is its deployment's state, which the server sends
+    // with each delivery. A server from before that field: the newest deployments of the apps
+    // concerned tell it for all but old deliveries.
+    let mut deployments: BTreeMap<i64, String> = items
+        .iter()
+        .filter_map(|d| Some((d.deployment_id?, d.deployment_state?.to_string())))
+        .collect();
+    let wanted: BTreeSet<i64> = items
+        .iter()
+        .filter_map(|d| d.deployment_id)
+        .filter(|id| !deployments.contains_key(id))
+        .collect();
     let mut apps: Vec<&str> = Vec::new();
     for d in &items {
-        if let (Some(_), Some(app)) = (d.deployment_id, d.app.as_deref())
+        if let (Some(id), Some(app)) = (d.deployment_id, d.app.as_deref())
+            && wanted.contains(&id)
             && !apps.contains(&app)
             && apps.len() < DELIVERY_APPS
         {
             apps.push(app);
         }
     }
-    let mut deployments = BTreeMap::new();
     for app in apps {
         // A state is extra information: without it the list still shows the deployment's id.
         if let Ok(page) = client.deployments(app, Some(50), None).await {
@@ -733,6 +742,38 @@ mod tests {
                 "/api/v1/webhooks/deliveries?limit=200&app=blog&outcome=ignored",
                 "/api/v1/webhooks/deliveries?limit=50&cursor=801&app=blog&outcome=ignored",
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn deployment_states_sent_with_the_deliveries_need_no_deployments_request() {
+        fn answer(path: &str) -> (u16, String) {
+            if path.starts_with("/api/v1/webhooks/deliveries") {
+                let with_state = |id: i64, deployment: i64, state: &str| {
+                    delivery(id, Some(deployment)).replace(
+                        r#""source_addr""#,
+                        &format!(r#""deployment_state":"{state}","source_addr""#),
+                    )
+                };
+                let items = [with_state(2, 7, "failed"), with_state(1, 6, "healthy")].join(",");
+                return (200, format!(r#"{{"items":[{items}],"next_cursor":null}}"#));
+            }
+            (500, String::new())
+        }
+        let (client, asked) = stub(answer).await;
+        let all = DeliveriesQuery {
+            app: None,
+            outcome: None,
+            count: 5,
+        };
+        let loaded = load_deliveries(&client, all).await.unwrap();
+        assert_eq!(
+            loaded.deployments,
+            [(6, "healthy".to_string()), (7, "failed".to_string())].into()
+        );
+        assert_eq!(
+            asked.lock().unwrap().clone(),
+            ["/api/v1/webhooks/deliveries?limit=5"]
         );
     }
 
