@@ -407,6 +407,10 @@ async fn walk(b: &Browser, setup: &str, repo: &Repo, scope: &DockerScope) {
         }
     };
     assert!(facts.contains("compose"), "the detection is shown: {facts}");
+    assert!(
+        facts.contains("HTTP GET /index.html"),
+        "the health check the manifest sets is shown: {facts}"
+    );
     b.shot("05-imported").await;
 
     // Connect the app to GitHub: the tab shows the webhook's secret once, and GitHub's ping,

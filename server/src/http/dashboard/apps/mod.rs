@@ -299,7 +299,12 @@ fn imported_page(v: &Viewer, app: &App) -> Markup {
                 dt { "Compose file" } dd.mono { (text(i.compose_path.as_deref())) }
                 dt { "Routed service" } dd { (i.routed_service) }
                 dt { "Port" } dd { (text(i.port.map(|p| p.to_string()).as_deref())) }
-                dt { "Health check path" } dd.mono { (text(i.healthcheck_path.as_deref())) }
+                dt { "Health check" }
+                @match &i.healthcheck_path {
+                    Some(path) => dd { span.mono { "HTTP GET " (path) } ", unless the image has its own HEALTHCHECK" },
+                    // What the Deployer does without a path (its `Probe::choose`).
+                    None => dd { (no_health_path(i.port)) },
+                }
                 dt { "Services" } dd { (i.services.join(", ")) }
             }
             @if !i.reasons.is_empty() {
@@ -319,4 +324,29 @@ fn imported_page(v: &Viewer, app: &App) -> Markup {
             }
         },
     )
+}
+
+/// How a release without a health check path is judged healthy (an image's own HEALTHCHECK
+/// comes first either way).
+fn no_health_path(port: Option<u16>) -> String {
+    let connect = match port {
+        Some(p) => format!("a TCP connection to port {p}"),
+        None => "a TCP connection to its port".to_string(),
+    };
+    format!("no HTTP path set: the image's own HEALTHCHECK when it has one, else {connect}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_without_a_health_path_says_how_its_release_is_judged() {
+        assert_eq!(
+            no_health_path(Some(8000)),
+            "no HTTP path set: the image's own HEALTHCHECK when it has one, else a TCP \
+             connection to port 8000"
+        );
+        assert!(no_health_path(None).ends_with("a TCP connection to its port"));
+    }
 }
