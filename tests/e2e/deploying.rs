@@ -865,6 +865,65 @@ fn a_failed_build_removes_the_container_its_step_left_and_no_container_its_outpu
     );
 }
 
+/// Creates a network through the Engine API as clients before API 1.44 could: without
+/// `CheckDuplicate`, so a name already taken is taken twice (the docker CLI asks for the check).
+fn create_network_unchecked(name: &str) {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"Name":"{name}","CheckDuplicate":false}}"#);
+    let mut socket = std::os::unix::net::UnixStream::connect("/var/run/docker.sock")
+        .expect("the Docker engine's socket");
+    write!(
+        socket,
+        "POST /v1.41/networks/create HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 201"), "{answer}");
+}
+
+fn networks_named(name: &str) -> Vec<String> {
+    docker_lines(&["network", "ls", "--format", "{{.Name}}"])
+        .into_iter()
+        .filter(|n| n == name)
+        .collect()
+}
+
+#[test]
+fn two_networks_of_the_ingress_name_are_made_one_and_first_deploys_at_once_make_one() {
+    let scope = DockerScope::new();
+    let sandbox = Sandbox::new();
+    sandbox.migrate();
+    let token = sandbox.create_token("e2e", "deploy");
+    let flags = scope.flags();
+    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Client::new(&server, &token);
+    let repo = Repo::new(&sandbox, "solo");
+    repo.write(
+        "Dockerfile",
+        &format!("FROM {BASE_IMAGE}\nRUN echo solo > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"),
+    );
+    repo.commit("solo");
+    client.import("one", &repo.url());
+    client.import("two", &repo.url());
+
+    // Two apps' first deploys at once, on a host without the ingress network: one network.
+    let (d1, d2) = (client.deploy("one"), client.deploy("two"));
+    client.finished(d1, "healthy");
+    client.finished(d2, "healthy");
+    assert_eq!(networks_named(&scope.network).len(), 1);
+
+    // A host where the name was already taken twice: Docker refuses the name as ambiguous
+    // until the one no container uses is gone.
+    create_network_unchecked(&scope.network);
+    assert_eq!(networks_named(&scope.network).len(), 2);
+    let d3 = client.deploy("one");
+    client.finished(d3, "healthy");
+    assert_eq!(networks_named(&scope.network).len(), 1);
+    assert_eq!(client.page("one", "/index.html"), "solo\n");
+}
+
 #[test]
 fn a_server_killed_mid_deploy_resumes_after_restart_and_the_app_stays_served() {
     let scope = DockerScope::new();

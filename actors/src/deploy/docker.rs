@@ -371,17 +371,19 @@ impl Engine for DockerEngine {
 
 /// Creates the user-defined bridge network `name` unless it exists.
 pub async fn ensure_network(name: &str) -> Result<(), EngineError> {
+    // Engines before API 1.44 create a second network of a name already taken unless asked
+    // not to (`CheckDuplicate`, which the client's model no longer has), and then refuse every
+    // use of the name as ambiguous: two Deployers' first deploys at once broke every deploy
+    // after them. One creation at a time in this process, and a pair found is repaired.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_AT_A_TIME.lock().await;
     let docker = client().await?;
-    match docker
-        .inspect_network(
-            name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-    {
-        Ok(_) => return Ok(()),
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(api(e)),
+    let mut named = networks_named(&docker, name).await?;
+    if named.len() > 1 {
+        named = keep_one_network(&docker, name, named).await?;
+    }
+    if !named.is_empty() {
+        return Ok(());
     }
     let created = docker
         .create_network(bollard::models::NetworkCreateRequest {
@@ -402,6 +404,72 @@ pub async fn ensure_network(name: &str) -> Result<(), EngineError> {
         }) => Ok(()),
         Err(e) => Err(api(e)),
     }
+}
+
+/// The ids of the networks named exactly `name` (the engine's filter matches parts of names),
+/// oldest first.
+async fn networks_named(docker: &Docker, name: &str) -> Result<Vec<String>, EngineError> {
+    let filters = HashMap::from([("name", vec![name.to_string()])]);
+    let mut found: Vec<(String, String)> = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .map_err(api)?
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, id)| id).collect())
+}
+
+/// Of several networks named `name`, removes those no container uses (the newest first kept
+/// back when none is used), and returns what is left. More than one left in use is an error a
+/// person has to resolve: which containers belong where is theirs to say.
+async fn keep_one_network(
+    docker: &Docker,
+    name: &str,
+    ids: Vec<String>,
+) -> Result<Vec<String>, EngineError> {
+    let mut used = Vec::new();
+    let mut unused = Vec::new();
+    for id in ids {
+        let inspected = docker
+            .inspect_network(
+                &id,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await;
+        match inspected {
+            Ok(n) if n.containers.as_ref().is_some_and(|c| !c.is_empty()) => used.push(id),
+            Ok(_) => unused.push(id),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+    }
+    // With none in use, the oldest stays.
+    if used.is_empty() && !unused.is_empty() {
+        used.push(unused.remove(0));
+    }
+    for id in &unused {
+        match docker.remove_network(id).await {
+            Ok(()) => {
+                tracing::warn!(network = name, id = %id, "removed a second network of the same name, which made the name ambiguous")
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(e)),
+        }
+    }
+    if used.len() > 1 {
+        return Err(EngineError::Api(format!(
+            "{} networks are named '{name}' and each has containers, so Docker refuses the name \
+             as ambiguous; move the containers to one of them and remove the others \
+             (docker network ls --filter name={name})",
+            used.len()
+        )));
+    }
+    Ok(used)
 }
 
 /// The containers of `project` (all of them, running or not), each inspected. The address is
