@@ -692,6 +692,45 @@ async fn a_failing_build_fails_the_deployment_with_compose_s_own_words() {
 }
 
 #[tokio::test]
+async fn a_failed_build_has_the_containers_its_steps_left_removed() {
+    let w = World::start().await;
+    let (d, _) = w
+        .deploy(
+            ProjectScript::default().up(Up::Fail {
+                stderr: "Step 2/3 : RUN make\n ---> Running in 833adfd5a6be\n\
+                     Removing intermediate container 833adfd5a6be\n\
+                     Step 3/3 : RUN make test\n ---> Running in 554aff258ee9\n\
+                     The command '/bin/sh -c make test' returned a non-zero code: 2"
+                    .into(),
+            }),
+        )
+        .await;
+    assert_eq!(w.ended(d).await.state, "failed");
+    let removals: Vec<Call> = w
+        .engine
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::RemoveBuildLeftovers(_)))
+        .collect();
+    assert_eq!(
+        removals,
+        [Call::RemoveBuildLeftovers(vec!["554aff258ee9".into()])],
+        "only the step that failed left its container"
+    );
+    // A build that succeeds leaves none to remove.
+    let (d, _) = w.deploy(web(at("10.89.0.2"))).await;
+    assert_eq!(w.ended(d).await.state, "healthy");
+    assert_eq!(
+        w.engine
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::RemoveBuildLeftovers(_)))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_release_the_policy_refuses_starts_nothing() {
     let w = World::start().await;
     commit(

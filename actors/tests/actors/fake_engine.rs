@@ -310,7 +310,9 @@ impl Engine for FakeEngine {
                     Ok(())
                 }
                 Up::Fail { stderr } => {
-                    on_line(Stream::Stderr, stderr.clone());
+                    for line in stderr.lines() {
+                        on_line(Stream::Stderr, line.to_string());
+                    }
                     Err(ProcessError::Failed {
                         program: "docker compose up".into(),
                         status: "exit status: 1".into(),
