@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rustploy_e2e::{Sandbox, run_to_end};
 use serde_json::json;
 
-use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo};
+use crate::deploying::{BASE_IMAGE, Client, DockerScope, Repo, serve, write_solo_app};
 
 /// The real program `name`, from the test's own PATH.
 fn real_program(name: &str) -> PathBuf {
@@ -202,10 +202,7 @@ fn a_relative_data_directory_deploys_a_dockerfile_repository() {
     ));
     let client = Client::new(&server, &token);
     let repo = Repo::new(&sandbox, "solo");
-    repo.write(
-        "Dockerfile",
-        &format!("FROM {BASE_IMAGE}\nRUN echo solo > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"),
-    );
+    write_solo_app(&repo, "solo");
     repo.commit("solo");
     client.import("solo", &repo.url());
     let d = client.deploy("solo");
@@ -224,11 +221,7 @@ fn a_relative_data_directory_deploys_a_dockerfile_repository() {
 fn repository_symlinks_never_make_the_server_read_or_write_outside_the_checkout() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    sandbox.migrate();
-    let token = sandbox.create_token("e2e", "deploy");
-    let flags = scope.flags();
-    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let client = Client::new(&server, &token);
+    let (_server, client) = serve(&scope, &sandbox, "deploy");
     let secret = "0123456789abcdef0123456789abcdef-fake-key-s3cr3t";
     let outside = sandbox.tmp.path().join("fake.key");
     std::fs::write(&outside, format!("{secret}\n")).unwrap();

@@ -127,6 +127,26 @@ impl Drop for DockerScope {
     }
 }
 
+/// Migrates `sandbox` and starts its server confined to `scope`, with a client holding a new
+/// token of `scopes`.
+pub(crate) fn serve(scope: &DockerScope, sandbox: &Sandbox, scopes: &str) -> (Server, Client) {
+    sandbox.migrate();
+    let token = sandbox.create_token("e2e", scopes);
+    let flags = scope.flags();
+    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Client::new(&server, &token);
+    (server, client)
+}
+
+/// A repository of one Dockerfile: busybox's httpd on port 8080, serving `page` at
+/// `/index.html`.
+pub(crate) fn write_solo_app(repo: &Repo, page: &str) {
+    repo.write(
+        "Dockerfile",
+        &format!("FROM {BASE_IMAGE}\nRUN echo {page} > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"),
+    );
+}
+
 pub(crate) fn docker_lines(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
         .args(args)
@@ -352,11 +372,7 @@ impl Client {
 fn a_compose_app_deploys_redeploys_keeps_the_live_release_on_failure_and_rolls_back() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    sandbox.migrate();
-    let token = sandbox.create_token("e2e", "admin");
-    let flags = scope.flags();
-    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let client = Client::new(&server, &token);
+    let (_server, client) = serve(&scope, &sandbox, "admin");
     let repo = Repo::new(&sandbox, "shop");
     write_compose_app(&repo, "v1");
     let v1 = repo.commit("v1");
@@ -619,11 +635,7 @@ fn a_compose_app_deploys_redeploys_keeps_the_live_release_on_failure_and_rolls_b
 fn imports_are_validated_and_dockerfile_repos_and_broken_compose_files_are_handled() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    sandbox.migrate();
-    let token = sandbox.create_token("e2e", "deploy");
-    let flags = scope.flags();
-    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let client = Client::new(&server, &token);
+    let (_server, client) = serve(&scope, &sandbox, "deploy");
 
     // Bad input is refused before git runs, naming the field.
     for (body, field) in [
@@ -689,10 +701,7 @@ fn imports_are_validated_and_dockerfile_repos_and_broken_compose_files_are_handl
 
     // A lone Dockerfile is wrapped in a one-service project and deployed.
     let solo = Repo::new(&sandbox, "solo");
-    solo.write(
-        "Dockerfile",
-        &format!("FROM {BASE_IMAGE}\nRUN echo solo > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"),
-    );
+    write_solo_app(&solo, "solo");
     solo.commit("solo");
     let app = client.import("solo", &solo.url());
     assert_eq!(app["import"]["build_mode"], "dockerfile", "{app}");
@@ -757,11 +766,7 @@ fn wait_for_step(client: &Client, id: i64, step: &str) {
 fn a_deployment_cancelled_during_its_build_stops_and_leaves_nothing_running() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    sandbox.migrate();
-    let token = sandbox.create_token("e2e", "deploy");
-    let flags = scope.flags();
-    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let client = Client::new(&server, &token);
+    let (_server, client) = serve(&scope, &sandbox, "deploy");
     let repo = Repo::new(&sandbox, "slow");
     write_slow_app(&repo, "slow", 120);
     repo.commit("slow build");
@@ -809,11 +814,7 @@ fn a_deployment_cancelled_during_its_build_stops_and_leaves_nothing_running() {
 fn a_failed_build_removes_the_container_its_step_left_and_no_container_its_output_names() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    sandbox.migrate();
-    let token = sandbox.create_token("e2e", "deploy");
-    let flags = scope.flags();
-    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let client = Client::new(&server, &token);
+    let (_server, client) = serve(&scope, &sandbox, "deploy");
     // A stopped container on the host with no labels, as a person's own one-off would be: the
     // shape of a build's leftover, but not this build's.
     let victim = docker_lines(&[
@@ -894,16 +895,9 @@ fn networks_named(name: &str) -> Vec<String> {
 fn two_networks_of_the_ingress_name_are_made_one_and_first_deploys_at_once_make_one() {
     let scope = DockerScope::new();
     let sandbox = Sandbox::new();
-    sandbox.migrate();
-    let token = sandbox.create_token("e2e", "deploy");
-    let flags = scope.flags();
-    let server = sandbox.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let client = Client::new(&server, &token);
+    let (_server, client) = serve(&scope, &sandbox, "deploy");
     let repo = Repo::new(&sandbox, "solo");
-    repo.write(
-        "Dockerfile",
-        &format!("FROM {BASE_IMAGE}\nRUN echo solo > /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"),
-    );
+    write_solo_app(&repo, "solo");
     repo.commit("solo");
     client.import("one", &repo.url());
     client.import("two", &repo.url());

@@ -658,14 +658,26 @@ mod tests {
         (Client::new(&base, "rp_test").unwrap(), asked)
     }
 
-    fn delivery(id: i64, deployment: Option<i64>) -> String {
+    /// A delivery as the server lists it; `state` is its deployment's, left out as a server
+    /// before `deployment_state` leaves it out.
+    fn delivery(id: i64, deployment: Option<i64>, state: Option<&str>) -> String {
         let deployment = deployment.map_or("null".to_string(), |d| d.to_string());
+        let state = state.map_or(String::new(), |s| format!(r#""deployment_state":"{s}","#));
         format!(
             r#"{{"id":{id},"delivery_id":"d{id}","event":"push","app_id":1,"app":"blog",
                 "repository":"octo-org/blog","ref":"refs/heads/main","commit_sha":null,
-                "outcome":"ignored","reason":"r","deployment_id":{deployment},
+                "outcome":"ignored","reason":"r","deployment_id":{deployment},{state}
                 "source_addr":null,"received_at":"2026-03-01T10:00:00Z","handled_at":null}}"#
         )
+    }
+
+    /// Every app's newest `count` deliveries, of any outcome.
+    fn every_app(count: usize) -> DeliveriesQuery {
+        DeliveriesQuery {
+            app: None,
+            outcome: None,
+            count,
+        }
     }
 
     /// Deliveries 1000 down to 1, in pages as the server cuts them; the integration is
@@ -682,7 +694,7 @@ mod tests {
             let items: Vec<String> = (1..before)
                 .rev()
                 .take(limit as usize)
-                .map(|id| delivery(id, (id == 990).then_some(12)))
+                .map(|id| delivery(id, (id == 990).then_some(12), None))
                 .collect();
             let next = (before - limit).to_string();
             let body = format!(
@@ -749,24 +761,17 @@ mod tests {
     async fn deployment_states_sent_with_the_deliveries_need_no_deployments_request() {
         fn answer(path: &str) -> (u16, String) {
             if path.starts_with("/api/v1/webhooks/deliveries") {
-                let with_state = |id: i64, deployment: i64, state: &str| {
-                    delivery(id, Some(deployment)).replace(
-                        r#""source_addr""#,
-                        &format!(r#""deployment_state":"{state}","source_addr""#),
-                    )
-                };
-                let items = [with_state(2, 7, "failed"), with_state(1, 6, "healthy")].join(",");
+                let items = [
+                    delivery(2, Some(7), Some("failed")),
+                    delivery(1, Some(6), Some("healthy")),
+                ]
+                .join(",");
                 return (200, format!(r#"{{"items":[{items}],"next_cursor":null}}"#));
             }
             (500, String::new())
         }
         let (client, asked) = stub(answer).await;
-        let all = DeliveriesQuery {
-            app: None,
-            outcome: None,
-            count: 5,
-        };
-        let loaded = load_deliveries(&client, all).await.unwrap();
+        let loaded = load_deliveries(&client, every_app(5)).await.unwrap();
         assert_eq!(
             loaded.deployments,
             [(6, "healthy".to_string()), (7, "failed".to_string())].into()
@@ -826,12 +831,7 @@ mod tests {
     #[tokio::test]
     async fn every_apps_deliveries_ask_for_no_integration_and_errors_are_errors() {
         let (client, asked) = stub(answer).await;
-        let all = DeliveriesQuery {
-            app: None,
-            outcome: None,
-            count: 5,
-        };
-        let loaded = load_deliveries(&client, all).await.unwrap();
+        let loaded = load_deliveries(&client, every_app(5)).await.unwrap();
         assert_eq!(loaded.github, Github::Unknown);
         assert_eq!(loaded.items.len(), 5);
         assert_eq!(
