@@ -598,9 +598,7 @@ impl Attempt<'_> {
         let began = now_ms();
         let outcome = engine
             .compose(run, &self.cancel, &mut |stream, line| {
-                if start.is_none() {
-                    leftovers.read(&line);
-                }
+                leftovers.read(&line);
                 if start.is_none() && plan::is_start_line(&project, &line) {
                     start = Some(Instant::now());
                     log.system(format!("== {}", DeployStep::Start));

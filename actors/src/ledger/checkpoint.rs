@@ -15,7 +15,7 @@
 //! long reader held the copy up) is checkpointed by the committing writer, as SQLite would.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -98,7 +98,7 @@ impl Checkpointer {
 /// another checkpoint, or with a writer resetting the WAL).
 const BUSY: Duration = Duration::from_secs(5);
 
-fn run(path: &PathBuf, woken: Receiver<()>, copied: &AtomicI32) {
+fn run(path: &Path, woken: Receiver<()>, copied: &AtomicI32) {
     let mut conn: Option<Connection> = None;
     while woken.recv().is_ok() {
         if conn.is_none() {
