@@ -198,11 +198,13 @@ fn lines<R: AsyncRead + Unpin>(r: R) -> Lines<R> {
 }
 
 /// The next line, decoded leniently. Progress output rewrites a line with '\r': only what was
-/// written last is kept.
+/// written last is kept. Terminal escapes go (Docker's classic builder colours a step's errors,
+/// and ends them with a line of only a colour reset, which was then the failure's reason).
 async fn next_line<R: AsyncRead + Unpin>(lines: &mut Lines<R>) -> Option<String> {
     loop {
         let bytes = lines.next_segment().await.ok()??;
         let text = String::from_utf8_lossy(&bytes);
+        let text = without_escapes(&text);
         let text = text.trim_end_matches('\r');
         let text = text.rsplit('\r').next().unwrap_or_default().trim_end();
         if !text.is_empty() {
@@ -211,8 +213,51 @@ async fn next_line<R: AsyncRead + Unpin>(lines: &mut Lines<R>) -> Option<String>
     }
 }
 
+/// `text` without its terminal escape sequences: CSI (`ESC [` … a final byte, colours and
+/// cursor moves), OSC (`ESC ]` … BEL or `ESC \`), and the short ones (`ESC ( B`, `ESC =`).
+fn without_escapes(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\x1b') {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('\x40'..='\x7e').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            // `ESC ( B` and the like: intermediates, then one final byte.
+            Some(c) if ('\x20'..='\x2f').contains(&c) => {
+                for c in chars.by_ref() {
+                    if ('\x30'..='\x7e').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.into()
+}
+
 /// The line of a failed program's output that says best what went wrong: its last error
-/// line, else its last line.
+/// line (the classic builder's "The command … returned a non-zero code" among them), else its
+/// last line.
 pub fn telling_line(tail: &[String]) -> Option<&str> {
     let is_error = |l: &str| {
         let t = l.trim_start();
@@ -222,6 +267,7 @@ pub fn telling_line(tail: &[String]) -> Option<&str> {
             || t.starts_with("fatal:")
             || t.contains("error:")
             || t.contains("Error response")
+            || t.contains("returned a non-zero code")
     };
     tail.iter()
         .rev()
@@ -337,6 +383,17 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
+    #[tokio::test]
+    async fn terminal_escapes_are_taken_out_of_the_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "printf '\\033[91m/bin/sh: npm: not found\\n\\033[0m\\n\\033]0;title\\007done \\033(Bok\\n'",
+        ]);
+        let seen = lines_of(cmd, "sh").await;
+        assert_eq!(seen, ["/bin/sh: npm: not found", "done ok"]);
+    }
+
     #[test]
     fn the_reason_quotes_the_error_line_not_the_last_one() {
         let tail: Vec<String> = [
@@ -350,6 +407,17 @@ mod tests {
             telling_line(&tail)
                 .unwrap()
                 .contains("invalid restart policy")
+        );
+        let tail: Vec<String> = [
+            "/bin/sh: npm: not found",
+            "The command '/bin/sh -c npm run build' returned a non-zero code: 127",
+            "Service 'web' failed to build : Build failed",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            telling_line(&tail),
+            Some("The command '/bin/sh -c npm run build' returned a non-zero code: 127")
         );
         let tail = vec![
             "Cloning...".to_string(),
