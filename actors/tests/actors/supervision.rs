@@ -163,7 +163,10 @@ async fn a_restarted_queue_finishes_the_job_its_predecessor_was_running() {
     let t = ledger();
     let tree = tree(&t.ledger).await;
     let before = id_of(&tree.queue);
-    let id = run_noop(&t.ledger, &tree.queue, 400).await;
+    // The job must still be running when it is seen running and when the panic lands: with a
+    // shorter one, a busy machine let it finish between two looks, and the wait for "running"
+    // timed out.
+    let id = run_noop(&t.ledger, &tree.queue, 2_000).await;
     eventually(Duration::from_secs(5), "the job runs", || {
         let l = t.ledger.clone();
         async move {
