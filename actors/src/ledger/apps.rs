@@ -5,7 +5,7 @@
 //! is marked, the ledger refuses every new job of it (migration 0010's triggers), whichever
 //! path asks, with an error [`deleting_refusal`] recognises.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use rustploy_api::states::{DeploymentState, JobState};
@@ -38,12 +38,16 @@ pub struct AppRef {
     pub name: String,
 }
 
-/// An app with the state of its newest deployment: what every dashboard tab shows on top.
+/// An app with the state of its newest deployment and the release that serves it: what every
+/// dashboard tab shows on top.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppHead {
     pub id: i64,
     pub name: String,
-    pub last_state: Option<DeploymentState>,
+    /// Its newest deployment, which may have failed while an older release goes on serving.
+    pub last: Option<(i64, DeploymentState)>,
+    /// The deployment whose containers are routed (the newest, during a switch).
+    pub live: Option<i64>,
 }
 
 /// One line of the dashboard's apps list.
@@ -53,8 +57,8 @@ pub struct AppSummary {
     pub last: Option<LastDeployment>,
     /// Its hostnames, in order.
     pub domains: Vec<String>,
-    /// A release of it is routed.
-    pub live: bool,
+    /// The deployment whose release is routed, if any.
+    pub live: Option<i64>,
 }
 
 /// The newest deployment of an app, as the apps list shows it.
@@ -317,14 +321,23 @@ fn is_deleting_refusal(e: &rusqlite::Error) -> bool {
 /// App `id`'s name and the state of its newest deployment.
 pub fn head(c: &Connection, id: i64) -> Result<Option<AppHead>, LedgerError> {
     Ok(c.prepare_cached(
-        "SELECT a.id, a.name, (SELECT state FROM deployments WHERE app_id = a.id ORDER BY id DESC LIMIT 1)
-           FROM apps a WHERE a.id = ?1",
+        "SELECT a.id, a.name, d.id, d.state,
+                (SELECT MAX(deployment_id) FROM app_runtimes WHERE app_id = a.id)
+           FROM apps a
+           LEFT JOIN deployments d
+             ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)
+          WHERE a.id = ?1",
     )?
     .query_row([id], |r| {
+        let last = match r.get::<_, Option<i64>>(2)? {
+            Some(d) => Some((d, r.get(3)?)),
+            None => None,
+        };
         Ok(AppHead {
             id: r.get(0)?,
             name: r.get(1)?,
-            last_state: r.get(2)?,
+            last,
+            live: r.get(4)?,
         })
     })
     .optional()?)
@@ -360,9 +373,9 @@ pub fn summaries(c: &Connection) -> Result<Vec<AppSummary>, LedgerError> {
     while let Some(r) = rows.next()? {
         domains.entry(r.get(0)?).or_default().push(r.get(1)?);
     }
-    let live: HashSet<i64> = c
-        .prepare_cached("SELECT DISTINCT app_id FROM app_runtimes")?
-        .query_map([], |r| r.get(0))?
+    let live: HashMap<i64, i64> = c
+        .prepare_cached("SELECT app_id, MAX(deployment_id) FROM app_runtimes GROUP BY app_id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let apps = c
         .prepare_cached("SELECT id, name FROM apps ORDER BY name")?
@@ -372,7 +385,7 @@ pub fn summaries(c: &Connection) -> Result<Vec<AppSummary>, LedgerError> {
                 name,
                 last: last.remove(&id),
                 domains: domains.remove(&id).unwrap_or_default(),
-                live: live.contains(&id),
+                live: live.get(&id).copied(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

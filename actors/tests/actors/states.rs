@@ -361,3 +361,39 @@ async fn a_deployment_is_cancelled_through_its_job() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_app_reads_as_its_newest_deployment_and_the_older_release_that_still_serves() {
+    use rustploy_actors::ledger::apps;
+    let t = ledger();
+    t.ledger
+        .run(|c| {
+            let a = app(c, "web");
+            app(c, "quiet");
+            let head = apps::head(c, a)?.expect("the app");
+            assert_eq!((head.last, head.live), (None, None));
+
+            let good = request(c, a);
+            deployments::begin(c, good, 10)?;
+            deployments::switch(c, good, a, &release())?;
+            let broken = request(c, a);
+            deployments::begin(c, broken, 20)?;
+            deployments::fail(c, broken, "build: exit 1", 21)?;
+
+            let head = apps::head(c, a)?.expect("the app");
+            assert_eq!(head.last, Some((broken, DeploymentState::Failed)));
+            assert_eq!(head.live, Some(good), "the failed push left #1 serving");
+
+            let listed = apps::summaries(c)?;
+            let line = |name: &str| listed.iter().find(|s| s.name == name).expect("listed");
+            assert_eq!(line("web").live, Some(good));
+            assert_eq!(
+                line("web").last.as_ref().map(|d| (d.id, d.state)),
+                Some((broken, DeploymentState::Failed))
+            );
+            assert_eq!(line("quiet").live, None);
+            Ok(())
+        })
+        .await
+        .unwrap();
+}

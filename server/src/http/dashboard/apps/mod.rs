@@ -155,7 +155,9 @@ pub fn apps_page(v: &Viewer, rows: &[AppSummary]) -> maud::Markup {
                                     } @else { "never deployed" }
                                 }
                                 td { @for d in &a.domains { span.domain { (d) } " " } }
-                                td { @if a.live { (badge("live")) } @else { (badge("not running")) } }
+                                td { @if let Some(live) = a.live {
+                                        (badge("live")) " " a href={ "/deployments/" (live) } { "#" (live) }
+                                    } @else { (badge("not running")) } }
                             }
                         }
                     }

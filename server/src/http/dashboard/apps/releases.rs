@@ -16,11 +16,7 @@ pub(in crate::http::dashboard) enum Tab {
 }
 
 /// What every tab shows above itself.
-pub(in crate::http::dashboard) struct AppHead {
-    pub(in crate::http::dashboard) id: i64,
-    pub(in crate::http::dashboard) name: String,
-    pub(in crate::http::dashboard) last_state: Option<DeploymentState>,
-}
+pub(in crate::http::dashboard) use rustploy_actors::ledger::apps::AppHead;
 
 pub(in crate::http::dashboard) async fn app_head(
     state: &AppState,
@@ -34,12 +30,27 @@ pub(in crate::http::dashboard) async fn app_head(
             None => Ok(None),
         })
         .await?;
-    head.map(|h| AppHead {
-        id: h.id,
-        name: h.name,
-        last_state: h.last_state,
-    })
-    .ok_or_else(|| no_app(key))
+    head.ok_or_else(|| no_app(key))
+}
+
+/// The app's state in a few words: its newest deployment's badge and, when that is not the
+/// release that serves (it failed, or it is still on its way), which release does.
+fn head_state(head: &AppHead) -> Markup {
+    let Some((last, state)) = head.last else {
+        return badge("new");
+    };
+    html! {
+        (badge(state.as_str()))
+        @match head.live {
+            Some(live) if live != last => {
+                " " small.serving { "serving " a href={ "/deployments/" (live) } { "#" (live) } }
+            }
+            None if matches!(state, DeploymentState::Failed | DeploymentState::Cancelled) => {
+                " " small.serving { "nothing serving" }
+            }
+            _ => {}
+        }
+    }
 }
 
 pub(in crate::http::dashboard) fn app_frame(
@@ -59,7 +70,7 @@ pub(in crate::http::dashboard) fn app_frame(
         &head.name,
         html! {
             div.app-head {
-                @if let Some(s) = head.last_state { (badge(s.as_str())) } @else { (badge("new")) }
+                (head_state(head))
                 @if v.can(Need::Deploy) {
                     form.inline method="post" action={ (base) "/deploy" } {
                         (csrf(&v.csrf))
@@ -427,4 +438,39 @@ pub(super) async fn deployment(
         StatusCode::OK,
         app_frame(&v, &head, Tab::Deployments, content),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(last: Option<(i64, DeploymentState)>, live: Option<i64>) -> String {
+        head_state(&AppHead {
+            id: 1,
+            name: "web".into(),
+            last,
+            live,
+        })
+        .into_string()
+    }
+
+    #[test]
+    fn the_head_says_which_release_serves_when_the_newest_deployment_does_not() {
+        let failed = head(Some((2, DeploymentState::Failed)), Some(1));
+        assert!(failed.contains(">failed<"), "{failed}");
+        assert!(
+            failed.contains(r##"serving <a href="/deployments/1">#1</a>"##),
+            "{failed}"
+        );
+        let running = head(Some((3, DeploymentState::Running)), Some(1));
+        assert!(running.contains("serving"), "{running}");
+
+        let healthy = head(Some((1, DeploymentState::Healthy)), Some(1));
+        assert!(!healthy.contains("serving"), "{healthy}");
+        let down = head(Some((1, DeploymentState::Failed)), None);
+        assert!(down.contains("nothing serving"), "{down}");
+        let queued = head(Some((1, DeploymentState::Queued)), None);
+        assert!(!queued.contains("serving"), "{queued}");
+        assert!(head(None, None).contains(">new<"));
+    }
 }
