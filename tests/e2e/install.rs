@@ -367,6 +367,8 @@ fn the_package_installs_as_a_hardened_service_upgrades_and_purges_keeping_the_da
     assert_eq!(field("CapBnd"), "0000000000000400");
     assert_eq!(field("CapAmb"), "0000000000000400");
     assert_eq!(field("NoNewPrivs"), "1");
+    // The unit's system call filter is in force (mode 2: a seccomp filter).
+    assert_eq!(field("Seccomp"), "2", "{status}");
     let mounts = host.ok(&format!("awk '{{print $5, $6}}' /proc/{pid}/mountinfo"));
     let option_of = |point: &str| {
         mounts
