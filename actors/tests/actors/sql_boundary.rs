@@ -70,3 +70,46 @@ fn no_sql_outside_the_ledger() {
         offenders.join("\n")
     );
 }
+
+/// ARCHITECTURE.md's code map names every source file of the product (a `mod.rs` by its
+/// folder), so a file added without a word on what it is for fails here, not in a reader's
+/// search months later.
+#[test]
+fn the_code_map_names_every_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    for crate_src in [
+        "actors/src",
+        "server/src",
+        "agent/src",
+        "tui/src",
+        "api/src",
+    ] {
+        sources(&root.join(crate_src), &mut files);
+    }
+    let unnamed: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let name = file.file_name().unwrap().to_string_lossy().to_string();
+            let folder = file
+                .parent()
+                .and_then(Path::file_name)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            match name.as_str() {
+                // A crate's root is its entry in the map.
+                "lib.rs" | "main.rs" => false,
+                "mod.rs" => !map.contains(&format!("{folder}/")),
+                _ => !map.contains(&name),
+            }
+        })
+        .map(|file| file.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "ARCHITECTURE.md's code map does not name these files; say there what each is for:\n{}",
+        unnamed.join("\n")
+    );
+}
