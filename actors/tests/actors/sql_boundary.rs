@@ -32,10 +32,8 @@ pub(crate) fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn no_sql_outside_the_ledger() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let ledger = root.join("actors/src/ledger");
+/// Every crate's own sources (not its tests or examples), from the workspace's `root`.
+fn product_sources(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for crate_src in [
         "actors/src",
@@ -46,6 +44,14 @@ fn no_sql_outside_the_ledger() {
     ] {
         sources(&root.join(crate_src), &mut files);
     }
+    files
+}
+
+#[test]
+fn no_sql_outside_the_ledger() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let ledger = root.join("actors/src/ledger");
+    let files = product_sources(root);
     let mut offenders = Vec::new();
     for file in files {
         if file.starts_with(&ledger) {
@@ -78,16 +84,7 @@ fn no_sql_outside_the_ledger() {
 fn the_code_map_names_every_source_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
-    let mut files = Vec::new();
-    for crate_src in [
-        "actors/src",
-        "server/src",
-        "agent/src",
-        "tui/src",
-        "api/src",
-    ] {
-        sources(&root.join(crate_src), &mut files);
-    }
+    let files = product_sources(root);
     let unnamed: Vec<String> = files
         .iter()
         .filter(|file| {
