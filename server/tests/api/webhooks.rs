@@ -917,16 +917,14 @@ async fn malformed_deliveries_get_a_clear_4xx_never_a_500() {
         "delivery_missing"
     );
     let request = Request::post(PATH)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::CONTENT_TYPE, "text/plain")
         .header("X-GitHub-Event", "push")
         .header("X-GitHub-Delivery", "m-5")
         .header("X-Hub-Signature-256", &signature)
         .body(Body::from(body))
         .unwrap();
     assert_eq!(
-        t.h.send(request)
-            .await
-            .error(415, "a form-encoded delivery"),
+        t.h.send(request).await.error(415, "a text delivery"),
         "unsupported_media_type"
     );
     // Signed but unreadable deliveries are kept as rejected, with what was wrong.
@@ -1545,4 +1543,43 @@ async fn a_changed_integration_counts_from_the_very_next_delivery() {
     let r = push_with(new, "c-6", "refs/heads/release", 6).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     assert_eq!(r.error(401, "after disconnecting"), "no_integration");
+}
+
+/// A request as GitHub sends it with its default content type, `form`: the event in the form
+/// field `payload`, the signature over the form-encoded body.
+fn form_delivery(secret: Option<&str>, id: &str, form: &str) -> Request<Body> {
+    let signature = sign(secret.unwrap_or("not the secret"), form.as_bytes());
+    Request::post(PATH)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", id)
+        .header("X-Hub-Signature-256", &signature)
+        .body(Body::from(form.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_form_encoded_delivery_deploys_like_a_json_one_and_is_checked_over_its_exact_bytes() {
+    let t = Hooked::new().await;
+    t.start_intake().await;
+    let event = push_event("refs/heads/main", &sha(7), "fix the header").to_string();
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &event)
+        .finish();
+    let r = t.h.send(form_delivery(Some(&t.secret), "f-1", &form)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    t.settled().await;
+    let ds = t.deployments().await;
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].3.as_deref(), Some(sha(7).as_str()));
+
+    // Signed with another secret: refused like a JSON delivery.
+    let r = t.h.send(form_delivery(None, "f-2", &form)).await;
+    assert_eq!(r.error(401, "a forged form delivery"), "signature_mismatch");
+    // Signed, but with no event in it.
+    let r =
+        t.h.send(form_delivery(Some(&t.secret), "f-3", "hook=1&zen=hi"))
+            .await;
+    assert_eq!(r.error(400, "a form without payload"), "payload_missing");
+    assert_eq!(t.deployments().await.len(), 1);
 }

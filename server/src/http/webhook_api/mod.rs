@@ -54,7 +54,7 @@ use limits::{Buckets, Unread, check_size, declared_length, read_body};
 use receiver::{Delivery, RejectedRow, Verdict, insert_rejected};
 #[doc(hidden)]
 pub use verify::check_offline;
-use verify::{Refusal, delivery_id, event_name, signature};
+use verify::{Encoding, Refusal, delivery_id, event_name, signature};
 
 /// Where GitHub sends deliveries.
 pub const PATH: &str = "/api/v1/webhooks/github";
@@ -155,16 +155,7 @@ async fn accept(
 ) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        if !ct.starts_with("application/json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "set the GitHub webhook's content type to application/json",
-            ));
-        }
-    }
+    let encoding = Encoding::of(&headers)?;
     // Everything that can be refused from the headers is refused before a byte of the body is
     // read: its declared size, then its signature's presence and shape.
     let declared = declared_length(&headers, &body)?;
@@ -213,6 +204,7 @@ async fn accept(
         id,
         event,
         body,
+        encoding,
         signature,
         source,
         _held: held,

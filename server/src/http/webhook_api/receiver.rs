@@ -18,7 +18,7 @@ use rustploy_api::states::WebhookOutcome;
 use rustploy_api::webhooks::ReceiptApp;
 
 use super::github::{self, Candidate, Extra, Row, Unreadable};
-use super::verify::{Key, Refusal, key_of, repository_of, signed_by};
+use super::verify::{Encoding, Key, Refusal, key_of, repository_of, signed_by};
 use crate::http::budget::Reservation;
 
 /// A delivery whose headers passed, with its body, waiting to be checked and recorded.
@@ -26,6 +26,8 @@ pub(crate) struct Delivery {
     pub(super) id: String,
     pub(super) event: String,
     pub(super) body: Bytes,
+    /// How the event is carried in `body`.
+    pub(super) encoding: Encoding,
     pub(super) signature: [u8; 32],
     pub(super) source: Option<String>,
     /// The body's bytes in the endpoint's memory budget, given back when the delivery was
@@ -236,7 +238,18 @@ impl Signers {
 fn check(c: &Connection, keys: &Signers, d: &Delivery) -> Result<Checked, LedgerError> {
     // Only the secrets of the apps of the named repository are tried: a body that names none
     // is hashed with none, so a forged request costs at most one HMAC per app of a repository.
-    let named = match repository_of(&d.body) {
+    // A form-encoded event is decoded once, here, and dropped when the delivery is checked.
+    let event = match d.encoding.event_json(&d.body) {
+        Ok(event) => event,
+        Err(refusal) => {
+            return Ok(Checked::Final(Verdict::Refused {
+                refusal,
+                apps: Vec::new(),
+                repository: None,
+            }));
+        }
+    };
+    let named = match repository_of(&event) {
         Ok(r) => r,
         Err(refusal) => {
             return Ok(Checked::Final(Verdict::Refused {
@@ -278,7 +291,7 @@ fn check(c: &Connection, keys: &Signers, d: &Delivery) -> Result<Checked, Ledger
         }));
     }
     Ok(Checked::Write(
-        match github::interpret(&d.event, &d.body, &matched) {
+        match github::interpret(&d.event, &event, &matched) {
             Ok((rows, extra)) => ToWrite::Rows {
                 rows,
                 extra,

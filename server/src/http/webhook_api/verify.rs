@@ -1,12 +1,58 @@
 //! What is checked of a delivery before anything is recorded: its headers (signature, delivery
 //! id, event) and the repository its body names, and the HMAC over the exact bytes received.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, StatusCode, header};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
 use super::github::{self, Candidate};
+use crate::http::error::ApiError;
+
+/// How a delivery's event is carried. GitHub sends it as the body (content type `json`), or,
+/// with its default content type `form`, as the form field `payload`. Either way the signature
+/// is over the body's exact bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Json,
+    Form,
+}
+
+impl Encoding {
+    /// The encoding `Content-Type` declares (JSON when none is given); any other type is refused
+    /// before the body is read.
+    pub(super) fn of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+        let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+            return Ok(Encoding::Json);
+        };
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        if ct.starts_with("application/json") {
+            Ok(Encoding::Json)
+        } else if ct.starts_with("application/x-www-form-urlencoded") {
+            Ok(Encoding::Form)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a GitHub delivery is sent as application/json or \
+                 application/x-www-form-urlencoded: set the webhook's content type to one of them",
+            ))
+        }
+    }
+
+    /// The event's JSON within `body`: the body itself, or its decoded `payload` field.
+    pub(super) fn event_json(self, body: &[u8]) -> Result<Cow<'_, [u8]>, Refusal> {
+        match self {
+            Encoding::Json => Ok(Cow::Borrowed(body)),
+            Encoding::Form => form_urlencoded::parse(body)
+                .find(|(name, _)| name == "payload")
+                .map(|(_, value)| Cow::Owned(value.into_owned().into_bytes()))
+                .ok_or(Refusal::NoPayload),
+        }
+    }
+}
 
 /// Why a request's signature was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +62,8 @@ pub(crate) enum Refusal {
     Malformed,
     /// The body is not JSON, so it names no repository whose secret could check it.
     BadJson,
+    /// A form-encoded body without the `payload` field GitHub puts the event in.
+    NoPayload,
     /// The body names no repository (`repository.full_name`): no secret is tried on it.
     NoRepository,
     NoIntegration,
@@ -29,6 +77,7 @@ impl Refusal {
             Refusal::LegacyOnly => "signature_legacy",
             Refusal::Malformed => "signature_malformed",
             Refusal::BadJson => "bad_json",
+            Refusal::NoPayload => "payload_missing",
             Refusal::NoRepository => "repository_missing",
             Refusal::NoIntegration => "no_integration",
             Refusal::Mismatch => "signature_mismatch",
@@ -39,7 +88,7 @@ impl Refusal {
     /// checked at all.
     pub(super) fn status(self) -> StatusCode {
         match self {
-            Refusal::BadJson => StatusCode::BAD_REQUEST,
+            Refusal::BadJson | Refusal::NoPayload => StatusCode::BAD_REQUEST,
             Refusal::NoRepository => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -60,6 +109,9 @@ impl Refusal {
             }
             Refusal::BadJson => "the delivery's body is not valid JSON: set the GitHub \
                                  webhook's content type to application/json"
+                .into(),
+            Refusal::NoPayload => "the delivery is form-encoded but has no 'payload' field, \
+                                   where GitHub puts the event"
                 .into(),
             Refusal::NoRepository => "the delivery does not name its repository \
                                       (repository.full_name), so no secret can check it: \
@@ -192,6 +244,40 @@ struct PeekRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_is_the_body_or_the_decoded_payload_field_of_a_form() {
+        let typed = |ct: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(ct) = ct {
+                headers.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            }
+            Encoding::of(&headers).map_err(|e| e.code)
+        };
+        assert_eq!(typed(None), Ok(Encoding::Json));
+        assert_eq!(
+            typed(Some("application/json; charset=utf-8")),
+            Ok(Encoding::Json)
+        );
+        assert_eq!(
+            typed(Some("application/x-www-form-urlencoded")),
+            Ok(Encoding::Form)
+        );
+        assert_eq!(typed(Some("text/plain")), Err("unsupported_media_type"));
+
+        let body = br#"{"zen":"a+b"}"#;
+        assert_eq!(Encoding::Json.event_json(body).unwrap().as_ref(), body);
+        // '+' is a space in a form, and %2B a plus.
+        let form = b"hook=1&payload=%7B%22zen%22%3A%22a%2Bb+c%22%7D";
+        assert_eq!(
+            Encoding::Form.event_json(form).unwrap().as_ref(),
+            br#"{"zen":"a+b c"}"#
+        );
+        assert_eq!(
+            Encoding::Form.event_json(b"hook=1").unwrap_err(),
+            Refusal::NoPayload
+        );
+    }
 
     #[test]
     fn signatures_are_parsed_and_checked_over_the_exact_bytes() {
