@@ -100,9 +100,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), EngineError>>;
     fn remove_images<'a>(&'a self, refs: &'a [String]) -> BoxFuture<'a, ()>;
     /// Removes the containers a failed build left behind, by the ids its output named (see
-    /// [`BuildLeftovers`]), each only if it has the shape of one: stopped, unlabelled, and
-    /// created since `since` (Unix seconds). Returns how many were removed.
-    fn remove_build_leftovers<'a>(&'a self, ids: &'a [String], since: i64) -> BoxFuture<'a, usize>;
+    /// [`BuildLeftovers`]), each only if it has the shape of one ([`is_build_leftover`]):
+    /// stopped, unlabelled, and created since `since_ms` (Unix milliseconds). Returns how many
+    /// were removed.
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        ids: &'a [String],
+        since_ms: i64,
+    ) -> BoxFuture<'a, usize>;
     /// Removes the app's own networks, shared by its releases; call it once they are gone.
     fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Removes the app's named volumes (labelled as the app's, named within `app_scope`) and
@@ -345,8 +350,12 @@ impl Engine for DockerEngine {
         })
     }
 
-    fn remove_build_leftovers<'a>(&'a self, ids: &'a [String], since: i64) -> BoxFuture<'a, usize> {
-        Box::pin(remove_build_leftovers(ids, since))
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        ids: &'a [String],
+        since_ms: i64,
+    ) -> BoxFuture<'a, usize> {
+        Box::pin(remove_build_leftovers(ids, since_ms))
     }
 
     fn remove_app_networks<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {

@@ -318,29 +318,33 @@ fn is_deleting_refusal(e: &rusqlite::Error) -> bool {
         if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.starts_with(DELETING))
 }
 
-/// App `id`'s name and the state of its newest deployment.
+/// App `id`'s name, its newest deployment and the one that serves ([`deployments::live`]).
 pub fn head(c: &Connection, id: i64) -> Result<Option<AppHead>, LedgerError> {
-    Ok(c.prepare_cached(
-        "SELECT a.id, a.name, d.id, d.state,
-                (SELECT MAX(deployment_id) FROM app_runtimes WHERE app_id = a.id)
-           FROM apps a
-           LEFT JOIN deployments d
-             ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)
-          WHERE a.id = ?1",
-    )?
-    .query_row([id], |r| {
-        let last = match r.get::<_, Option<i64>>(2)? {
-            Some(d) => Some((d, r.get(3)?)),
-            None => None,
-        };
-        Ok(AppHead {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            last,
-            live: r.get(4)?,
+    let Some((name, last)) = c
+        .prepare_cached(
+            "SELECT a.name, d.id, d.state
+               FROM apps a
+               LEFT JOIN deployments d
+                 ON d.id = (SELECT MAX(id) FROM deployments WHERE app_id = a.id)
+              WHERE a.id = ?1",
+        )?
+        .query_row([id], |r| {
+            let last = match r.get::<_, Option<i64>>(1)? {
+                Some(d) => Some((d, r.get(2)?)),
+                None => None,
+            };
+            Ok((r.get(0)?, last))
         })
-    })
-    .optional()?)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(AppHead {
+        id,
+        name,
+        last,
+        live: super::deployments::live(c, id)?,
+    }))
 }
 
 /// Every app with its newest deployment, domains and whether a release is live, by name.

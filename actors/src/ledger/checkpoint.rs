@@ -11,8 +11,9 @@
 //! last checkpoint copied, and that thread runs a passive checkpoint on its own connection: it
 //! takes no lock a writer or a reader waits for. (Under steady writes a passive checkpoint
 //! rarely finds the WAL unchanged, so the WAL starts over only in a pause; measured from the
-//! last copy, the thread is not woken after every call meanwhile.) A WAL that still reaches [`HARD_FRAMES`] (the thread fell behind, or a
-//! long reader held the copy up) is checkpointed by the committing writer, as SQLite would.
+//! last copy, the thread is not woken after every call meanwhile.) A WAL that still reaches
+//! [`HARD_FRAMES`] (the thread fell behind, or a long reader held the copy up) is checkpointed
+//! by the committing writer, as SQLite would.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -101,19 +102,17 @@ const BUSY: Duration = Duration::from_secs(5);
 fn run(path: &Path, woken: Receiver<()>, copied: &AtomicI32) {
     let mut conn: Option<Connection> = None;
     while woken.recv().is_ok() {
-        if conn.is_none() {
-            match Connection::open(path).and_then(|c| {
-                c.busy_timeout(BUSY)?;
-                Ok(c)
-            }) {
-                Ok(c) => conn = Some(c),
+        // Opened at the first wake, and again after a failed open.
+        let c = match conn {
+            Some(ref c) => c,
+            None => match Connection::open(path).and_then(|c| c.busy_timeout(BUSY).map(|()| c)) {
+                Ok(c) => conn.insert(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "the ledger's checkpointer cannot open the ledger");
                     continue;
                 }
-            }
-        }
-        let Some(c) = &conn else { continue };
+            },
+        };
         let done = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i32>(1)?, r.get::<_, i32>(2)?))
         });

@@ -239,18 +239,12 @@ fn check(c: &Connection, keys: &Signers, d: &Delivery) -> Result<Checked, Ledger
     // Only the secrets of the apps of the named repository are tried: a body that names none
     // is hashed with none, so a forged request costs at most one HMAC per app of a repository.
     // A form-encoded event is decoded once, here, and dropped when the delivery is checked.
-    let event = match d.encoding.event_json(&d.body) {
-        Ok(event) => event,
-        Err(refusal) => {
-            return Ok(Checked::Final(Verdict::Refused {
-                refusal,
-                apps: Vec::new(),
-                repository: None,
-            }));
-        }
-    };
-    let named = match repository_of(&event) {
-        Ok(r) => r,
+    let found = d
+        .encoding
+        .event_json(&d.body)
+        .and_then(|event| Ok((repository_of(&event)?, event)));
+    let (named, event) = match found {
+        Ok(found) => found,
         Err(refusal) => {
             return Ok(Checked::Final(Verdict::Refused {
                 refusal,

@@ -43,10 +43,10 @@ fn head_state(head: &AppHead) -> Markup {
         (badge(state.as_str()))
         @match head.live {
             Some(live) if live != last => {
-                " " small.serving { "serving " a href={ "/deployments/" (live) } { "#" (live) } }
+                " " small { "serving " a href={ "/deployments/" (live) } { "#" (live) } }
             }
             None if matches!(state, DeploymentState::Failed | DeploymentState::Cancelled) => {
-                " " small.serving { "nothing serving" }
+                " " small { "nothing serving" }
             }
             _ => {}
         }
