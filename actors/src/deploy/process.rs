@@ -256,8 +256,8 @@ fn without_escapes(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The line of a failed program's output that says best what went wrong: its last error
-/// line (the classic builder's "The command … returned a non-zero code" among them), else its
-/// last line.
+/// line (the classic builder's "The command … returned a non-zero code" and "COPY failed: …"
+/// among them), else its last line.
 pub fn telling_line(tail: &[String]) -> Option<&str> {
     let is_error = |l: &str| {
         let t = l.trim_start();
@@ -268,6 +268,10 @@ pub fn telling_line(tail: &[String]) -> Option<&str> {
             || t.contains("error:")
             || t.contains("Error response")
             || t.contains("returned a non-zero code")
+            // The classic builder's failed instruction: `COPY failed: file not found …`.
+            || t.split_once(" failed: ").is_some_and(|(word, _)| {
+                !word.is_empty() && word.bytes().all(|b| b.is_ascii_uppercase())
+            })
     };
     tail.iter()
         .rev()
@@ -418,6 +422,19 @@ mod tests {
         assert_eq!(
             telling_line(&tail),
             Some("The command '/bin/sh -c npm run build' returned a non-zero code: 127")
+        );
+        let tail: Vec<String> = [
+            "Step 3/5 : COPY public/index.html /www/index.html",
+            "COPY failed: file not found in build context or excluded by .dockerignore: stat \
+             public/index.html: file does not exist",
+            "Service 'web' failed to build : Build failed",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(
+            telling_line(&tail)
+                .unwrap()
+                .starts_with("COPY failed: file not found")
         );
         let tail = vec![
             "Cloning...".to_string(),
