@@ -400,47 +400,39 @@ mod tests {
 
     #[test]
     fn the_reason_quotes_the_error_line_not_the_last_one() {
-        let tail: Vec<String> = [
+        let owned =
+            |lines: &[&str]| -> Vec<String> { lines.iter().map(|l| l.to_string()).collect() };
+        let tail = owned(&[
             "Creating x ...",
             "ERROR: for web  Cannot create container for service web: invalid restart policy 'sometimes'",
             "Encountered errors while bringing up the project.",
-        ]
-        .map(String::from)
-        .to_vec();
+        ]);
         assert!(
             telling_line(&tail)
                 .unwrap()
                 .contains("invalid restart policy")
         );
-        let tail: Vec<String> = [
+        let tail = owned(&[
             "/bin/sh: npm: not found",
             "The command '/bin/sh -c npm run build' returned a non-zero code: 127",
             "Service 'web' failed to build : Build failed",
-        ]
-        .map(String::from)
-        .to_vec();
+        ]);
         assert_eq!(
             telling_line(&tail),
             Some("The command '/bin/sh -c npm run build' returned a non-zero code: 127")
         );
-        let tail: Vec<String> = [
+        let tail = owned(&[
             "Step 3/5 : COPY public/index.html /www/index.html",
             "COPY failed: file not found in build context or excluded by .dockerignore: stat \
              public/index.html: file does not exist",
             "Service 'web' failed to build : Build failed",
-        ]
-        .map(String::from)
-        .to_vec();
+        ]);
         assert!(
             telling_line(&tail)
                 .unwrap()
                 .starts_with("COPY failed: file not found")
         );
-        let tail = vec![
-            "Cloning...".to_string(),
-            "fatal: repository '/x' does not exist".into(),
-            "".into(),
-        ];
+        let tail = owned(&["Cloning...", "fatal: repository '/x' does not exist", ""]);
         assert_eq!(
             telling_line(&tail),
             Some("fatal: repository '/x' does not exist")
